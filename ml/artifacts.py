@@ -1,0 +1,107 @@
+"""Model artifacts: versioned directories holding model.onnx, model.keras and manifest.json.
+
+No TensorFlow here: the serving path reads manifests too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+ONNX_NAME = "model.onnx"
+KERAS_NAME = "model.keras"
+DATA_FILES_NAME = "data_files.txt"
+CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
+
+REQUIRED_KEYS = (
+    "name",
+    "version",
+    "architecture",
+    "input_size",
+    "preprocessing_version",
+    "class_names",
+    "threshold",
+    "metrics",
+    "files",
+    "onnx_sha256",
+)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
+    """The manifest as a dict; FileNotFoundError / ValueError name the offending file."""
+    path = Path(artifact_dir) / MANIFEST_NAME
+    with open(path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise ValueError(f"{path} lacks required keys: {', '.join(missing)}")
+    return manifest
+
+
+def write_manifest(artifact_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    path = Path(artifact_dir) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def utc_stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def utc_now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_artifact_dir(root: str | Path, architecture: str) -> tuple[Path, str]:
+    """A fresh ``<root>/<arch>-<UTC stamp>`` directory and its version string."""
+    version = utc_stamp()
+    path = Path(root) / f"{architecture}-{version}"
+    suffix = 1
+    while path.exists():  # two runs in the same second
+        path = Path(root) / f"{architecture}-{version}-{suffix}"
+        suffix += 1
+    path.mkdir(parents=True)
+    return path, version
+
+
+def code_version(repo_dir: str | Path | None = None) -> str:
+    """git sha (with '-dirty' when the tree has local changes), or 'unknown' outside git."""
+    cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "ml"],
+            cwd=cwd.parent if cwd.name == "ml" else cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def write_data_file_list(artifact_dir: str | Path, lines: list[str]) -> tuple[str, str]:
+    """Write the 'split<TAB>label<TAB>relpath<TAB>sha256' list; return (file name, its digest)."""
+    text = "\n".join(lines) + "\n"
+    (Path(artifact_dir) / DATA_FILES_NAME).write_text(text, encoding="utf-8")
+    return DATA_FILES_NAME, sha256_text(text)

@@ -1,0 +1,100 @@
+"""ONNX Runtime predictor for the portal: no TensorFlow on the serving path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ml.artifacts import CLASS_NAMES, ONNX_NAME, read_manifest, sha256_file
+from ml.preprocessing import PREPROCESSING_VERSION, load_for_model
+
+
+class ModelArtifactError(RuntimeError):
+    """The artifact is missing, tampered with, or built for another preprocessing."""
+
+
+class Predictor:
+    """Probability of PNEUMONIA for chest films, from one verified ONNX artifact."""
+
+    def __init__(self, manifest: dict[str, Any], session: ort.InferenceSession, sha256: str):
+        self.manifest = manifest
+        self.name: str = str(manifest["name"])
+        self.version: str = str(manifest["version"])
+        self.architecture: str = str(manifest["architecture"])
+        self.input_size: int = int(manifest["input_size"])
+        self.threshold: float = float(manifest["threshold"])
+        self.preprocessing_version: str = str(manifest["preprocessing_version"])
+        self.class_names: list[str] = list(manifest["class_names"])
+        self.model_sha256: str = sha256
+        self._session = session
+        self._input_name = session.get_inputs()[0].name
+
+    @classmethod
+    def from_artifact(
+        cls, artifact_dir: str | Path, *, intra_op_threads: int | None = None
+    ) -> "Predictor":
+        artifact_dir = Path(artifact_dir)
+        manifest = _load_manifest(artifact_dir)
+        onnx_path = artifact_dir / str(manifest["files"].get("onnx") or ONNX_NAME)
+        if not onnx_path.is_file():
+            raise ModelArtifactError(f"Model artifact not found: {onnx_path}")
+        sha256 = sha256_file(onnx_path)
+        if sha256 != manifest["onnx_sha256"]:
+            raise ModelArtifactError(
+                f"Model file {onnx_path} does not match its manifest "
+                f"(sha256 {sha256[:12]}…, manifest says {str(manifest['onnx_sha256'])[:12]}…)."
+            )
+        options = ort.SessionOptions()
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        # Thread pools are per session; one session per worker process avoids oversubscription.
+        options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(
+                str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception hierarchy
+            raise ModelArtifactError(f"Model file {onnx_path} cannot be loaded: {exc}") from exc
+        return cls(manifest, session, sha256)
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) float32 in 0..255 (from ml.preprocessing) -> (N,) P(PNEUMONIA)."""
+        expected = (self.input_size, self.input_size, 3)
+        if images.ndim != 4 or images.shape[1:] != expected:
+            raise ValueError(f"expected images of shape (N, {expected}), got {images.shape}")
+        batch = np.ascontiguousarray(images, dtype=np.float32)
+        (output,) = self._session.run(None, {self._input_name: batch})
+        return np.asarray(output, dtype=np.float64).reshape(len(batch))
+
+    def predict_bytes(self, data: bytes) -> float:
+        """Probability for one uploaded file; ImageDecodeError for unreadable uploads."""
+        image = load_for_model(data, input_size=self.input_size)
+        return float(self.predict_batch(image[None])[0])
+
+    def label_for(self, probability: float) -> str:
+        return self.class_names[1] if probability >= self.threshold else self.class_names[0]
+
+
+def _load_manifest(artifact_dir: Path) -> dict[str, Any]:
+    manifest_path = artifact_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise ModelArtifactError(f"Model artifact not found: {manifest_path}")
+    try:
+        manifest = read_manifest(artifact_dir)
+    except ValueError as exc:
+        raise ModelArtifactError(f"Model manifest is invalid: {exc}") from exc
+    if manifest["preprocessing_version"] != PREPROCESSING_VERSION:
+        raise ModelArtifactError(
+            f"Model {manifest.get('name')} was trained with preprocessing "
+            f"'{manifest['preprocessing_version']}' but this code implements "
+            f"'{PREPROCESSING_VERSION}'; retrain or deploy the matching code."
+        )
+    if list(manifest["class_names"]) != CLASS_NAMES:
+        raise ModelArtifactError(
+            f"Model {manifest.get('name')} has classes {manifest['class_names']}, "
+            f"expected {CLASS_NAMES}."
+        )
+    return manifest

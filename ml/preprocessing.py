@@ -1,0 +1,202 @@
+"""The one image path shared by training, evaluation and serving.
+
+Bytes -> ``decode_image_bytes`` -> (H, W) uint8 grayscale -> ``preprocess`` -> float32
+(S, S, 3) in 0..255. Model-specific normalisation lives inside the Keras model (and so inside
+the ONNX graph), which keeps this module free of TensorFlow and impossible to drift from the
+model. Any change to the transform must bump ``PREPROCESSING_VERSION``: artifacts record the
+version they were trained with and the predictor refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps
+
+PREPROCESSING_VERSION = "gray-squash-v1"
+
+# Anything bigger is not a plain chest film; refuse it before decoding (decompression bombs).
+MAX_PIXELS = 60_000_000
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG"
+DICOM_MAGIC_OFFSET = 128
+DICOM_MAGIC = b"DICM"
+EXIF_ORIENTATION = 0x0112
+
+DICOM_METADATA_TAGS = (
+    "PatientID",
+    "StudyDate",
+    "ViewPosition",
+    "Modality",
+    "BodyPartExamined",
+    "StudyInstanceUID",
+    "SeriesDescription",
+)
+
+
+class ImageDecodeError(ValueError):
+    """An upload that cannot be read as a chest image; the message is shown to clinicians."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray  # (H, W) uint8 grayscale, display orientation, MONOCHROME1 inverted
+    format: str  # "JPEG" | "PNG" | "DICOM"
+    width: int  # of the original image
+    height: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def detect_format(data: bytes) -> str:
+    """Format from content, never from the file name (uploads lie about extensions)."""
+    if data[:3] == JPEG_MAGIC:
+        return "JPEG"
+    if data[:4] == PNG_MAGIC:
+        return "PNG"
+    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC:
+        return "DICOM"
+    raise ImageDecodeError("This file is not a JPEG, PNG or DICOM image.")
+
+
+def decode_image_bytes(data: bytes, *, target_size: int | None = None) -> DecodedImage:
+    """Decode an upload to 8-bit grayscale in display orientation.
+
+    ``target_size`` lets big JPEGs decode at a reduced DCT scale (never below target_size);
+    the training loader passes the same value so train and serve see the same pixels.
+    """
+    if not data:
+        raise ImageDecodeError("The file is empty.")
+    fmt = detect_format(data)
+    if fmt == "DICOM":
+        return _decode_dicom(data)
+    return _decode_raster(data, fmt, target_size)
+
+
+def _decode_raster(data: bytes, fmt: str, target_size: int | None) -> DecodedImage:
+    with warnings.catch_warnings():
+        # A bomb warning means an absurd pixel count: treat it as the error it is.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageDecodeError(
+                    f"The image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,})."
+                )
+            rotated = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+            if fmt == "JPEG" and target_size:
+                image.draft("L", (target_size, target_size))
+            image = ImageOps.exif_transpose(image)
+            image.load()
+            gray = _to_gray(image)
+        except ImageDecodeError:
+            raise
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise ImageDecodeError("The image is too large to process safely.") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageDecodeError("The image is truncated or corrupt.") from exc
+    if rotated:  # report the original size in display orientation
+        width, height = height, width
+    return DecodedImage(pixels=gray, format=fmt, width=width, height=height, metadata={})
+
+
+def _to_gray(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> (H, W) uint8."""
+    mode = image.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # High bit depth: stretch the used range, as DICOM windowing would; a fixed /257
+        # would leave 12-bit films almost black.
+        return _scale_to_uint8(np.asarray(image, dtype=np.float64))
+    if mode == "P":
+        image = image.convert("RGBA")
+    if mode == "CMYK":
+        image = image.convert("RGB")
+    if mode == "1":
+        image = image.convert("L")
+    # L/LA/RGB/RGBA/YCbCr: ITU-R 601 luma; alpha is dropped.
+    return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+
+
+def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    low, high = float(np.min(values)), float(np.max(values))
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (values - low) * (255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _decode_dicom(data: bytes) -> DecodedImage:
+    import pydicom  # lazy: only DICOM uploads pay for it
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise ImageDecodeError("The DICOM file is truncated or corrupt.") from exc
+    if "PixelData" not in ds:
+        raise ImageDecodeError("DICOM object has no pixel data (it is not an image).")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise ImageDecodeError("Multi-frame DICOM is not supported; upload a single radiograph.")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if rows * cols > MAX_PIXELS:
+        raise ImageDecodeError(f"The image is too large ({cols}x{rows} pixels).")
+    try:
+        raw = ds.pixel_array
+    except Exception as exc:  # missing codec, truncated pixel data, bad header
+        raise ImageDecodeError(
+            "The DICOM pixel data cannot be decoded (truncated file or unsupported "
+            f"compression, transfer syntax {ds.file_meta.get('TransferSyntaxUID', '?')})."
+        ) from exc
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if raw.ndim == 3:
+        if photometric.startswith("MONOCHROME"):
+            raise ImageDecodeError("Multi-frame DICOM is not supported; upload a single radiograph.")
+        # Colour DICOM (secondary capture): luma, as for colour JPEG.
+        values = raw[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    else:
+        values = apply_voi_lut(apply_modality_lut(raw, ds), ds).astype(np.float64)
+        if photometric == "MONOCHROME1":
+            # MONOCHROME1 stores bright bone as low values; invert so films look like JPEGs.
+            values = values.max() + values.min() - values
+    pixels = _scale_to_uint8(values)
+    return DecodedImage(
+        pixels=pixels,
+        format="DICOM",
+        width=cols,
+        height=rows,
+        metadata=_dicom_metadata(ds),
+    )
+
+
+def _dicom_metadata(ds: object) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for tag in DICOM_METADATA_TAGS:
+        value = getattr(ds, tag, None)
+        if value not in (None, ""):
+            found[tag] = str(value)
+    return found
+
+
+def preprocess(pixels: np.ndarray, *, input_size: int) -> np.ndarray:
+    """(H, W) uint8 -> float32 (S, S, 3) in 0..255.
+
+    The aspect ratio is ignored on purpose: the training images were squashed to 224x224 by a
+    third party, so serving must squash the same way.
+    """
+    if pixels.ndim != 2 or pixels.dtype != np.uint8:
+        raise ValueError(f"expected (H, W) uint8 pixels, got {pixels.shape} {pixels.dtype}")
+    image = Image.fromarray(pixels)
+    if image.size != (input_size, input_size):
+        image = image.resize((input_size, input_size), Image.Resampling.BILINEAR)
+    gray = np.asarray(image, dtype=np.float32)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def load_for_model(data: bytes, *, input_size: int) -> np.ndarray:
+    """THE path from file bytes to a model input; training, evaluation and serving call it."""
+    decoded = decode_image_bytes(data, target_size=input_size)
+    return preprocess(decoded.pixels, input_size=input_size)
