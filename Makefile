@@ -1,0 +1,48 @@
+# One task runner for the project. `make help` lists the targets.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help run setup test test-fast lint typecheck services worker beat compose-check clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.installed  ## create the virtualenv, migrate, create demo users, activate the bundled model
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py setup_demo
+
+run: setup  ## set up and run the portal on the embedded default (SQLite, tasks in process)
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+services:  ## start PostgreSQL and Redis on 127.0.0.1 if they are not running
+	./scripts/ensure-services.sh
+
+test: $(VENV)/.installed services  ## run the whole test suite against real PostgreSQL, Redis and a Celery worker
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed  ## ruff
+	$(VENV)/bin/ruff check .
+
+typecheck: $(VENV)/.installed  ## mypy
+	$(VENV)/bin/mypy portal diagnostics worker ml
+
+worker: $(VENV)/.installed  ## a Celery worker for the inference queue (needs CELERY_BROKER_URL)
+	$(VENV)/bin/celery -A worker worker -Q inference -l info
+
+beat: $(VENV)/.installed  ## the Celery beat scheduler
+	$(VENV)/bin/celery -A worker beat -l info
+
+compose-check:  ## validate docker-compose.yml
+	docker compose config --quiet
+
+clean:  ## remove the virtualenv and local data
+	rm -rf $(VENV) var

@@ -1,0 +1,1 @@
+"""Clinical domain: care teams, patients, studies, images, predictions, model versions, audit."""

@@ -1,0 +1,1 @@
+"""REST API under /api/v1/: one explicit view per endpoint, same services and selectors as the pages."""

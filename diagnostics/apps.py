@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class DiagnosticsConfig(AppConfig):
+    name = "diagnostics"
+    verbose_name = "Diagnostics"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from diagnostics import signals  # noqa: F401  (connects the audit receivers)

@@ -1,0 +1,202 @@
+"""Tables of the clinical domain. Writes go through services.py, reads through selectors.py."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models import Q
+
+
+class CareTeam(models.Model):
+    """An organisation unit; clinicians see only their own team's patients."""
+
+    name = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class User(AbstractUser):
+    class Role(models.TextChoices):
+        CLINICIAN = "clinician", "Clinician"
+        ADMIN = "admin", "Administrator"
+        API_CLIENT = "api_client", "API client"
+
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.CLINICIAN)
+    team = models.ForeignKey(CareTeam, null=True, blank=True, on_delete=models.PROTECT, related_name="members")
+
+    @property
+    def is_portal_admin(self) -> bool:
+        return self.role == self.Role.ADMIN or self.is_superuser
+
+
+class Patient(models.Model):
+    class Sex(models.TextChoices):
+        FEMALE = "F", "Female"
+        MALE = "M", "Male"
+        OTHER = "O", "Other"
+        UNKNOWN = "U", "Unknown"
+
+    team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="patients")
+    medical_record_number = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    birth_date = models.DateField()
+    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "medical_record_number"], name="unique_mrn_per_team"),
+        ]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.medical_record_number})"
+
+
+class Study(models.Model):
+    class Modality(models.TextChoices):
+        CR = "CR", "Computed radiography"
+        DX = "DX", "Digital radiography"
+
+    class ViewPosition(models.TextChoices):
+        PA = "PA", "Posteroanterior"
+        AP = "AP", "Anteroposterior"
+        LATERAL = "LL", "Lateral"
+        UNKNOWN = "", "Not recorded"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    accession_number = models.CharField(max_length=64, blank=True)
+    modality = models.CharField(max_length=2, choices=Modality.choices, default=Modality.CR)
+    body_part = models.CharField(max_length=32, default="CHEST")
+    view_position = models.CharField(max_length=2, choices=ViewPosition.choices, blank=True, default="")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    failure_reason = models.TextField(blank=True)
+    # How many times a worker has claimed this study; the reconciler gives up after a limit.
+    attempts = models.PositiveIntegerField(default=0)
+    status_changed_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "studies"
+
+    def __str__(self) -> str:
+        return f"Study {self.pk} of {self.patient}"
+
+
+def _image_upload_path(instance: Image, filename: str) -> str:
+    # A random name: the original file name may carry patient data and must not be guessable.
+    return f"studies/{uuid.uuid4().hex}"
+
+
+class Image(models.Model):
+    class Format(models.TextChoices):
+        JPEG = "JPEG", "JPEG"
+        PNG = "PNG", "PNG"
+        DICOM = "DICOM", "DICOM"
+
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="images")
+    file = models.FileField(upload_to=_image_upload_path, max_length=200)
+    original_filename = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=5, choices=Format.choices)
+    size_bytes = models.PositiveBigIntegerField()
+    dicom_metadata = models.JSONField(default=dict, blank=True)
+    uploaded_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"Image {self.pk} ({self.format} {self.width}×{self.height})"
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        ACTIVE = "active", "Active"
+        ARCHIVED = "archived", "Archived"
+
+    name = models.CharField(max_length=200, unique=True)
+    architecture = models.CharField(max_length=50)
+    artifact_path = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    preprocessing_version = models.CharField(max_length=50)
+    threshold = models.FloatField()
+    manifest = models.JSONField(default=dict)
+    metrics = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CANDIDATE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # The database itself guarantees one active model at a time.
+            models.UniqueConstraint(fields=["status"], condition=Q(status="active"), name="one_active_model"),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prediction(models.Model):
+    class Label(models.TextChoices):
+        NORMAL = "NORMAL", "No pneumonia suspected"
+        PNEUMONIA = "PNEUMONIA", "Pneumonia suspected"
+
+    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="predictions")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
+    probability = models.FloatField(help_text="Model probability of pneumonia, 0–1.")
+    threshold = models.FloatField()
+    label = models.CharField(max_length=10, choices=Label.choices)
+    latency_ms = models.FloatField()
+    # Enough to reproduce the result: exact model bytes, transform, and input bytes.
+    model_sha256 = models.CharField(max_length=64)
+    preprocessing_version = models.CharField(max_length=50)
+    input_sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_version"], name="one_prediction_per_image_and_model"),
+        ]
+        ordering = ["-created_at"]
+
+
+class AuditEvent(models.Model):
+    """Append-only record of who did what to which record, and every study state change."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    team = models.ForeignKey(CareTeam, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise PermissionError("Audit events are append-only.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise PermissionError("Audit events are append-only.")

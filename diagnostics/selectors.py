@@ -1,0 +1,74 @@
+"""Every read of clinical data goes through a function here that checks access.
+
+A user sees only the patients, studies and images of their own care team; a
+lookup outside it raises Http404, so another team's record is indistinguishable
+from one that does not exist.
+"""
+
+from __future__ import annotations
+
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.http import Http404
+
+from diagnostics.models import Image, ModelVersion, Patient, Prediction, Study, User
+
+
+def patient_list_for_user(*, user: User) -> QuerySet[Patient]:
+    if not user.is_authenticated or user.team_id is None:
+        return Patient.objects.none()
+    return Patient.objects.filter(team_id=user.team_id)
+
+
+def patient_get_for_user(*, user: User, patient_id: int) -> Patient:
+    try:
+        return patient_list_for_user(user=user).get(pk=patient_id)
+    except (Patient.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such patient.") from None
+
+
+def study_list_for_user(*, user: User) -> QuerySet[Study]:
+    """The team's studies, newest first, with the patient and the latest AI probability."""
+    if not user.is_authenticated or user.team_id is None:
+        return Study.objects.none()
+    latest = Prediction.objects.filter(image__study=OuterRef("pk")).order_by("-created_at")
+    return (
+        Study.objects.filter(patient__team_id=user.team_id)
+        .select_related("patient")
+        .annotate(
+            latest_probability=Subquery(latest.values("probability")[:1]),
+            latest_label=Subquery(latest.values("label")[:1]),
+        )
+    )
+
+
+def study_get_for_user(*, user: User, study_id: int) -> Study:
+    """One study with its images and their predictions (newest first)."""
+    predictions = Prediction.objects.select_related("model_version").order_by("-created_at")
+    images = Image.objects.prefetch_related(Prefetch("predictions", queryset=predictions))
+    try:
+        return (
+            study_list_for_user(user=user)
+            .prefetch_related(Prefetch("images", queryset=images))
+            .get(pk=study_id)
+        )
+    except (Study.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such study.") from None
+
+
+def image_get_for_user(*, user: User, image_id: int) -> Image:
+    if not user.is_authenticated or user.team_id is None:
+        raise Http404("No such image.")
+    try:
+        return Image.objects.select_related("study__patient").get(
+            pk=image_id, study__patient__team_id=user.team_id
+        )
+    except (Image.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such image.") from None
+
+
+def model_version_active() -> ModelVersion | None:
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+
+
+def model_version_list() -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.all()

@@ -1,0 +1,75 @@
+"""Validation and storage of uploaded X-ray files."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
+
+from diagnostics.models import Image, Study, User
+from ml.preprocessing import DecodedImage, ImageDecodeError, decode_image_bytes
+
+
+@dataclass(frozen=True)
+class ValidatedUpload:
+    filename: str
+    data: bytes
+    decoded: DecodedImage
+    sha256: str
+
+
+def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
+    """Check that an upload is a readable JPEG, PNG or DICOM image, judged by content.
+
+    Raises ValidationError with a message a clinician can act on; nothing is stored.
+    """
+    if not data:
+        raise ValidationError(f"{filename}: the file is empty.")
+    limit = settings.UPLOAD_MAX_BYTES
+    if len(data) > limit:
+        raise ValidationError(f"{filename}: the file is larger than the {limit // (1024 * 1024)} MB limit.")
+    try:
+        decoded = decode_image_bytes(data)
+    except ImageDecodeError as error:
+        raise ValidationError(f"{filename}: {error}") from None
+    return ValidatedUpload(
+        filename=filename, data=data, decoded=decoded, sha256=hashlib.sha256(data).hexdigest()
+    )
+
+
+def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
+    """Store a validated upload under a random name. Call inside the study's transaction."""
+    decoded = upload.decoded
+    image = Image(
+        study=study,
+        original_filename=upload.filename[:255],
+        sha256=upload.sha256,
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
+        size_bytes=len(upload.data),
+        dicom_metadata=dict(decoded.metadata),
+        uploaded_by=user,
+    )
+    image.file.save("upload", ContentFile(upload.data), save=False)
+    image.save()
+    return image
+
+
+def image_validate_uploaded_files(*, files: Iterable[UploadedFile]) -> list[ValidatedUpload]:
+    """Validate every uploaded file before anything is stored; all refusals are reported together."""
+    uploads: list[ValidatedUpload] = []
+    errors: list[str] = []
+    for uploaded in files:
+        try:
+            uploads.append(image_validate_upload(filename=uploaded.name or "upload", data=uploaded.read()))
+        except ValidationError as error:
+            errors.extend(error.messages)
+    if errors:
+        raise ValidationError(errors)
+    return uploads

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from diagnostics.models import Patient, Study, User
+
+from .audit import audit_record
+from .images import ValidatedUpload, image_store
+
+
+def study_create(
+    *,
+    user: User,
+    patient: Patient,
+    uploads: Sequence[ValidatedUpload],
+    accession_number: str = "",
+    modality: str = Study.Modality.CR,
+    view_position: str = "",
+) -> Study:
+    """Create a study with its images and queue it for AI assessment.
+
+    `patient` must come from an access-checked selector. Uploads are validated
+    before this is called, so a refused file never leaves a half-stored study.
+    """
+    if patient.team_id != user.team_id:
+        raise PermissionDenied("This patient belongs to another care team.")
+    if not uploads:
+        raise ValidationError("Attach at least one X-ray image.")
+    with transaction.atomic():
+        study = Study.objects.create(
+            patient=patient,
+            accession_number=accession_number.strip(),
+            modality=modality,
+            view_position=view_position,
+            created_by=user,
+        )
+        images = [image_store(study=study, upload=upload, user=user) for upload in uploads]
+        audit_record(
+            action="study.created",
+            actor=user,
+            target=study,
+            team=patient.team,
+            images=[image.pk for image in images],
+            status=study.status,
+        )
+        study_enqueue_inference(study=study)
+    return study
+
+
+def study_enqueue_inference(*, study: Study) -> None:
+    """Send the study to the inference queue once the current transaction commits."""
+    from worker.tasks import run_study_inference  # the worker package imports services
+
+    run_study_inference.delay_on_commit(study.pk)
+
+
+def study_set_status(
+    *,
+    study: Study,
+    status: str,
+    reason: str = "",
+    actor: User | None = None,
+    expected: Sequence[str] | None = None,
+) -> bool:
+    """Move a study to `status` and record the change.
+
+    With `expected`, the change happens only if the study is still in one of
+    those states (a conditional UPDATE), so two workers cannot both claim it.
+    Returns whether the row changed.
+    """
+    rows = Study.objects.filter(pk=study.pk)
+    if expected is not None:
+        rows = rows.filter(status__in=expected)
+    previous = study.status
+    changed = rows.update(status=status, failure_reason=reason, status_changed_at=timezone.now()) == 1
+    if changed:
+        study.status, study.failure_reason = status, reason
+        audit_record(
+            action="study.status_changed",
+            actor=actor,
+            target=study,
+            team_id=study.patient.team_id,
+            **{"from": previous, "to": status, "reason": reason},
+        )
+    return changed

@@ -1,0 +1,1 @@
+"""Server-rendered pages. Thin: they parse input, call a selector or a service, render."""

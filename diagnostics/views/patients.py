@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from diagnostics.forms import PatientForm
+from diagnostics.selectors import patient_get_for_user, patient_list_for_user, study_list_for_user
+from diagnostics.services.audit import audit_record
+from diagnostics.services.patients import patient_create
+
+
+@login_required
+def patient_list(request: HttpRequest) -> HttpResponse:
+    patients = patient_list_for_user(user=request.user)
+    query = request.GET.get("q", "").strip()
+    if query:
+        patients = patients.filter(name__icontains=query) | patients.filter(medical_record_number__icontains=query)
+    return render(request, "diagnostics/patient_list.html", {"patients": patients[:200], "query": query})
+
+
+@login_required
+def patient_new(request: HttpRequest) -> HttpResponse:
+    form = PatientForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            patient = patient_create(user=request.user, **form.cleaned_data)
+        except ValidationError as error:
+            for field, field_errors in error.message_dict.items():
+                for message in field_errors:
+                    form.add_error(field if field in form.fields else None, message)
+        except PermissionDenied as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, f"Patient {patient.name} registered.")
+            return redirect("patient_detail", patient_id=patient.pk)
+    return render(request, "diagnostics/patient_form.html", {"form": form})
+
+
+@login_required
+def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = patient_get_for_user(user=request.user, patient_id=patient_id)
+    audit_record(action="patient.viewed", actor=request.user, target=patient, team=patient.team)
+    studies = study_list_for_user(user=request.user).filter(patient=patient)
+    return render(request, "diagnostics/patient_detail.html", {"patient": patient, "studies": studies})

@@ -1,0 +1,66 @@
+"""Upload to stored prediction through a real Celery worker, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.urls import reverse
+
+from diagnostics.models import Prediction, Study
+
+from .conftest import api_client_for, jpeg_upload, login_client
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def wait_for_study(study_id: int, worker, timeout: float = 60.0) -> Study:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        study = Study.objects.get(pk=study_id)
+        if study.status in (Study.Status.DONE, Study.Status.FAILED):
+            return study
+        time.sleep(0.2)
+    raise AssertionError(f"study {study_id} still {study.status} after {timeout}s; worker log:\n{worker.log_tail()}")
+
+
+def test_api_upload_is_predicted_by_the_worker_and_shown_on_page_and_api(
+    owner, patient, active_model, celery_worker
+):
+    api = api_client_for(owner)
+    response = api.post(
+        reverse("api_study_list"),
+        {"patient_id": patient.pk, "accession_number": "ACC-42", "images": [jpeg_upload()]},
+        format="multipart",
+    )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "queued" and body["status_url"].endswith(f"/api/v1/studies/{body['id']}/")
+
+    study = wait_for_study(body["id"], celery_worker)
+    assert study.status == Study.Status.DONE, f"{study.failure_reason}\n{celery_worker.log_tail()}"
+    prediction = Prediction.objects.get(image__study=study)
+    assert prediction.model_version == active_model
+
+    detail = api.get(body["status_url"]).json()
+    [image] = detail["images"]
+    [api_prediction] = image["predictions"]
+    assert detail["status"] == "done"
+    assert api_prediction["probability"] == pytest.approx(prediction.probability)
+    assert api_prediction["label"] == prediction.label and api_prediction["model_version"] == active_model.name
+
+    page = login_client(owner).get(reverse("study_detail", args=[study.pk])).content.decode()
+    assert f"{prediction.probability:.3f}" in page
+    assert active_model.name in page
+    assert "not a diagnosis" in page
+
+
+def test_without_an_active_model_the_worker_fails_the_study_with_a_reason(owner, patient, celery_worker):
+    client = login_client(owner)
+    response = client.post(reverse("study_new", args=[patient.pk]), {"modality": "CR", "images": [jpeg_upload()]})
+    assert response.status_code == 302
+    study = wait_for_study(Study.objects.get().pk, celery_worker)
+    assert study.status == Study.Status.FAILED
+    assert "No active AI model" in study.failure_reason
+    page = client.get(reverse("study_detail", args=[study.pk])).content.decode()
+    assert "No active AI model" in page

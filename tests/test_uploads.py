@@ -1,0 +1,53 @@
+"""Uploads are judged by content; a refused file says why and nothing is stored."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from diagnostics.models import AuditEvent, Image, Study
+
+from .conftest import api_client_for, jpeg_upload, login_client
+from .images import png_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+def test_page_refuses_a_non_image_with_a_clear_message(owner, patient, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    client = login_client(owner)
+    fake = SimpleUploadedFile("chest.jpeg", b"%PDF-1.7 this is a PDF, not an X-ray", content_type="image/jpeg")
+    response = client.post(reverse("study_new", args=[patient.pk]), {"modality": "CR", "images": [fake]})
+    assert response.status_code == 400
+    assert "chest.jpeg: This file is not a JPEG, PNG or DICOM image" in response.content.decode()
+    assert not Study.objects.exists() and not Image.objects.exists()
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_one_bad_file_refuses_the_whole_study(owner, patient, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    api = api_client_for(owner)
+    empty = SimpleUploadedFile("empty.png", b"", content_type="image/png")
+    response = api.post(
+        reverse("api_study_list"), {"patient_id": patient.pk, "images": [jpeg_upload(), empty]}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert "empty.png: the file is empty." in str(response.json())
+    assert not Study.objects.exists() and list(tmp_path.rglob("*")) == []
+
+
+def test_page_upload_stores_the_image_under_a_random_name(owner, patient, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    client = login_client(owner)
+    png = SimpleUploadedFile("Ada_Lovelace_MRN-A-1.png", png_bytes(size=300, mode="RGBA"), content_type="image/png")
+    response = client.post(
+        reverse("study_new", args=[patient.pk]), {"modality": "DX", "view_position": "PA", "images": [png]}
+    )
+    study = Study.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse("study_detail", args=[study.pk])
+    image = study.images.get()
+    assert (image.format, image.width, image.height) == ("PNG", 300, 300)
+    assert "Ada" not in image.file.name and "MRN" not in image.file.name
+    assert study.status == Study.Status.QUEUED
+    assert AuditEvent.objects.filter(action="study.created", object_id=str(study.pk), actor=owner).exists()

@@ -1,0 +1,87 @@
+"""Start and stop a real Celery worker process for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / "var" / "test-logs"
+
+
+class CeleryWorker:
+    def __init__(self, *, database_name: str, queues: str = "inference") -> None:
+        self.database_name = database_name
+        self.queues = queues
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = LOG_DIR / "celery-worker.log"
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        database_url = settings.DATABASES["default"]
+        env.update(
+            DJANGO_SETTINGS_MODULE="portal.settings.test",
+            # The worker must use the test database pytest-django created.
+            DATABASE_URL=(
+                f"postgres://{database_url['USER']}@{database_url['HOST']}:{database_url['PORT']}/{self.database_name}"
+            ),
+            CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+            MEDIA_ROOT=str(settings.MEDIA_ROOT),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def purge_queues(self) -> None:
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+    def start(self, timeout: float = 60.0) -> None:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        # A fresh log per start, so "ready" is this process's own line.
+        self.log_path = LOG_DIR / f"celery-worker-{os.getpid()}-{time.time_ns()}.log"
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "worker", "worker",
+                "-Q", self.queues, "--pool=solo", "--concurrency=1",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h", "-l", "info",
+            ],
+            cwd=ROOT,
+            env=self.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Celery worker exited early; see {self.log_path}:\n{self.log_tail()}")
+            if b" ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"Celery worker not ready after {timeout}s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL, as when the machine runs out of memory: no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
