@@ -1,0 +1,234 @@
+"""Model builders and ImageNet weights resolution.
+
+Every model takes float32 (N, S, S, 3) in 0..255 (ml.preprocessing output) and returns
+P(PNEUMONIA) of shape (N, 1). The backbone's own normalisation is the first layer, so it is
+exported into the ONNX graph. Each model is split into ``features`` (normalise + backbone +
+pooling) and ``head`` sharing layers with the full model, so a frozen backbone's features can
+be computed once and the head trained on them in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+
+from ml.config import WEIGHTS_DIR_ENV
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """ImageNet weights were asked for and are not available."""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    application: Callable[..., keras.Model] | None  # keras.applications constructor
+    normalization: str  # "unit" (x/255) | "tf" ([-1, 1]) | "caffe" (mean subtraction)
+    keras_weights_file: str | None  # file name Keras caches in ~/.keras/models
+    pooling: str = "avg"  # "avg" | "flatten"
+    head_units: tuple[int, ...] = (128,)
+    dropout: float = 0.3
+    partial_unfreeze: tuple[str, ...] = ()  # layers opened in the "partial" stage
+    default_input_size: int = 224
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "cnn": ArchSpec("cnn", None, "unit", None, head_units=(64,), dropout=0.3, default_input_size=128),
+    "vgg16": ArchSpec(
+        "vgg16",
+        keras.applications.VGG16,
+        "caffe",
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        partial_unfreeze=("block5_conv2", "block5_conv3"),
+    ),
+    "vgg19": ArchSpec(
+        "vgg19",
+        keras.applications.VGG19,
+        "caffe",
+        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        pooling="flatten",
+        head_units=(4608, 1152),
+        dropout=0.2,
+        partial_unfreeze=("block5_conv3", "block5_conv4"),
+        default_input_size=128,
+    ),
+    "resnet50v2": ArchSpec(
+        "resnet50v2",
+        keras.applications.ResNet50V2,
+        "tf",
+        "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        partial_unfreeze=("conv5_block3_2_conv", "conv5_block3_3_conv"),
+    ),
+    "xception": ArchSpec(
+        "xception",
+        keras.applications.Xception,
+        "tf",
+        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        partial_unfreeze=("block14_sepconv1", "block14_sepconv2"),
+    ),
+    "mobilenetv2": ArchSpec(
+        "mobilenetv2",
+        keras.applications.MobileNetV2,
+        "tf",
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        partial_unfreeze=("block_16_project", "Conv_1"),
+        default_input_size=128,
+    ),
+}
+
+
+def local_weights_name(architecture: str) -> str:
+    """The file name looked for in IMAGENET_WEIGHTS_DIR, e.g. xception_imagenet_notop.weights.h5."""
+    return f"{architecture}_imagenet_notop.weights.h5"
+
+
+def resolve_weights(architecture: str, weights: str, weights_dir: str | Path | None = None) -> str | None:
+    """'none' | 'imagenet' | 'auto' | file | directory -> what keras.applications accepts.
+
+    Returns None for random initialisation, a local file path, or "imagenet" (Keras download).
+    Raises WeightsNotFoundError naming the expected file when weights were asked for.
+    """
+    spec = ARCHITECTURES[architecture]
+    if weights == "none" or (weights == "auto" and spec.application is None):
+        return None
+    if spec.application is None:
+        raise WeightsNotFoundError(f"Architecture '{architecture}' is trained from scratch; use --weights none.")
+    weights_dir = weights_dir or os.environ.get(WEIGHTS_DIR_ENV)
+    if weights in ("imagenet", "auto", "local"):
+        if weights_dir:
+            found = _find_in_dir(architecture, Path(weights_dir))
+            if found:
+                return str(found)
+        if weights == "auto":
+            return None
+        if weights == "imagenet":
+            return "imagenet"  # Keras downloads it when online; see build_model for the error
+        raise WeightsNotFoundError(_missing_message(architecture, Path(weights_dir or "$" + WEIGHTS_DIR_ENV)))
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        found = _find_in_dir(architecture, path)
+        if not found:
+            raise WeightsNotFoundError(_missing_message(architecture, path))
+        return str(found)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"ImageNet weights file for {architecture} not found: {path}")
+    return str(path)
+
+
+def _find_in_dir(architecture: str, directory: Path) -> Path | None:
+    names = [local_weights_name(architecture), ARCHITECTURES[architecture].keras_weights_file]
+    for name in names:
+        if name and (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _missing_message(architecture: str, directory: Path) -> str:
+    spec = ARCHITECTURES[architecture]
+    return (
+        f"ImageNet weights for {architecture} not found: expected "
+        f"{directory / local_weights_name(architecture)} (or Keras' {spec.keras_weights_file}). "
+        f"Put the file there, set {WEIGHTS_DIR_ENV}, or train from scratch with --weights none."
+    )
+
+
+@dataclass
+class BuiltModel:
+    model: keras.Model  # inputs 0..255 -> P(PNEUMONIA)
+    features: keras.Model  # inputs 0..255 -> pooled backbone features
+    head: keras.Model  # features -> P(PNEUMONIA); shares layers with ``model``
+    backbone: keras.Model | None  # None for the from-scratch CNN
+    weights_source: str | None
+
+
+def build_model(architecture: str, *, input_size: int, weights: str | None, seed: int) -> BuiltModel:
+    """``weights`` is the output of resolve_weights."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture '{architecture}'; choose from {sorted(ARCHITECTURES)}")
+    keras.utils.set_random_seed(seed)
+    spec = ARCHITECTURES[architecture]
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = _normalization(spec.normalization)(inputs)
+    backbone = None
+    if spec.application is None:
+        x = _small_cnn(x)
+    else:
+        backbone = _application(spec, input_size, weights)
+        # training=False keeps BatchNorm in inference mode while a pretrained base is tuned.
+        x = backbone(x, training=False) if weights else backbone(x)
+    pool = keras.layers.Flatten(name="flatten") if spec.pooling == "flatten" else keras.layers.GlobalAveragePooling2D(name="pool")
+    features_out = pool(x)
+    head_layers = _head_layers(spec)
+    outputs = _apply(head_layers, features_out)
+    model = keras.Model(inputs, outputs, name=architecture)
+    features = keras.Model(inputs, features_out, name=f"{architecture}_features")
+    head_in = keras.Input(tuple(features_out.shape[1:]), name="features")
+    head = keras.Model(head_in, _apply(head_layers, head_in), name=f"{architecture}_head")
+    return BuiltModel(model, features, head, backbone, weights)
+
+
+def _application(spec: ArchSpec, input_size: int, weights: str | None) -> keras.Model:
+    assert spec.application is not None
+    try:
+        return spec.application(include_top=False, weights=weights, input_shape=(input_size, input_size, 3))
+    except Exception as exc:
+        if weights == "imagenet":
+            raise WeightsNotFoundError(
+                f"ImageNet weights for {spec.name} could not be downloaded ({exc}). "
+                f"Offline: put {local_weights_name(spec.name)} in {WEIGHTS_DIR_ENV}, "
+                "or use --weights none."
+            ) from exc
+        raise
+
+
+def _normalization(mode: str) -> keras.layers.Layer:
+    if mode == "unit":
+        return keras.layers.Rescaling(1 / 255.0, name="normalize")
+    if mode == "tf":
+        return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="normalize")
+    # Caffe mode is BGR minus ImageNet means. Inputs are gray replicated to 3 channels, so the
+    # channel order is immaterial and a per-channel mean subtraction is exact.
+    return keras.layers.Normalization(mean=[103.939, 116.779, 123.68], variance=[1.0, 1.0, 1.0], name="normalize")
+
+
+def _small_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
+    """Four conv blocks: a few ms per film at 128 px on a CPU."""
+    for i, filters in enumerate((32, 64, 128, 128)):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    return keras.layers.Conv2D(128, 3, padding="same", activation="relu", name="conv_last")(x)
+
+
+def _head_layers(spec: ArchSpec) -> list[keras.layers.Layer]:
+    layers: list[keras.layers.Layer] = []
+    for i, units in enumerate(spec.head_units):
+        layers.append(keras.layers.Dense(units, activation="relu", name=f"head_dense{i}"))
+        if i == 0:
+            layers.append(keras.layers.Dropout(spec.dropout, name="head_dropout"))
+    if not spec.head_units:
+        layers.append(keras.layers.Dropout(spec.dropout, name="head_dropout"))
+    layers.append(keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia"))
+    return layers
+
+
+def _apply(layers: list[keras.layers.Layer], x: keras.KerasTensor) -> keras.KerasTensor:
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def set_trainable(built: BuiltModel, stage: str) -> None:
+    """head: backbone frozen; partial: the spec's last layers open; full: everything."""
+    if built.backbone is None:
+        return
+    spec = ARCHITECTURES[built.model.name]
+    built.backbone.trainable = stage != "head"
+    if stage == "partial":
+        for layer in built.backbone.layers:
+            layer.trainable = layer.name in spec.partial_unfreeze

@@ -1,0 +1,210 @@
+"""Command line: python -m ml train|evaluate|export|compare|split ..."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ml.config import (
+    ARTIFACTS_DIR_ENV,
+    DATA_DIR_ENV,
+    DEFAULT_ARTIFACTS_DIR,
+    WEIGHTS_DIR_ENV,
+    StageConfig,
+    TrainConfig,
+    resolve_dir,
+    vgg19_progressive_stages,
+)
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help=f"dataset root with <split>/NORMAL,PNEUMONIA (default ${DATA_DIR_ENV})")
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    _add_data_flags(parser)
+    parser.add_argument("--weights-dir", help=f"folder of local ImageNet weights (default ${WEIGHTS_DIR_ENV})")
+    parser.add_argument("--output-root", help=f"where versioned artifacts go (default ${ARTIFACTS_DIR_ENV} or runs/)")
+    parser.add_argument("--cache-dir", help="where backbone features are memoised (default <output-root>/cache)")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+
+
+def _parse_stages(text: str | None) -> list[StageConfig]:
+    """'partial:5:1e-4:sgd,full:5:1e-4:sgd' -> fine-tuning stages after the head stage."""
+    if not text:
+        return []
+    if text == "vgg19":
+        return vgg19_progressive_stages()[1:]
+    stages = []
+    for item in text.split(","):
+        name, epochs, lr, opt = item.split(":")
+        stages.append(StageConfig(name, int(epochs), float(lr), opt))
+    return stages
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ml", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one architecture and write a versioned artifact")
+    _add_train_flags(train)
+    train.add_argument("--arch", required=True)
+    train.add_argument("--input-size", type=int)
+    train.add_argument("--weights", default="none", help="none | imagenet | auto | <file or folder>")
+    train.add_argument("--epochs", type=int, default=10, help="from-scratch epochs, or head epochs when pretrained")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    train.add_argument("--fine-tune", help="stages after the head: 'vgg19' or 'partial:5:1e-4:sgd,full:5:1e-4:sgd'")
+    train.add_argument("--max-train-images", type=int)
+    train.add_argument("--max-val-images", type=int)
+    train.add_argument("--class-weighting", choices=["balanced", "none"], default="balanced")
+    train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--patience", type=int, default=3)
+    train.add_argument("--bootstrap", type=int, default=1000)
+    train.add_argument("--name")
+
+    evaluate = sub.add_parser("evaluate", help="run an artifact (ONNX) on a folder; print JSON")
+    _add_data_flags(evaluate)
+    evaluate.add_argument("--artifact", required=True)
+    evaluate.add_argument("--split", default="val")
+    evaluate.add_argument("--bootstrap", type=int, default=1000)
+    evaluate.add_argument("--plots-dir")
+    evaluate.add_argument("--output", help="also write the JSON here")
+
+    export = sub.add_parser("export", help="re-export ONNX from model.keras, verify parity, package for serving")
+    export.add_argument("--artifact", required=True)
+    export.add_argument("--to", help="copy the packaged artifact here (e.g. ml/default_model)")
+    export.add_argument("--no-keras", action="store_true", help="leave model.keras out of the copy")
+    export.add_argument("--selection-note", help="why this model was chosen (goes into MODEL_CARD.md)")
+
+    compare = sub.add_parser("compare", help="train every architecture under a budget; write the report")
+    _add_train_flags(compare)
+    compare.add_argument("--budget", default="standard", help="standard | quick | <json file of rows>")
+    compare.add_argument("--only", help="comma-separated architectures")
+    compare.add_argument("--report", default="docs/model-comparison.md")
+    compare.add_argument("--plots-dir", default="docs/ml")
+
+    split = sub.add_parser("split", help="show the patient-grouped split; optionally write the file list")
+    _add_data_flags(split)
+    split.add_argument("--val-fraction", type=float, default=0.2)
+    split.add_argument("--seed", type=int, default=1337)
+    split.add_argument("--write", help="write 'split<TAB>class<TAB>path<TAB>patient' lines here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    handler = {"train": _train, "evaluate": _evaluate, "export": _export, "compare": _compare, "split": _split}
+    return handler[args.command](args)
+
+
+def _output_root(args: argparse.Namespace) -> Path:
+    return Path(args.output_root or os.environ.get(ARTIFACTS_DIR_ENV) or DEFAULT_ARTIFACTS_DIR)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ml import training
+    from ml.architectures import ARCHITECTURES, WeightsNotFoundError
+
+    if args.arch not in ARCHITECTURES:
+        raise SystemExit(f"Unknown architecture '{args.arch}'; choose from {', '.join(sorted(ARCHITECTURES))}")
+    stages = _parse_stages(args.fine_tune)
+    config = TrainConfig(
+        architecture=args.arch,
+        input_size=args.input_size or ARCHITECTURES[args.arch].default_input_size,
+        weights=args.weights, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        fine_tune_stages=stages, val_fraction=args.val_fraction, seed=args.seed,
+        max_train_images=args.max_train_images, max_val_images=args.max_val_images,
+        class_weighting=args.class_weighting, augment=not args.no_augment,
+        early_stopping_patience=args.patience, bootstrap_samples=args.bootstrap, name=args.name,
+    )
+    config.optimizer = args.optimizer
+    data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, required=True, what="Data directory")
+    weights_dir = resolve_dir(args.weights_dir, WEIGHTS_DIR_ENV, required=False, what="Weights directory")
+    root = _output_root(args)
+    try:
+        artifact = training.train(config, data_dir=data_dir, output_root=root, weights_dir=weights_dir,
+                                  cache_dir=Path(args.cache_dir) if args.cache_dir else root / "cache")
+    except WeightsNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from ml.artifacts import read_manifest
+
+    manifest = read_manifest(artifact)
+    val = manifest["metrics"]["validation"]
+    print(json.dumps({"artifact": str(artifact), "roc_auc": val["roc_auc"], "roc_auc_ci95": val.get("ci95", {}).get("roc_auc"),
+                      "sensitivity": val["sensitivity"], "specificity": val["specificity"], "threshold": manifest["threshold"],
+                      "latency_p50_ms": manifest["metrics"]["latency"]["p50_ms"],
+                      "training_seconds": manifest["training_seconds"]}, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ml.evaluation import evaluate_artifact
+    from ml.inference import ModelArtifactError
+
+    data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, required=True, what="Data directory")
+    try:
+        summary = evaluate_artifact(args.artifact, data_dir, args.split, bootstrap_samples=args.bootstrap, plots_dir=args.plots_dir)
+    except (ModelArtifactError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(summary, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ml.packaging import package_artifact
+
+    out = package_artifact(Path(args.artifact), Path(args.to) if args.to else None,
+                           include_keras=not args.no_keras, selection_note=args.selection_note)
+    print(out)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ml.comparison import run_comparison
+
+    data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, required=True, what="Data directory")
+    weights_dir = resolve_dir(args.weights_dir, WEIGHTS_DIR_ENV, required=False, what="Weights directory")
+    root = _output_root(args) / "compare"
+    report = run_comparison(
+        budget=args.budget, only=args.only.split(",") if args.only else None, data_dir=data_dir,
+        weights_dir=weights_dir, output_root=root,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else _output_root(args) / "cache",
+        report_path=Path(args.report), plots_dir=Path(args.plots_dir), seed=args.seed,
+    )
+    print(report)
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from ml import data
+
+    data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, required=True, what="Data directory")
+    records = data.list_images(data_dir, "train")
+    train, val = data.grouped_split(records, val_fraction=args.val_fraction, seed=args.seed)
+    overlap = {r.patient for r in train} & {r.patient for r in val}
+    summary = {
+        "train": {"images": len(train), "patients": len({r.patient for r in train}), **data.class_counts(train)},
+        "validation": {"images": len(val), "patients": len({r.patient for r in val}), **data.class_counts(val)},
+        "patients_in_both": len(overlap),
+        "class_weights_balanced": data.balanced_class_weights(train),
+    }
+    if args.write:
+        lines = [f"{name}\t{data.CLASS_NAMES[r.label]}\t{r.relpath(data_dir)}\t{r.patient}"
+                 for name, rs in (("train", train), ("validation", val)) for r in rs]
+        Path(args.write).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,74 @@
+"""Training configuration: one dataclass, recorded verbatim in every manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATA_DIR_ENV = "PNEUMONIA_DATA_DIR"
+WEIGHTS_DIR_ENV = "IMAGENET_WEIGHTS_DIR"
+ARTIFACTS_DIR_ENV = "PNEUMONIA_ARTIFACTS_DIR"
+DEFAULT_ARTIFACTS_DIR = "runs"
+
+
+@dataclass
+class StageConfig:
+    """One stage of progressive fine-tuning."""
+
+    name: str  # "head" | "partial" | "full"
+    epochs: int
+    learning_rate: float
+    optimizer: str = "adam"  # "adam" | "sgd"
+
+
+@dataclass
+class TrainConfig:
+    architecture: str = "cnn"
+    input_size: int = 128
+    # "none", "imagenet" (local file in IMAGENET_WEIGHTS_DIR first, else Keras download),
+    # "auto" (local file if present, else none: used by the comparison), or a file/dir path.
+    weights: str = "none"
+    epochs: int = 10  # from-scratch epochs, or head-stage epochs for pretrained backbones
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"  # "adam" | "sgd" (first stage; later stages name their own)
+    fine_tune_stages: list[StageConfig] = field(default_factory=list)
+    val_fraction: float = 0.2
+    seed: int = 1337
+    max_train_images: int | None = None  # compute budget for heavy from-scratch rows
+    max_val_images: int | None = None
+    class_weighting: str = "balanced"  # "balanced" | "none"
+    augment: bool = True
+    early_stopping_patience: int = 3
+    reduce_lr_patience: int = 1
+    bootstrap_samples: int = 1000
+    threshold_rule: str = "youden"
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def vgg19_progressive_stages() -> list[StageConfig]:
+    """The source project's VGG19 schedule: head, block5_conv3/4, everything; SGD lr 1e-4."""
+    return [
+        StageConfig("head", 10, 1e-4, "sgd"),
+        StageConfig("partial", 5, 1e-4, "sgd"),
+        StageConfig("full", 5, 1e-4, "sgd"),
+    ]
+
+
+def resolve_dir(cli_value: str | None, env_name: str, *, required: bool, what: str) -> Path | None:
+    """A directory from a CLI flag, else the environment; never a hard-coded path."""
+    value = cli_value or os.environ.get(env_name)
+    if not value:
+        if required:
+            raise SystemExit(f"{what} is not configured: pass the flag or set {env_name}.")
+        return None
+    path = Path(value).expanduser()
+    if required and not path.is_dir():
+        raise SystemExit(f"{what} {path} does not exist (from flag or {env_name}).")
+    return path

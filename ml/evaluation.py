@@ -1,0 +1,211 @@
+"""Metrics with patient-level bootstrap confidence intervals, calibration and plots.
+
+Bootstrap resamples patients, not films: films of one patient are correlated, and resampling
+them independently would give intervals that are too narrow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+CALIBRATION_BINS = 10
+
+
+def choose_threshold(y_true: np.ndarray, prob: np.ndarray, *, rule: str = "youden") -> float:
+    """Youden's J (sensitivity + specificity - 1) maximised on validation."""
+    if rule != "youden":
+        raise ValueError(f"unknown threshold rule {rule!r}")
+    fpr, tpr, thresholds = roc_curve(y_true, prob)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(1.0, thresholds[best]))
+
+
+def confusion(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, int]:
+    pred = prob >= threshold
+    truth = y_true.astype(bool)
+    return {
+        "tp": int(np.sum(pred & truth)),
+        "fp": int(np.sum(pred & ~truth)),
+        "tn": int(np.sum(~pred & ~truth)),
+        "fn": int(np.sum(~pred & truth)),
+    }
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den else float("nan")
+
+
+def point_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
+    c = confusion(y_true, prob, threshold)
+    precision = _ratio(c["tp"], c["tp"] + c["fp"])
+    recall = _ratio(c["tp"], c["tp"] + c["fn"])
+    both_classes = len(np.unique(y_true)) == 2
+    return {
+        "accuracy": _ratio(c["tp"] + c["tn"], len(y_true)),
+        "precision": precision,
+        "sensitivity": recall,
+        "specificity": _ratio(c["tn"], c["tn"] + c["fp"]),
+        "f1": _ratio(2 * precision * recall, precision + recall) if recall == recall and precision == precision else float("nan"),
+        "roc_auc": float(roc_auc_score(y_true, prob)) if both_classes else float("nan"),
+        "pr_auc": float(average_precision_score(y_true, prob)) if both_classes else float("nan"),
+        "ece": expected_calibration_error(y_true, prob),
+    }
+
+
+def expected_calibration_error(y_true: np.ndarray, prob: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(prob[mask].mean() - y_true[mask].mean())
+    return float(ece)
+
+
+def reliability_curve(y_true: np.ndarray, prob: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict[str, float]]:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
+    curve = []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            curve.append(
+                {
+                    "bin_low": float(edges[b]),
+                    "bin_high": float(edges[b + 1]),
+                    "mean_predicted": float(prob[mask].mean()),
+                    "fraction_positive": float(y_true[mask].mean()),
+                    "count": int(mask.sum()),
+                }
+            )
+    return curve
+
+
+def bootstrap_intervals(
+    y_true: np.ndarray,
+    prob: np.ndarray,
+    threshold: float,
+    *,
+    groups: Sequence[str] | None,
+    samples: int,
+    seed: int,
+) -> dict[str, list[float]]:
+    """95% percentile intervals for every point metric, resampling patients."""
+    groups_arr = np.asarray(groups if groups is not None else np.arange(len(y_true)).astype(str))
+    unique, inverse = np.unique(groups_arr, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(samples):
+        chosen = rng.integers(0, len(unique), size=len(unique))
+        idx = np.concatenate([members[g] for g in chosen])
+        if len(np.unique(y_true[idx])) < 2:
+            continue
+        for key, value in point_metrics(y_true[idx], prob[idx], threshold).items():
+            draws.setdefault(key, []).append(value)
+    return {
+        key: [float(np.nanpercentile(values, 2.5)), float(np.nanpercentile(values, 97.5))]
+        for key, values in draws.items()
+    }
+
+
+def evaluate_predictions(
+    y_true: np.ndarray,
+    prob: np.ndarray,
+    threshold: float,
+    *,
+    groups: Sequence[str] | None = None,
+    bootstrap_samples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    y_true = np.asarray(y_true, dtype=np.float64)
+    prob = np.asarray(prob, dtype=np.float64)
+    summary: dict[str, Any] = {
+        "n": int(len(y_true)),
+        "n_positive": int(y_true.sum()),
+        "threshold": float(threshold),
+        **point_metrics(y_true, prob, threshold),
+        "confusion_matrix": confusion(y_true, prob, threshold),
+        "reliability_curve": reliability_curve(y_true, prob),
+    }
+    if bootstrap_samples > 0:
+        summary["ci95"] = bootstrap_intervals(
+            y_true, prob, threshold, groups=groups, samples=bootstrap_samples, seed=seed
+        )
+        summary["ci_method"] = f"patient-level percentile bootstrap, {bootstrap_samples} resamples"
+    return summary
+
+
+def save_plots(y_true: np.ndarray, prob: np.ndarray, out_dir: str | Path, *, title: str) -> dict[str, str]:
+    """roc.png and calibration.png; returns their file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    fpr, tpr, _ = roc_curve(y_true, prob)
+    auc = roc_auc_score(y_true, prob)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(fpr, tpr, label=f"AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC — {title}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_dir / "roc.png", dpi=100)
+    plt.close(fig)
+
+    curve = reliability_curve(y_true, prob)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    ax.plot([c["mean_predicted"] for c in curve], [c["fraction_positive"] for c in curve], "o-",
+            label=f"ECE {expected_calibration_error(y_true, prob):.3f}")
+    ax.set(xlabel="mean predicted P(pneumonia)", ylabel="observed fraction pneumonia",
+           title=f"Calibration — {title}", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out_dir / "calibration.png", dpi=100)
+    plt.close(fig)
+    return {"roc": "roc.png", "calibration": "calibration.png"}
+
+
+def evaluate_artifact(
+    artifact_dir: str | Path,
+    data_dir: str | Path,
+    split: str,
+    *,
+    bootstrap_samples: int = 1000,
+    plots_dir: str | Path | None = None,
+    intra_op_threads: int | None = None,
+) -> dict[str, Any]:
+    """Run an artifact's ONNX model (the serving path) on ``<data_dir>/<split>``."""
+    from ml.data import labels_of, list_images, load_images
+    from ml.inference import Predictor
+
+    predictor = Predictor.from_artifact(artifact_dir, intra_op_threads=intra_op_threads)
+    records = list_images(data_dir, split)
+    images = load_images(records, input_size=predictor.input_size)
+    prob = np.concatenate([predictor.predict_batch(images[i : i + 64]) for i in range(0, len(images), 64)])
+    y = labels_of(records)
+    summary = evaluate_predictions(
+        y, prob, predictor.threshold, groups=[r.patient for r in records],
+        bootstrap_samples=bootstrap_samples, seed=0,
+    )
+    summary.update(
+        {
+            "model": predictor.name,
+            "model_version": predictor.version,
+            "onnx_sha256": predictor.model_sha256,
+            "data_dir": str(data_dir),
+            "split": split,
+        }
+    )
+    if plots_dir:
+        Path(plots_dir).mkdir(parents=True, exist_ok=True)
+        summary["plots"] = save_plots(y, prob, plots_dir, title=f"{predictor.name} on {split}")
+    return summary

@@ -1,0 +1,108 @@
+"""`python -m ml export`: re-export ONNX from the Keras model, verify it, write the model card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml import artifacts, export
+from ml.inference import Predictor
+
+PLOTS = ("roc.png", "calibration.png")
+
+
+def package_artifact(
+    artifact_dir: Path, destination: Path | None, *, include_keras: bool, selection_note: str | None = None
+) -> Path:
+    """Re-export model.onnx from model.keras (parity-checked), write MODEL_CARD.md, copy."""
+    import keras
+
+    manifest = artifacts.read_manifest(artifact_dir)
+    model = keras.models.load_model(artifact_dir / artifacts.KERAS_NAME)
+    size = int(manifest["input_size"])
+    probe = np.random.default_rng(0).uniform(0, 255, (8, size, size, 3)).astype(np.float32)
+    keras_prob = model.predict(probe, verbose=0)
+    target = destination or artifact_dir
+    target.mkdir(parents=True, exist_ok=True)
+    onnx_path = export.export_onnx(model, target / artifacts.ONNX_NAME)
+    diff = export.parity_max_abs_diff(keras_prob, onnx_path, probe)
+    if diff > export.PARITY_ATOL:
+        raise RuntimeError(f"re-exported ONNX disagrees with Keras by {diff:.2e}")
+    manifest["onnx_sha256"] = artifacts.sha256_file(onnx_path)
+    manifest["source_artifact"] = str(artifact_dir)
+    if selection_note:
+        manifest["selection_note"] = selection_note
+    if destination:
+        for name in (*PLOTS, artifacts.DATA_FILES_NAME):
+            if (artifact_dir / name).is_file():
+                shutil.copy2(artifact_dir / name, target / name)
+        if include_keras:
+            shutil.copy2(artifact_dir / artifacts.KERAS_NAME, target / artifacts.KERAS_NAME)
+        else:
+            manifest["files"]["keras"] = None
+    artifacts.write_manifest(target, manifest)
+    Predictor.from_artifact(target)  # refuse to hand over something the portal cannot load
+    (target / "MODEL_CARD.md").write_text(render_model_card(manifest), encoding="utf-8")
+    return target
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _ci(val: dict[str, Any], key: str, pct: bool = False) -> str:
+    ci = val.get("ci95", {}).get(key)
+    if not ci:
+        return ""
+    return f" (95% CI {_pct(ci[0])}–{_pct(ci[1])})" if pct else f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})"
+
+
+def render_model_card(manifest: dict[str, Any]) -> str:
+    val = manifest["metrics"]["validation"]
+    data = manifest["data"]
+    cm = val["confusion_matrix"]
+    latency = manifest["metrics"]["latency"]
+    lines = [
+        f"# Model card: {manifest['name']} (version {manifest['version']})",
+        "",
+        "## Intended use",
+        manifest["intended_use"],
+        "",
+        "## Model",
+        f"- Architecture: `{manifest['architecture']}`, input {manifest['input_size']}×{manifest['input_size']} "
+        f"grayscale replicated to 3 channels, preprocessing `{manifest['preprocessing_version']}` (ml/preprocessing.py).",
+        f"- Weights: {manifest['weights']['source']}.",
+        f"- Output: P(PNEUMONIA); label PNEUMONIA when P ≥ {manifest['threshold']:.4f} ({manifest['threshold_rule']}).",
+        f"- Files: model.onnx (sha256 `{manifest['onnx_sha256']}`), manifest.json, data_files.txt, roc.png, calibration.png"
+        + (", model.keras" if manifest["files"].get("keras") else "") + ".",
+        f"- Code version: `{manifest['code_version']}`; trained {manifest['created_at']} in {manifest['training_seconds']:.0f} s on a 2-core CPU.",
+        "",
+        "## Data",
+        "- Kermany et al. 2018 pediatric chest X-ray set (CC BY 4.0), official *train* split only, images pre-squashed to 224×224 by a third party.",
+        f"- Split: {data['split_method']}.",
+        f"- Train: {data['counts']['train']} ({data['patients']['train']} patients); validation: {data['counts']['validation']} ({data['patients']['validation']} patients).",
+        f"- Class imbalance: {data['class_weighting']['method']} class weights {json.dumps(data['class_weighting']['weights'])}.",
+        f"- File list with sha256 of every image: data_files.txt (sha256 `{data['file_list_sha256']}`).",
+        "",
+        "## Validation performance (ONNX model, patient-grouped validation split)",
+        f"- ROC AUC {val['roc_auc']:.3f}{_ci(val, 'roc_auc')}; PR AUC {val['pr_auc']:.3f}{_ci(val, 'pr_auc')}.",
+        f"- At the threshold: sensitivity {_pct(val['sensitivity'])}{_ci(val, 'sensitivity', True)}, "
+        f"specificity {_pct(val['specificity'])}{_ci(val, 'specificity', True)}, precision {_pct(val['precision'])}, "
+        f"F1 {val['f1']:.3f}, accuracy {_pct(val['accuracy'])}.",
+        f"- Confusion matrix (n={val['n']}): TP {cm['tp']}, FN {cm['fn']}, TN {cm['tn']}, FP {cm['fp']}.",
+        f"- Calibration: ECE {val['ece']:.3f} (10 bins); see calibration.png. {val.get('ci_method', '')}.",
+        f"- ONNX Runtime latency, batch 1, {latency['threads']} threads: p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms.",
+        "",
+        "## Limitations",
+        "- The threshold and the reported metrics come from the same validation split (also used for early stopping), so threshold-dependent figures are optimistic. No external or official-test evaluation has been run.",
+        "- Single-site pediatric data (Guangzhou Women and Children's Medical Center); performance on adults, other hospitals, portable films or DICOMs from other devices is unknown.",
+        "- Training images were squashed to 224×224 without keeping the aspect ratio; uploads are squashed the same way.",
+        "- The model separates NORMAL vs PNEUMONIA only; it does not distinguish bacterial from viral pneumonia or detect other findings.",
+    ]
+    if manifest.get("selection_note"):
+        lines += ["", "## Why this model", manifest["selection_note"]]
+    return "\n".join(lines) + "\n"

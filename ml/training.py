@@ -1,0 +1,270 @@
+"""Train one architecture on the patient-grouped split and write a versioned artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml import artifacts, data, evaluation, export
+from ml.architectures import BuiltModel, build_model, resolve_weights, set_trainable
+from ml.config import StageConfig, TrainConfig
+from ml.preprocessing import PREPROCESSING_VERSION
+
+log = logging.getLogger(__name__)
+
+INTENDED_USE = (
+    "Decision support for clinicians reviewing pediatric (age 1-5) frontal chest radiographs: "
+    "estimates the probability of pneumonia (bacterial or viral) versus a normal film. Not a "
+    "diagnosis; not validated on adults, lateral views, other devices or sites, or on the "
+    "official Kermany test split. Every prediction must be reviewed by a qualified clinician."
+)
+PARITY_IMAGES = 64
+
+
+@dataclass
+class SplitData:
+    train: list[data.ImageRecord]
+    val: list[data.ImageRecord]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def load_split(config: TrainConfig, data_dir: Path) -> SplitData:
+    records = data.list_images(data_dir, "train")
+    train, val = data.grouped_split(records, val_fraction=config.val_fraction, seed=config.seed)
+    train = data.subsample(train, limit=config.max_train_images, seed=config.seed)
+    val = data.subsample(val, limit=config.max_val_images, seed=config.seed)
+    size = config.input_size
+    return SplitData(
+        train, val,
+        data.load_images(train, input_size=size), data.labels_of(train),
+        data.load_images(val, input_size=size), data.labels_of(val),
+    )
+
+
+def train(
+    config: TrainConfig,
+    *,
+    data_dir: Path,
+    output_root: Path,
+    weights_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    latency_runs: int = 30,
+) -> Path:
+    """Train, evaluate on validation, export; returns the artifact directory."""
+    import keras
+
+    started = time.perf_counter()
+    weights = resolve_weights(config.architecture, config.weights, weights_dir)
+    split = load_split(config, data_dir)
+    load_seconds = time.perf_counter() - started
+    artifact_dir, version = artifacts.new_artifact_dir(output_root, config.architecture)
+    file_lines = data.data_file_lines(data_dir, {"train": split.train, "validation": split.val})
+    list_name, list_digest = artifacts.write_data_file_list(artifact_dir, file_lines)
+
+    keras.utils.set_random_seed(config.seed)
+    built = build_model(config.architecture, input_size=config.input_size, weights=weights, seed=config.seed)
+    class_weight = (
+        data.balanced_class_weights(split.train) if config.class_weighting == "balanced" else None
+    )
+    fit_started = time.perf_counter()
+    history = run_stages(built, config, split, class_weight, weights is not None, artifact_dir, cache_dir, list_digest)
+    fit_seconds = time.perf_counter() - fit_started
+
+    keras_path = artifact_dir / artifacts.KERAS_NAME
+    built.model.save(keras_path)
+    onnx_path = export.export_onnx(built.model, artifact_dir / artifacts.ONNX_NAME)
+    parity_x = split.x_val[:PARITY_IMAGES]
+    parity = export.parity_max_abs_diff(built.model.predict(parity_x, verbose=0), onnx_path, parity_x)
+    if parity > export.PARITY_ATOL:
+        raise RuntimeError(f"ONNX export disagrees with Keras by {parity:.2e} (> {export.PARITY_ATOL})")
+
+    # Validation metrics come from the exported ONNX model: the model the portal serves.
+    val_prob = export.onnx_predict(export.onnx_session(onnx_path), split.x_val)
+    threshold = evaluation.choose_threshold(split.y_val, val_prob, rule=config.threshold_rule)
+    metrics = evaluation.evaluate_predictions(
+        split.y_val, val_prob, threshold, groups=[r.patient for r in split.val],
+        bootstrap_samples=config.bootstrap_samples, seed=config.seed,
+    )
+    plots = evaluation.save_plots(split.y_val, val_prob, artifact_dir, title=config.architecture)
+    latency = export.measure_latency(onnx_path, config.input_size, runs=latency_runs)
+    np.save(artifact_dir / "val_probabilities.npy", val_prob.astype(np.float32))
+
+    manifest = {
+        "name": config.name or f"{config.architecture}-{config.input_size}px",
+        "version": version,
+        "architecture": config.architecture,
+        "input_size": config.input_size,
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "class_names": artifacts.CLASS_NAMES,
+        "threshold": threshold,
+        "threshold_rule": f"{config.threshold_rule} on the validation split",
+        "metrics": {"validation": metrics, "onnx_keras_max_abs_diff": parity, "latency": latency},
+        "weights": {"requested": config.weights, "source": _weights_label(weights)},
+        "data": {
+            "data_dir": str(data_dir),
+            "source_split": "train",
+            "split_method": (
+                f"StratifiedGroupKFold(n_splits={max(2, round(1 / config.val_fraction))}, shuffle=True, "
+                f"random_state={config.seed}) grouped by patient id from file names; first fold = validation"
+            ),
+            "counts": {"train": data.class_counts(split.train), "validation": data.class_counts(split.val)},
+            "patients": {
+                "train": len({r.patient for r in split.train}),
+                "validation": len({r.patient for r in split.val}),
+            },
+            "class_weighting": {"method": config.class_weighting, "weights": class_weight},
+            "max_train_images": config.max_train_images,
+            "file_list": list_name,
+            "file_list_sha256": list_digest,
+        },
+        "config": config.to_dict(),
+        "history": history,
+        "code_version": artifacts.code_version(),
+        "training_seconds": round(fit_seconds, 1),
+        "timing_seconds": {"load_images": round(load_seconds, 1), "fit": round(fit_seconds, 1),
+                           "total": round(time.perf_counter() - started, 1)},
+        "created_at": artifacts.utc_now_iso(),
+        "intended_use": INTENDED_USE,
+        "plots": plots,
+        "files": {"onnx": artifacts.ONNX_NAME, "keras": artifacts.KERAS_NAME},
+        "onnx_sha256": artifacts.sha256_file(onnx_path),
+        "keras_sha256": artifacts.sha256_file(keras_path),
+    }
+    artifacts.write_manifest(artifact_dir, manifest)
+    return artifact_dir
+
+
+def _weights_label(weights: str | None) -> str:
+    if weights is None:
+        return "none (random initialisation, trained from scratch)"
+    if weights == "imagenet":
+        return "imagenet (Keras download)"
+    return f"{Path(weights).name} sha256={artifacts.sha256_file(weights)}"
+
+
+def stages_for(config: TrainConfig, pretrained: bool) -> list[StageConfig]:
+    """Pretrained: head on cached features, then the configured fine-tuning stages.
+
+    From scratch there is nothing to keep frozen, so every layer trains from the start.
+    """
+    optimizer = config.optimizer
+    if not pretrained:
+        return [StageConfig("full", config.epochs, config.learning_rate, optimizer)]
+    return [StageConfig("head", config.epochs, config.learning_rate, optimizer), *config.fine_tune_stages]
+
+
+def run_stages(
+    built: BuiltModel,
+    config: TrainConfig,
+    split: SplitData,
+    class_weight: dict[int, float] | None,
+    pretrained: bool,
+    artifact_dir: Path,
+    cache_dir: Path | None,
+    list_digest: str,
+) -> list[dict[str, Any]]:
+    history: list[dict[str, Any]] = []
+    checkpoint_dir = artifact_dir / "checkpoints"
+    checkpoint_dir.mkdir()
+    for stage in stages_for(config, pretrained):
+        if stage.epochs <= 0:
+            continue
+        set_trainable(built, stage.name)
+        started = time.perf_counter()
+        if stage.name == "head" and built.backbone is not None:
+            record = _fit_head_on_cached_features(built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest)
+        else:
+            record = _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir)
+        record.update({"stage": stage.name, "optimizer": stage.optimizer,
+                       "learning_rate": stage.learning_rate, "seconds": round(time.perf_counter() - started, 1)})
+        history.append(record)
+        log.info("stage %s done: %s", stage.name, record)
+    # The best weights are in the model already; checkpoints are scratch, not the artifact.
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return history
+
+
+def _optimizer(stage: StageConfig) -> Any:
+    import keras
+
+    if stage.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=stage.learning_rate, momentum=0.9)
+    return keras.optimizers.Adam(learning_rate=stage.learning_rate)
+
+
+def _callbacks(config: TrainConfig, checkpoint: Path) -> list[Any]:
+    import keras
+
+    return [
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.early_stopping_patience),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=config.reduce_lr_patience, min_lr=1e-6),
+        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_auc", mode="max",
+                                        save_best_only=True, save_weights_only=True),
+    ]
+
+
+def _compile(model: Any, stage: StageConfig) -> None:
+    import keras
+
+    model.compile(optimizer=_optimizer(stage), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc"), "accuracy"])
+
+
+def _summarise(fit_history: Any) -> dict[str, Any]:
+    h = fit_history.history
+    best = int(np.argmax(h["val_auc"]))
+    return {"epochs_run": len(h["val_auc"]), "best_epoch": best + 1, "best_val_auc": float(h["val_auc"][best]),
+            "val_auc_by_epoch": [round(float(v), 4) for v in h["val_auc"]]}
+
+
+def _fit_head_on_cached_features(built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest):  # type: ignore[no-untyped-def]
+    # A frozen backbone gives the same features every epoch: compute them once (augmentation
+    # would change them, so this stage trains without it) and an epoch costs seconds.
+    f_train = cached_features(built, split.x_train, split.train, "train", config, cache_dir, list_digest)
+    f_val = cached_features(built, split.x_val, split.val, "validation", config, cache_dir, list_digest)
+    checkpoint = checkpoint_dir / f"{stage.name}.weights.h5"
+    _compile(built.head, stage)
+    fit = built.head.fit(f_train, split.y_train, validation_data=(f_val, split.y_val), epochs=stage.epochs,
+                         batch_size=config.batch_size, class_weight=class_weight,
+                         callbacks=_callbacks(config, checkpoint), verbose=2, shuffle=True)
+    built.head.load_weights(checkpoint)
+    return {**_summarise(fit), "features_cached": True, "augmentation": False}
+
+
+def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir):  # type: ignore[no-untyped-def]
+    train_ds = data.make_dataset(split.x_train, split.y_train, batch_size=config.batch_size,
+                                 training=True, augment=config.augment, seed=config.seed)
+    val_ds = data.make_dataset(split.x_val, split.y_val, batch_size=64, training=False, augment=False, seed=config.seed)
+    checkpoint = checkpoint_dir / f"{stage.name}.weights.h5"
+    _compile(built.model, stage)
+    fit = built.model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, class_weight=class_weight,
+                          callbacks=_callbacks(config, checkpoint), verbose=2, shuffle=False)
+    built.model.load_weights(checkpoint)
+    return {**_summarise(fit), "features_cached": False, "augmentation": config.augment}
+
+
+def cached_features(built, images, records, split_name, config, cache_dir, list_digest):  # type: ignore[no-untyped-def]
+    """Backbone features, memoised on disk by (arch, size, weights, preprocessing, files)."""
+    key_text = "|".join([config.architecture, str(config.input_size), str(built.weights_source),
+                         PREPROCESSING_VERSION, split_name, list_digest,
+                         hashlib.sha256("\n".join(str(r.path) for r in records).encode()).hexdigest()])
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
+    path = Path(cache_dir) / f"features-{config.architecture}-{key}.npy" if cache_dir else None
+    if path is not None and path.is_file():
+        log.info("feature cache hit %s", path)
+        return np.load(path)
+    features = built.features.predict(images, batch_size=32, verbose=0)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, features)
+    return features
