@@ -41,8 +41,8 @@ worker: $(VENV)/.installed  ## a Celery worker for the inference queue (needs CE
 beat: $(VENV)/.installed  ## the Celery beat scheduler
 	$(VENV)/bin/celery -A worker beat -l info
 
-compose-check:  ## validate docker-compose.yml
-	docker compose config --quiet
+compose-check:  ## validate docker-compose.yml (compose v2 plugin, or Debian's docker-compose 1.29)
+	if docker compose version >/dev/null 2>&1; then SECRET_KEY=check docker compose config -q; else SECRET_KEY=check docker-compose config -q; fi
 
 clean:  ## remove the virtualenv and local data
 	rm -rf $(VENV) var

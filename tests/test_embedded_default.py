@@ -44,3 +44,42 @@ def test_production_mode_refuses_to_start_without_a_secret_key(tmp_path):
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode != 0
     assert "SECRET_KEY must be set" in out.stderr
+
+
+NEWCOMER_FLOW = """
+import django
+django.setup()
+from diagnostics.models import Patient, Prediction, Study, User
+from diagnostics.services.images import image_validate_upload
+from diagnostics.services.patients import patient_create
+from diagnostics.services.studies import study_create
+from tests.images import jpeg_bytes
+import datetime
+clinician = User.objects.get(username="clinician")
+patient = patient_create(user=clinician, medical_record_number="1", name="A", birth_date=datetime.date(2021, 1, 1))
+upload = image_validate_upload(filename="x.jpeg", data=jpeg_bytes())
+study = study_create(user=clinician, patient=patient, uploads=[upload])
+study.refresh_from_db()
+print(study.status, Prediction.objects.filter(image__study=study).count())
+"""
+
+
+def test_newcomer_setup_predicts_in_process_with_the_bundled_model(tmp_path, default_model_dir):
+    """What `make run` does before starting the server: migrate, demo users, bundled model."""
+    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="portal.settings.base",
+        PORTAL_VAR_DIR=str(tmp_path),
+        DEFAULT_MODEL_DIR=str(default_model_dir),
+    )
+
+    def run(*args: str) -> str:
+        result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    run(sys.executable, "manage.py", "migrate", "--noinput")
+    setup = run(sys.executable, "manage.py", "setup_demo")
+    assert "clinician / " in setup and "Activated the bundled model" in setup
+    assert run(sys.executable, "-c", NEWCOMER_FLOW).split()[-2:] == ["done", "1"]
+    assert (tmp_path / "portal.sqlite3").is_file()
