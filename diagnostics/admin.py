@@ -6,7 +6,7 @@ from diagnostics.models import AuditEvent, CareTeam, Image, ModelVersion, Patien
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
-    fieldsets = (*DjangoUserAdmin.fieldsets, ("Portal", {"fields": ("role", "team")}))
+    fieldsets = (*(DjangoUserAdmin.fieldsets or ()), ("Portal", {"fields": ("role", "team")}))
     add_fieldsets = (*DjangoUserAdmin.add_fieldsets, ("Portal", {"fields": ("role", "team")}))
     list_display = ("username", "email", "role", "team", "is_active", "is_staff")
     list_filter = ("role", "team", "is_active", "is_staff")
@@ -48,7 +48,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 class PredictionAdmin(admin.ModelAdmin):
     list_display = ("id", "image", "model_version", "probability", "label", "created_at")
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         return False
 
 
@@ -58,11 +58,11 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_filter = ("action",)
     search_fields = ("action", "object_id", "actor__username")
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         return False
 
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request, obj=None):
         return False

@@ -23,7 +23,8 @@ class MultipleImageField(forms.FileField):
     """A file field that accepts several files (Django's documented pattern)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".jpg,.jpeg,.png,.dcm,image/*,application/dicom"}))
+        accept = ".jpg,.jpeg,.png,.dcm,image/*,application/dicom"
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": accept}))
         super().__init__(*args, **kwargs)
 
     def clean(self, data: Any, initial: Any = None) -> list[Any]:

@@ -178,6 +178,9 @@ class Prediction(models.Model):
         ]
         ordering = ["-created_at"]
 
+    def __str__(self) -> str:
+        return f"{self.label} p={self.probability:.3f} ({self.model_version_id})"
+
 
 class AuditEvent(models.Model):
     """Append-only record of who did what to which record, and every study state change."""
@@ -193,10 +196,13 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["-created_at", "-pk"]
 
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.object_type}:{self.object_id}"
+
     def save(self, *args: object, **kwargs: object) -> None:
         if self.pk is not None:
             raise PermissionError("Audit events are append-only.")
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise PermissionError("Audit events are append-only.")

@@ -7,26 +7,27 @@ from one that does not exist.
 
 from __future__ import annotations
 
+from django.contrib.auth.models import AnonymousUser
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 from django.http import Http404
 
 from diagnostics.models import Image, ModelVersion, Patient, Prediction, Study, User
 
 
-def patient_list_for_user(*, user: User) -> QuerySet[Patient]:
+def patient_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Patient]:
     if not user.is_authenticated or user.team_id is None:
         return Patient.objects.none()
     return Patient.objects.filter(team_id=user.team_id)
 
 
-def patient_get_for_user(*, user: User, patient_id: int) -> Patient:
+def patient_get_for_user(*, user: User | AnonymousUser, patient_id: int) -> Patient:
     try:
         return patient_list_for_user(user=user).get(pk=patient_id)
     except (Patient.DoesNotExist, ValueError, TypeError):
         raise Http404("No such patient.") from None
 
 
-def study_list_for_user(*, user: User) -> QuerySet[Study]:
+def study_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Study]:
     """The team's studies, newest first, with the patient and the latest AI probability."""
     if not user.is_authenticated or user.team_id is None:
         return Study.objects.none()
@@ -41,7 +42,7 @@ def study_list_for_user(*, user: User) -> QuerySet[Study]:
     )
 
 
-def study_get_for_user(*, user: User, study_id: int) -> Study:
+def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:
     """One study with its images and their predictions (newest first)."""
     predictions = Prediction.objects.select_related("model_version").order_by("-created_at")
     images = Image.objects.prefetch_related(Prefetch("predictions", queryset=predictions))
@@ -55,7 +56,7 @@ def study_get_for_user(*, user: User, study_id: int) -> Study:
         raise Http404("No such study.") from None
 
 
-def image_get_for_user(*, user: User, image_id: int) -> Image:
+def image_get_for_user(*, user: User | AnonymousUser, image_id: int) -> Image:
     if not user.is_authenticated or user.team_id is None:
         raise Http404("No such image.")
     try:

@@ -21,4 +21,4 @@ def _audit_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 
 @receiver(user_login_failed)
 def _audit_login_failed(sender: Any, credentials: Any, request: Any = None, **kwargs: Any) -> None:
-    audit_record(action="auth.login_failed", username=str(credentials.get("username", ""))[:150])
+    audit_record(action="auth.login_failed", detail={"username": str(credentials.get("username", ""))[:150]})

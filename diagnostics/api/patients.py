@@ -11,7 +11,7 @@ from diagnostics.selectors import patient_get_for_user, patient_list_for_user
 from diagnostics.services.audit import audit_record
 from diagnostics.services.patients import patient_create
 
-from .errors import service_errors
+from .common import request_user, service_errors
 
 
 class PatientOutputSerializer(serializers.ModelSerializer):
@@ -29,19 +29,20 @@ class PatientListCreateApi(APIView):
 
     def get(self, request: Request) -> Response:
         paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(patient_list_for_user(user=request.user), request, view=self)
+        page = paginator.paginate_queryset(patient_list_for_user(user=request_user(request)), request, view=self)
         return paginator.get_paginated_response(PatientOutputSerializer(page, many=True).data)
 
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         with service_errors():
-            patient = patient_create(user=request.user, **serializer.validated_data)
+            patient = patient_create(user=request_user(request), **serializer.validated_data)
         return Response(PatientOutputSerializer(patient).data, status=status.HTTP_201_CREATED)
 
 
 class PatientDetailApi(APIView):
     def get(self, request: Request, patient_id: int) -> Response:
-        patient = patient_get_for_user(user=request.user, patient_id=patient_id)
-        audit_record(action="patient.viewed", actor=request.user, target=patient, team=patient.team, via="api")
+        user = request_user(request)
+        patient = patient_get_for_user(user=user, patient_id=patient_id)
+        audit_record(action="patient.viewed", actor=user, target=patient, team=patient.team, detail={"via": "api"})
         return Response(PatientOutputSerializer(patient).data)

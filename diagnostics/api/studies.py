@@ -14,7 +14,7 @@ from diagnostics.services.audit import audit_record
 from diagnostics.services.images import image_validate_uploaded_files
 from diagnostics.services.studies import study_create
 
-from .errors import service_errors
+from .common import request_user, service_errors
 
 
 class PredictionOutputSerializer(serializers.ModelSerializer):
@@ -69,18 +69,18 @@ class StudyListCreateApi(APIView):
 
     def get(self, request: Request) -> Response:
         paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(study_list_for_user(user=request.user), request, view=self)
+        page = paginator.paginate_queryset(study_list_for_user(user=request_user(request)), request, view=self)
         return paginator.get_paginated_response(StudySummarySerializer(page, many=True).data)
 
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        patient = patient_get_for_user(user=request.user, patient_id=data["patient_id"])
+        patient = patient_get_for_user(user=request_user(request), patient_id=data["patient_id"])
         with service_errors():
             uploads = image_validate_uploaded_files(files=data["images"])
             study = study_create(
-                user=request.user,
+                user=request_user(request),
                 patient=patient,
                 uploads=uploads,
                 accession_number=data["accession_number"],
@@ -97,6 +97,9 @@ class StudyListCreateApi(APIView):
 
 class StudyDetailApi(APIView):
     def get(self, request: Request, study_id: int) -> Response:
-        study = study_get_for_user(user=request.user, study_id=study_id)
-        audit_record(action="study.viewed", actor=request.user, target=study, team_id=study.patient.team_id, via="api")
+        user = request_user(request)
+        study = study_get_for_user(user=user, study_id=study_id)
+        audit_record(
+            action="study.viewed", actor=user, target=study, team_id=study.patient.team_id, detail={"via": "api"}
+        )
         return Response(StudyDetailSerializer(study).data)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
 from diagnostics.models import AuditEvent, CareTeam, User
@@ -10,20 +11,18 @@ from diagnostics.models import AuditEvent, CareTeam, User
 def audit_record(
     *,
     action: str,
-    actor: User | None = None,
+    actor: User | AnonymousUser | None = None,
     target: models.Model | None = None,
     team: CareTeam | None = None,
     team_id: int | None = None,
-    **detail: Any,
+    detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event to the audit log. `actor` is None for the system (workers, reconciler)."""
-    if actor is not None and not actor.is_authenticated:
-        actor = None
     return AuditEvent.objects.create(
         action=action,
-        actor=actor,
+        actor=actor if isinstance(actor, User) else None,
         object_type=target._meta.label if target is not None else "",
         object_id=str(target.pk) if target is not None else "",
         team_id=team.pk if team is not None else team_id,
-        detail=detail,
+        detail=detail or {},
     )

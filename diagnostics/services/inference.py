@@ -74,7 +74,7 @@ def study_claim_for_inference(*, study_id: int) -> Study | None:
         action="study.status_changed",
         target=study,
         team_id=study.patient.team_id,
-        **{"from": Study.Status.QUEUED, "to": Study.Status.RUNNING, "attempt": study.attempts},
+        detail={"from": Study.Status.QUEUED, "to": Study.Status.RUNNING, "attempt": study.attempts},
     )
     return study
 

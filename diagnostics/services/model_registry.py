@@ -46,7 +46,7 @@ def model_version_register(*, artifact_dir: Path, actor: User | None = None) -> 
         manifest=manifest,
         metrics=manifest.get("metrics", {}),
     )
-    audit_record(action="model.registered", actor=actor, target=model_version, sha256=sha256)
+    audit_record(action="model.registered", actor=actor, target=model_version, detail={"sha256": sha256})
     return model_version
 
 
@@ -69,6 +69,6 @@ def model_version_activate(*, model_version: ModelVersion, actor: User | None = 
             action="model.activated",
             actor=actor,
             target=model_version,
-            previous=previous.name if previous else None,
+            detail={"previous": previous.name if previous else None},
         )
     return model_version

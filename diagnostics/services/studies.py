@@ -44,8 +44,7 @@ def study_create(
             actor=user,
             target=study,
             team=patient.team,
-            images=[image.pk for image in images],
-            status=study.status,
+            detail={"images": [image.pk for image in images], "status": study.status},
         )
         study_enqueue_inference(study=study)
     return study
@@ -84,6 +83,6 @@ def study_set_status(
             actor=actor,
             target=study,
             team_id=study.patient.team_id,
-            **{"from": previous, "to": status, "reason": reason},
+            detail={"from": previous, "to": status, "reason": reason},
         )
     return changed

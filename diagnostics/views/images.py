@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.views.decorators.cache import cache_control
 from PIL import Image as PILImage
 
+from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import image_get_for_user
 from ml.preprocessing import decode_image_bytes
 
@@ -17,7 +18,7 @@ PREVIEW_SIZE = 1024
 
 @login_required
 @cache_control(private=True, max_age=300)
-def image_preview(request: HttpRequest, image_id: int) -> HttpResponse:
+def image_preview(request: AuthenticatedHttpRequest, image_id: int) -> HttpResponse:
     """A PNG rendering of the stored image (DICOM included) for display in the browser."""
     image = image_get_for_user(user=request.user, image_id=image_id)
     with image.file.open("rb") as handle:

@@ -3,17 +3,18 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 
 from diagnostics.forms import PatientForm
+from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import patient_get_for_user, patient_list_for_user, study_list_for_user
 from diagnostics.services.audit import audit_record
 from diagnostics.services.patients import patient_create
 
 
 @login_required
-def patient_list(request: HttpRequest) -> HttpResponse:
+def patient_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     patients = patient_list_for_user(user=request.user)
     query = request.GET.get("q", "").strip()
     if query:
@@ -22,7 +23,7 @@ def patient_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def patient_new(request: HttpRequest) -> HttpResponse:
+def patient_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = PatientForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -40,7 +41,7 @@ def patient_new(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
+def patient_detail(request: AuthenticatedHttpRequest, patient_id: int) -> HttpResponse:
     patient = patient_get_for_user(user=request.user, patient_id=patient_id)
     audit_record(action="patient.viewed", actor=request.user, target=patient, team=patient.team)
     studies = study_list_for_user(user=request.user).filter(patient=patient)

@@ -3,22 +3,22 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 
 from diagnostics.forms import StudyUploadForm
+from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.models import Study
 from diagnostics.selectors import patient_get_for_user, study_get_for_user, study_list_for_user
 from diagnostics.services.audit import audit_record
 from diagnostics.services.images import image_validate_uploaded_files
 from diagnostics.services.studies import study_create
 
-
 PENDING = (Study.Status.QUEUED, Study.Status.RUNNING)
 
 
 @login_required
-def worklist(request: HttpRequest) -> HttpResponse:
+def worklist(request: AuthenticatedHttpRequest) -> HttpResponse:
     studies = study_list_for_user(user=request.user)
     status = request.GET.get("status", "")
     if status in Study.Status.values:
@@ -31,7 +31,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def study_new(request: HttpRequest, patient_id: int) -> HttpResponse:
+def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpResponse:
     patient = patient_get_for_user(user=request.user, patient_id=patient_id)
     form = StudyUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
@@ -58,7 +58,7 @@ def study_new(request: HttpRequest, patient_id: int) -> HttpResponse:
 
 
 @login_required
-def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
+def study_detail(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = study_get_for_user(user=request.user, study_id=study_id)
     audit_record(action="study.viewed", actor=request.user, target=study, team_id=study.patient.team_id)
     return render(

@@ -123,7 +123,7 @@ STATICFILES_DIRS = [BASE_DIR / "diagnostics" / "static"]
 # Uploaded X-rays live outside the web root and are never served by URL: only
 # access-checked views stream them (see diagnostics/views/images.py).
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
-MEDIA_URL = None  # type: ignore[assignment]
+MEDIA_URL = None
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024

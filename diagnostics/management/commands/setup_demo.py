@@ -43,7 +43,7 @@ class Command(BaseCommand):
             with credentials_file.open("a") as handle:
                 handle.write("\n".join(lines) + "\n")
             credentials_file.chmod(0o600)
-            self.stdout.write("Demo users created (also saved in %s):" % credentials_file)
+            self.stdout.write(f"Demo users created (also saved in {credentials_file}):")
             for line in lines:
                 self.stdout.write(f"  {line}")
         else:

@@ -6,6 +6,9 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+
+from diagnostics.models import User
 
 
 @contextmanager
@@ -17,3 +20,9 @@ def service_errors() -> Iterator[None]:
         detail: Any = error.message_dict if hasattr(error, "error_dict") else error.messages
         raise ValidationError(detail) from None
 
+
+
+def request_user(request: Request) -> User:
+    """The authenticated user of an API request (every endpoint requires authentication)."""
+    assert isinstance(request.user, User), "endpoint reached without authentication"
+    return request.user
