@@ -85,12 +85,15 @@ class Study(models.Model):
     # How many times a worker has claimed this study; the reconciler gives up after a limit.
     attempts = models.PositiveIntegerField(default=0)
     status_changed_at = models.DateTimeField(auto_now_add=True)
+    # Optional URL an integrating system gave; notified (HMAC-signed) when the study finishes.
+    callback_url = models.URLField(max_length=500, blank=True)
     created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "studies"
+        indexes = [models.Index(fields=["status", "status_changed_at"], name="study_status_age")]
 
     def __str__(self) -> str:
         return f"Study {self.pk} of {self.patient}"
@@ -99,6 +102,10 @@ class Study(models.Model):
 def _image_upload_path(instance: Image, filename: str) -> str:
     # A random name: the original file name may carry patient data and must not be guessable.
     return f"studies/{uuid.uuid4().hex}"
+
+
+def _heatmap_upload_path(instance: Prediction, filename: str) -> str:
+    return f"heatmaps/{uuid.uuid4().hex}.png"
 
 
 class Image(models.Model):
@@ -130,6 +137,7 @@ class ModelVersion(models.Model):
     class Status(models.TextChoices):
         CANDIDATE = "candidate", "Candidate"
         ACTIVE = "active", "Active"
+        SHADOW = "shadow", "Shadow (predicts, not shown)"
         ARCHIVED = "archived", "Archived"
 
     name = models.CharField(max_length=200, unique=True)
@@ -141,13 +149,19 @@ class ModelVersion(models.Model):
     manifest = models.JSONField(default=dict)
     metrics = models.JSONField(default=dict)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.CANDIDATE)
+    # Result of the last evaluation on the admin's fixed evaluation set, and the gate's verdict.
+    evaluation = models.JSONField(default=dict, blank=True)
+    training_run = models.ForeignKey(
+        "TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
-            # The database itself guarantees one active model at a time.
+            # The database itself guarantees one active model, and one shadow model, at a time.
             models.UniqueConstraint(fields=["status"], condition=Q(status="active"), name="one_active_model"),
+            models.UniqueConstraint(fields=["status"], condition=Q(status="shadow"), name="one_shadow_model"),
         ]
         ordering = ["-created_at"]
 
@@ -160,8 +174,13 @@ class Prediction(models.Model):
         NORMAL = "NORMAL", "No pneumonia suspected"
         PNEUMONIA = "PNEUMONIA", "Pneumonia suspected"
 
+    class Role(models.TextChoices):
+        PRIMARY = "primary", "Primary (shown to clinicians)"
+        SHADOW = "shadow", "Shadow (stored for comparison, never shown)"
+
     image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="predictions")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
+    role = models.CharField(max_length=7, choices=Role.choices, default=Role.PRIMARY, db_index=True)
     probability = models.FloatField(help_text="Model probability of pneumonia, 0–1.")
     threshold = models.FloatField()
     label = models.CharField(max_length=10, choices=Label.choices)
@@ -170,6 +189,8 @@ class Prediction(models.Model):
     model_sha256 = models.CharField(max_length=64)
     preprocessing_version = models.CharField(max_length=50)
     input_sha256 = models.CharField(max_length=64)
+    # Grad-CAM heatmap (PNG, same random-name storage as images), computed after the prediction.
+    heatmap = models.FileField(upload_to=_heatmap_upload_path, max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -206,3 +227,142 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise PermissionError("Audit events are append-only.")
+
+
+class Feedback(models.Model):
+    """A clinician's verdict on an AI assessment: agreement or a corrected label. History is kept."""
+
+    class Subtype(models.TextChoices):
+        NONE = "", "Not specified"
+        BACTERIAL = "bacterial", "Bacterial"
+        VIRAL = "viral", "Viral"
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.PROTECT, related_name="feedback")
+    clinician = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    agrees = models.BooleanField()
+    # The label the clinician holds to be true (equal to the prediction's label when agreeing).
+    confirmed_label = models.CharField(max_length=10, choices=Prediction.Label.choices)
+    subtype = models.CharField(max_length=10, choices=Subtype.choices, blank=True, default="")
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{'Agrees' if self.agrees else 'Corrects to'} {self.confirmed_label} on prediction {self.prediction_id}"
+
+
+class TrainingRun(models.Model):
+    """An admin-triggered or scheduled retraining, with live progress and its log."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    requested_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    trigger = models.CharField(max_length=20, default="admin")  # admin | api | schedule
+    architecture = models.CharField(max_length=50)
+    # Full training configuration (stages, epochs, input size, data source, feedback use).
+    config = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    # Latest progress reported by the trainer: epoch, total_epochs, stage, metrics, eta_seconds.
+    progress = models.JSONField(default=dict, blank=True)
+    log = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    device = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    # Training data actually used: dataset folder, file counts and digest, feedback labels included.
+    data_summary = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Training run {self.pk} ({self.architecture}, {self.status})"
+
+
+class PromotionGate(models.Model):
+    """The admin's rule for promoting a candidate: a fixed evaluation set and tolerances (one row)."""
+
+    evaluation_data_dir = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Folder in the standard layout (NORMAL/, PNEUMONIA/) never used for training.",
+    )
+    auc_tolerance = models.FloatField(default=0.005)
+    sensitivity_tolerance = models.FloatField(default=0.01)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Promotion gate on {self.evaluation_data_dir or '(no evaluation set)'}"
+
+
+class ApiToken(models.Model):
+    """A machine client's credential: named, scoped to a team, revocable. Only a hash is stored."""
+
+    name = models.CharField(max_length=100)
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="api_tokens")
+    team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="api_tokens")
+    prefix = models.CharField(max_length=12, db_index=True)
+    key_sha256 = models.CharField(max_length=64, unique=True)
+    # Signs webhook deliveries for this client (HMAC-SHA256).
+    webhook_secret = models.CharField(max_length=64)
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class IdempotencyRecord(models.Model):
+    """Remembers a study-creating POST by its Idempotency-Key, so a retried request returns the same study."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    request_sha256 = models.CharField(max_length=64)
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="one_idempotency_key_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.key} → study {self.study_id}"
+
+
+class WebhookDelivery(models.Model):
+    """One notification to an integrating system that a study finished, with its delivery attempts."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    url = models.URLField(max_length=500)
+    event = models.CharField(max_length=50)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_response_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event} for study {self.study_id} → {self.url} ({self.status})"
