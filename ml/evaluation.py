@@ -133,12 +133,18 @@ def evaluate_predictions(
         "confusion_matrix": confusion(y_true, prob, threshold),
         "reliability_curve": reliability_curve(y_true, prob),
     }
+    summary = _nan_to_none(summary)
     if bootstrap_samples > 0:
         summary["ci95"] = bootstrap_intervals(
             y_true, prob, threshold, groups=groups, samples=bootstrap_samples, seed=seed
         )
         summary["ci_method"] = f"patient-level percentile bootstrap, {bootstrap_samples} resamples"
     return summary
+
+
+def _nan_to_none(summary: dict[str, Any]) -> dict[str, Any]:
+    """Undefined metrics (e.g. precision with no positive call) become null, valid JSON."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in summary.items()}
 
 
 def save_plots(y_true: np.ndarray, prob: np.ndarray, out_dir: str | Path, *, title: str) -> dict[str, str]:

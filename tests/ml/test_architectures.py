@@ -1,0 +1,54 @@
+"""Builders and weights resolution (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ml.architectures import WeightsNotFoundError, build_model, local_weights_name, resolve_weights
+from ml.cli import main
+
+
+def test_missing_weights_name_the_expected_file(tmp_path: Path) -> None:
+    expected = tmp_path / "vgg19_imagenet_notop.weights.h5"
+    with pytest.raises(WeightsNotFoundError) as info:
+        resolve_weights("vgg19", str(tmp_path))
+    assert str(expected) in str(info.value) and "--weights none" in str(info.value)
+    with pytest.raises(WeightsNotFoundError, match="not found: .*nope.h5"):
+        resolve_weights("xception", str(tmp_path / "nope.h5"))
+    with pytest.raises(WeightsNotFoundError, match=str(expected)):
+        resolve_weights("vgg19", "local", tmp_path)
+
+
+def test_weights_are_found_in_a_local_directory(tmp_path: Path) -> None:
+    (tmp_path / local_weights_name("xception")).write_bytes(b"stub")
+    found = tmp_path / "xception_imagenet_notop.weights.h5"
+    assert resolve_weights("xception", "imagenet", tmp_path) == str(found)
+    assert resolve_weights("xception", str(tmp_path)) == str(found)
+    assert resolve_weights("vgg16", "auto", tmp_path) is None  # comparison falls back to scratch
+    assert resolve_weights("vgg16", "none", tmp_path) is None
+
+
+def test_train_command_fails_clearly_when_weights_are_missing(tmp_path: Path, dataset_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--arch", "resnet50v2", "--weights", str(tmp_path), "--data-dir", str(dataset_root),
+                 "--output-root", str(tmp_path / "runs")])
+    assert code == 2
+    assert "resnet50v2_imagenet_notop.weights.h5" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_vgg19_head_follows_the_source_recipe() -> None:
+    built = build_model("vgg19", input_size=32, weights=None, seed=0)
+    head = [layer for layer in built.head.layers if layer.name.startswith(("head", "flatten", "pneumonia"))]
+    assert [getattr(layer, "units", getattr(layer, "rate", None)) for layer in head] == [4608, 0.2, 1152, 1]
+    assert built.model.output_shape == (None, 1)
+
+
+def test_normalisation_is_inside_the_model() -> None:
+    import numpy as np
+
+    built = build_model("cnn", input_size=32, weights=None, seed=0)
+    assert built.model.layers[1].name == "normalize"
+    x = np.full((1, 32, 32, 3), 255.0, dtype=np.float32)
+    assert float(built.model.layers[1](x).numpy().max()) == pytest.approx(1.0)

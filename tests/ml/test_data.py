@@ -1,0 +1,94 @@
+"""Folder loading, patient ids, the grouped split, and train/serve identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml import data
+from ml.data import ImageRecord, grouped_split, patient_id
+from ml.preprocessing import load_for_model
+
+
+@pytest.mark.parametrize(
+    ("name", "patient"),
+    [
+        ("person1000_bacteria_2931.jpeg", "person1000"),
+        ("person1000_virus_1681.jpeg", "person1000"),
+        ("IM-0115-0001.jpeg", "IM-0115"),
+        ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
+        ("scan.png", "file:scan"),
+    ],
+)
+def test_patient_id_from_kermany_file_names(name: str, patient: str) -> None:
+    assert patient_id(name) == patient
+
+
+def _records(n_patients: int = 60) -> list[ImageRecord]:
+    rng = np.random.default_rng(0)
+    records = []
+    for p in range(n_patients):
+        label = int(p % 4 != 0)  # 25% NORMAL, like Kermany
+        for m in range(int(rng.integers(1, 5))):
+            name = f"person{p}_bacteria_{m}.jpeg" if label else f"IM-{p:04d}-{m:04d}.jpeg"
+            records.append(ImageRecord(Path(name), label, patient_id(name)))
+    return records
+
+
+def test_grouped_split_never_puts_a_patient_on_both_sides() -> None:
+    records = _records()
+    train, val = grouped_split(records, val_fraction=0.2, seed=1)
+    assert {r.patient for r in train}.isdisjoint({r.patient for r in val})
+    assert len(train) + len(val) == len(records)
+    assert 0.1 < len(val) / len(records) < 0.3
+    assert {r.label for r in val} == {0, 1}  # stratified: both classes in validation
+
+
+def test_grouped_split_is_seeded() -> None:
+    records = _records()
+    first = grouped_split(records, val_fraction=0.2, seed=7)[1]
+    again = grouped_split(records, val_fraction=0.2, seed=7)[1]
+    other = grouped_split(records, val_fraction=0.2, seed=8)[1]
+    assert [r.path for r in first] == [r.path for r in again]
+    assert [r.path for r in first] != [r.path for r in other]
+
+
+def test_balanced_class_weights_equalise_the_classes() -> None:
+    records = [ImageRecord(Path(f"{i}"), int(i >= 25), str(i)) for i in range(100)]
+    weights = data.balanced_class_weights(records)
+    assert weights == pytest.approx({0: 2.0, 1: 100 / 150})
+    assert weights[0] * 25 == pytest.approx(weights[1] * 75)
+
+
+def test_list_images_reads_every_format_in_the_layout(dataset_root: Path) -> None:
+    records = data.list_images(dataset_root, "train")
+    suffixes = {r.path.suffix for r in records}
+    assert suffixes == {".jpeg", ".png", ".dcm"}
+    assert data.class_counts(records) == {"NORMAL": 21, "PNEUMONIA": 21}
+    with pytest.raises(FileNotFoundError, match="test"):
+        data.list_images(dataset_root, "test")
+
+
+def test_training_loader_yields_exactly_the_serving_tensor(dataset_root: Path) -> None:
+    """The tensors a model trains and validates on equal load_for_model(bytes): no skew."""
+    records = data.list_images(dataset_root, "train")
+    images = data.load_images(records, input_size=48)
+    ds = data.make_dataset(images, data.labels_of(records), batch_size=7, training=False, augment=True, seed=0)
+    batched = np.concatenate([x.numpy() for x, _ in ds])
+    for i, record in enumerate(records):
+        served = load_for_model(record.path.read_bytes(), input_size=48)
+        np.testing.assert_array_equal(batched[i], served)
+    assert batched.dtype == np.float32
+
+
+def test_augmentation_happens_only_in_training(dataset_root: Path) -> None:
+    records = data.list_images(dataset_root, "train")[:8]
+    images = data.load_images(records, input_size=48)
+    labels = data.labels_of(records)
+    train_ds = data.make_dataset(images, labels, batch_size=8, training=True, augment=True, seed=0)
+    augmented = next(iter(train_ds))[0].numpy()
+    originals = {img.tobytes() for img in images}
+    changed = sum(img.tobytes() not in originals for img in augmented)
+    assert changed == len(images)

@@ -1,0 +1,119 @@
+"""The one preprocessing path: format detection, colour modes, DICOM, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml import preprocessing
+from ml.preprocessing import ImageDecodeError, decode_image_bytes, load_for_model, preprocess
+from tests.ml.conftest import dicom_bytes, jpeg_bytes, png_bytes
+
+
+def test_serving_modules_do_not_import_tensorflow() -> None:
+    code = "import sys, ml.preprocessing, ml.inference, ml.artifacts; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_format_is_detected_by_content_not_name() -> None:
+    gray = Image.new("L", (20, 10), 77)
+    assert decode_image_bytes(jpeg_bytes(gray)).format == "JPEG"
+    decoded = decode_image_bytes(png_bytes(gray))
+    assert (decoded.format, decoded.width, decoded.height) == ("PNG", 20, 10)
+    assert decoded.pixels.shape == (10, 20) and decoded.pixels.dtype == np.uint8
+    assert decode_image_bytes(dicom_bytes(np.full((8, 8), 100))).format == "DICOM"
+
+
+@pytest.mark.parametrize("payload", [b"%PDF-1.4 not an image", b"GIF89a......", b"\x00" * 200])
+def test_unknown_content_is_refused_with_a_readable_message(payload: bytes) -> None:
+    with pytest.raises(ImageDecodeError, match="not a JPEG, PNG or DICOM"):
+        decode_image_bytes(payload)
+
+
+def test_truncated_jpeg_is_refused() -> None:
+    data = jpeg_bytes(Image.effect_noise((256, 256), 50))
+    with pytest.raises(ImageDecodeError, match="truncated or corrupt"):
+        decode_image_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "CMYK", "LA", "1"])
+def test_every_colour_mode_becomes_8bit_gray(mode: str) -> None:
+    level = 255 if mode == "1" else 200  # 1-bit would dither any other gray
+    image = Image.new("RGB", (12, 9), (level, level, level)).convert(mode)
+    data = png_bytes(image) if mode != "CMYK" else jpeg_bytes(image)
+    pixels = decode_image_bytes(data).pixels
+    assert pixels.shape == (9, 12) and pixels.dtype == np.uint8
+    assert abs(int(pixels.mean()) - level) <= 3
+
+
+def test_16bit_png_is_stretched_not_clipped() -> None:
+    ramp = (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)  # 12-bit data
+    pixels = decode_image_bytes(png_bytes(Image.fromarray(ramp))).pixels
+    assert pixels.min() == 0 and pixels.max() == 255
+
+
+def test_dicom_monochrome1_is_inverted_and_metadata_returned() -> None:
+    ramp = np.tile(np.linspace(0, 4000, 32).astype(np.uint16), (16, 1))
+    mono2 = decode_image_bytes(dicom_bytes(ramp, photometric="MONOCHROME2"))
+    mono1 = decode_image_bytes(dicom_bytes(ramp, photometric="MONOCHROME1"))
+    assert mono2.pixels[0, 0] == 0 and mono2.pixels[0, -1] == 255
+    np.testing.assert_array_equal(mono1.pixels.astype(int), 255 - mono2.pixels.astype(int))
+    assert mono1.metadata["PatientID"] == "TEST-001"
+    assert mono1.metadata["ViewPosition"] == "PA" and mono1.metadata["Modality"] == "CR"
+    assert (mono1.width, mono1.height) == (32, 16)
+
+
+def test_dicom_window_is_applied() -> None:
+    ramp = np.tile(np.linspace(0, 4000, 41).astype(np.uint16), (4, 1))  # steps of 100
+    pixels = decode_image_bytes(dicom_bytes(ramp, window=(2000, 1000))).pixels[0]
+    # Everything below 1500 is black and above 2500 white after windowing.
+    assert pixels[:15].max() == 0 and pixels[26:].min() == 255
+    assert 0 < pixels[20] < 255
+
+
+def test_dicom_without_pixels_or_multiframe_is_refused() -> None:
+    with pytest.raises(ImageDecodeError, match="no pixel data"):
+        decode_image_bytes(dicom_bytes(np.zeros((4, 4)), with_pixels=False))
+    with pytest.raises(ImageDecodeError, match="Multi-frame"):
+        decode_image_bytes(dicom_bytes(np.zeros((4, 4)), frames=3))
+
+
+def test_pixel_limit_is_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preprocessing, "MAX_PIXELS", 100)
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode_image_bytes(png_bytes(Image.new("L", (20, 20))))
+
+
+def test_decompression_bomb_warning_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # warns above 300, errors above 600
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode_image_bytes(png_bytes(Image.new("L", (20, 20))))
+
+
+def test_big_jpeg_decodes_at_reduced_scale_but_reports_original_size() -> None:
+    data = jpeg_bytes(Image.effect_noise((1024, 800), 40))
+    decoded = decode_image_bytes(data, target_size=128)
+    assert (decoded.width, decoded.height) == (1024, 800)
+    assert decoded.pixels.shape == (200, 256)  # 1/4 scale: smallest DCT scale >= 128 px
+    assert decode_image_bytes(data).pixels.shape == (800, 1024)
+
+
+def test_preprocess_squashes_to_three_identical_channels() -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (50, 80), dtype=np.uint8)
+    x = preprocess(pixels, input_size=32)
+    assert x.shape == (32, 32, 3) and x.dtype == np.float32
+    assert 0 <= x.min() and x.max() <= 255
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])
+    with pytest.raises(ValueError):
+        preprocess(pixels.astype(np.float32), input_size=32)
+
+
+def test_load_for_model_is_decode_then_preprocess() -> None:
+    data = jpeg_bytes(Image.effect_noise((300, 200), 40))
+    expected = preprocess(decode_image_bytes(data, target_size=64).pixels, input_size=64)
+    np.testing.assert_array_equal(load_for_model(data, input_size=64), expected)

@@ -1,0 +1,140 @@
+"""A tiny real training run (cnn, 32 px, 1 epoch), its artifact, export, parity and evaluation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml import artifacts, data
+from ml.config import TrainConfig
+from ml.inference import ModelArtifactError, Predictor
+from ml.preprocessing import PREPROCESSING_VERSION, load_for_model
+
+QUICK = TrainConfig(architecture="cnn", input_size=32, epochs=1, batch_size=8, bootstrap_samples=20, seed=3)
+
+
+@pytest.fixture(scope="module")
+def artifact(dataset_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ml import training
+
+    root = tmp_path_factory.mktemp("runs")
+    return training.train(QUICK, data_dir=dataset_root, output_root=root, cache_dir=root / "cache", latency_runs=3)
+
+
+def test_artifact_has_model_files_and_a_complete_manifest(artifact: Path) -> None:
+    manifest = artifacts.read_manifest(artifact)
+    for key in ("name", "version", "architecture", "input_size", "preprocessing_version", "class_names",
+                "threshold", "metrics", "data", "config", "code_version", "training_seconds",
+                "created_at", "intended_use", "files", "onnx_sha256"):
+        assert key in manifest, key
+    assert manifest["architecture"] == "cnn" and manifest["input_size"] == 32
+    assert manifest["preprocessing_version"] == PREPROCESSING_VERSION
+    assert manifest["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert 0.0 <= manifest["threshold"] <= 1.0
+    assert manifest["onnx_sha256"] == artifacts.sha256_file(artifact / "model.onnx")
+    assert manifest["metrics"]["onnx_keras_max_abs_diff"] <= 1e-4
+    assert manifest["data"]["class_weighting"]["method"] == "balanced"
+    listed = (artifact / manifest["data"]["file_list"]).read_text()
+    assert artifacts.sha256_text(listed) == manifest["data"]["file_list_sha256"]
+    assert len(listed.splitlines()) == 42
+    for name in ("model.keras", "model.onnx", "roc.png", "calibration.png"):
+        assert (artifact / name).stat().st_size > 0, name
+    val = manifest["metrics"]["validation"]
+    assert set(val["confusion_matrix"]) == {"tp", "fp", "tn", "fn"}
+    assert sum(val["confusion_matrix"].values()) == val["n"]
+    assert val["ci95"]["roc_auc"][0] <= val["roc_auc"] <= val["ci95"]["roc_auc"][1]
+
+
+def test_validation_has_no_training_patient(artifact: Path) -> None:
+    rows = [line.split("\t") for line in (artifact / "data_files.txt").read_text().splitlines()]
+    side = {"train": set(), "validation": set()}
+    for split, _, relpath, _ in rows:
+        side[split].add(data.patient_id(Path(relpath).name))
+    assert side["validation"] and side["train"].isdisjoint(side["validation"])
+
+
+def test_onnx_agrees_with_keras_on_validation_images(artifact: Path, dataset_root: Path) -> None:
+    import keras
+
+    model = keras.models.load_model(artifact / "model.keras")
+    predictor = Predictor.from_artifact(artifact)
+    rows = [line.split("\t") for line in (artifact / "data_files.txt").read_text().splitlines()]
+    val = [dataset_root / relpath for split, _, relpath, _ in rows if split == "validation"]
+    images = np.stack([load_for_model(p.read_bytes(), input_size=32) for p in val])
+    keras_prob = model.predict(images, verbose=0).reshape(-1)
+    onnx_prob = predictor.predict_batch(images)
+    assert onnx_prob.shape == (len(val),)
+    assert np.max(np.abs(keras_prob - onnx_prob)) <= 1e-4
+    assert float(np.std(onnx_prob)) > 0  # a real model, not a constant
+
+
+def test_predictor_bytes_path_matches_batch_path(artifact: Path, dataset_root: Path) -> None:
+    predictor = Predictor.from_artifact(artifact, intra_op_threads=1)
+    for path in sorted((dataset_root / "train").rglob("*"))[:6]:
+        if path.is_file():
+            raw = path.read_bytes()
+            batch = predictor.predict_batch(load_for_model(raw, input_size=32)[None])[0]
+            assert predictor.predict_bytes(raw) == pytest.approx(batch, abs=1e-7)
+    assert predictor.label_for(predictor.threshold) == "PNEUMONIA"
+    assert predictor.label_for(predictor.threshold - 1e-6) == "NORMAL"
+    assert predictor.model_sha256 == predictor.manifest["onnx_sha256"]
+
+
+def test_predictor_refuses_tampered_or_skewed_artifacts(artifact: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelArtifactError, match="Model artifact not found: .*manifest.json"):
+        Predictor.from_artifact(tmp_path / "nothing")
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(artifact, tampered)
+    with open(tampered / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelArtifactError, match="does not match its manifest"):
+        Predictor.from_artifact(tampered)
+
+    skewed = tmp_path / "skewed"
+    shutil.copytree(artifact, skewed)
+    manifest = json.loads((skewed / "manifest.json").read_text())
+    manifest["preprocessing_version"] = "something-else-v0"
+    (skewed / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelArtifactError, match="preprocessing"):
+        Predictor.from_artifact(skewed)
+
+    missing = tmp_path / "missing"
+    shutil.copytree(artifact, missing)
+    (missing / "model.onnx").unlink()
+    with pytest.raises(ModelArtifactError, match="Model artifact not found: .*model.onnx"):
+        Predictor.from_artifact(missing)
+
+
+def test_evaluate_command_prints_a_json_summary(artifact: Path, dataset_root: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from ml.cli import main
+
+    code = main(["evaluate", "--artifact", str(artifact), "--data-dir", str(dataset_root), "--split", "val",
+                 "--bootstrap", "20", "--plots-dir", str(tmp_path)])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 8 and summary["n_positive"] == 4
+    for key in ("accuracy", "sensitivity", "specificity", "roc_auc", "pr_auc", "ece"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    for key in ("precision", "f1"):  # undefined (null) when the model calls no film positive
+        assert summary[key] is None or 0.0 <= summary[key] <= 1.0, key
+    cm = summary["confusion_matrix"]
+    assert summary["sensitivity"] == pytest.approx(cm["tp"] / (cm["tp"] + cm["fn"]))
+    assert summary["threshold"] == artifacts.read_manifest(artifact)["threshold"]
+    assert (tmp_path / "roc.png").is_file() and (tmp_path / "calibration.png").is_file()
+
+
+def test_export_command_packages_a_loadable_artifact_with_model_card(artifact: Path, tmp_path: Path) -> None:
+    from ml.cli import main
+
+    target = tmp_path / "default_model"
+    assert main(["export", "--artifact", str(artifact), "--to", str(target), "--no-keras",
+                 "--selection-note", "chosen in a test"]) == 0
+    predictor = Predictor.from_artifact(target)
+    assert predictor.manifest["files"]["keras"] is None
+    card = (target / "MODEL_CARD.md").read_text()
+    assert "Intended use" in card and "chosen in a test" in card and predictor.model_sha256 in card
