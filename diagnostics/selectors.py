@@ -31,7 +31,9 @@ def study_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Study]:
     """The team's studies, newest first, with the patient and the latest AI probability."""
     if not user.is_authenticated or user.team_id is None:
         return Study.objects.none()
-    latest = Prediction.objects.filter(image__study=OuterRef("pk")).order_by("-created_at")
+    latest = Prediction.objects.filter(image__study=OuterRef("pk"), role=Prediction.Role.PRIMARY).order_by(
+        "-created_at"
+    )
     return (
         Study.objects.filter(patient__team_id=user.team_id)
         .select_related("patient")
@@ -43,8 +45,10 @@ def study_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Study]:
 
 
 def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:
-    """One study with its images and their predictions (newest first)."""
-    predictions = Prediction.objects.select_related("model_version").order_by("-created_at")
+    """One study with its images and the predictions shown to clinicians (newest first)."""
+    predictions = (
+        Prediction.objects.filter(role=Prediction.Role.PRIMARY).select_related("model_version").order_by("-created_at")
+    )
     images = Image.objects.prefetch_related(Prefetch("predictions", queryset=predictions))
     try:
         return (
@@ -73,3 +77,15 @@ def model_version_active() -> ModelVersion | None:
 
 def model_version_list() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.all()
+
+
+def prediction_get_for_user(*, user: User | AnonymousUser, prediction_id: int) -> Prediction:
+    """A prediction shown to clinicians (never a shadow one) of the user's team."""
+    if not user.is_authenticated or user.team_id is None:
+        raise Http404("No such prediction.")
+    try:
+        return Prediction.objects.select_related("image__study__patient", "model_version").get(
+            pk=prediction_id, role=Prediction.Role.PRIMARY, image__study__patient__team_id=user.team_id
+        )
+    except (Prediction.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such prediction.") from None

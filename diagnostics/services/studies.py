@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from diagnostics.events import study_finished
 from diagnostics.models import Patient, Study, User
 
 from .audit import audit_record
@@ -85,4 +86,7 @@ def study_set_status(
             team_id=study.patient.team_id,
             detail={"from": previous, "to": status, "reason": reason},
         )
+        if status in (Study.Status.DONE, Study.Status.FAILED):
+            study_id = study.pk
+            transaction.on_commit(lambda: study_finished.send(sender=Study, study_id=study_id, status=status))
     return changed
