@@ -196,10 +196,12 @@ def _normalization(mode: str) -> keras.layers.Layer:
 
 
 def _small_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
-    """Four conv blocks: a few ms per film at 128 px on a CPU."""
-    for i, filters in enumerate((32, 64, 128, 128)):
+    """Four conv blocks, narrow at full resolution: ~75 M multiply-adds at 128 px, so an epoch
+    of 4,000 films takes about a minute on 2 CPU cores and a prediction a few ms."""
+    for i, filters in enumerate((16, 32, 64, 128)):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        # momentum 0.9: moving statistics settle within an epoch of ~130 steps.
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = keras.layers.Activation("relu", name=f"relu{i}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
     return keras.layers.Conv2D(128, 3, padding="same", activation="relu", name="conv_last")(x)

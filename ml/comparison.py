@@ -27,7 +27,7 @@ AUC_FLOOR = 0.97
 BUDGETS: dict[str, list[dict[str, Any]]] = {
     # The light rows get real training; the heavy from-scratch rows get one short epoch.
     "standard": [
-        {"architecture": "cnn", "input_size": 128, "weights": "none", "epochs": 12},
+        {"architecture": "cnn", "input_size": 128, "weights": "none", "epochs": 10},
         {"architecture": "xception", "input_size": 160, "weights": "auto", "epochs": 40, "learning_rate": 1e-3, "early_stopping_patience": 5},
         {"architecture": "mobilenetv2", "input_size": 128, "weights": "auto", "epochs": 3, "max_train_images": 1500},
         {"architecture": "resnet50v2", "input_size": 128, "weights": "auto", "epochs": 1, "max_train_images": 600},
