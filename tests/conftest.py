@@ -97,3 +97,16 @@ def celery_worker(django_db_setup, django_db_blocker) -> Iterator[CeleryWorker]:
         yield worker
     finally:
         worker.stop()
+
+
+def copy_model_artifact(source: Path, destination: Path, *, version_suffix: str) -> Path:
+    """A second registrable artifact: the same model bytes under another version name."""
+    import json
+    import shutil
+
+    shutil.copytree(source, destination)
+    manifest_path = destination / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["version"] = f"{manifest['version']}-{version_suffix}"
+    manifest_path.write_text(json.dumps(manifest))
+    return destination

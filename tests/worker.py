@@ -17,9 +17,12 @@ LOG_DIR = ROOT / "var" / "test-logs"
 
 
 class CeleryWorker:
-    def __init__(self, *, database_name: str, queues: str = "inference") -> None:
+    def __init__(
+        self, *, database_name: str, queues: str = "inference", extra_env: dict[str, str] | None = None
+    ) -> None:
         self.database_name = database_name
         self.queues = queues
+        self.extra_env = extra_env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = LOG_DIR / "celery-worker.log"
 
@@ -36,6 +39,7 @@ class CeleryWorker:
             MEDIA_ROOT=str(settings.MEDIA_ROOT),
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         return env
 
     def purge_queues(self) -> None:

@@ -1,8 +1,8 @@
-"""Running the active model on a study's images and storing the predictions.
+"""Running the active model (and a shadow challenger) on a study's images.
 
 Called by the Celery inference task (or in process in the embedded default).
-The ONNX model is loaded once per process and reloaded only when the active
-model version changes, so a promotion takes effect without restarting workers.
+ONNX models are loaded once per process and kept while they serve, so a
+promotion takes effect on the next task without restarting workers.
 """
 
 from __future__ import annotations
@@ -32,34 +32,43 @@ class InferenceFailure(Exception):
     """A failure that retrying cannot fix; the study is failed with this message."""
 
 
-_predictor_lock = threading.Lock()
-_predictor: tuple[int, Predictor] | None = None
+_predictors_lock = threading.Lock()
+# At most the active and the shadow model stay loaded; older ones are dropped on a change.
+_predictors: dict[int, Predictor] = {}
 
 
 def predictor_for(model_version: ModelVersion) -> Predictor:
-    """The process-wide predictor for `model_version`, loading it on first use or on a change."""
-    global _predictor
-    with _predictor_lock:
-        if _predictor is None or _predictor[0] != model_version.pk:
+    """The process-wide predictor for `model_version`, loaded on first use."""
+    with _predictors_lock:
+        predictor = _predictors.get(model_version.pk)
+        if predictor is None:
             threads = settings.INFERENCE_THREADS or None
             predictor = Predictor.from_artifact(model_version.artifact_path, intra_op_threads=threads)
             if predictor.model_sha256 != model_version.sha256:
                 raise ModelArtifactError(
                     f"The model file for {model_version.name} changed on disk since it was registered."
                 )
-            _predictor = (model_version.pk, predictor)
+            serving = set(
+                ModelVersion.objects.filter(
+                    status__in=[ModelVersion.Status.ACTIVE, ModelVersion.Status.SHADOW]
+                ).values_list("pk", flat=True)
+            )
+            for stale in [pk for pk in _predictors if pk not in serving]:
+                del _predictors[stale]
+            _predictors[model_version.pk] = predictor
             logger.info("Loaded model %s from %s", model_version.name, model_version.artifact_path)
-        return _predictor[1]
+        return predictor
 
 
-def preload_active_model() -> None:
-    """Load the active model before the first task arrives (worker start-up)."""
-    active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
-    if active is not None:
+def preload_serving_models() -> None:
+    """Load the active and shadow models before the first task arrives (worker start-up)."""
+    for model_version in ModelVersion.objects.filter(
+        status__in=[ModelVersion.Status.ACTIVE, ModelVersion.Status.SHADOW]
+    ):
         try:
-            predictor_for(active)
+            predictor_for(model_version)
         except ModelArtifactError:
-            logger.exception("Could not preload the active model %s", active.name)
+            logger.exception("Could not preload model %s", model_version.name)
 
 
 def study_claim_for_inference(*, study_id: int) -> Study | None:
@@ -83,22 +92,24 @@ def study_run_inference(*, study_id: int) -> None:
     """Predict every image of a queued study with the active model and finish the study.
 
     Idempotent: a study that is not queued is left alone, and an image already
-    predicted by the active model is not predicted again.
+    predicted by a model is not predicted again by it. A shadow model, if any,
+    predicts too; its results are stored for comparison and never shown.
     """
     study = study_claim_for_inference(study_id=study_id)
     if study is None:
         logger.info("Study %s is not queued; nothing to do", study_id)
         return
     try:
-        model_version = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
-        if model_version is None:
+        _inject_fault_delay()
+        active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+        if active is None:
             raise InferenceFailure(NO_ACTIVE_MODEL)
         try:
-            predictor = predictor_for(model_version)
+            predictor = predictor_for(active)
         except ModelArtifactError as error:
-            raise InferenceFailure(f"The active model {model_version.name} cannot be loaded: {error}") from None
-        for image in study.images.exclude(predictions__model_version=model_version):
-            image_predict(image=image, model_version=model_version, predictor=predictor)
+            raise InferenceFailure(f"The active model {active.name} cannot be loaded: {error}") from None
+        for image in study.images.exclude(predictions__model_version=active):
+            image_predict(image=image, model_version=active, predictor=predictor, role=Prediction.Role.PRIMARY)
     except InferenceFailure as failure:
         study_set_status(study=study, status=Study.Status.FAILED, reason=str(failure))
         return
@@ -109,10 +120,29 @@ def study_run_inference(*, study_id: int) -> None:
             study=study, status=Study.Status.QUEUED, reason="Interrupted; will retry.", expected=[Study.Status.RUNNING]
         )
         raise
+    study_run_shadow(study=study)
     study_set_status(study=study, status=Study.Status.DONE)
 
 
-def image_predict(*, image: Image, model_version: ModelVersion, predictor: Predictor) -> Prediction:
+def study_run_shadow(*, study: Study) -> None:
+    """Let the shadow model predict the study too. Its failure never affects the clinician's result."""
+    shadow = ModelVersion.objects.filter(status=ModelVersion.Status.SHADOW).first()
+    if shadow is None:
+        return
+    try:
+        predictor = predictor_for(shadow)
+        for image in study.images.exclude(predictions__model_version=shadow):
+            image_predict(image=image, model_version=shadow, predictor=predictor, role=Prediction.Role.SHADOW)
+    except (ModelArtifactError, InferenceFailure) as error:
+        logger.warning("Shadow model %s failed on study %s: %s", shadow.name, study.pk, error)
+        audit_record(
+            action="model.shadow_failed", target=shadow, detail={"study": study.pk, "error": str(error)[:500]}
+        )
+
+
+def image_predict(
+    *, image: Image, model_version: ModelVersion, predictor: Predictor, role: str = Prediction.Role.PRIMARY
+) -> Prediction:
     """Run one stored image through the model and store the prediction (once per model)."""
     with image.file.open("rb") as handle:
         data = handle.read()
@@ -127,6 +157,7 @@ def image_predict(*, image: Image, model_version: ModelVersion, predictor: Predi
         image=image,
         model_version=model_version,
         defaults={
+            "role": role,
             "probability": probability,
             "threshold": predictor.threshold,
             "label": predictor.label_for(probability),
@@ -137,3 +168,10 @@ def image_predict(*, image: Image, model_version: ModelVersion, predictor: Predi
         },
     )
     return prediction
+
+
+def _inject_fault_delay() -> None:
+    # Fault testing only (default 0): holds a claimed study in `running` so a chaos
+    # test can kill the worker mid-task. See tests/test_reliability.py.
+    if settings.INFERENCE_FAULT_DELAY_SECONDS:
+        time.sleep(settings.INFERENCE_FAULT_DELAY_SECONDS)

@@ -158,6 +158,17 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # after STUDY_MAX_ATTEMPTS it is failed with a reason the clinician sees.
 STUDY_STALE_AFTER_SECONDS = env_int("STUDY_STALE_AFTER_SECONDS", 300)
 STUDY_MAX_ATTEMPTS = env_int("STUDY_MAX_ATTEMPTS", 3)
+RECONCILE_EVERY_SECONDS = env_int("RECONCILE_EVERY_SECONDS", 60)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-stuck-studies": {
+        "task": "worker.tasks.reconcile_stuck_studies",
+        "schedule": RECONCILE_EVERY_SECONDS,
+        # A missed run is replaced by the next one, never piled up.
+        "options": {"expires": RECONCILE_EVERY_SECONDS},
+    },
+}
+# Fault testing only: seconds a worker sleeps after claiming a study (chaos tests set it).
+INFERENCE_FAULT_DELAY_SECONDS = float(env_str("INFERENCE_FAULT_DELAY_SECONDS", "0"))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

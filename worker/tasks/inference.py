@@ -30,8 +30,8 @@ def _load_model_once_per_process(**_: object) -> None:
     # Each worker process loads the ONNX model before its first task, not per task.
     from django.db import connections
 
-    from diagnostics.services.inference import preload_active_model
+    from diagnostics.services.inference import preload_serving_models
 
-    preload_active_model()
+    preload_serving_models()
     # Forked children must not share the parent's database connection.
     connections.close_all()

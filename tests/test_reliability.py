@@ -1,0 +1,126 @@
+"""Reliable inference: a killed worker, stale studies, shadow models and promotions without restarts."""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+import pytest
+from django.conf import settings
+from django.urls import reverse
+
+from diagnostics.models import AuditEvent, ModelVersion, Prediction, Study
+from diagnostics.services.images import image_validate_upload
+from diagnostics.services.inference import study_run_inference
+from diagnostics.services.model_registry import model_version_activate, model_version_register
+from diagnostics.services.reconcile import study_reconcile_stale
+from diagnostics.services.studies import study_create
+
+from .conftest import api_client_for, copy_model_artifact, login_client
+from .images import jpeg_bytes
+from .worker import CeleryWorker
+
+
+def wait_for_status(study_id: int, statuses: tuple[str, ...], worker: CeleryWorker, timeout: float = 60.0) -> Study:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        study = Study.objects.get(pk=study_id)
+        if study.status in statuses:
+            return study
+        time.sleep(0.1)
+    raise AssertionError(f"study {study_id} is {study.status}, not {statuses}; worker log:\n{worker.log_tail()}")
+
+
+def make_study(owner, patient) -> Study:
+    upload = image_validate_upload(filename="chest.jpeg", data=jpeg_bytes())
+    return study_create(user=owner, patient=patient, uploads=[upload])
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_task_leaves_no_study_stuck(owner, patient, active_model, django_db_setup):
+    database = settings.DATABASES["default"]["NAME"]
+    slow = CeleryWorker(database_name=database, extra_env={"INFERENCE_FAULT_DELAY_SECONDS": "120"})
+    slow.purge_queues()
+    slow.start()
+    try:
+        study = make_study(owner, patient)  # commits, so the task goes to Redis
+        wait_for_status(study.pk, (Study.Status.RUNNING,), slow)
+        slow.kill()  # SIGKILL while the study is claimed: no clean-up runs
+    finally:
+        slow.stop()
+    assert Study.objects.get(pk=study.pk).status == Study.Status.RUNNING
+
+    fresh = CeleryWorker(database_name=database)
+    fresh.start()
+    try:
+        # What beat's periodic reconciler does, with a deadline the test need not wait for.
+        assert study_reconcile_stale(stale_after=datetime.timedelta(0)) == {"requeued": 1, "failed": 0}
+        study = wait_for_status(study.pk, (Study.Status.DONE, Study.Status.FAILED), fresh)
+    finally:
+        fresh.stop()
+    assert study.status == Study.Status.DONE, study.failure_reason
+    assert study.attempts == 2
+    assert Prediction.objects.filter(image__study=study).count() == 1
+    transitions = [
+        (event.detail["from"], event.detail["to"])
+        for event in AuditEvent.objects.filter(action="study.status_changed", object_id=str(study.pk)).order_by("pk")
+    ]
+    assert transitions == [("queued", "running"), ("running", "queued"), ("queued", "running"), ("running", "done")]
+
+
+@pytest.mark.django_db
+def test_the_reconciler_fails_a_study_after_the_attempt_limit_with_a_reason(owner, patient):
+    study = make_study(owner, patient)
+    Study.objects.filter(pk=study.pk).update(
+        status=Study.Status.RUNNING, attempts=3, status_changed_at=study.created_at - datetime.timedelta(hours=1)
+    )
+    assert study_reconcile_stale(max_attempts=3) == {"requeued": 0, "failed": 1}
+    study.refresh_from_db()
+    assert study.status == Study.Status.FAILED
+    assert "did not complete after 3 attempts" in study.failure_reason
+    page = login_client(owner).get(reverse("study_detail", args=[study.pk])).content.decode()
+    assert "did not complete after 3 attempts" in page
+
+
+@pytest.mark.django_db
+def test_the_reconciler_leaves_fresh_and_finished_studies_alone(owner, patient, active_model):
+    fresh = make_study(owner, patient)
+    finished = make_study(owner, patient)
+    study_run_inference(study_id=finished.pk)
+    assert study_reconcile_stale() == {"requeued": 0, "failed": 0}
+    assert Study.objects.get(pk=fresh.pk).status == Study.Status.QUEUED
+
+
+@pytest.mark.django_db
+def test_a_shadow_model_predicts_but_clinicians_never_see_it(owner, patient, active_model, default_model_dir, tmp_path):
+    artifact = copy_model_artifact(default_model_dir, tmp_path / "m", version_suffix="b")
+    shadow = model_version_register(artifact_dir=artifact)
+    ModelVersion.objects.filter(pk=shadow.pk).update(status=ModelVersion.Status.SHADOW)
+    study = make_study(owner, patient)
+    study_run_inference(study_id=study.pk)
+    assert Study.objects.get(pk=study.pk).status == Study.Status.DONE
+    roles = dict(Prediction.objects.filter(image__study=study).values_list("model_version_id", "role"))
+    assert roles == {active_model.pk: "primary", shadow.pk: "shadow"}
+    detail = api_client_for(owner).get(reverse("api_study_detail", args=[study.pk])).json()
+    assert [p["model_version"] for p in detail["images"][0]["predictions"]] == [active_model.name]
+    page = login_client(owner).get(reverse("study_detail", args=[study.pk])).content.decode()
+    assert shadow.name not in page and active_model.name in page
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_running_worker_uses_a_newly_promoted_model_without_restart(
+    owner, patient, active_model, default_model_dir, tmp_path, celery_worker
+):
+    first = make_study(owner, patient)
+    wait_for_status(first.pk, (Study.Status.DONE,), celery_worker)
+    challenger = model_version_register(
+        artifact_dir=copy_model_artifact(default_model_dir, tmp_path / "m", version_suffix="new")
+    )
+    model_version_activate(model_version=challenger)
+    second = make_study(owner, patient)
+    wait_for_status(second.pk, (Study.Status.DONE,), celery_worker)
+    assert Prediction.objects.get(image__study=first).model_version == active_model
+    assert Prediction.objects.get(image__study=second).model_version == challenger
+    assert celery_worker.process is not None and celery_worker.process.poll() is None  # same process throughout
