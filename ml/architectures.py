@@ -10,9 +10,9 @@ be computed once and the head trained on them in seconds.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import keras
 
@@ -160,7 +160,11 @@ def build_model(architecture: str, *, input_size: int, weights: str | None, seed
         backbone = _application(spec, input_size, weights)
         # training=False keeps BatchNorm in inference mode while a pretrained base is tuned.
         x = backbone(x, training=False) if weights else backbone(x)
-    pool = keras.layers.Flatten(name="flatten") if spec.pooling == "flatten" else keras.layers.GlobalAveragePooling2D(name="pool")
+    pool = (
+        keras.layers.Flatten(name="flatten")
+        if spec.pooling == "flatten"
+        else keras.layers.GlobalAveragePooling2D(name="pool")
+    )
     features_out = pool(x)
     head_layers = _head_layers(spec)
     outputs = _apply(head_layers, features_out)

@@ -62,11 +62,11 @@ def write_manifest(artifact_dir: str | Path, manifest: dict[str, Any]) -> Path:
 
 
 def utc_stamp() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def utc_now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def new_artifact_dir(root: str | Path, architecture: str) -> tuple[Path, str]:
@@ -86,10 +86,14 @@ def code_version(repo_dir: str | Path | None = None) -> str:
     cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH, read-only queries
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "ml"],
+            ["git", "status", "--porcelain", "--", "ml"],  # noqa: S607
             cwd=cwd.parent if cwd.name == "ml" else cwd,
             capture_output=True,
             text=True,

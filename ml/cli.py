@@ -16,6 +16,7 @@ from ml.config import (
     WEIGHTS_DIR_ENV,
     StageConfig,
     TrainConfig,
+    require_dir,
     resolve_dir,
     vgg19_progressive_stages,
 )
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--report", default="docs/model-comparison.md")
     compare.add_argument("--plots-dir", default="docs/ml")
 
+    bench = sub.add_parser("bench", help="ONNX Runtime latency of an artifact on this CPU (batch 1)")
+    bench.add_argument("--artifact", required=True)
+    bench.add_argument("--threads", type=int, default=2)
+    bench.add_argument("--runs", type=int, default=100)
+
     split = sub.add_parser("split", help="show the patient-grouped split; optionally write the file list")
     _add_data_flags(split)
     split.add_argument("--val-fraction", type=float, default=0.2)
@@ -101,8 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    handler = {"train": _train, "evaluate": _evaluate, "export": _export, "compare": _compare, "split": _split}
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s"
+    )
+    handler = {
+        "train": _train,
+        "evaluate": _evaluate,
+        "export": _export,
+        "compare": _compare,
+        "bench": _bench,
+        "split": _split,
+    }
     return handler[args.command](args)
 
 
@@ -120,19 +135,33 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         architecture=args.arch,
         input_size=args.input_size or ARCHITECTURES[args.arch].default_input_size,
-        weights=args.weights, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        fine_tune_stages=stages, val_fraction=args.val_fraction, seed=args.seed,
-        max_train_images=args.max_train_images, max_val_images=args.max_val_images,
-        class_weighting=args.class_weighting, augment=not args.no_augment,
-        early_stopping_patience=args.patience, bootstrap_samples=args.bootstrap, name=args.name,
+        weights=args.weights,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        fine_tune_stages=stages,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        max_train_images=args.max_train_images,
+        max_val_images=args.max_val_images,
+        class_weighting=args.class_weighting,
+        augment=not args.no_augment,
+        early_stopping_patience=args.patience,
+        bootstrap_samples=args.bootstrap,
+        name=args.name,
     )
     config.optimizer = args.optimizer
-    data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, required=True, what="Data directory")
+    data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
     weights_dir = resolve_dir(args.weights_dir, WEIGHTS_DIR_ENV, required=False, what="Weights directory")
     root = _output_root(args)
     try:
-        artifact = training.train(config, data_dir=data_dir, output_root=root, weights_dir=weights_dir,
-                                  cache_dir=Path(args.cache_dir) if args.cache_dir else root / "cache")
+        artifact = training.train(
+            config,
+            data_dir=data_dir,
+            output_root=root,
+            weights_dir=weights_dir,
+            cache_dir=Path(args.cache_dir) if args.cache_dir else root / "cache",
+        )
     except WeightsNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -140,10 +169,21 @@ def _train(args: argparse.Namespace) -> int:
 
     manifest = read_manifest(artifact)
     val = manifest["metrics"]["validation"]
-    print(json.dumps({"artifact": str(artifact), "roc_auc": val["roc_auc"], "roc_auc_ci95": val.get("ci95", {}).get("roc_auc"),
-                      "sensitivity": val["sensitivity"], "specificity": val["specificity"], "threshold": manifest["threshold"],
-                      "latency_p50_ms": manifest["metrics"]["latency"]["p50_ms"],
-                      "training_seconds": manifest["training_seconds"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "artifact": str(artifact),
+                "roc_auc": val["roc_auc"],
+                "roc_auc_ci95": val.get("ci95", {}).get("roc_auc"),
+                "sensitivity": val["sensitivity"],
+                "specificity": val["specificity"],
+                "threshold": manifest["threshold"],
+                "latency_p50_ms": manifest["metrics"]["latency"]["p50_ms"],
+                "training_seconds": manifest["training_seconds"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -151,9 +191,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ml.evaluation import evaluate_artifact
     from ml.inference import ModelArtifactError
 
-    data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, required=True, what="Data directory")
+    data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
     try:
-        summary = evaluate_artifact(args.artifact, data_dir, args.split, bootstrap_samples=args.bootstrap, plots_dir=args.plots_dir)
+        summary = evaluate_artifact(
+            args.artifact, data_dir, args.split, bootstrap_samples=args.bootstrap, plots_dir=args.plots_dir
+        )
     except (ModelArtifactError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -167,8 +209,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from ml.packaging import package_artifact
 
-    out = package_artifact(Path(args.artifact), Path(args.to) if args.to else None,
-                           include_keras=not args.no_keras, selection_note=args.selection_note)
+    out = package_artifact(
+        Path(args.artifact),
+        Path(args.to) if args.to else None,
+        include_keras=not args.no_keras,
+        selection_note=args.selection_note,
+    )
     print(out)
     return 0
 
@@ -176,23 +222,41 @@ def _export(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from ml.comparison import run_comparison
 
-    data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, required=True, what="Data directory")
+    data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
     weights_dir = resolve_dir(args.weights_dir, WEIGHTS_DIR_ENV, required=False, what="Weights directory")
     root = _output_root(args) / "compare"
     report = run_comparison(
-        budget=args.budget, only=args.only.split(",") if args.only else None, data_dir=data_dir,
-        weights_dir=weights_dir, output_root=root,
+        budget=args.budget,
+        only=args.only.split(",") if args.only else None,
+        data_dir=data_dir,
+        weights_dir=weights_dir,
+        output_root=root,
         cache_dir=Path(args.cache_dir) if args.cache_dir else _output_root(args) / "cache",
-        report_path=Path(args.report), plots_dir=Path(args.plots_dir), seed=args.seed,
+        report_path=Path(args.report),
+        plots_dir=Path(args.plots_dir),
+        seed=args.seed,
     )
     print(report)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ml.artifacts import ONNX_NAME
+    from ml.export import measure_latency
+    from ml.inference import Predictor
+
+    predictor = Predictor.from_artifact(args.artifact)  # verifies the file before timing it
+    latency = measure_latency(
+        Path(args.artifact) / ONNX_NAME, predictor.input_size, threads=args.threads, runs=args.runs
+    )
+    print(json.dumps({"model": predictor.name, "version": predictor.version, **latency}, indent=2))
     return 0
 
 
 def _split(args: argparse.Namespace) -> int:
     from ml import data
 
-    data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, required=True, what="Data directory")
+    data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
     records = data.list_images(data_dir, "train")
     train, val = data.grouped_split(records, val_fraction=args.val_fraction, seed=args.seed)
     overlap = {r.patient for r in train} & {r.patient for r in val}
@@ -203,8 +267,11 @@ def _split(args: argparse.Namespace) -> int:
         "class_weights_balanced": data.balanced_class_weights(train),
     }
     if args.write:
-        lines = [f"{name}\t{data.CLASS_NAMES[r.label]}\t{r.relpath(data_dir)}\t{r.patient}"
-                 for name, rs in (("train", train), ("validation", val)) for r in rs]
+        lines = [
+            f"{name}\t{data.CLASS_NAMES[r.label]}\t{r.relpath(data_dir)}\t{r.patient}"
+            for name, rs in (("train", train), ("validation", val))
+            for r in rs
+        ]
         Path(args.write).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(json.dumps(summary, indent=2))
     return 0

@@ -28,17 +28,38 @@ BUDGETS: dict[str, list[dict[str, Any]]] = {
     # The light rows get real training; the heavy from-scratch rows get one short epoch.
     "standard": [
         {"architecture": "cnn", "input_size": 128, "weights": "none", "epochs": 10},
-        {"architecture": "xception", "input_size": 160, "weights": "auto", "epochs": 40, "learning_rate": 1e-3, "early_stopping_patience": 5},
+        {
+            "architecture": "xception",
+            "input_size": 160,
+            "weights": "auto",
+            "epochs": 40,
+            "learning_rate": 1e-3,
+            "early_stopping_patience": 5,
+        },
         {"architecture": "mobilenetv2", "input_size": 128, "weights": "auto", "epochs": 3, "max_train_images": 1500},
         {"architecture": "resnet50v2", "input_size": 128, "weights": "auto", "epochs": 1, "max_train_images": 600},
         {"architecture": "vgg16", "input_size": 128, "weights": "auto", "epochs": 1, "max_train_images": 600},
-        {"architecture": "vgg19", "input_size": 128, "weights": "auto", "epochs": 1, "max_train_images": 600,
-         "optimizer": "sgd", "learning_rate": 1e-4},
+        {
+            "architecture": "vgg19",
+            "input_size": 128,
+            "weights": "auto",
+            "epochs": 1,
+            "max_train_images": 600,
+            "optimizer": "sgd",
+            "learning_rate": 1e-4,
+        },
     ],
     # Seconds per row: for checking the command itself, not for conclusions.
     "quick": [
-        {"architecture": "cnn", "input_size": 32, "weights": "none", "epochs": 1, "max_train_images": 64,
-         "max_val_images": 48, "bootstrap_samples": 20},
+        {
+            "architecture": "cnn",
+            "input_size": 32,
+            "weights": "none",
+            "epochs": 1,
+            "max_train_images": 64,
+            "max_val_images": 48,
+            "bootstrap_samples": 20,
+        },
     ],
 }
 
@@ -68,8 +89,9 @@ def run_comparison(
         # "auto" uses a local ImageNet file when there is one and trains from scratch otherwise.
         resolved = resolve_weights(config.architecture, config.weights, weights_dir)
         log.warning("comparison row %s (weights: %s)", config.architecture, resolved or "none")
-        artifact = training.train(config, data_dir=data_dir, output_root=output_root,
-                                  weights_dir=weights_dir, cache_dir=cache_dir)
+        artifact = training.train(
+            config, data_dir=data_dir, output_root=output_root, weights_dir=weights_dir, cache_dir=cache_dir
+        )
         results.append(_row_summary(artifact, row, resolved))
         _write_outputs(results, report_path, plots_dir, budget, data_dir)  # partial report survives a crash
     return report_path
@@ -85,14 +107,18 @@ def _row_summary(artifact: Path, row: dict[str, Any], weights: str | None) -> di
         "architecture": manifest["architecture"],
         "artifact": str(artifact),
         "input_size": manifest["input_size"],
-        "weights": "ImageNet (local file)" if weights else (
-            "none: from scratch" if ARCHITECTURES[manifest["architecture"]].application is None
-            else "none: ImageNet weights not available here, trained from scratch"),
+        "weights": "ImageNet (local file)"
+        if weights
+        else (
+            "none: from scratch"
+            if ARCHITECTURES[manifest["architecture"]].application is None
+            else "none: ImageNet weights not available here, trained from scratch"
+        ),
         "budget": row,
         "train_images": sum(manifest["data"]["counts"]["train"].values()),
         "val_images": val["n"],
         "epochs_run": epochs_run,
-        "stages": [f"{s['stage']} ({s['epochs_run']} ep, {s['optimizer']} lr {s['learning_rate']:g}{', cached features' if s['features_cached'] else ''})" for s in manifest["history"]],
+        "stages": [_stage_text(stage) for stage in manifest["history"]],
         "roc_auc": val["roc_auc"],
         "roc_auc_ci95": val.get("ci95", {}).get("roc_auc"),
         "pr_auc": val["pr_auc"],
@@ -108,6 +134,11 @@ def _row_summary(artifact: Path, row: dict[str, Any], weights: str | None) -> di
     }
 
 
+def _stage_text(stage: dict[str, Any]) -> str:
+    cached = ", cached features" if stage["features_cached"] else ""
+    return f"{stage['stage']} ({stage['epochs_run']} ep, {stage['optimizer']} lr {stage['learning_rate']:g}{cached})"
+
+
 def recommend(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Best AUC per millisecond among deployable rows (≤ 25 MB) that reach the AUC floor."""
     deployable = [r for r in results if r["onnx_mb"] <= MAX_DEFAULT_MODEL_MB]
@@ -115,7 +146,9 @@ def recommend(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(good, key=lambda r: r["auc_per_ms"]) if good else None
 
 
-def _write_outputs(results: list[dict[str, Any]], report_path: Path, plots_dir: Path, budget: str, data_dir: Path) -> None:
+def _write_outputs(
+    results: list[dict[str, Any]], report_path: Path, plots_dir: Path, budget: str, data_dir: Path
+) -> None:
     plots_dir.mkdir(parents=True, exist_ok=True)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     (plots_dir / "comparison.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -183,12 +216,14 @@ def _markdown(results: list[dict[str, Any]], budget: str, report_path: Path, plo
         "was not used. Threshold: Youden's J on the same validation split, so sensitivity and specificity "
         "are optimistic; ROC AUC does not depend on it. AUC intervals: patient-level bootstrap, 95%.",
         "",
-        "| architecture | input | ImageNet weights | training budget (as run) | train images | val AUC [95% CI] | PR AUC | sens. | spec. | ECE | train time (s) | ONNX p50 (ms) | AUC/ms | ONNX MB |",
+        "| architecture | input | ImageNet weights | training budget (as run) | train images "
+        "| val AUC [95% CI] | PR AUC | sens. | spec. | ECE | train time (s) | ONNX p50 (ms) | AUC/ms | ONNX MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['architecture']} | {r['input_size']} | {r['weights']} | {'; '.join(r['stages'])} | {r['train_images']} "
+            f"| {r['architecture']} | {r['input_size']} | {r['weights']} | {'; '.join(r['stages'])} "
+            f"| {r['train_images']} "
             f"| {r['roc_auc']:.3f} {_fmt_ci(r['roc_auc_ci95'])} | {r['pr_auc']:.3f} | {r['sensitivity']:.3f} "
             f"| {r['specificity']:.3f} | {r['ece']:.3f} | {r['training_seconds']:.0f} | {r['latency_p50_ms']:.1f} "
             f"| {r['auc_per_ms']:.3f} | {r['onnx_mb']:.1f} |"

@@ -61,6 +61,12 @@ def vgg19_progressive_stages() -> list[StageConfig]:
     ]
 
 
+def require_dir(cli_value: str | None, env_name: str, *, what: str) -> Path:
+    path = resolve_dir(cli_value, env_name, required=True, what=what)
+    assert path is not None  # resolve_dir exits when a required directory is missing
+    return path
+
+
 def resolve_dir(cli_value: str | None, env_name: str, *, required: bool, what: str) -> Path | None:
     """A directory from a CLI flag, else the environment; never a hard-coded path."""
     value = cli_value or os.environ.get(env_name)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -77,9 +78,7 @@ def grouped_split(
     return [records[i] for i in train_idx], [records[i] for i in val_idx]
 
 
-def subsample(
-    records: Sequence[ImageRecord], *, limit: int | None, seed: int
-) -> list[ImageRecord]:
+def subsample(records: Sequence[ImageRecord], *, limit: int | None, seed: int) -> list[ImageRecord]:
     """At most ``limit`` records, keeping the class ratio (budgeted comparison rows)."""
     if limit is None or limit >= len(records):
         return list(records)
@@ -103,8 +102,7 @@ def balanced_class_weights(records: Sequence[ImageRecord]) -> dict[int, float]:
     counts = class_counts(records)
     total = sum(counts.values())
     return {
-        i: (total / (len(CLASS_NAMES) * counts[name]) if counts[name] else 0.0)
-        for i, name in enumerate(CLASS_NAMES)
+        i: (total / (len(CLASS_NAMES) * counts[name]) if counts[name] else 0.0) for i, name in enumerate(CLASS_NAMES)
     }
 
 
@@ -125,9 +123,7 @@ def labels_of(records: Sequence[ImageRecord]) -> np.ndarray:
     return np.array([r.label for r in records], dtype=np.float32)
 
 
-def data_file_lines(
-    root: Path, splits: dict[str, Sequence[ImageRecord]]
-) -> list[str]:
+def data_file_lines(root: Path, splits: dict[str, Sequence[ImageRecord]]) -> list[str]:
     """'split<TAB>class<TAB>relpath<TAB>sha256' for every file used: the data fingerprint."""
     lines = []
     for split, records in splits.items():
@@ -136,7 +132,7 @@ def data_file_lines(
     return lines
 
 
-def augmenter(seed: int) -> "tf.keras.Sequential":
+def augmenter(seed: int) -> tf.keras.Sequential:
     """Training-only augmentation (zoom, rotation, flip, shift, shear); never in the model."""
     import keras
 
@@ -162,7 +158,7 @@ def make_dataset(
     training: bool,
     augment: bool,
     seed: int,
-) -> "tf.data.Dataset":
+) -> tf.data.Dataset:
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))

@@ -6,8 +6,9 @@ them independently would give intervals that are too narrow.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
@@ -49,7 +50,9 @@ def point_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> dic
         "precision": precision,
         "sensitivity": recall,
         "specificity": _ratio(c["tn"], c["tn"] + c["fp"]),
-        "f1": _ratio(2 * precision * recall, precision + recall) if recall == recall and precision == precision else float("nan"),
+        "f1": _ratio(2 * precision * recall, precision + recall)
+        if recall == recall and precision == precision
+        else float("nan"),
         "roc_auc": float(roc_auc_score(y_true, prob)) if both_classes else float("nan"),
         "pr_auc": float(average_precision_score(y_true, prob)) if both_classes else float("nan"),
         "ece": expected_calibration_error(y_true, prob),
@@ -169,10 +172,19 @@ def save_plots(y_true: np.ndarray, prob: np.ndarray, out_dir: str | Path, *, tit
     curve = reliability_curve(y_true, prob)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
-    ax.plot([c["mean_predicted"] for c in curve], [c["fraction_positive"] for c in curve], "o-",
-            label=f"ECE {expected_calibration_error(y_true, prob):.3f}")
-    ax.set(xlabel="mean predicted P(pneumonia)", ylabel="observed fraction pneumonia",
-           title=f"Calibration — {title}", xlim=(0, 1), ylim=(0, 1))
+    ax.plot(
+        [c["mean_predicted"] for c in curve],
+        [c["fraction_positive"] for c in curve],
+        "o-",
+        label=f"ECE {expected_calibration_error(y_true, prob):.3f}",
+    )
+    ax.set(
+        xlabel="mean predicted P(pneumonia)",
+        ylabel="observed fraction pneumonia",
+        title=f"Calibration — {title}",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(out_dir / "calibration.png", dpi=100)
@@ -199,8 +211,12 @@ def evaluate_artifact(
     prob = np.concatenate([predictor.predict_batch(images[i : i + 64]) for i in range(0, len(images), 64)])
     y = labels_of(records)
     summary = evaluate_predictions(
-        y, prob, predictor.threshold, groups=[r.patient for r in records],
-        bootstrap_samples=bootstrap_samples, seed=0,
+        y,
+        prob,
+        predictor.threshold,
+        groups=[r.patient for r in records],
+        bootstrap_samples=bootstrap_samples,
+        seed=0,
     )
     summary.update(
         {

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+    import onnxruntime as ort
 
 PARITY_ATOL = 1e-4
 
 
-def export_onnx(model: "keras.Model", path: str | Path) -> Path:  # noqa: F821
+def export_onnx(model: keras.Model, path: str | Path) -> Path:
     """Export with a dynamic batch axis; the model must have been called once."""
     path = Path(path)
     model.export(str(path), format="onnx", verbose=False)
     return path
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> "ort.InferenceSession":  # noqa: F821
+def onnx_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -27,9 +32,11 @@ def onnx_session(path: str | Path, threads: int | None = None) -> "ort.Inference
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def onnx_predict(session: "ort.InferenceSession", images: np.ndarray, batch: int = 64) -> np.ndarray:  # noqa: F821
+def onnx_predict(session: ort.InferenceSession, images: np.ndarray, batch: int = 64) -> np.ndarray:
     name = session.get_inputs()[0].name
-    outs = [session.run(None, {name: images[i : i + batch].astype(np.float32)})[0] for i in range(0, len(images), batch)]
+    outs = [
+        session.run(None, {name: images[i : i + batch].astype(np.float32)})[0] for i in range(0, len(images), batch)
+    ]
     return np.concatenate(outs).reshape(-1)
 
 

@@ -33,9 +33,7 @@ class Predictor:
         self._input_name = session.get_inputs()[0].name
 
     @classmethod
-    def from_artifact(
-        cls, artifact_dir: str | Path, *, intra_op_threads: int | None = None
-    ) -> "Predictor":
+    def from_artifact(cls, artifact_dir: str | Path, *, intra_op_threads: int | None = None) -> Predictor:
         artifact_dir = Path(artifact_dir)
         manifest = _load_manifest(artifact_dir)
         onnx_path = artifact_dir / str(manifest["files"].get("onnx") or ONNX_NAME)
@@ -53,9 +51,7 @@ class Predictor:
         # Thread pools are per session; one session per worker process avoids oversubscription.
         options.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(
-                str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception hierarchy
             raise ModelArtifactError(f"Model file {onnx_path} cannot be loaded: {exc}") from exc
         return cls(manifest, session, sha256)
@@ -94,7 +90,6 @@ def _load_manifest(artifact_dir: Path) -> dict[str, Any]:
         )
     if list(manifest["class_names"]) != CLASS_NAMES:
         raise ModelArtifactError(
-            f"Model {manifest.get('name')} has classes {manifest['class_names']}, "
-            f"expected {CLASS_NAMES}."
+            f"Model {manifest.get('name')} has classes {manifest['class_names']}, expected {CLASS_NAMES}."
         )
     return manifest

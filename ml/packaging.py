@@ -50,8 +50,8 @@ def package_artifact(
     return target
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _ci(val: dict[str, Any], key: str, pct: bool = False) -> str:
@@ -61,11 +61,28 @@ def _ci(val: dict[str, Any], key: str, pct: bool = False) -> str:
     return f" (95% CI {_pct(ci[0])}–{_pct(ci[1])})" if pct else f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})"
 
 
+LIMITATIONS = [
+    "- The threshold and the reported metrics come from the same validation split (also used for early "
+    "stopping), so threshold-dependent figures are optimistic. No external or official-test evaluation has "
+    "been run.",
+    "- Single-site pediatric data (Guangzhou Women and Children's Medical Center); performance on adults, "
+    "other hospitals, portable films or DICOMs from other devices is unknown.",
+    "- Training images were squashed to 224×224 without keeping the aspect ratio; uploads are squashed the same way.",
+    "- The model separates NORMAL vs PNEUMONIA only; it does not distinguish bacterial from viral pneumonia "
+    "or detect other findings.",
+]
+
+
 def render_model_card(manifest: dict[str, Any]) -> str:
     val = manifest["metrics"]["validation"]
     data = manifest["data"]
+    counts, patients = data["counts"], data["patients"]
     cm = val["confusion_matrix"]
     latency = manifest["metrics"]["latency"]
+    size = manifest["input_size"]
+    files = "model.onnx, manifest.json, data_files.txt, roc.png, calibration.png"
+    files += ", model.keras" if manifest["files"].get("keras") else ""
+    f1 = "n/a" if val["f1"] is None else f"{val['f1']:.3f}"
     lines = [
         f"# Model card: {manifest['name']} (version {manifest['version']})",
         "",
@@ -73,35 +90,37 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         manifest["intended_use"],
         "",
         "## Model",
-        f"- Architecture: `{manifest['architecture']}`, input {manifest['input_size']}×{manifest['input_size']} "
-        f"grayscale replicated to 3 channels, preprocessing `{manifest['preprocessing_version']}` (ml/preprocessing.py).",
+        f"- Architecture: `{manifest['architecture']}`, input {size}×{size} grayscale replicated to 3 channels, "
+        f"preprocessing `{manifest['preprocessing_version']}` (ml/preprocessing.py).",
         f"- Weights: {manifest['weights']['source']}.",
         f"- Output: P(PNEUMONIA); label PNEUMONIA when P ≥ {manifest['threshold']:.4f} ({manifest['threshold_rule']}).",
-        f"- Files: model.onnx (sha256 `{manifest['onnx_sha256']}`), manifest.json, data_files.txt, roc.png, calibration.png"
-        + (", model.keras" if manifest["files"].get("keras") else "") + ".",
-        f"- Code version: `{manifest['code_version']}`; trained {manifest['created_at']} in {manifest['training_seconds']:.0f} s on a 2-core CPU.",
+        f"- Files: {files}. model.onnx sha256 `{manifest['onnx_sha256']}`.",
+        f"- Code version: `{manifest['code_version']}`; trained {manifest['created_at']} in "
+        f"{manifest['training_seconds']:.0f} s (fit time) on a 2-core CPU.",
         "",
         "## Data",
-        "- Kermany et al. 2018 pediatric chest X-ray set (CC BY 4.0), official *train* split only, images pre-squashed to 224×224 by a third party.",
+        "- Kermany et al. 2018 pediatric chest X-ray set (CC BY 4.0), official *train* split only; images "
+        "pre-squashed to 224×224 by a third party.",
         f"- Split: {data['split_method']}.",
-        f"- Train: {data['counts']['train']} ({data['patients']['train']} patients); validation: {data['counts']['validation']} ({data['patients']['validation']} patients).",
-        f"- Class imbalance: {data['class_weighting']['method']} class weights {json.dumps(data['class_weighting']['weights'])}.",
-        f"- File list with sha256 of every image: data_files.txt (sha256 `{data['file_list_sha256']}`).",
+        f"- Train: {counts['train']} ({patients['train']} patients); "
+        f"validation: {counts['validation']} ({patients['validation']} patients).",
+        f"- Class imbalance: {data['class_weighting']['method']} class weights "
+        f"{json.dumps(data['class_weighting']['weights'])}.",
+        f"- Every image with its sha256: data_files.txt (sha256 `{data['file_list_sha256']}`).",
         "",
         "## Validation performance (ONNX model, patient-grouped validation split)",
         f"- ROC AUC {val['roc_auc']:.3f}{_ci(val, 'roc_auc')}; PR AUC {val['pr_auc']:.3f}{_ci(val, 'pr_auc')}.",
         f"- At the threshold: sensitivity {_pct(val['sensitivity'])}{_ci(val, 'sensitivity', True)}, "
-        f"specificity {_pct(val['specificity'])}{_ci(val, 'specificity', True)}, precision {_pct(val['precision'])}, "
-        f"F1 {val['f1']:.3f}, accuracy {_pct(val['accuracy'])}.",
+        f"specificity {_pct(val['specificity'])}{_ci(val, 'specificity', True)}, "
+        f"precision {_pct(val['precision'])}, F1 {f1}, accuracy {_pct(val['accuracy'])}.",
         f"- Confusion matrix (n={val['n']}): TP {cm['tp']}, FN {cm['fn']}, TN {cm['tn']}, FP {cm['fp']}.",
-        f"- Calibration: ECE {val['ece']:.3f} (10 bins); see calibration.png. {val.get('ci_method', '')}.",
-        f"- ONNX Runtime latency, batch 1, {latency['threads']} threads: p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms.",
+        f"- Calibration: ECE {val['ece']:.3f} (10 bins), see calibration.png. Intervals: "
+        f"{val.get('ci_method', 'none')}.",
+        f"- ONNX Runtime latency, batch 1, {latency['threads']} threads on this CPU: "
+        f"p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms.",
         "",
         "## Limitations",
-        "- The threshold and the reported metrics come from the same validation split (also used for early stopping), so threshold-dependent figures are optimistic. No external or official-test evaluation has been run.",
-        "- Single-site pediatric data (Guangzhou Women and Children's Medical Center); performance on adults, other hospitals, portable films or DICOMs from other devices is unknown.",
-        "- Training images were squashed to 224×224 without keeping the aspect ratio; uploads are squashed the same way.",
-        "- The model separates NORMAL vs PNEUMONIA only; it does not distinguish bacterial from viral pneumonia or detect other findings.",
+        *LIMITATIONS,
     ]
     if manifest.get("selection_note"):
         lines += ["", "## Why this model", manifest["selection_note"]]

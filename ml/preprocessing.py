@@ -81,12 +81,10 @@ def _decode_raster(data: bytes, fmt: str, target_size: int | None) -> DecodedIma
         # A bomb warning means an absurd pixel count: treat it as the error it is.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > MAX_PIXELS:
-                raise ImageDecodeError(
-                    f"The image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,})."
-                )
+                raise ImageDecodeError(f"The image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,}).")
             rotated = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
             if fmt == "JPEG" and target_size:
                 image.draft("L", (target_size, target_size))

@@ -45,9 +45,12 @@ def load_split(config: TrainConfig, data_dir: Path) -> SplitData:
     val = data.subsample(val, limit=config.max_val_images, seed=config.seed)
     size = config.input_size
     return SplitData(
-        train, val,
-        data.load_images(train, input_size=size), data.labels_of(train),
-        data.load_images(val, input_size=size), data.labels_of(val),
+        train,
+        val,
+        data.load_images(train, input_size=size),
+        data.labels_of(train),
+        data.load_images(val, input_size=size),
+        data.labels_of(val),
     )
 
 
@@ -73,9 +76,7 @@ def train(
 
     keras.utils.set_random_seed(config.seed)
     built = build_model(config.architecture, input_size=config.input_size, weights=weights, seed=config.seed)
-    class_weight = (
-        data.balanced_class_weights(split.train) if config.class_weighting == "balanced" else None
-    )
+    class_weight = data.balanced_class_weights(split.train) if config.class_weighting == "balanced" else None
     fit_started = time.perf_counter()
     history = run_stages(built, config, split, class_weight, weights is not None, artifact_dir, cache_dir, list_digest)
     fit_seconds = time.perf_counter() - fit_started
@@ -92,8 +93,12 @@ def train(
     val_prob = export.onnx_predict(export.onnx_session(onnx_path), split.x_val)
     threshold = evaluation.choose_threshold(split.y_val, val_prob, rule=config.threshold_rule)
     metrics = evaluation.evaluate_predictions(
-        split.y_val, val_prob, threshold, groups=[r.patient for r in split.val],
-        bootstrap_samples=config.bootstrap_samples, seed=config.seed,
+        split.y_val,
+        val_prob,
+        threshold,
+        groups=[r.patient for r in split.val],
+        bootstrap_samples=config.bootstrap_samples,
+        seed=config.seed,
     )
     plots = evaluation.save_plots(split.y_val, val_prob, artifact_dir, title=config.architecture)
     latency = export.measure_latency(onnx_path, config.input_size, runs=latency_runs)
@@ -131,8 +136,11 @@ def train(
         "history": history,
         "code_version": artifacts.code_version(),
         "training_seconds": round(fit_seconds, 1),
-        "timing_seconds": {"load_images": round(load_seconds, 1), "fit": round(fit_seconds, 1),
-                           "total": round(time.perf_counter() - started, 1)},
+        "timing_seconds": {
+            "load_images": round(load_seconds, 1),
+            "fit": round(fit_seconds, 1),
+            "total": round(time.perf_counter() - started, 1),
+        },
         "created_at": artifacts.utc_now_iso(),
         "intended_use": INTENDED_USE,
         "plots": plots,
@@ -182,11 +190,19 @@ def run_stages(
         set_trainable(built, stage.name)
         started = time.perf_counter()
         if stage.name == "head" and built.backbone is not None:
-            record = _fit_head_on_cached_features(built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest)
+            record = _fit_head_on_cached_features(
+                built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest
+            )
         else:
             record = _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir)
-        record.update({"stage": stage.name, "optimizer": stage.optimizer,
-                       "learning_rate": stage.learning_rate, "seconds": round(time.perf_counter() - started, 1)})
+        record.update(
+            {
+                "stage": stage.name,
+                "optimizer": stage.optimizer,
+                "learning_rate": stage.learning_rate,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
         history.append(record)
         log.info("stage %s done: %s", stage.name, record)
     # The best weights are in the model already; checkpoints are scratch, not the artifact.
@@ -207,57 +223,94 @@ def _callbacks(config: TrainConfig, checkpoint: Path) -> list[Any]:
 
     return [
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.early_stopping_patience),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=config.reduce_lr_patience, min_lr=1e-6),
-        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_auc", mode="max",
-                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.3, patience=config.reduce_lr_patience, min_lr=1e-6
+        ),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoint), monitor="val_auc", mode="max", save_best_only=True, save_weights_only=True
+        ),
     ]
 
 
 def _compile(model: Any, stage: StageConfig) -> None:
     import keras
 
-    model.compile(optimizer=_optimizer(stage), loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc"), "accuracy"])
+    model.compile(
+        optimizer=_optimizer(stage), loss="binary_crossentropy", metrics=[keras.metrics.AUC(name="auc"), "accuracy"]
+    )
 
 
 def _summarise(fit_history: Any) -> dict[str, Any]:
     h = fit_history.history
     best = int(np.argmax(h["val_auc"]))
-    return {"epochs_run": len(h["val_auc"]), "best_epoch": best + 1, "best_val_auc": float(h["val_auc"][best]),
-            "val_auc_by_epoch": [round(float(v), 4) for v in h["val_auc"]]}
+    return {
+        "epochs_run": len(h["val_auc"]),
+        "best_epoch": best + 1,
+        "best_val_auc": float(h["val_auc"][best]),
+        "val_auc_by_epoch": [round(float(v), 4) for v in h["val_auc"]],
+    }
 
 
-def _fit_head_on_cached_features(built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest):  # type: ignore[no-untyped-def]
+def _fit_head_on_cached_features(built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest):
     # A frozen backbone gives the same features every epoch: compute them once (augmentation
     # would change them, so this stage trains without it) and an epoch costs seconds.
     f_train = cached_features(built, split.x_train, split.train, "train", config, cache_dir, list_digest)
     f_val = cached_features(built, split.x_val, split.val, "validation", config, cache_dir, list_digest)
     checkpoint = checkpoint_dir / f"{stage.name}.weights.h5"
     _compile(built.head, stage)
-    fit = built.head.fit(f_train, split.y_train, validation_data=(f_val, split.y_val), epochs=stage.epochs,
-                         batch_size=config.batch_size, class_weight=class_weight,
-                         callbacks=_callbacks(config, checkpoint), verbose=2, shuffle=True)
+    fit = built.head.fit(
+        f_train,
+        split.y_train,
+        validation_data=(f_val, split.y_val),
+        epochs=stage.epochs,
+        batch_size=config.batch_size,
+        class_weight=class_weight,
+        callbacks=_callbacks(config, checkpoint),
+        verbose=2,
+        shuffle=True,
+    )
     built.head.load_weights(checkpoint)
     return {**_summarise(fit), "features_cached": True, "augmentation": False}
 
 
-def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir):  # type: ignore[no-untyped-def]
-    train_ds = data.make_dataset(split.x_train, split.y_train, batch_size=config.batch_size,
-                                 training=True, augment=config.augment, seed=config.seed)
+def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir):
+    train_ds = data.make_dataset(
+        split.x_train,
+        split.y_train,
+        batch_size=config.batch_size,
+        training=True,
+        augment=config.augment,
+        seed=config.seed,
+    )
     val_ds = data.make_dataset(split.x_val, split.y_val, batch_size=64, training=False, augment=False, seed=config.seed)
     checkpoint = checkpoint_dir / f"{stage.name}.weights.h5"
     _compile(built.model, stage)
-    fit = built.model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, class_weight=class_weight,
-                          callbacks=_callbacks(config, checkpoint), verbose=2, shuffle=False)
+    fit = built.model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=stage.epochs,
+        class_weight=class_weight,
+        callbacks=_callbacks(config, checkpoint),
+        verbose=2,
+        shuffle=False,
+    )
     built.model.load_weights(checkpoint)
     return {**_summarise(fit), "features_cached": False, "augmentation": config.augment}
 
 
-def cached_features(built, images, records, split_name, config, cache_dir, list_digest):  # type: ignore[no-untyped-def]
+def cached_features(built, images, records, split_name, config, cache_dir, list_digest):
     """Backbone features, memoised on disk by (arch, size, weights, preprocessing, files)."""
-    key_text = "|".join([config.architecture, str(config.input_size), str(built.weights_source),
-                         PREPROCESSING_VERSION, split_name, list_digest,
-                         hashlib.sha256("\n".join(str(r.path) for r in records).encode()).hexdigest()])
+    key_text = "|".join(
+        [
+            config.architecture,
+            str(config.input_size),
+            str(built.weights_source),
+            PREPROCESSING_VERSION,
+            split_name,
+            list_digest,
+            hashlib.sha256("\n".join(str(r.path) for r in records).encode()).hexdigest(),
+        ]
+    )
     key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
     path = Path(cache_dir) / f"features-{config.architecture}-{key}.npy" if cache_dir else None
     if path is not None and path.is_file():

@@ -30,9 +30,22 @@ def test_weights_are_found_in_a_local_directory(tmp_path: Path) -> None:
     assert resolve_weights("vgg16", "none", tmp_path) is None
 
 
-def test_train_command_fails_clearly_when_weights_are_missing(tmp_path: Path, dataset_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["train", "--arch", "resnet50v2", "--weights", str(tmp_path), "--data-dir", str(dataset_root),
-                 "--output-root", str(tmp_path / "runs")])
+def test_train_command_fails_clearly_when_weights_are_missing(
+    tmp_path: Path, dataset_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "train",
+            "--arch",
+            "resnet50v2",
+            "--weights",
+            str(tmp_path),
+            "--data-dir",
+            str(dataset_root),
+            "--output-root",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 2
     assert "resnet50v2_imagenet_notop.weights.h5" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing half-written

@@ -27,9 +27,24 @@ def artifact(dataset_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def test_artifact_has_model_files_and_a_complete_manifest(artifact: Path) -> None:
     manifest = artifacts.read_manifest(artifact)
-    for key in ("name", "version", "architecture", "input_size", "preprocessing_version", "class_names",
-                "threshold", "metrics", "data", "config", "code_version", "training_seconds",
-                "created_at", "intended_use", "files", "onnx_sha256"):
+    for key in (
+        "name",
+        "version",
+        "architecture",
+        "input_size",
+        "preprocessing_version",
+        "class_names",
+        "threshold",
+        "metrics",
+        "data",
+        "config",
+        "code_version",
+        "training_seconds",
+        "created_at",
+        "intended_use",
+        "files",
+        "onnx_sha256",
+    ):
         assert key in manifest, key
     assert manifest["architecture"] == "cnn" and manifest["input_size"] == 32
     assert manifest["preprocessing_version"] == PREPROCESSING_VERSION
@@ -110,11 +125,26 @@ def test_predictor_refuses_tampered_or_skewed_artifacts(artifact: Path, tmp_path
         Predictor.from_artifact(missing)
 
 
-def test_evaluate_command_prints_a_json_summary(artifact: Path, dataset_root: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_evaluate_command_prints_a_json_summary(
+    artifact: Path, dataset_root: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     from ml.cli import main
 
-    code = main(["evaluate", "--artifact", str(artifact), "--data-dir", str(dataset_root), "--split", "val",
-                 "--bootstrap", "20", "--plots-dir", str(tmp_path)])
+    code = main(
+        [
+            "evaluate",
+            "--artifact",
+            str(artifact),
+            "--data-dir",
+            str(dataset_root),
+            "--split",
+            "val",
+            "--bootstrap",
+            "20",
+            "--plots-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n"] == 8 and summary["n_positive"] == 4
@@ -132,8 +162,21 @@ def test_export_command_packages_a_loadable_artifact_with_model_card(artifact: P
     from ml.cli import main
 
     target = tmp_path / "default_model"
-    assert main(["export", "--artifact", str(artifact), "--to", str(target), "--no-keras",
-                 "--selection-note", "chosen in a test"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--artifact",
+                str(artifact),
+                "--to",
+                str(target),
+                "--no-keras",
+                "--selection-note",
+                "chosen in a test",
+            ]
+        )
+        == 0
+    )
     predictor = Predictor.from_artifact(target)
     assert predictor.manifest["files"]["keras"] is None
     card = (target / "MODEL_CARD.md").read_text()
