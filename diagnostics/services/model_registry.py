@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from diagnostics.models import ModelVersion, User
+from diagnostics.models import ModelVersion, PromotionGate, TrainingRun, User
 from ml.artifacts import read_manifest, sha256_file
+from ml.inference import ModelArtifactError
 
 from .audit import audit_record
 
 
-def model_version_register(*, artifact_dir: Path, actor: User | None = None) -> ModelVersion:
+def model_version_register(
+    *, artifact_dir: Path, actor: User | None = None, training_run: TrainingRun | None = None
+) -> ModelVersion:
     """Register a trained artifact (a folder with manifest.json and model.onnx) as a candidate.
 
     Registering the same artifact twice returns the existing row.
@@ -45,6 +50,7 @@ def model_version_register(*, artifact_dir: Path, actor: User | None = None) -> 
         threshold=float(manifest["threshold"]),
         manifest=manifest,
         metrics=manifest.get("metrics", {}),
+        training_run=training_run,
     )
     audit_record(action="model.registered", actor=actor, target=model_version, detail={"sha256": sha256})
     return model_version
@@ -70,5 +76,156 @@ def model_version_activate(*, model_version: ModelVersion, actor: User | None = 
             actor=actor,
             target=model_version,
             detail={"previous": previous.name if previous else None},
+        )
+    return model_version
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    reasons: list[str]
+    candidate: dict[str, Any]
+    active: dict[str, Any] | None
+
+
+def promotion_gate_get() -> PromotionGate:
+    """The single promotion-gate configuration row (created with defaults on first use)."""
+    gate = PromotionGate.objects.order_by("pk").first()
+    return gate if gate is not None else PromotionGate.objects.create()
+
+
+def model_version_evaluate(*, model_version: ModelVersion, evaluation_dir: str) -> dict[str, Any]:
+    """Run the model (ONNX, as served) on a folder with NORMAL/ and PNEUMONIA/ and store the metrics."""
+    from ml.evaluation import evaluate_artifact  # scikit-learn: only loaded where evaluation runs
+
+    folder = Path(evaluation_dir)
+    if not (folder / "NORMAL").is_dir() or not (folder / "PNEUMONIA").is_dir():
+        raise ValidationError(f"The evaluation folder {folder} must contain NORMAL/ and PNEUMONIA/ sub-folders.")
+    try:
+        summary = evaluate_artifact(model_version.artifact_path, folder.parent, folder.name, bootstrap_samples=200)
+    except (ModelArtifactError, FileNotFoundError) as error:
+        raise ValidationError(f"Cannot evaluate {model_version.name}: {error}") from None
+    if summary["onnx_sha256"] != model_version.sha256:
+        raise ValidationError(f"The model file of {model_version.name} changed since it was registered.")
+    model_version.evaluation = {
+        "evaluation_dir": str(folder),
+        "evaluated_at": timezone.now().isoformat(),
+        "n": summary["n"],
+        "n_positive": summary["n_positive"],
+        "roc_auc": summary["roc_auc"],
+        "sensitivity": summary["sensitivity"],
+        "specificity": summary["specificity"],
+        "accuracy": summary["accuracy"],
+        "threshold": summary["threshold"],
+        "ci95": summary.get("ci95", {}),
+    }
+    model_version.evaluation = _json_safe(model_version.evaluation)
+    model_version.save(update_fields=["evaluation"])
+    audit_record(
+        action="model.evaluated",
+        target=model_version,
+        detail={k: model_version.evaluation[k] for k in ("evaluation_dir", "n", "roc_auc", "sensitivity")},
+    )
+    return model_version.evaluation
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (an undefined metric, e.g. precision with no positive call) becomes null: valid JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _evaluation_on(model_version: ModelVersion, evaluation_dir: str) -> dict[str, Any]:
+    if model_version.evaluation.get("evaluation_dir") == evaluation_dir:
+        return model_version.evaluation
+    return model_version_evaluate(model_version=model_version, evaluation_dir=evaluation_dir)
+
+
+def model_version_gate_check(*, model_version: ModelVersion) -> GateResult:
+    """Compare a candidate with the active model on the admin's fixed evaluation set."""
+    gate = promotion_gate_get()
+    if not gate.evaluation_data_dir:
+        raise ValidationError("Set the promotion gate's evaluation folder before promoting a model.")
+    candidate = _evaluation_on(model_version, gate.evaluation_data_dir)
+    active_model = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).exclude(pk=model_version.pk).first()
+    if active_model is None:
+        return GateResult(True, ["No model is active: nothing to compare with."], candidate, None)
+    active = _evaluation_on(active_model, gate.evaluation_data_dir)
+    reasons = []
+    for metric, tolerance in (("roc_auc", gate.auc_tolerance), ("sensitivity", gate.sensitivity_tolerance)):
+        if candidate[metric] is None or active[metric] is None:
+            reasons.append(f"{metric} is undefined on the evaluation set (it needs both classes).")
+        elif candidate[metric] < active[metric] - tolerance:
+            reasons.append(
+                f"{metric} {candidate[metric]:.4f} is worse than the active model's {active[metric]:.4f} "
+                f"by more than the tolerance {tolerance}."
+            )
+    passed = not reasons
+    if passed:
+        reasons.append("AUC and sensitivity are within tolerance of the active model.")
+    return GateResult(passed, reasons, candidate, active)
+
+
+def model_version_promote(*, model_version: ModelVersion, actor: User | None = None) -> GateResult:
+    """Make a candidate (or shadow) model active if it passes the promotion gate."""
+    if model_version.status not in (ModelVersion.Status.CANDIDATE, ModelVersion.Status.SHADOW):
+        raise ValidationError(f"{model_version.name} is {model_version.status}; only candidates can be promoted.")
+    result = model_version_gate_check(model_version=model_version)
+    detail = {
+        "passed": result.passed,
+        "reasons": result.reasons,
+        "candidate": result.candidate,
+        "active": result.active,
+    }
+    if not result.passed:
+        audit_record(action="model.promotion_refused", actor=actor, target=model_version, detail=detail)
+        raise ValidationError(f"{model_version.name} did not pass the promotion gate: " + " ".join(result.reasons))
+    model_version_activate(model_version=model_version, actor=actor)
+    audit_record(action="model.promoted", actor=actor, target=model_version, detail=detail)
+    return result
+
+
+def model_version_rollback(*, model_version: ModelVersion, actor: User | None = None) -> ModelVersion:
+    """Make an earlier, once-active version active again (no gate: it already served)."""
+    if model_version.status == ModelVersion.Status.ACTIVE:
+        raise ValidationError(f"{model_version.name} is already active.")
+    if model_version.activated_at is None:
+        raise ValidationError(f"{model_version.name} was never active; promote it through the gate instead.")
+    model_version_activate(model_version=model_version, actor=actor)
+    audit_record(action="model.rolled_back", actor=actor, target=model_version)
+    return model_version
+
+
+def model_version_archive(*, model_version: ModelVersion, actor: User | None = None) -> ModelVersion:
+    if model_version.status == ModelVersion.Status.ACTIVE:
+        raise ValidationError("The active model cannot be archived; activate another model first.")
+    previous = model_version.status
+    model_version.status = ModelVersion.Status.ARCHIVED
+    model_version.save(update_fields=["status"])
+    audit_record(action="model.archived", actor=actor, target=model_version, detail={"from": previous})
+    return model_version
+
+
+def model_version_set_shadow(*, model_version: ModelVersion, actor: User | None = None) -> ModelVersion:
+    """Run a candidate in shadow mode: it predicts on live uploads, its results are never shown."""
+    if model_version.status != ModelVersion.Status.CANDIDATE:
+        raise ValidationError(f"{model_version.name} is {model_version.status}; only a candidate can shadow.")
+    with transaction.atomic():
+        previous = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.SHADOW).first()
+        if previous is not None:
+            previous.status = ModelVersion.Status.CANDIDATE
+            previous.save(update_fields=["status"])
+        model_version.status = ModelVersion.Status.SHADOW
+        model_version.save(update_fields=["status"])
+        audit_record(
+            action="model.shadow_started",
+            actor=actor,
+            target=model_version,
+            detail={"replaced": previous.name if previous else None},
         )
     return model_version
