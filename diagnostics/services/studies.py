@@ -21,6 +21,7 @@ def study_create(
     accession_number: str = "",
     modality: str = Study.Modality.CR,
     view_position: str = "",
+    callback_url: str = "",
 ) -> Study:
     """Create a study with its images and queue it for AI assessment.
 
@@ -37,6 +38,7 @@ def study_create(
             accession_number=accession_number.strip(),
             modality=modality,
             view_position=view_position,
+            callback_url=callback_url,
             created_by=user,
         )
         images = [image_store(study=study, upload=upload, user=user) for upload in uploads]
