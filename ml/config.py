@@ -12,6 +12,8 @@ DATA_DIR_ENV = "PNEUMONIA_DATA_DIR"
 WEIGHTS_DIR_ENV = "IMAGENET_WEIGHTS_DIR"
 ARTIFACTS_DIR_ENV = "PNEUMONIA_ARTIFACTS_DIR"
 DEFAULT_ARTIFACTS_DIR = "runs"
+# Every architecture ml.architectures can build (kept here so callers need not import Keras).
+ARCHITECTURE_NAMES = ("cnn", "vgg16", "vgg19", "resnet50v2", "xception", "mobilenetv2")
 
 
 @dataclass

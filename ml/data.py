@@ -33,7 +33,10 @@ class ImageRecord:
     patient: str
 
     def relpath(self, root: Path) -> str:
-        return self.path.relative_to(root).as_posix()
+        try:
+            return self.path.relative_to(root).as_posix()
+        except ValueError:  # an extra film outside the dataset (e.g. clinician-confirmed uploads)
+            return f"external:{self.path.parent.name}/{self.path.name}"
 
 
 def patient_id(file_name: str) -> str:

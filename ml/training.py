@@ -6,6 +6,7 @@ import hashlib
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ import numpy as np
 from ml import artifacts, data, evaluation, export
 from ml.architectures import BuiltModel, build_model, resolve_weights, set_trainable
 from ml.config import StageConfig, TrainConfig
+from ml.progress import ProgressCallback, ProgressHook, TrainingCancelled, describe_device
+
+__all__ = ["TrainingCancelled", "describe_device", "train"]
 from ml.preprocessing import PREPROCESSING_VERSION
 
 log = logging.getLogger(__name__)
@@ -38,10 +42,14 @@ class SplitData:
     y_val: np.ndarray
 
 
-def load_split(config: TrainConfig, data_dir: Path) -> SplitData:
+def load_split(
+    config: TrainConfig, data_dir: Path, extra_train_records: Sequence[data.ImageRecord] = ()
+) -> SplitData:
     records = data.list_images(data_dir, "train")
     train, val = data.grouped_split(records, val_fraction=config.val_fraction, seed=config.seed)
     train = data.subsample(train, limit=config.max_train_images, seed=config.seed)
+    # Extra films (clinician-confirmed uploads) only ever train: validation stays comparable across runs.
+    train = [*train, *extra_train_records]
     val = data.subsample(val, limit=config.max_val_images, seed=config.seed)
     size = config.input_size
     return SplitData(
@@ -62,13 +70,19 @@ def train(
     weights_dir: Path | None = None,
     cache_dir: Path | None = None,
     latency_runs: int = 30,
+    extra_train_records: Sequence[data.ImageRecord] = (),
+    progress: ProgressHook | None = None,
 ) -> Path:
-    """Train, evaluate on validation, export; returns the artifact directory."""
+    """Train, evaluate on validation, export; returns the artifact directory.
+
+    `progress`, if given, receives a dict after every epoch and now and then within one
+    (see ProgressCallback); it may raise TrainingCancelled to stop the run.
+    """
     import keras
 
     started = time.perf_counter()
     weights = resolve_weights(config.architecture, config.weights, weights_dir)
-    split = load_split(config, data_dir)
+    split = load_split(config, data_dir, extra_train_records)
     load_seconds = time.perf_counter() - started
     artifact_dir, version = artifacts.new_artifact_dir(output_root, config.architecture)
     file_lines = data.data_file_lines(data_dir, {"train": split.train, "validation": split.val})
@@ -78,7 +92,9 @@ def train(
     built = build_model(config.architecture, input_size=config.input_size, weights=weights, seed=config.seed)
     class_weight = data.balanced_class_weights(split.train) if config.class_weighting == "balanced" else None
     fit_started = time.perf_counter()
-    history = run_stages(built, config, split, class_weight, weights is not None, artifact_dir, cache_dir, list_digest)
+    history = run_stages(
+        built, config, split, class_weight, weights is not None, artifact_dir, cache_dir, list_digest, progress
+    )
     fit_seconds = time.perf_counter() - fit_started
 
     keras_path = artifact_dir / artifacts.KERAS_NAME
@@ -180,6 +196,7 @@ def run_stages(
     artifact_dir: Path,
     cache_dir: Path | None,
     list_digest: str,
+    progress: ProgressHook | None = None,
 ) -> list[dict[str, Any]]:
     history: list[dict[str, Any]] = []
     checkpoint_dir = artifact_dir / "checkpoints"
@@ -191,10 +208,10 @@ def run_stages(
         started = time.perf_counter()
         if stage.name == "head" and built.backbone is not None:
             record = _fit_head_on_cached_features(
-                built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest
+                built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest, progress
             )
         else:
-            record = _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir)
+            record = _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, progress)
         record.update(
             {
                 "stage": stage.name,
@@ -218,10 +235,13 @@ def _optimizer(stage: StageConfig) -> Any:
     return keras.optimizers.Adam(learning_rate=stage.learning_rate)
 
 
-def _callbacks(config: TrainConfig, checkpoint: Path) -> list[Any]:
+def _callbacks(
+    config: TrainConfig, checkpoint: Path, stage: StageConfig, progress: ProgressHook | None
+) -> list[Any]:
     import keras
 
-    return [
+    reporting = [ProgressCallback(progress, stage=stage.name, epochs=stage.epochs)] if progress else []
+    return reporting + [
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.early_stopping_patience),
         keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.3, patience=config.reduce_lr_patience, min_lr=1e-6
@@ -251,7 +271,9 @@ def _summarise(fit_history: Any) -> dict[str, Any]:
     }
 
 
-def _fit_head_on_cached_features(built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest):
+def _fit_head_on_cached_features(
+    built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest, progress
+):
     # A frozen backbone gives the same features every epoch: compute them once (augmentation
     # would change them, so this stage trains without it) and an epoch costs seconds.
     f_train = cached_features(built, split.x_train, split.train, "train", config, cache_dir, list_digest)
@@ -265,7 +287,7 @@ def _fit_head_on_cached_features(built, config, stage, split, class_weight, chec
         epochs=stage.epochs,
         batch_size=config.batch_size,
         class_weight=class_weight,
-        callbacks=_callbacks(config, checkpoint),
+        callbacks=_callbacks(config, checkpoint, stage, progress),
         verbose=2,
         shuffle=True,
     )
@@ -273,7 +295,7 @@ def _fit_head_on_cached_features(built, config, stage, split, class_weight, chec
     return {**_summarise(fit), "features_cached": True, "augmentation": False}
 
 
-def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir):
+def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, progress):
     train_ds = data.make_dataset(
         split.x_train,
         split.y_train,
@@ -290,7 +312,7 @@ def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir):
         validation_data=val_ds,
         epochs=stage.epochs,
         class_weight=class_weight,
-        callbacks=_callbacks(config, checkpoint),
+        callbacks=_callbacks(config, checkpoint, stage, progress),
         verbose=2,
         shuffle=False,
     )
