@@ -11,7 +11,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 from django.http import Http404
 
-from diagnostics.models import Image, ModelVersion, Patient, Prediction, Study, User
+from diagnostics.models import Image, ModelVersion, Patient, Prediction, Study, TrainingRun, User
 
 
 def patient_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Patient]:
@@ -89,3 +89,38 @@ def prediction_get_for_user(*, user: User | AnonymousUser, prediction_id: int) -
         )
     except (Prediction.DoesNotExist, ValueError, TypeError):
         raise Http404("No such prediction.") from None
+
+
+def model_version_get(*, model_version_id: int) -> ModelVersion:
+    try:
+        return ModelVersion.objects.get(pk=model_version_id)
+    except (ModelVersion.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such model version.") from None
+
+
+def training_run_list() -> QuerySet[TrainingRun]:
+    return TrainingRun.objects.select_related("requested_by").prefetch_related("model_versions")
+
+
+def training_run_get(*, run_id: int) -> TrainingRun:
+    try:
+        return training_run_list().get(pk=run_id)
+    except (TrainingRun.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such training run.") from None
+
+
+def shadow_comparison(*, shadow: ModelVersion, active: ModelVersion) -> dict[str, float | int | None]:
+    """How a shadow model's predictions compare with the active model's on the same images."""
+    pairs = list(
+        Prediction.objects.filter(model_version=shadow, image__predictions__model_version=active)
+        .values_list("probability", "label", "image__predictions__probability", "image__predictions__label")
+    )
+    if not pairs:
+        return {"images": 0, "label_agreement": None, "mean_abs_probability_difference": None}
+    return {
+        "images": len(pairs),
+        "label_agreement": sum(1 for _, s_label, _, a_label in pairs if s_label == a_label) / len(pairs),
+        "mean_abs_probability_difference": sum(abs(s - a) for s, _, a, _ in pairs) / len(pairs),
+        "shadow_positive_rate": sum(1 for _, s_label, _, _ in pairs if s_label == "PNEUMONIA") / len(pairs),
+        "active_positive_rate": sum(1 for _, _, _, a_label in pairs if a_label == "PNEUMONIA") / len(pairs),
+    }

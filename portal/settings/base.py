@@ -54,6 +54,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
     "diagnostics",
 ]
 
@@ -145,14 +147,22 @@ CELERY_TASK_DEFAULT_QUEUE = "inference"
 CELERY_TASK_ROUTES = {
     "worker.tasks.run_study_inference": {"queue": "inference"},
     "worker.tasks.reconcile_stuck_studies": {"queue": "inference"},
+    "worker.tasks.run_training": {"queue": "training"},
+    "worker.tasks.scheduled_retraining": {"queue": "training"},
+    "worker.tasks.compute_prediction_heatmap": {"queue": "explain"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+TRAINING_SOFT_TIME_LIMIT_SECONDS = env_int("TRAINING_SOFT_TIME_LIMIT_SECONDS", 5 * 3600)
+# A running training run with no progress report for this long is failed (its worker died).
+TRAINING_STALE_AFTER_SECONDS = env_int("TRAINING_STALE_AFTER_SECONDS", 30 * 60)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # Longer than the longest task, so Redis does not redeliver a task still running.
+    # Longer than the longest task (training's hard limit), so Redis never redelivers
+    # a task that is still running.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600),
 }
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A study queued or running longer than this is re-enqueued by the reconciler;
 # after STUDY_MAX_ATTEMPTS it is failed with a reason the clinician sees.
@@ -171,20 +181,65 @@ CELERY_BEAT_SCHEDULE = {
 INFERENCE_FAULT_DELAY_SECONDS = float(env_str("INFERENCE_FAULT_DELAY_SECONDS", "0"))
 
 REST_FRAMEWORK = {
+    # Machine clients send an ApiToken (diagnostics/api/authentication.py); the browser uses its session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "diagnostics.api.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "diagnostics.api.schema.PortalAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "diagnostics.api.pagination.PortalPagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "diagnostics.api.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "diagnostics.api.throttling.ClientRateThrottle",
+        "diagnostics.api.throttling.AnonymousRateThrottle",
+    ],
+    # Per API token (or per signed-in user) and per address for anonymous requests.
+    "DEFAULT_THROTTLE_RATES": {
+        "client": env_str("API_THROTTLE_CLIENT", "600/minute"),
+        "anonymous": env_str("API_THROTTLE_ANONYMOUS", "60/minute"),
+    },
+}
+# Throttle counters must be shared by every web process: Redis when one is configured.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "api_throttle": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CELERY_BROKER_URL,
+            "KEY_PREFIX": "api-throttle",
+        }
+        if CELERY_BROKER_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "api-throttle"}
+    ),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Pneumonia detection portal API",
-    "DESCRIPTION": "Decision support for pediatric chest X-rays; not a diagnosis.",
+    "DESCRIPTION": (
+        "Decision support for pediatric chest X-rays; not a diagnosis. "
+        "Every error has the shape {\"error\": {\"code\", \"message\", \"fields\"}}; see docs/api.md."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "StudyStatusEnum": "diagnostics.models.Study.Status",
+        "ModelVersionStatusEnum": "diagnostics.models.ModelVersion.Status",
+        "TrainingRunStatusEnum": "diagnostics.models.TrainingRun.Status",
+        "WebhookDeliveryStatusEnum": "diagnostics.models.WebhookDelivery.Status",
+        "LabelEnum": "diagnostics.models.Prediction.Label",
+    },
+    # Swagger UI and its assets are served by the portal itself (drf-spectacular-sidecar), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 SESSION_COOKIE_HTTPONLY = True

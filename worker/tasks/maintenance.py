@@ -14,5 +14,8 @@ from celery import shared_task
 )
 def reconcile_stuck_studies() -> dict[str, int]:
     from diagnostics.services.reconcile import study_reconcile_stale
+    from diagnostics.services.training import training_run_reconcile_stale
 
-    return study_reconcile_stale()
+    counts = study_reconcile_stale()
+    counts["training_runs_failed"] = training_run_reconcile_stale()
+    return counts
