@@ -97,7 +97,7 @@ def bootstrap_intervals(
     groups: Sequence[str] | None,
     samples: int,
     seed: int,
-) -> dict[str, list[float]]:
+) -> dict[str, list[float] | None]:
     """95% percentile intervals for every point metric, resampling patients."""
     groups_arr = np.asarray(groups if groups is not None else np.arange(len(y_true)).astype(str))
     unique, inverse = np.unique(groups_arr, return_inverse=True)
@@ -111,10 +111,14 @@ def bootstrap_intervals(
             continue
         for key, value in point_metrics(y_true[idx], prob[idx], threshold).items():
             draws.setdefault(key, []).append(value)
-    return {
-        key: [float(np.nanpercentile(values, 2.5)), float(np.nanpercentile(values, 97.5))]
-        for key, values in draws.items()
-    }
+    intervals: dict[str, list[float] | None] = {}
+    for key, values in draws.items():
+        finite = np.asarray(values)[~np.isnan(values)]
+        # None when undefined in every resample (e.g. precision when nothing is called positive).
+        intervals[key] = (
+            [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))] if finite.size else None
+        )
+    return intervals
 
 
 def evaluate_predictions(

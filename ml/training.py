@@ -42,9 +42,7 @@ class SplitData:
     y_val: np.ndarray
 
 
-def load_split(
-    config: TrainConfig, data_dir: Path, extra_train_records: Sequence[data.ImageRecord] = ()
-) -> SplitData:
+def load_split(config: TrainConfig, data_dir: Path, extra_train_records: Sequence[data.ImageRecord] = ()) -> SplitData:
     records = data.list_images(data_dir, "train")
     train, val = data.grouped_split(records, val_fraction=config.val_fraction, seed=config.seed)
     train = data.subsample(train, limit=config.max_train_images, seed=config.seed)
@@ -235,9 +233,7 @@ def _optimizer(stage: StageConfig) -> Any:
     return keras.optimizers.Adam(learning_rate=stage.learning_rate)
 
 
-def _callbacks(
-    config: TrainConfig, checkpoint: Path, stage: StageConfig, progress: ProgressHook | None
-) -> list[Any]:
+def _callbacks(config: TrainConfig, checkpoint: Path, stage: StageConfig, progress: ProgressHook | None) -> list[Any]:
     import keras
 
     reporting = [ProgressCallback(progress, stage=stage.name, epochs=stage.epochs)] if progress else []
