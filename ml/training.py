@@ -79,6 +79,7 @@ def train(
     import keras
 
     started = time.perf_counter()
+    code_version = artifacts.code_version()  # at start: the tree may change during a long run
     weights = resolve_weights(config.architecture, config.weights, weights_dir)
     split = load_split(config, data_dir, extra_train_records)
     load_seconds = time.perf_counter() - started
@@ -148,7 +149,7 @@ def train(
         },
         "config": config.to_dict(),
         "history": history,
-        "code_version": artifacts.code_version(),
+        "code_version": code_version,
         "training_seconds": round(fit_seconds, 1),
         "timing_seconds": {
             "load_images": round(load_seconds, 1),
