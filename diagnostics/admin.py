@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from diagnostics.models import AuditEvent, CareTeam, Image, ModelVersion, Patient, Prediction, Study, User
+from diagnostics import lifecycle_admin  # noqa: F401  (registers the model-lifecycle screens)
+from diagnostics.models import AuditEvent, CareTeam, Image, Patient, Prediction, Study, User
 
 
 @admin.register(User)
@@ -35,13 +36,6 @@ class StudyAdmin(admin.ModelAdmin):
 class ImageAdmin(admin.ModelAdmin):
     list_display = ("id", "study", "format", "width", "height", "created_at")
     readonly_fields = ("file", "sha256", "width", "height", "format", "size_bytes", "dicom_metadata")
-
-
-@admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("name", "architecture", "status", "threshold", "created_at", "activated_at")
-    list_filter = ("status", "architecture")
-    readonly_fields = ("sha256", "manifest", "metrics", "status", "activated_at")
 
 
 @admin.register(Prediction)

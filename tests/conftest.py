@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,14 +10,13 @@ import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from diagnostics.models import ModelVersion, User
-from diagnostics.services.model_registry import model_version_activate, model_version_register
+from diagnostics.services.model_registry import model_version_activate, model_version_register, promotion_gate_get
 
 from .factories import CareTeamFactory, PatientFactory, UserFactory
-from .images import jpeg_bytes
+from .images import chest_like_pixels, encode, jpeg_bytes
 from .worker import CeleryWorker
 
 
@@ -60,9 +60,25 @@ def login_client(user: User) -> Client:
 
 
 def api_client_for(user: User) -> APIClient:
+    """An API client sending a real ApiToken that acts as `user` (a clinician in most tests).
+
+    The row is written directly: api_token_issue gives tokens only to API client accounts.
+    """
+    from diagnostics.models import ApiToken
+    from diagnostics.services.api_tokens import api_token_hash
+
+    key = f"pdp_{secrets.token_urlsafe(6)[:8]}{secrets.token_urlsafe(32)}"
+    ApiToken.objects.create(
+        name=f"test token of {user.username}",
+        user=user,
+        team_id=user.team_id,
+        prefix=key[4:12],
+        key_sha256=api_token_hash(key),
+        webhook_secret=secrets.token_hex(32),
+        created_by=user,
+    )
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     return client
 
 
@@ -110,3 +126,45 @@ def copy_model_artifact(source: Path, destination: Path, *, version_suffix: str)
     manifest["version"] = f"{manifest['version']}-{version_suffix}"
     manifest_path.write_text(json.dumps(manifest))
     return destination
+
+
+# Fixtures for the model lifecycle: a fixed evaluation set, the promotion gate, a tiny training dataset.
+
+
+@pytest.fixture
+def evaluation_dir(tmp_path) -> Path:
+    """A small fixed evaluation set in the standard layout (synthetic films, both classes)."""
+    root = tmp_path / "gate-set"
+    for label, seeds in (("NORMAL", range(0, 6)), ("PNEUMONIA", range(100, 106))):
+        (root / label).mkdir(parents=True)
+        for seed in seeds:
+            (root / label / f"film{seed}.jpeg").write_bytes(jpeg_bytes(size=128, seed=seed))
+    return root
+
+
+@pytest.fixture
+def gate(evaluation_dir):
+    gate = promotion_gate_get()
+    gate.evaluation_data_dir = str(evaluation_dir)
+    gate.save()
+    return gate
+
+
+def write_dataset(root: Path, per_class: int = 12) -> Path:
+    """A tiny dataset in the Kermany layout, file names carrying patients as the real one does."""
+    for index in range(per_class):
+        normal = chest_like_pixels(64, seed=index)
+        pneumonia = chest_like_pixels(64, seed=1000 + index)
+        pneumonia[20:44, 12:28] = 230  # a bright 'consolidation' in one lung
+        (root / "train" / "NORMAL").mkdir(parents=True, exist_ok=True)
+        (root / "train" / "PNEUMONIA").mkdir(parents=True, exist_ok=True)
+        (root / "train" / "NORMAL" / f"IM-{index:04d}-0001.jpeg").write_bytes(encode(normal, "JPEG"))
+        (root / "train" / "PNEUMONIA" / f"person{index}_bacteria_{index}.jpeg").write_bytes(encode(pneumonia, "JPEG"))
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path, settings):
+    settings.PNEUMONIA_DATA_DIR = str(write_dataset(tmp_path / "data"))
+    settings.MODEL_DIR = tmp_path / "models"
+    return Path(settings.PNEUMONIA_DATA_DIR)

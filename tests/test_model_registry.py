@@ -16,32 +16,11 @@ from diagnostics.services.model_registry import (
     model_version_register,
     model_version_rollback,
     model_version_set_shadow,
-    promotion_gate_get,
 )
 
 from .conftest import copy_model_artifact
-from .images import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def evaluation_dir(tmp_path) -> Path:
-    """A small fixed evaluation set in the standard layout (synthetic films, both classes)."""
-    root = tmp_path / "gate-set"
-    for label, seeds in (("NORMAL", range(0, 6)), ("PNEUMONIA", range(100, 106))):
-        (root / label).mkdir(parents=True)
-        for seed in seeds:
-            (root / label / f"film{seed}.jpeg").write_bytes(jpeg_bytes(size=128, seed=seed))
-    return root
-
-
-@pytest.fixture
-def gate(evaluation_dir):
-    gate = promotion_gate_get()
-    gate.evaluation_data_dir = str(evaluation_dir)
-    gate.save()
-    return gate
 
 
 def register_copy(default_model_dir: Path, tmp_path: Path, suffix: str, **manifest_changes) -> ModelVersion:

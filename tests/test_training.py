@@ -25,30 +25,10 @@ from diagnostics.services.training import (
 from ml.architectures import ARCHITECTURES
 from ml.config import ARCHITECTURE_NAMES
 
-from .images import chest_like_pixels, encode, jpeg_bytes
+from .images import jpeg_bytes
 from .worker import CeleryWorker
 
 QUICK = {"epochs": 2, "input_size": 32, "batch_size": 8}
-
-
-def write_dataset(root: Path, per_class: int = 12) -> Path:
-    """A tiny dataset in the Kermany layout, file names carrying patients as the real one does."""
-    for index in range(per_class):
-        normal = chest_like_pixels(64, seed=index)
-        pneumonia = chest_like_pixels(64, seed=1000 + index)
-        pneumonia[20:44, 12:28] = 230  # a bright 'consolidation' in one lung
-        (root / "train" / "NORMAL").mkdir(parents=True, exist_ok=True)
-        (root / "train" / "PNEUMONIA").mkdir(parents=True, exist_ok=True)
-        (root / "train" / "NORMAL" / f"IM-{index:04d}-0001.jpeg").write_bytes(encode(normal, "JPEG"))
-        (root / "train" / "PNEUMONIA" / f"person{index}_bacteria_{index}.jpeg").write_bytes(encode(pneumonia, "JPEG"))
-    return root
-
-
-@pytest.fixture
-def dataset(tmp_path, settings):
-    settings.PNEUMONIA_DATA_DIR = str(write_dataset(tmp_path / "data"))
-    settings.MODEL_DIR = tmp_path / "models"
-    return Path(settings.PNEUMONIA_DATA_DIR)
 
 
 def test_the_portal_knows_every_architecture_ml_can_build():

@@ -1,0 +1,89 @@
+"""Admin screens: registry actions behind the gate, and training runs with a confirmation step."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from diagnostics.models import ModelVersion, TrainingRun, User
+
+from .conftest import copy_model_artifact, login_client
+from .factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_user(team) -> User:
+    return UserFactory(username="root", team=team, role=User.Role.ADMIN, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def candidate(default_model_dir, tmp_path) -> ModelVersion:
+    from diagnostics.services.model_registry import model_version_register
+
+    artifact = copy_model_artifact(default_model_dir, tmp_path / "c", version_suffix="c")
+    return model_version_register(artifact_dir=artifact)
+
+
+def test_clinicians_cannot_open_the_lifecycle_screens(owner, candidate):
+    client = login_client(owner)
+    for url in (
+        reverse("admin:diagnostics_modelversion_change", args=[candidate.pk]),
+        reverse("admin:diagnostics_modelversion_promote", args=[candidate.pk]),
+        reverse("admin:diagnostics_trainingrun_add"),
+    ):
+        response = client.get(url)
+        assert response.status_code == 302 and "/admin/login/" in response["Location"], url
+    response = client.post(reverse("admin:diagnostics_modelversion_act", args=[candidate.pk, "shadow"]))
+    assert response.status_code == 302
+    candidate.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.CANDIDATE
+
+
+def test_promotion_shows_the_comparison_then_promotes_on_confirmation(admin_user, active_model, candidate, gate):
+    client = login_client(admin_user)
+    url = reverse("admin:diagnostics_modelversion_promote", args=[candidate.pk])
+    page = client.get(url).content.decode()
+    assert "The gate passes." in page and "roc_auc" in page and gate.evaluation_data_dir in page
+    candidate.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.CANDIDATE  # looking is not promoting
+    client.post(url)
+    candidate.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.ACTIVE
+
+
+def test_shadow_rollback_and_archive_buttons(admin_user, active_model, candidate):
+    client = login_client(admin_user)
+    client.post(reverse("admin:diagnostics_modelversion_act", args=[candidate.pk, "shadow"]))
+    candidate.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.SHADOW
+    page = client.get(reverse("admin:diagnostics_modelversion_change", args=[candidate.pk])).content.decode()
+    assert "Shadow comparison" in page
+    archive_active = reverse("admin:diagnostics_modelversion_act", args=[active_model.pk, "archive"])
+    response = client.post(archive_active, follow=True)
+    assert "cannot be archived" in response.content.decode()
+    client.post(reverse("admin:diagnostics_modelversion_act", args=[candidate.pk, "archive"]))
+    candidate.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.ARCHIVED
+
+
+def test_a_training_run_starts_only_after_confirmation_and_can_be_cancelled(admin_user, dataset):
+    client = login_client(admin_user)
+    choices = {
+        "architecture": "cnn", "weights": "none", "stages": "single", "epochs": 3, "input_size": 64,
+        "batch_size": 16, "data_source": "dataset+feedback", "max_train_images": "",
+    }
+    review = client.post(reverse("admin:diagnostics_trainingrun_add"), choices)
+    assert "Confirm the training run" in review.content.decode()
+    assert not TrainingRun.objects.exists()
+    started = client.post(reverse("admin:diagnostics_trainingrun_add"), {**choices, "confirm": "1"})
+    run = TrainingRun.objects.get()
+    assert started["Location"] == reverse("admin:diagnostics_trainingrun_change", args=[run.pk])
+    assert run.config["epochs"] == 3 and run.config["data_source"] == "dataset+feedback"
+    assert run.requested_by == admin_user
+    page = client.get(started["Location"]).content.decode()
+    assert "waiting for a training worker" in page and "Cancel this run" in page
+    client.post(reverse("admin:diagnostics_trainingrun_cancel", args=[run.pk]))
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED
