@@ -83,3 +83,15 @@ def test_newcomer_setup_predicts_in_process_with_the_bundled_model(tmp_path, def
     assert "clinician / " in setup and "Activated the bundled model" in setup
     assert run(sys.executable, "-c", NEWCOMER_FLOW).split()[-2:] == ["done", "1"]
     assert (tmp_path / "portal.sqlite3").is_file()
+
+
+def test_a_visibility_timeout_shorter_than_training_fails_the_system_check(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="portal.settings.base",
+        PORTAL_VAR_DIR=str(tmp_path),
+        CELERY_VISIBILITY_TIMEOUT="3600",
+        TRAINING_SOFT_TIME_LIMIT_SECONDS="7200",
+    )
+    out = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "diagnostics.E001" in out.stderr
