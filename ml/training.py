@@ -76,7 +76,6 @@ def train(
     `progress`, if given, receives a dict after every epoch and now and then within one
     (see ProgressCallback); it may raise TrainingCancelled to stop the run.
     """
-    import keras
 
     started = time.perf_counter()
     code_version = artifacts.code_version()  # at start: the tree may change during a long run
@@ -84,6 +83,42 @@ def train(
     split = load_split(config, data_dir, extra_train_records)
     load_seconds = time.perf_counter() - started
     artifact_dir, version = artifacts.new_artifact_dir(output_root, config.architecture)
+    try:
+        return _train_into(
+            artifact_dir,
+            version,
+            config,
+            split,
+            data_dir,
+            weights,
+            code_version,
+            started,
+            load_seconds,
+            cache_dir,
+            latency_runs,
+            progress,
+        )
+    except BaseException:
+        shutil.rmtree(artifact_dir, ignore_errors=True)  # a cancelled or failed run leaves no half artifact
+        raise
+
+
+def _train_into(
+    artifact_dir: Path,
+    version: str,
+    config: TrainConfig,
+    split: SplitData,
+    data_dir: Path,
+    weights: str | None,
+    code_version: str,
+    started: float,
+    load_seconds: float,
+    cache_dir: Path | None,
+    latency_runs: int,
+    progress: ProgressHook | None,
+) -> Path:
+    import keras
+
     file_lines = data.data_file_lines(data_dir, {"train": split.train, "validation": split.val})
     list_name, list_digest = artifacts.write_data_file_list(artifact_dir, file_lines)
 

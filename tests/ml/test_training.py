@@ -181,3 +181,32 @@ def test_export_command_packages_a_loadable_artifact_with_model_card(artifact: P
     assert predictor.manifest["files"]["keras"] is None
     card = (target / "MODEL_CARD.md").read_text()
     assert "Intended use" in card and "chosen in a test" in card and predictor.model_sha256 in card
+
+
+def test_a_cancelled_run_stops_and_leaves_no_artifact(dataset_root: Path, tmp_path: Path) -> None:
+    from ml import training
+
+    events: list[dict] = []
+
+    def hook(event: dict) -> None:
+        events.append(event)
+        raise training.TrainingCancelled("stop")
+
+    with pytest.raises(training.TrainingCancelled):
+        training.train(QUICK, data_dir=dataset_root, output_root=tmp_path, progress=hook)
+    assert events and events[0]["kind"] == "batch" and events[0]["stage"] == "full"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_extra_films_join_training_only(dataset_root: Path, tmp_path: Path) -> None:
+    from ml import training
+    from tests.ml.conftest import jpeg_bytes, synthetic_film
+
+    extra_path = tmp_path / "feedback" / "NORMAL" / "portal-image-1.jpeg"
+    extra_path.parent.mkdir(parents=True)
+    extra_path.write_bytes(jpeg_bytes(synthetic_film(0, 4242)))
+    extra = [data.ImageRecord(extra_path, 0, "portal-patient-1")]
+    split = training.load_split(QUICK, dataset_root, extra)
+    assert extra_path in [r.path for r in split.train]
+    assert extra_path not in [r.path for r in split.val]
+    assert len(split.x_train) == len(split.train)
