@@ -6,3 +6,6 @@ urlpatterns = [
     path("api/v1/", include("diagnostics.api.urls")),
     path("", include("diagnostics.urls")),
 ]
+
+# An upload stopped while streaming raises RequestDataTooBig: answer 413 with the reason.
+handler400 = "diagnostics.uploads.bad_request"

@@ -1,0 +1,118 @@
+"""Patient-data security: deploy checks, password hashing, lockout, session expiry, upload limits, audit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import DatabaseError, connection, transaction
+from django.urls import reverse
+
+from diagnostics.models import AuditEvent, Image, Study
+from diagnostics.services.audit import audit_record
+
+from .conftest import api_client_for, login_client
+from .images import jpeg_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_production_settings_pass_the_deploy_check_at_warning_level(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="portal.settings.base",
+        PORTAL_VAR_DIR=str(tmp_path),
+        DATABASE_URL="postgres://portal@127.0.0.1:5432/portal",
+        CELERY_BROKER_URL="redis://127.0.0.1:6379/0",
+        SECRET_KEY="k7#pW2q!x9Zr$Lm4vT8nB1cY6hJ3dF0sG5aQ@eR+uI*oP&yX_wE-tN",
+        ALLOWED_HOSTS="portal.hospital.example",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_passwords_are_hashed_with_argon2_outside_tests():
+    from portal.settings import base
+
+    assert base.PASSWORD_HASHERS[0] == "django.contrib.auth.hashers.Argon2PasswordHasher"
+
+
+def test_sessions_expire_after_idle_time():
+    assert settings.SESSION_SAVE_EVERY_REQUEST is True
+    assert settings.SESSION_COOKIE_AGE <= 60 * 60
+
+
+@pytest.mark.django_db
+def test_repeated_failed_logins_lock_the_account_and_are_audited(owner, client):
+    url = reverse("login")
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        response = client.post(url, {"username": owner.username, "password": "wrong password"})
+        assert response.status_code in (200, 429)
+    locked = client.post(url, {"username": owner.username, "password": "correct horse battery"})
+    assert locked.status_code == 429
+    assert "Too many failed log-in attempts" in locked.content.decode()
+    assert "_auth_user_id" not in client.session
+    assert AuditEvent.objects.filter(action="auth.login_failed").count() >= settings.AXES_FAILURE_LIMIT
+    assert AuditEvent.objects.filter(action="auth.locked_out", detail__username=owner.username).exists()
+
+
+@pytest.mark.django_db
+def test_a_correct_login_is_audited(owner, client):
+    response = client.post(reverse("login"), {"username": owner.username, "password": "correct horse battery"})
+    assert response.status_code == 302
+    assert AuditEvent.objects.filter(action="auth.login", actor=owner).exists()
+
+
+@pytest.mark.django_db
+def test_an_oversized_upload_is_refused_before_the_body_is_read(owner, patient, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    settings.UPLOAD_MAX_BYTES = 1024
+    big = SimpleUploadedFile("big.jpeg", b"\xff\xd8\xff" + b"0" * (3 * 1024 * 1024), content_type="image/jpeg")
+    response = api_client_for(owner).post(
+        reverse("api_study_list"), {"patient_id": patient.pk, "images": [big]}, format="multipart"
+    )
+    assert response.status_code == 413
+    assert "larger than the" in response.content.decode()
+    assert not Study.objects.exists() and list(tmp_path.rglob("*")) == []
+
+
+@pytest.mark.django_db
+def test_an_upload_that_passes_the_declared_size_is_stopped_while_streaming(owner, patient, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    settings.UPLOAD_MAX_BYTES = 4096  # the request's Content-Length stays under limit + envelope
+    image = SimpleUploadedFile("chest.jpeg", jpeg_bytes(size=256), content_type="image/jpeg")
+    assert image.size > 4096
+    response = login_client(owner).post(reverse("study_new", args=[patient.pk]), {"modality": "CR", "images": [image]})
+    assert response.status_code == 413
+    assert "larger than the" in response.content.decode()
+    assert not Image.objects.exists() and list(tmp_path.rglob("*")) == []
+
+
+@pytest.mark.django_db
+def test_media_is_never_served_from_a_public_path(owner, patient, client):
+    assert settings.MEDIA_URL is None
+    for path in ("/media/", "/media/studies/x", "/studies/"):
+        assert client.get(path).status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_database_refuses_to_change_or_delete_audit_events(owner):
+    event = audit_record(action="test.event", actor=owner)
+    for statement in (
+        "UPDATE diagnostics_auditevent SET action = 'forged' WHERE id = %s",
+        "DELETE FROM diagnostics_auditevent WHERE id = %s",
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement, [event.pk])
+    event.refresh_from_db()
+    assert event.action == "test.event"
+    with pytest.raises(PermissionError):
+        event.save()
