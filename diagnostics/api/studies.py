@@ -1,35 +1,73 @@
+"""Studies: list, detail, and creation from multipart, JSON (base64) or a raw DICOM body.
+
+Creating a study answers 202 with a status URL to poll; an API client may also
+give a `callback_url` to be notified (signed webhook) when the study finishes,
+and an `Idempotency-Key` header so that a retried POST never creates a second study.
+"""
+
 from __future__ import annotations
 
+import base64
+import binascii
+from typing import Any
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.validators import URLValidator
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from diagnostics.models import Image, Prediction, Study
+from diagnostics.models import ApiToken, Image, Prediction, Study, User, WebhookDelivery
 from diagnostics.selectors import patient_get_for_user, study_get_for_user, study_list_for_user
 from diagnostics.services.audit import audit_record
-from diagnostics.services.images import image_validate_uploaded_files
+from diagnostics.services.idempotency import (
+    IdempotencyKeyReused,
+    idempotency_fingerprint,
+    idempotency_key_validate,
+    idempotency_replay,
+    study_create_idempotent,
+)
+from diagnostics.services.images import ValidatedUpload, image_validate_uploaded_files
 from diagnostics.services.studies import study_create
 
-from .common import request_user, service_errors
+from .common import ListApi, request_user, service_errors
+from .errors import ApiError, ErrorSerializer
+from .filters import StudyFilter
+from .parsers import DicomParser
+from .selectors import webhook_delivery_list_for_study
+
+MAX_IMAGES_PER_STUDY = 20
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description=(
+        "Any unique string (a UUID). A retried request with the same key and the same body returns the study "
+        "the first one created instead of creating another; the same key with a different body answers 422."
+    ),
+)
 
 
 class PredictionOutputSerializer(serializers.ModelSerializer):
     model_version = serializers.CharField(source="model_version.name")
+    model_version_id = serializers.IntegerField()
 
     class Meta:
         model = Prediction
         fields = [
-            "id", "probability", "threshold", "label", "model_version", "model_sha256",
+            "id", "probability", "threshold", "label", "model_version", "model_version_id", "model_sha256",
             "preprocessing_version", "input_sha256", "latency_ms", "created_at",
         ]
 
 
 class ImageOutputSerializer(serializers.ModelSerializer):
-    predictions = PredictionOutputSerializer(many=True)
+    predictions = PredictionOutputSerializer(many=True, help_text="Assessments shown to clinicians, newest first.")
 
     class Meta:
         model = Image
@@ -39,13 +77,13 @@ class ImageOutputSerializer(serializers.ModelSerializer):
 class StudySummarySerializer(serializers.ModelSerializer):
     patient_id = serializers.IntegerField()
     latest_probability = serializers.FloatField(allow_null=True)
-    latest_label = serializers.CharField(allow_null=True)
+    latest_label = serializers.ChoiceField(choices=Prediction.Label.choices, allow_null=True)
 
     class Meta:
         model = Study
         fields = [
             "id", "patient_id", "accession_number", "modality", "view_position", "status",
-            "failure_reason", "created_at", "latest_probability", "latest_label",
+            "failure_reason", "created_at", "status_changed_at", "latest_probability", "latest_label",
         ]
 
 
@@ -53,49 +91,246 @@ class StudyDetailSerializer(StudySummarySerializer):
     images = ImageOutputSerializer(many=True)
 
     class Meta(StudySummarySerializer.Meta):
-        fields = [*StudySummarySerializer.Meta.fields, "images"]
+        fields = [*StudySummarySerializer.Meta.fields, "callback_url", "images"]
 
 
-class StudyListCreateApi(APIView):
-    parser_classes = [MultiPartParser, FormParser]
+class StudyAcceptedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Study.Status.choices)
+    status_url = serializers.URLField(help_text="Poll this (GET) until status is done or failed.")
 
-    class InputSerializer(serializers.Serializer):
-        patient_id = serializers.IntegerField()
-        accession_number = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
-        modality = serializers.ChoiceField(choices=Study.Modality.choices, default=Study.Modality.CR)
-        view_position = serializers.ChoiceField(choices=Study.ViewPosition.choices, default="", allow_blank=True)
-        # Empty files are let through so the service refuses them with the same message as the pages.
-        images = serializers.ListField(child=serializers.FileField(allow_empty_file=True), allow_empty=False)
 
-    def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(study_list_for_user(user=request_user(request)), request, view=self)
-        return paginator.get_paginated_response(StudySummarySerializer(page, many=True).data)
+class StudyFieldsSerializer(serializers.Serializer):
+    """What every way of creating a study says besides the images."""
 
-    def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        patient = patient_get_for_user(user=request_user(request), patient_id=data["patient_id"])
-        with service_errors():
-            uploads = image_validate_uploaded_files(files=data["images"])
-            study = study_create(
-                user=request_user(request),
-                patient=patient,
-                uploads=uploads,
-                accession_number=data["accession_number"],
-                modality=data["modality"],
-                view_position=data["view_position"],
-            )
-        status_url = reverse("api_study_detail", kwargs={"study_id": study.pk}, request=request)
-        return Response(
-            {"id": study.pk, "status": study.status, "status_url": status_url},
-            status=status.HTTP_202_ACCEPTED,
-            headers={"Location": status_url},
+    patient_id = serializers.IntegerField(min_value=1)
+    accession_number = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+    modality = serializers.ChoiceField(choices=Study.Modality.choices, default=Study.Modality.CR)
+    view_position = serializers.ChoiceField(choices=Study.ViewPosition.choices, default="", allow_blank=True)
+    callback_url = serializers.CharField(
+        max_length=500,
+        required=False,
+        default="",
+        allow_blank=True,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="http(s) URL notified with a signed POST when the study is done or failed (API tokens only).",
+    )
+
+
+class MultipartStudyInputSerializer(StudyFieldsSerializer):
+    # Empty files are let through so the service refuses them with the same message as the pages.
+    images = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True), allow_empty=False, max_length=MAX_IMAGES_PER_STUDY
+    )
+
+
+class Base64ImageSerializer(serializers.Serializer):
+    filename = serializers.CharField(max_length=255, required=False, default="upload")
+    content_base64 = serializers.CharField(help_text="The file's bytes, base64-encoded (JPEG, PNG or DICOM).")
+
+    def validate_content_base64(self, value: str) -> bytes:
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise serializers.ValidationError("This is not valid base64.") from None
+
+
+class JsonStudyInputSerializer(StudyFieldsSerializer):
+    images = serializers.ListField(child=Base64ImageSerializer(), allow_empty=False, max_length=MAX_IMAGES_PER_STUDY)
+
+
+class DicomStudyQuerySerializer(StudyFieldsSerializer):
+    filename = serializers.CharField(max_length=255, required=False, default="upload.dcm")
+    modality = serializers.ChoiceField(
+        choices=Study.Modality.choices, required=False, help_text="Default: the file's Modality tag, else CR."
+    )
+    view_position = serializers.ChoiceField(
+        choices=Study.ViewPosition.choices,
+        required=False,
+        allow_blank=True,
+        help_text="Default: the file's ViewPosition tag.",
+    )
+
+
+def accept_study(
+    request: Request,
+    *,
+    fields: dict[str, Any],
+    files: list[tuple[str, bytes]],
+    uploads: list[ValidatedUpload] | None = None,
+) -> Response:
+    """Validate, create (at most once per Idempotency-Key) and queue a study; answer 202.
+
+    `uploads`: the files already validated by the caller, if it had to read them.
+    """
+    user = request_user(request)
+    patient = patient_get_for_user(user=user, patient_id=fields["patient_id"])
+    if fields["callback_url"] and not isinstance(request.auth, ApiToken):
+        raise serializers.ValidationError(
+            {"callback_url": "Webhooks are signed with an API token's secret: authenticate with a token to use one."}
         )
+
+    validated = uploads
+
+    def validated_uploads() -> list[ValidatedUpload]:
+        nonlocal validated
+        if validated is None:
+            with service_errors("images"):
+                validated = image_validate_uploaded_files(files=[SimpleUploadedFile(n, d) for n, d in files])
+        return validated
+
+    def create() -> Study:
+        with service_errors():
+            return study_create(
+                user=user,
+                patient=patient,
+                uploads=validated_uploads(),
+                accession_number=fields["accession_number"],
+                modality=fields["modality"],
+                view_position=fields["view_position"],
+                callback_url=fields["callback_url"],
+            )
+
+    replayed = False
+    raw_key = request.headers.get("Idempotency-Key")
+    if raw_key is None:
+        study = create()
+    else:
+        with service_errors():
+            key = idempotency_key_validate(key=raw_key)
+        fingerprint = idempotency_fingerprint(fields=fields, files=files)
+        try:
+            result = idempotency_replay(user=user, key=key, request_sha256=fingerprint)
+            if result is None:
+                validated_uploads()  # refuse bad files before taking the key
+                result = study_create_idempotent(user=user, key=key, request_sha256=fingerprint, create=create)
+        except IdempotencyKeyReused as reused:
+            raise ApiError(status_code=422, code="idempotency_key_reused", message=str(reused)) from None
+        study, replayed = result.study, result.replayed
+    status_url = reverse("api_study_detail", kwargs={"study_id": study.pk}, request=request)
+    headers = {"Location": status_url}
+    if raw_key is not None:
+        headers["Idempotent-Replayed"] = "true" if replayed else "false"
+    body = StudyAcceptedSerializer({"id": study.pk, "status": study.status, "status_url": status_url}).data
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+_ACCEPTED = OpenApiResponse(
+    StudyAcceptedSerializer,
+    description="Accepted: the study is queued for AI assessment. Poll status_url (also in Location).",
+    examples=[
+        OpenApiExample(
+            "Queued", value={"id": 17, "status": "queued", "status_url": "https://portal.example/api/v1/studies/17/"}
+        )
+    ],
+)
+_KEY_REUSED = OpenApiResponse(
+    ErrorSerializer,
+    description="The Idempotency-Key was already used for a different request.",
+    examples=[
+        OpenApiExample(
+            "Key reused",
+            value={
+                "error": {
+                    "code": "idempotency_key_reused",
+                    "message": "The Idempotency-Key 'a1' was already used for a different request (it created "
+                    "study 17). Use a new key for a new study.",
+                }
+            },
+        )
+    ],
+)
+
+
+class StudyListCreateApi(ListApi):
+    filterset_class = StudyFilter
+    output_serializer = StudySummarySerializer
+    parser_classes = [MultiPartParser, *ListApi.parser_classes]
+
+    def select(self, user: User) -> Any:
+        return study_list_for_user(user=user)
+
+    @extend_schema(
+        operation_id="studies_list",
+        summary="Your team's studies, with the latest AI probability and label",
+        responses=StudySummarySerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        return self.list_response(self.get_queryset())
+
+    @extend_schema(
+        operation_id="studies_create",
+        summary="Create a study from uploaded X-rays (multipart, or JSON with base64 images)",
+        parameters=[IDEMPOTENCY_KEY],
+        request={"multipart/form-data": MultipartStudyInputSerializer, "application/json": JsonStudyInputSerializer},
+        responses={202: _ACCEPTED, 422: _KEY_REUSED},
+        examples=[
+            OpenApiExample(
+                "JSON with a base64 image",
+                value={
+                    "patient_id": 1,
+                    "accession_number": "ACC-2024-001",
+                    "modality": "DX",
+                    "view_position": "PA",
+                    "callback_url": "https://his.example/hooks/pneumonia",
+                    "images": [{"filename": "chest.png", "content_base64": "iVBORw0KGgo..."}],
+                },
+                request_only=True,
+                media_type="application/json",
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        if request.content_type.startswith("application/json"):
+            serializer: serializers.Serializer = JsonStudyInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = dict(serializer.validated_data)
+            files = [(image["filename"], image["content_base64"]) for image in data.pop("images")]
+        else:
+            serializer = MultipartStudyInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = dict(serializer.validated_data)
+            files = [(uploaded.name or "upload", uploaded.read()) for uploaded in data.pop("images")]
+        return accept_study(request, fields=data, files=files)
+
+
+class StudyDicomCreateApi(APIView):
+    parser_classes = [DicomParser]
+
+    @extend_schema(
+        operation_id="studies_create_dicom",
+        summary="Create a study from one DICOM file sent as the request body",
+        description=(
+            "For integrations that forward a DICOM Part 10 file as is: `Content-Type: application/dicom`, "
+            "the study's fields in the query string. Modality and view position default to the file's tags."
+        ),
+        parameters=[DicomStudyQuerySerializer, IDEMPOTENCY_KEY],
+        request={"application/dicom": OpenApiTypes.BINARY},
+        responses={202: _ACCEPTED, 422: _KEY_REUSED},
+    )
+    def post(self, request: Request) -> Response:
+        query = DicomStudyQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = dict(query.validated_data)
+        body = request.data if isinstance(request.data, bytes) else b""
+        filename = data.pop("filename")
+        with service_errors("images"):
+            uploads = image_validate_uploaded_files(files=[SimpleUploadedFile(filename, body)])
+        tags = uploads[0].decoded.metadata
+        if "modality" not in data:
+            data["modality"] = tags.get("Modality") if tags.get("Modality") in Study.Modality.values else "CR"
+        if "view_position" not in data:
+            position = tags.get("ViewPosition", "")
+            data["view_position"] = position if position in Study.ViewPosition.values else ""
+        return accept_study(request, fields=data, files=[(filename, body)], uploads=uploads)
 
 
 class StudyDetailApi(APIView):
+    @extend_schema(
+        operation_id="studies_retrieve",
+        summary="One study with its images and their AI assessments (the status URL)",
+        responses=StudyDetailSerializer,
+    )
     def get(self, request: Request, study_id: int) -> Response:
         user = request_user(request)
         study = study_get_for_user(user=user, study_id=study_id)
@@ -103,3 +338,25 @@ class StudyDetailApi(APIView):
             action="study.viewed", actor=user, target=study, team_id=study.patient.team_id, detail={"via": "api"}
         )
         return Response(StudyDetailSerializer(study).data)
+
+
+class WebhookDeliveryOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookDelivery
+        fields = [
+            "id", "url", "event", "status", "attempts", "last_response_code", "last_error", "payload",
+            "created_at", "delivered_at",
+        ]
+
+
+class StudyWebhookDeliveryListApi(ListApi):
+    output_serializer = WebhookDeliveryOutputSerializer
+
+    @extend_schema(
+        operation_id="studies_webhook_deliveries_list",
+        summary="The notifications sent to the study's callback_url, with their attempts",
+        responses=WebhookDeliveryOutputSerializer(many=True),
+    )
+    def get(self, request: Request, study_id: int) -> Response:
+        study = study_get_for_user(user=request_user(request), study_id=study_id)
+        return self.list_response(webhook_delivery_list_for_study(study=study))

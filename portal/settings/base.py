@@ -217,6 +217,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "diagnostics.api.errors.api_exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_CLASSES": [
         "diagnostics.api.throttling.ClientRateThrottle",
         "diagnostics.api.throttling.AnonymousRateThrottle",

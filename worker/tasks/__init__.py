@@ -2,5 +2,6 @@
 
 from .inference import run_study_inference
 from .maintenance import reconcile_stuck_studies
+from .webhooks import deliver_study_webhook
 
-__all__ = ["reconcile_stuck_studies", "run_study_inference"]
+__all__ = ["deliver_study_webhook", "reconcile_stuck_studies", "run_study_inference"]

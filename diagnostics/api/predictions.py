@@ -1,0 +1,119 @@
+"""AI assessments shown to clinicians (never shadow ones) and the feedback that confirms or corrects them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from diagnostics.models import Feedback, Prediction, User
+from diagnostics.selectors import prediction_get_for_user
+from diagnostics.services.feedback import feedback_record
+
+from .common import ListApi, request_user, service_errors
+from .filters import PredictionFilter
+from .selectors import feedback_list_for_prediction, prediction_list_for_user
+
+
+class PredictionDetailOutputSerializer(serializers.ModelSerializer):
+    model_version = serializers.CharField(source="model_version.name")
+    model_version_id = serializers.IntegerField()
+    image_id = serializers.IntegerField()
+    study_id = serializers.IntegerField(source="image.study_id")
+    patient_id = serializers.IntegerField(source="image.study.patient_id")
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "id", "image_id", "study_id", "patient_id", "probability", "threshold", "label", "model_version",
+            "model_version_id", "model_sha256", "preprocessing_version", "input_sha256", "latency_ms", "created_at",
+        ]
+
+
+class FeedbackOutputSerializer(serializers.ModelSerializer):
+    prediction_id = serializers.IntegerField()
+    clinician = serializers.CharField(source="clinician.username")
+
+    class Meta:
+        model = Feedback
+        fields = ["id", "prediction_id", "clinician", "agrees", "confirmed_label", "subtype", "comment", "created_at"]
+
+
+class PredictionListApi(ListApi):
+    filterset_class = PredictionFilter
+    output_serializer = PredictionDetailOutputSerializer
+
+    def select(self, user: User) -> Any:
+        return prediction_list_for_user(user=user)
+
+    @extend_schema(
+        operation_id="predictions_list",
+        summary="Your team's AI assessments",
+        responses=PredictionDetailOutputSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        return self.list_response(self.get_queryset())
+
+
+class PredictionDetailApi(APIView):
+    @extend_schema(
+        operation_id="predictions_retrieve", summary="One AI assessment", responses=PredictionDetailOutputSerializer
+    )
+    def get(self, request: Request, prediction_id: int) -> Response:
+        prediction = prediction_get_for_user(user=request_user(request), prediction_id=prediction_id)
+        return Response(PredictionDetailOutputSerializer(prediction).data)
+
+
+class PredictionFeedbackApi(ListApi):
+    output_serializer = FeedbackOutputSerializer
+
+    @extend_schema_serializer(component_name="FeedbackCreate")
+    class InputSerializer(serializers.Serializer):
+        agrees = serializers.BooleanField(help_text="true: confirm the AI's label; false: correct it.")
+        confirmed_label = serializers.ChoiceField(
+            choices=Prediction.Label.choices,
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="Required when correcting: the other label. Optional when agreeing.",
+        )
+        subtype = serializers.ChoiceField(
+            choices=Feedback.Subtype.choices, required=False, default="", allow_blank=True
+        )
+        comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+
+    @extend_schema(
+        operation_id="predictions_feedback_list",
+        summary="Feedback on an assessment, newest (the current verdict) first",
+        responses=FeedbackOutputSerializer(many=True),
+    )
+    def get(self, request: Request, prediction_id: int) -> Response:
+        prediction = prediction_get_for_user(user=request_user(request), prediction_id=prediction_id)
+        return self.list_response(feedback_list_for_prediction(prediction=prediction))
+
+    @extend_schema(
+        operation_id="predictions_feedback_create",
+        summary="Confirm or correct an assessment",
+        request=InputSerializer,
+        responses={201: FeedbackOutputSerializer},
+        examples=[
+            OpenApiExample("Confirm", value={"agrees": True}, request_only=True),
+            OpenApiExample(
+                "Correct",
+                value={"agrees": False, "confirmed_label": "PNEUMONIA", "subtype": "viral", "comment": "RLL opacity"},
+                request_only=True,
+            ),
+        ],
+    )
+    def post(self, request: Request, prediction_id: int) -> Response:
+        user = request_user(request)
+        prediction = prediction_get_for_user(user=user, prediction_id=prediction_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with service_errors():
+            feedback = feedback_record(user=user, prediction=prediction, **serializer.validated_data)
+        return Response(FeedbackOutputSerializer(feedback).data, status=status.HTTP_201_CREATED)

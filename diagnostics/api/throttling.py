@@ -1,0 +1,49 @@
+"""Rate limits per client: per API token, per signed-in user, per address when anonymous.
+
+Counters live in the "api_throttle" cache (Redis when configured), so every web
+process shares them. Rates are read per request, so tests can change them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.cache import caches
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
+from rest_framework.throttling import SimpleRateThrottle
+
+from diagnostics.models import ApiToken
+
+
+class _PortalThrottle(SimpleRateThrottle):
+    def __init__(self) -> None:
+        self.cache = caches["api_throttle"]
+        super().__init__()
+
+    def get_rate(self) -> str | None:
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
+        return str(rate) if rate is not None else None
+
+
+class ClientRateThrottle(_PortalThrottle):
+    scope = "client"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if isinstance(request.auth, ApiToken):
+            # The random prefix makes the key unique to this token, even across databases.
+            ident = f"token-{request.auth.pk}-{request.auth.prefix}"
+        elif request.user and request.user.is_authenticated:
+            ident = f"user-{request.user.pk}-{request.user.date_joined.timestamp():.0f}"
+        else:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class AnonymousRateThrottle(_PortalThrottle):
+    scope = "anonymous"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if request.user and request.user.is_authenticated:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

@@ -1,0 +1,174 @@
+"""Signed notifications to an API client's callback_url when its study is done or failed.
+
+Each notification is a WebhookDelivery row, created once per (study, outcome);
+a Celery task attempts it and retries with backoff until it is delivered (a 2xx
+answer) or the attempts run out. The body is JSON; it is signed with
+HMAC-SHA256 under the webhook secret of the client's newest live API token:
+
+    X-Portal-Timestamp: <unix seconds>
+    X-Portal-Signature: sha256=<hex of HMAC(secret, "<timestamp>." + body)>
+
+so a receiver can check both the body and its freshness. Redirects are not
+followed: a 3xx counts as a failed attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from diagnostics.models import Prediction, Study, WebhookDelivery
+
+from .api_tokens import api_token_signing_secret
+from .audit import audit_record
+
+EVENT_STUDY_FINISHED = "study.finished"
+SIGNATURE_HEADER = "X-Portal-Signature"
+TIMESTAMP_HEADER = "X-Portal-Timestamp"
+TIMEOUT_SECONDS = 10
+MAX_ERROR_CHARS = 1000
+
+
+class WebhookNotDelivered(Exception):
+    """An attempt failed in a way a later attempt may not (no answer, or a non-2xx one)."""
+
+
+def webhook_signature(*, secret: str, timestamp: int, body: bytes) -> str:
+    """The X-Portal-Signature value for `body` sent at `timestamp`."""
+    message = f"{timestamp}.".encode() + body
+    return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _study_payload(study: Study) -> dict[str, Any]:
+    images = []
+    for image in study.images.order_by("pk"):
+        # Only what clinicians see: shadow predictions never leave the portal.
+        shown = image.predictions.filter(role=Prediction.Role.PRIMARY).select_related("model_version")
+        images.append(
+            {
+                "id": image.pk,
+                "predictions": [
+                    {
+                        "id": prediction.pk,
+                        "label": prediction.label,
+                        "probability": prediction.probability,
+                        "threshold": prediction.threshold,
+                        "model_version": prediction.model_version.name,
+                    }
+                    for prediction in shown.order_by("-created_at", "-pk")
+                ],
+            }
+        )
+    return {
+        "event": EVENT_STUDY_FINISHED,
+        "study_id": study.pk,
+        "patient_id": study.patient_id,
+        "accession_number": study.accession_number,
+        "status": study.status,
+        "failure_reason": study.failure_reason,
+        "finished_at": study.status_changed_at.isoformat(),
+        "status_path": reverse("api_study_detail", kwargs={"study_id": study.pk}),
+        "images": images,
+    }
+
+
+def _delivery_for(study_id: int, status: str) -> WebhookDelivery | None:
+    """The delivery of this study's `status` outcome, created on first call; None without a callback_url."""
+    study = Study.objects.select_related("patient").filter(pk=study_id).first()
+    if study is None or not study.callback_url:
+        return None
+    with transaction.atomic():
+        # Lock the study so that two tasks for the same outcome create one delivery between them.
+        Study.objects.select_for_update().filter(pk=study.pk).first()
+        existing = WebhookDelivery.objects.filter(
+            study=study, event=EVENT_STUDY_FINISHED, payload__status=status
+        ).first()
+        if existing is not None:
+            return existing
+        payload = _study_payload(study)
+        payload["status"] = status  # the outcome this notification is about
+        delivery = WebhookDelivery.objects.create(
+            study=study, url=study.callback_url, event=EVENT_STUDY_FINISHED, payload=payload
+        )
+        audit_record(
+            action="webhook.queued",
+            target=delivery,
+            team_id=study.patient.team_id,
+            detail={"study": study.pk, "url": delivery.url, "status": status},
+        )
+    return delivery
+
+
+def _record_attempt(
+    delivery: WebhookDelivery, *, delivered: bool, final: bool, response_code: int | None, error: str
+) -> None:
+    delivery.attempts += 1
+    delivery.last_response_code = response_code
+    delivery.last_error = error[:MAX_ERROR_CHARS]
+    if delivered:
+        delivery.status = WebhookDelivery.Status.DELIVERED
+        delivery.delivered_at = timezone.now()
+    elif final:
+        delivery.status = WebhookDelivery.Status.FAILED
+    delivery.save(update_fields=["attempts", "last_response_code", "last_error", "status", "delivered_at"])
+    audit_record(
+        action={True: "webhook.delivered", False: "webhook.failed" if final else "webhook.attempt_failed"}[delivered],
+        target=delivery,
+        team_id=delivery.study.patient.team_id,
+        detail={"attempt": delivery.attempts, "response_code": response_code, "error": delivery.last_error},
+    )
+
+
+def webhook_notify_study_finished(*, study_id: int, status: str, final: bool) -> WebhookDelivery | None:
+    """Attempt (again) to tell the study's callback_url that it finished with `status`.
+
+    Returns the delivery (None when the study has no callback_url). Raises
+    WebhookNotDelivered when the attempt failed and `final` is False, so the
+    caller retries later; with `final`, the delivery is marked failed instead.
+    """
+    delivery = _delivery_for(study_id, status)
+    if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
+        return delivery
+    if urlsplit(delivery.url).scheme not in ("http", "https"):
+        _record_attempt(delivery, delivered=False, final=True, response_code=None, error="Not an http(s) URL.")
+        return delivery
+    secret = api_token_signing_secret(user=delivery.study.created_by)
+    if secret is None:
+        # An unsigned notification is never sent; fail now rather than retry for hours.
+        failure = "The client has no live API token to sign with (all revoked)."
+        _record_attempt(delivery, delivered=False, final=True, response_code=None, error=failure)
+        return delivery
+    body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "pneumonia-portal-webhooks/1",
+        "X-Portal-Event": delivery.event,
+        "X-Portal-Delivery": str(delivery.pk),
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: webhook_signature(secret=secret, timestamp=timestamp, body=body),
+    }
+    try:
+        response = requests.post(
+            delivery.url, data=body, headers=headers, timeout=TIMEOUT_SECONDS, allow_redirects=False
+        )
+    except requests.RequestException as error:
+        _record_attempt(delivery, delivered=False, final=final, response_code=None, error=str(error))
+    else:
+        ok = 200 <= response.status_code < 300
+        failure = "" if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+        _record_attempt(delivery, delivered=ok, final=final, response_code=response.status_code, error=failure)
+        if ok:
+            return delivery
+    if not final:
+        raise WebhookNotDelivered(delivery.last_error)
+    return delivery
