@@ -9,3 +9,4 @@ class DiagnosticsConfig(AppConfig):
     def ready(self) -> None:
         from diagnostics import signals  # noqa: F401  (connects the audit receivers)
         from diagnostics.api import admin, receivers  # noqa: F401  (API token admin, webhooks on finished studies)
+        from diagnostics.services import heatmaps  # noqa: F401  (heatmaps for finished studies)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
+from django.db.models import F, Q, QuerySet
 
-from diagnostics.models import Patient, Study
+from diagnostics.models import Feedback, Patient, Prediction, Study
 
 
 class PatientForm(forms.ModelForm):
@@ -39,3 +41,107 @@ class StudyUploadForm(forms.Form):
     modality = forms.ChoiceField(choices=Study.Modality.choices, initial=Study.Modality.CR)
     view_position = forms.ChoiceField(choices=Study.ViewPosition.choices, required=False)
     images = MultipleImageField(label="X-ray images (JPEG, PNG or DICOM)")
+
+
+class WorklistFilterForm(forms.Form):
+    """Filters and order of the worklist, from the query string; an invalid value is ignored."""
+
+    SORTS = {
+        # Triage: the most suspicious first; studies still waiting for the AI come last.
+        "triage": (F("latest_probability").desc(nulls_last=True), "-created_at"),
+        "newest": ("-created_at",),
+        "oldest": ("created_at",),
+        "probability": (F("latest_probability").asc(nulls_last=True), "-created_at"),
+        "patient": ("patient__name", "-created_at"),
+        "status": ("status", "-created_at"),
+    }
+    SORT_CHOICES = [
+        ("triage", "Most suspicious first (triage)"),
+        ("newest", "Newest first"),
+        ("oldest", "Oldest first"),
+        ("probability", "Least suspicious first"),
+        ("patient", "Patient name A–Z"),
+        ("status", "Status"),
+    ]
+    SUSPICION_CHOICES = [
+        ("", "Any"),
+        ("suspected", "Pneumonia suspected"),
+        ("not_suspected", "No pneumonia suspected"),
+        ("awaiting", "No AI result yet"),
+    ]
+
+    q = forms.CharField(label="Patient name or record number", required=False, max_length=100)
+    status = forms.ChoiceField(label="Status", choices=[("", "Any")] + list(Study.Status.choices), required=False)
+    suspicion = forms.ChoiceField(label="AI assessment", choices=SUSPICION_CHOICES, required=False)
+    min_probability = forms.IntegerField(
+        label="Probability at least (%)", required=False, min_value=0, max_value=100,
+        widget=forms.NumberInput(attrs={"step": 5, "inputmode": "numeric"}),
+    )
+    date_from = forms.DateField(label="Uploaded from", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(label="Uploaded until", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    sort = forms.ChoiceField(label="Order", choices=SORT_CHOICES, required=False)
+
+    def value(self, name: str) -> Any:
+        """A field's cleaned value, or None when it was absent or invalid (bind the form to request.GET)."""
+        self.is_valid()  # cleans once; an invalid field is left out of cleaned_data
+        return self.cleaned_data.get(name)
+
+    @property
+    def sort_key(self) -> str:
+        return self.value("sort") or "triage"
+
+    def filter(self, studies: QuerySet[Study]) -> QuerySet[Study]:
+        """Apply the filters and the order to an access-checked study queryset."""
+        if query := (self.value("q") or "").strip():
+            studies = studies.filter(
+                Q(patient__name__icontains=query) | Q(patient__medical_record_number__icontains=query)
+            )
+        if status := self.value("status"):
+            studies = studies.filter(status=status)
+        suspicion = self.value("suspicion")
+        if suspicion == "suspected":
+            studies = studies.filter(latest_label=Prediction.Label.PNEUMONIA)
+        elif suspicion == "not_suspected":
+            studies = studies.filter(latest_label=Prediction.Label.NORMAL)
+        elif suspicion == "awaiting":
+            studies = studies.filter(latest_probability__isnull=True)
+        if (minimum := self.value("min_probability")) is not None:
+            studies = studies.filter(latest_probability__gte=minimum / 100.0)
+        if date_from := self.value("date_from"):
+            studies = studies.filter(created_at__date__gte=date_from)
+        if date_to := self.value("date_to"):
+            studies = studies.filter(created_at__date__lte=date_to)
+        return studies.order_by(*self.SORTS[self.sort_key], "-pk")
+
+    def querystring(self, **overrides: str) -> str:
+        """The current filters as a query string (for links that keep them), with overrides."""
+        params = {name: self.data.get(name, "") for name in self.fields}
+        params.update(overrides)
+        return urlencode({key: value for key, value in params.items() if value not in ("", None)})
+
+
+class FeedbackForm(forms.Form):
+    """A clinician's reading of the film: agree with the AI or correct it."""
+
+    confirmed_label = forms.ChoiceField(
+        label="Your reading of this film",
+        choices=[(Prediction.Label.NORMAL, "Normal"), (Prediction.Label.PNEUMONIA, "Pneumonia")],
+        widget=forms.RadioSelect,
+    )
+    subtype = forms.ChoiceField(
+        label="Pneumonia type (optional)",
+        choices=[("", "Not specified")] + [c for c in Feedback.Subtype.choices if c[0]],
+        required=False,
+        widget=forms.RadioSelect,
+    )
+    comment = forms.CharField(label="Comment (optional)", required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("subtype") and cleaned.get("confirmed_label") != Prediction.Label.PNEUMONIA:
+            self.add_error("subtype", "Bacterial or viral applies only when your reading is pneumonia.")
+        return cleaned
+
+
+class DicomInspectForm(forms.Form):
+    images = MultipleImageField(label="DICOM files")

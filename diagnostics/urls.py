@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from diagnostics.views import images, patients, studies
+from diagnostics.views import images, models, patients, predictions, studies
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
@@ -11,6 +11,15 @@ urlpatterns = [
     path("patients/new/", patients.patient_new, name="patient_new"),
     path("patients/<int:patient_id>/", patients.patient_detail, name="patient_detail"),
     path("patients/<int:patient_id>/studies/new/", studies.study_new, name="study_new"),
+    path("patients/<int:patient_id>/studies/inspect-dicom/", studies.study_inspect_dicom, name="study_inspect_dicom"),
     path("studies/<int:study_id>/", studies.study_detail, name="study_detail"),
+    path("studies/<int:study_id>/live/", studies.study_live, name="study_live"),
+    path("studies/<int:study_id>/report.pdf", studies.study_report, name="study_report"),
     path("images/<int:image_id>/preview.png", images.image_preview, name="image_preview"),
+    path("predictions/<int:prediction_id>/heatmap.png", predictions.heatmap_image, name="heatmap_image"),
+    path("predictions/<int:prediction_id>/heatmap/", predictions.heatmap_panel, name="heatmap_panel"),
+    path("predictions/<int:prediction_id>/feedback/", predictions.feedback_submit, name="feedback_submit"),
+    path("models/", models.model_list, name="model_list"),
+    path("models/<int:model_id>/", models.model_detail, name="model_detail"),
+    path("models/<int:model_id>/plots/<slug:kind>.png", models.model_plot, name="model_plot"),
 ]

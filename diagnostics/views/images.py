@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import io
-
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.views.decorators.cache import cache_control
-from PIL import Image as PILImage
+from django.views.decorators.http import require_GET
 
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import image_get_for_user
-from ml.preprocessing import decode_image_bytes
-
-PREVIEW_SIZE = 1024
+from diagnostics.services.reports import Window, image_display_pixels, png_bytes
+from ml.preprocessing import ImageDecodeError
 
 
 @login_required
+@require_GET
 @cache_control(private=True, max_age=300)
 def image_preview(request: AuthenticatedHttpRequest, image_id: int) -> HttpResponse:
-    """A PNG rendering of the stored image (DICOM included) for display in the browser."""
+    """A PNG rendering of the stored image for the browser; `wc`/`ww` window a DICOM film (% of its range)."""
     image = image_get_for_user(user=request.user, image_id=image_id)
-    with image.file.open("rb") as handle:
-        decoded = decode_image_bytes(handle.read(), target_size=PREVIEW_SIZE)
-    picture = PILImage.fromarray(decoded.pixels)
-    picture.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return HttpResponse(buffer.getvalue(), content_type="image/png")
+    try:
+        window = Window.from_query(request.GET.get("wc"), request.GET.get("ww"))
+        pixels = image_display_pixels(image=image, window=window)
+    except (ValidationError, ImageDecodeError) as error:
+        return HttpResponseBadRequest(" ".join(getattr(error, "messages", [str(error)])), content_type="text/plain")
+    return HttpResponse(png_bytes(pixels), content_type="image/png")

@@ -1,33 +1,68 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics.forms import StudyUploadForm
+from diagnostics.forms import DicomInspectForm, FeedbackForm, StudyUploadForm, WorklistFilterForm
 from diagnostics.http import AuthenticatedHttpRequest
-from diagnostics.models import Study
+from diagnostics.models import Feedback, Image, Prediction, Study
 from diagnostics.selectors import patient_get_for_user, study_get_for_user, study_list_for_user
 from diagnostics.services.audit import audit_record
+from diagnostics.services.heatmaps import HeatmapState, prediction_heatmap_state
 from diagnostics.services.images import image_validate_uploaded_files
+from diagnostics.services.reports import study_report_pdf
 from diagnostics.services.studies import study_create
+from ml.preprocessing import ImageDecodeError, decode_image_bytes
+
+from .htmx import is_htmx
 
 PENDING = (Study.Status.QUEUED, Study.Status.RUNNING)
+WORKLIST_LIMIT = 200
 
 
 @login_required
+@require_GET
 def worklist(request: AuthenticatedHttpRequest) -> HttpResponse:
-    studies = study_list_for_user(user=request.user)
-    status = request.GET.get("status", "")
-    if status in Study.Status.values:
-        studies = studies.filter(status=status)
-    return render(
-        request,
-        "diagnostics/worklist.html",
-        {"studies": studies[:200], "status": status, "statuses": Study.Status.choices},
-    )
+    filters = WorklistFilterForm(request.GET)
+    studies = list(filters.filter(study_list_for_user(user=request.user))[:WORKLIST_LIMIT])
+    context = {
+        "studies": studies,
+        "filters": filters,
+        "sort": filters.sort_key,
+        "querystring": filters.querystring(),
+        "pending": any(study.status in PENDING for study in studies),
+        "limit": WORKLIST_LIMIT,
+        "columns": _sort_columns(filters),
+    }
+    template = "diagnostics/_worklist_table.html" if is_htmx(request) else "diagnostics/worklist.html"
+    return render(request, template, context)
+
+
+def _sort_columns(filters: WorklistFilterForm) -> dict[str, dict[str, str]]:
+    """For each sortable column header: the link that sorts by it (or reverses it) and its aria-sort."""
+    current = filters.sort_key
+
+    def column(ascending: str, descending: str | None = None) -> dict[str, str]:
+        if current == descending:
+            return {"href": "?" + filters.querystring(sort=ascending), "aria": "descending"}
+        if current == ascending:
+            return {"href": "?" + filters.querystring(sort=descending or ascending), "aria": "ascending"}
+        return {"href": "?" + filters.querystring(sort=descending or ascending), "aria": "none"}
+
+    return {
+        "uploaded": column("oldest", "newest"),
+        "patient": column("patient"),
+        "status": column("status"),
+        "suspicion": column("probability", "triage"),
+    }
 
 
 @login_required
@@ -52,17 +87,141 @@ def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRespons
             form.add_error(None, str(error))
         else:
             messages.success(request, "Study uploaded and queued for AI assessment.")
+            if is_htmx(request):
+                # htmx posted the form (with a progress bar): let it navigate to the result.
+                response = HttpResponse(status=204)
+                response["HX-Redirect"] = reverse("study_detail", args=[study.pk])
+                return response
             return redirect("study_detail", study_id=study.pk)
     status = 400 if request.method == "POST" else 200
-    return render(request, "diagnostics/study_form.html", {"form": form, "patient": patient}, status=status)
+    template = "diagnostics/_upload_form.html" if is_htmx(request) else "diagnostics/study_form.html"
+    context = {"form": form, "patient": patient, "upload_max_bytes": settings.UPLOAD_MAX_BYTES}
+    return render(request, template, context, status=status)
+
+
+@dataclass(frozen=True)
+class DicomSummary:
+    filename: str
+    metadata: dict[str, str]
+    error: str = ""
+
+    @property
+    def view_position(self) -> str:
+        value = self.metadata.get("ViewPosition", "").upper()
+        return value if value in Study.ViewPosition.values else ""
+
+    @property
+    def modality(self) -> str:
+        value = self.metadata.get("Modality", "").upper()
+        return value if value in Study.Modality.values else ""
 
 
 @login_required
+@require_POST
+def study_inspect_dicom(request: AuthenticatedHttpRequest, patient_id: int) -> HttpResponse:
+    """Decode chosen DICOM files and show their metadata, to offer it for the study form.
+
+    The metadata is only a suggestion shown to the clinician: it never decides access, and
+    a patient ID that differs from the record number is pointed out, not trusted.
+    """
+    patient = patient_get_for_user(user=request.user, patient_id=patient_id)
+    form = DicomInspectForm(request.POST, request.FILES)
+    summaries = []
+    if form.is_valid():
+        for uploaded in form.cleaned_data["images"]:
+            try:
+                decoded = decode_image_bytes(uploaded.read())
+            except ImageDecodeError as error:
+                summaries.append(DicomSummary(uploaded.name or "upload", {}, str(error)))
+                continue
+            if decoded.format == "DICOM":
+                summaries.append(DicomSummary(uploaded.name or "upload", dict(decoded.metadata)))
+    suggestion = next((summary for summary in summaries if summary.view_position or summary.modality), None)
+    return render(
+        request,
+        "diagnostics/_dicom_metadata.html",
+        {"patient": patient, "summaries": summaries, "suggestion": suggestion},
+    )
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One film of a study as the result page shows it."""
+
+    number: int
+    image: Image
+    prediction: Prediction | None
+    heatmap: HeatmapState | None
+    feedback: list[Feedback]
+    feedback_form: FeedbackForm | None
+
+    @property
+    def verdict(self) -> Feedback | None:
+        return self.feedback[0] if self.feedback else None
+
+
+def image_results(*, study: Study, feedback_forms: dict[int, FeedbackForm] | None = None) -> list[ImageResult]:
+    results = []
+    for number, image in enumerate(study.images.all(), start=1):
+        prediction = next(iter(image.predictions.all()), None)  # primary only, newest first
+        heatmap = prediction_heatmap_state(prediction=prediction) if prediction else None
+        feedback = list(prediction.feedback.select_related("clinician")) if prediction else []
+        form = None
+        if prediction is not None:
+            form = (feedback_forms or {}).get(prediction.pk) or FeedbackForm(auto_id=f"id_p{prediction.pk}_%s")
+        results.append(ImageResult(number, image, prediction, heatmap, feedback, form))
+    return results
+
+
+def _study_context(request: AuthenticatedHttpRequest, study: Study) -> dict[str, object]:
+    return {
+        "study": study,
+        "patient": study.patient,
+        "pending": study.status in PENDING,
+        "results": image_results(study=study),
+    }
+
+
+def _neighbours(request: AuthenticatedHttpRequest, study: Study) -> dict[str, object]:
+    """Previous and next study in the worklist order the clinician came from."""
+    filters = WorklistFilterForm(request.GET)
+    ids = list(filters.filter(study_list_for_user(user=request.user)).values_list("pk", flat=True)[:WORKLIST_LIMIT])
+    position = ids.index(study.pk) if study.pk in ids else None
+    querystring = filters.querystring()
+    return {
+        "previous_id": ids[position - 1] if position else None,
+        "next_id": ids[position + 1] if position is not None and position + 1 < len(ids) else None,
+        "position": position + 1 if position is not None else None,
+        "worklist_count": len(ids),
+        "querystring": querystring,
+    }
+
+
+@login_required
+@require_GET
 def study_detail(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = study_get_for_user(user=request.user, study_id=study_id)
     audit_record(action="study.viewed", actor=request.user, target=study, team_id=study.patient.team_id)
-    return render(
-        request,
-        "diagnostics/study_detail.html",
-        {"study": study, "patient": study.patient, "pending": study.status in PENDING},
-    )
+    context = _study_context(request, study) | _neighbours(request, study)
+    return render(request, "diagnostics/study_detail.html", context)
+
+
+@login_required
+@require_GET
+def study_live(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
+    """The results region, polled by the page while the AI works; 204 while nothing changed."""
+    study = study_get_for_user(user=request.user, study_id=study_id)
+    if study.status in PENDING and request.GET.get("seen") == study.status:
+        return HttpResponse(status=204)
+    return render(request, "diagnostics/_study_live.html", _study_context(request, study) | {"announce": True})
+
+
+@login_required
+@require_GET
+def study_report(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
+    study = study_get_for_user(user=request.user, study_id=study_id)
+    pdf = study_report_pdf(user=request.user, study=study)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="study-{study.pk}-report.pdf"'
+    response["Cache-Control"] = "private, no-store"
+    return response

@@ -1,7 +1,8 @@
 """Celery tasks, one module per concern. Each task takes ids and calls one service."""
 
+from .explain import compute_prediction_heatmap
 from .inference import run_study_inference
 from .maintenance import reconcile_stuck_studies
 from .webhooks import deliver_study_webhook
 
-__all__ = ["deliver_study_webhook", "reconcile_stuck_studies", "run_study_inference"]
+__all__ = ["compute_prediction_heatmap", "deliver_study_webhook", "reconcile_stuck_studies", "run_study_inference"]

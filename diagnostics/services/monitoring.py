@@ -1,0 +1,148 @@
+"""What a model does in use: its live probabilities over time and how often clinicians overrule it.
+
+Read-only summaries for the administrators' model page. The counts are aggregated in the
+database (one query per table), so they stay cheap as predictions accumulate.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Avg, Count, OuterRef, Q, Subquery
+from django.db.models.functions import TruncWeek
+from django.utils import timezone
+
+from diagnostics.models import Feedback, ModelVersion, Prediction
+
+BINS = 10  # probability histogram: 0–10 %, …, 90–100 %
+
+
+@dataclass(frozen=True)
+class WeekSummary:
+    week: datetime.date
+    predictions: int = 0
+    mean_probability: float | None = None
+    suspected: int = 0
+    histogram: tuple[int, ...] = ()
+    feedback: int = 0
+    overrides: int = 0
+
+    @property
+    def suspected_rate(self) -> float | None:
+        return self.suspected / self.predictions if self.predictions else None
+
+    @property
+    def override_rate(self) -> float | None:
+        return self.overrides / self.feedback if self.feedback else None
+
+
+@dataclass(frozen=True)
+class ModelMonitoring:
+    model_version: ModelVersion
+    weeks: list[WeekSummary] = field(default_factory=list)
+    histogram: tuple[int, ...] = ()
+    predictions: int = 0
+    suspected: int = 0
+    feedback: int = 0
+    overrides: int = 0
+    validation_prevalence: float | None = None
+
+    @property
+    def suspected_rate(self) -> float | None:
+        return self.suspected / self.predictions if self.predictions else None
+
+    @property
+    def override_rate(self) -> float | None:
+        return self.overrides / self.feedback if self.feedback else None
+
+    @property
+    def histogram_rows(self) -> list[dict[str, Any]]:
+        """(label, count, share of the largest bin) per bin, for a table with bars."""
+        largest = max(self.histogram, default=0) or 1
+        return [
+            {
+                "label": f"{index * 100 // BINS}–{(index + 1) * 100 // BINS} %",
+                "count": count,
+                "bar": round(100 * count / largest),
+            }
+            for index, count in enumerate(self.histogram)
+        ]
+
+
+def _bin_filters() -> dict[str, Any]:
+    filters = {}
+    for index in range(BINS):
+        low, high = index / BINS, (index + 1) / BINS
+        below = Q(probability__lte=high) if index == BINS - 1 else Q(probability__lt=high)
+        condition = Q(probability__gte=low) & below
+        filters[f"bin{index}"] = Count("pk", filter=condition)
+    return filters
+
+
+def model_monitoring(*, model_version: ModelVersion, weeks: int = 12) -> ModelMonitoring:
+    """Weekly live-probability distribution and override rate of one model version (all teams)."""
+    since = timezone.now() - datetime.timedelta(weeks=weeks)
+    predictions = Prediction.objects.filter(model_version=model_version)
+    bins = _bin_filters()
+    weekly_predictions = {
+        row["week"].date(): row
+        for row in predictions.filter(created_at__gte=since)
+        .annotate(week=TruncWeek("created_at"))
+        .values("week")
+        .annotate(
+            n=Count("pk"),
+            mean=Avg("probability"),
+            suspected=Count("pk", filter=Q(label=Prediction.Label.PNEUMONIA)),
+            **bins,
+        )
+        .order_by("week")
+    }
+    totals = predictions.aggregate(
+        n=Count("pk"), suspected=Count("pk", filter=Q(label=Prediction.Label.PNEUMONIA)), **bins
+    )
+
+    # A clinician's verdict is their newest feedback on a prediction; earlier ones are history.
+    newest = Feedback.objects.filter(prediction=OuterRef("prediction"), clinician=OuterRef("clinician")).order_by(
+        "-created_at", "-pk"
+    )
+    verdicts = Feedback.objects.filter(prediction__model_version=model_version, pk=Subquery(newest.values("pk")[:1]))
+    weekly_feedback = {
+        row["week"].date(): row
+        for row in verdicts.filter(created_at__gte=since)
+        .annotate(week=TruncWeek("created_at"))
+        .values("week")
+        .annotate(n=Count("pk"), overrides=Count("pk", filter=Q(agrees=False)))
+        .order_by("week")
+    }
+    feedback_totals = verdicts.aggregate(n=Count("pk"), overrides=Count("pk", filter=Q(agrees=False)))
+
+    summaries = []
+    for week in sorted(set(weekly_predictions) | set(weekly_feedback)):
+        p_row, f_row = weekly_predictions.get(week, {}), weekly_feedback.get(week, {})
+        summaries.append(
+            WeekSummary(
+                week=week,
+                predictions=p_row.get("n", 0),
+                mean_probability=p_row.get("mean"),
+                suspected=p_row.get("suspected", 0),
+                histogram=tuple(p_row.get(f"bin{i}", 0) for i in range(BINS)),
+                feedback=f_row.get("n", 0),
+                overrides=f_row.get("overrides", 0),
+            )
+        )
+    validation = (model_version.metrics or {}).get("validation") or {}
+    prevalence = None
+    if validation.get("n") and validation.get("n_positive") is not None:
+        prevalence = validation["n_positive"] / validation["n"]
+    return ModelMonitoring(
+        model_version=model_version,
+        weeks=summaries,
+        histogram=tuple(totals[f"bin{i}"] for i in range(BINS)),
+        predictions=totals["n"],
+        suspected=totals["suspected"],
+        feedback=feedback_totals["n"],
+        overrides=feedback_totals["overrides"],
+        validation_prevalence=prevalence,
+    )

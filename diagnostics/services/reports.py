@@ -1,0 +1,164 @@
+"""Pictures of films for people (browser display, DICOM window/level, heatmap overlay) and the study report.
+
+The PDF report is rendered from an HTML template with xhtml2pdf (pure Python, no system
+libraries); every export is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.template.loader import render_to_string
+from django.utils import timezone
+from PIL import Image as PILImage
+
+from diagnostics.models import Image, Prediction, Study, User
+from ml.preprocessing import ImageDecodeError, decode_image_bytes
+
+from .audit import audit_record
+from .heatmaps import HeatmapState, prediction_heatmap_state
+
+PREVIEW_SIZE = 1024
+REPORT_IMAGE_SIZE = 480
+REPORT_OVERLAY_OPACITY = 0.55
+
+
+@dataclass(frozen=True)
+class Window:
+    """A DICOM display window as percentages of the film's stored value range."""
+
+    centre: float  # 0..100
+    width: float  # 1..100
+
+    @classmethod
+    def from_query(cls, centre: str | None, width: str | None) -> Window | None:
+        if centre in (None, "") and width in (None, ""):
+            return None
+        try:
+            window = cls(float(centre or 50), float(width or 100))
+        except ValueError:
+            raise ValidationError("The window centre and width must be numbers.") from None
+        if not (0 <= window.centre <= 100 and 1 <= window.width <= 100):
+            raise ValidationError("The window centre must be 0–100 % and the width 1–100 %.")
+        return window
+
+
+def image_read_bytes(*, image: Image) -> bytes:
+    with image.file.open("rb") as handle:
+        return handle.read()
+
+
+def image_display_pixels(*, image: Image, max_side: int = PREVIEW_SIZE, window: Window | None = None) -> np.ndarray:
+    """(H, W) uint8 of a stored film for display: the file's own window, or `window` for DICOM."""
+    data = image_read_bytes(image=image)
+    if window is not None and image.format == Image.Format.DICOM:
+        pixels = _dicom_windowed(data, window)
+    else:
+        pixels = decode_image_bytes(data, target_size=max_side).pixels
+    picture = PILImage.fromarray(pixels)
+    picture.thumbnail((max_side, max_side))
+    return np.asarray(picture)
+
+
+def _dicom_windowed(data: bytes, window: Window) -> np.ndarray:
+    """Stored values through the modality LUT, then a linear window chosen by the clinician."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data))
+        values = apply_modality_lut(dataset.pixel_array, dataset).astype(np.float64)
+    except Exception as error:  # pydicom raises many types; the file was accepted at upload
+        raise ImageDecodeError(f"The DICOM pixel data cannot be windowed: {error}") from None
+    if values.ndim != 2:
+        raise ImageDecodeError("Window/level applies to single-frame grayscale DICOM only.")
+    low, high = float(values.min()), float(values.max())
+    span = max(high - low, 1e-6)
+    centre = low + span * window.centre / 100.0
+    width = span * window.width / 100.0
+    scaled = np.clip((values - (centre - width / 2.0)) / width, 0.0, 1.0) * 255.0
+    if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        scaled = 255.0 - scaled
+    return np.rint(scaled).astype(np.uint8)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def overlay_pixels(*, film: np.ndarray, heatmap_png: bytes, opacity: float = REPORT_OVERLAY_OPACITY) -> np.ndarray:
+    """The film with its heatmap blended on top, as the result page shows it: (H, W, 3) uint8."""
+    base = PILImage.fromarray(film).convert("RGBA")
+    heat = PILImage.open(io.BytesIO(heatmap_png)).convert("RGBA").resize(base.size, PILImage.Resampling.BILINEAR)
+    alpha = np.asarray(heat.getchannel("A"), dtype=np.float32) * opacity
+    heat.putalpha(PILImage.fromarray(np.clip(alpha, 0, 255).astype(np.uint8)))
+    return np.asarray(PILImage.alpha_composite(base, heat).convert("RGB"))
+
+
+@dataclass(frozen=True)
+class ReportImage:
+    number: int
+    image: Image
+    prediction: Prediction | None
+    film_uri: str
+    overlay_uri: str
+    heatmap: HeatmapState | None
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _report_images(study: Study) -> list[ReportImage]:
+    images = []
+    for number, image in enumerate(study.images.all(), start=1):
+        film = image_display_pixels(image=image, max_side=REPORT_IMAGE_SIZE)
+        prediction = next(iter(image.predictions.all()), None)  # primary ones only, newest first
+        heatmap = prediction_heatmap_state(prediction=prediction) if prediction else None
+        overlay_uri = ""
+        if prediction is not None and heatmap is not None and heatmap.ready:
+            with prediction.heatmap.open("rb") as handle:
+                overlay_uri = _data_uri(png_bytes(overlay_pixels(film=film, heatmap_png=handle.read())))
+        images.append(ReportImage(number, image, prediction, _data_uri(png_bytes(film)), overlay_uri, heatmap))
+    return images
+
+
+def study_report_context(*, study: Study, user: User) -> dict[str, object]:
+    return {
+        "study": study,
+        "patient": study.patient,
+        "images": _report_images(study),
+        "generated_at": timezone.now(),
+        "generated_by": user,
+        "INTENDED_USE": settings.INTENDED_USE,
+    }
+
+
+def study_report_pdf(*, user: User, study: Study) -> bytes:
+    """The study's report as a PDF, rendered from templates/diagnostics/report.html, and audited.
+
+    `study` must come from study_get_for_user (its images carry only the predictions shown to clinicians).
+    """
+    from xhtml2pdf import pisa
+
+    html = render_to_string("diagnostics/report.html", study_report_context(study=study, user=user))
+    buffer = io.BytesIO()
+    result = pisa.CreatePDF(html, dest=buffer, encoding="utf-8")
+    if result.err:
+        raise RuntimeError(f"The PDF report could not be rendered ({result.err} errors).")
+    pdf = buffer.getvalue()
+    audit_record(
+        action="study.report_exported",
+        actor=user,
+        target=study,
+        team_id=study.patient.team_id,
+        detail={"format": "pdf", "bytes": len(pdf)},
+    )
+    return pdf

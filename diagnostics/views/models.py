@@ -1,0 +1,106 @@
+"""The administrators' model pages: validation metrics, plots, and behaviour in use (drift, overrides)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET
+
+from diagnostics.http import AuthenticatedHttpRequest
+from diagnostics.models import ModelVersion
+from diagnostics.selectors import model_version_list
+from diagnostics.services.monitoring import model_monitoring
+
+# Validation metrics shown, in order, with how to print them.
+METRICS = [
+    ("roc_auc", "ROC AUC"),
+    ("pr_auc", "PR AUC"),
+    ("sensitivity", "Sensitivity"),
+    ("specificity", "Specificity"),
+    ("precision", "Precision (PPV)"),
+    ("accuracy", "Accuracy"),
+    ("f1", "F1"),
+    ("ece", "Expected calibration error"),
+]
+PLOT_TITLES = {"roc": "ROC curve (validation)", "calibration": "Calibration (reliability) curve (validation)"}
+
+
+def admin_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Administrators only; anyone else gets 404, as for a record that is not theirs."""
+
+    @wraps(view)
+    def wrapper(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_portal_admin:
+            raise Http404("No such page.")
+        return view(request, *args, **kwargs)
+
+    return login_required(wrapper)
+
+
+def _model_version(model_id: int) -> ModelVersion:
+    try:
+        return model_version_list().get(pk=model_id)
+    except ModelVersion.DoesNotExist:
+        raise Http404("No such model version.") from None
+
+
+@admin_required
+@require_GET
+def model_list(request: AuthenticatedHttpRequest) -> HttpResponse:
+    return render(request, "diagnostics/model_list.html", {"model_versions": model_version_list()})
+
+
+@admin_required
+@require_GET
+def model_detail(request: AuthenticatedHttpRequest, model_id: int) -> HttpResponse:
+    model_version = _model_version(model_id)
+    validation = (model_version.metrics or {}).get("validation") or {}
+    ci95 = validation.get("ci95") or {}
+    metrics = [
+        {"label": label, "value": validation.get(key), "ci": ci95.get(key)}
+        for key, label in METRICS
+        if key in validation
+    ]
+    plots = [
+        {"kind": kind, "title": PLOT_TITLES.get(kind, kind.title())}
+        for kind in (model_version.manifest.get("plots") or {})
+        if _plot_path(model_version, kind) is not None
+    ]
+    context = {
+        "model_version": model_version,
+        "validation": validation,
+        "metrics": metrics,
+        "confusion": validation.get("confusion_matrix"),
+        "plots": plots,
+        "monitoring": model_monitoring(model_version=model_version),
+    }
+    return render(request, "diagnostics/model_detail.html", context)
+
+
+def _plot_path(model_version: ModelVersion, kind: str) -> Path | None:
+    """The plot file the manifest names, if it lies inside the artifact folder."""
+    name = (model_version.manifest.get("plots") or {}).get(kind)
+    if not isinstance(name, str) or not name.endswith(".png"):
+        return None
+    folder = Path(model_version.artifact_path).resolve()
+    path = (folder / name).resolve()
+    if folder not in path.parents or not path.is_file():
+        return None
+    return path
+
+
+@admin_required
+@require_GET
+@cache_control(private=True, max_age=3600)
+def model_plot(request: AuthenticatedHttpRequest, model_id: int, kind: str) -> FileResponse:
+    path = _plot_path(_model_version(model_id), kind)
+    if path is None:
+        raise Http404("No such plot.")
+    return FileResponse(path.open("rb"), content_type="image/png")

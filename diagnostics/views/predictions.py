@@ -1,0 +1,92 @@
+"""A prediction's heatmap and the clinician's feedback on it; shadow predictions are never reachable."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET, require_POST
+
+from diagnostics.forms import FeedbackForm
+from diagnostics.http import AuthenticatedHttpRequest
+from diagnostics.selectors import prediction_get_for_user, study_get_for_user
+from diagnostics.services.feedback import feedback_record
+from diagnostics.services.heatmaps import prediction_heatmap_state
+
+from .htmx import is_htmx
+from .studies import image_results
+
+
+@login_required
+@require_GET
+@cache_control(private=True, max_age=300)
+def heatmap_image(request: AuthenticatedHttpRequest, prediction_id: int) -> FileResponse:
+    prediction = prediction_get_for_user(user=request.user, prediction_id=prediction_id)
+    if not prediction.heatmap:
+        raise Http404("This prediction has no heatmap.")
+    return FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
+
+
+@login_required
+@require_GET
+def heatmap_panel(request: AuthenticatedHttpRequest, prediction_id: int) -> HttpResponse:
+    """The heatmap layer and its controls, polled while the explain worker computes it."""
+    prediction = prediction_get_for_user(user=request.user, prediction_id=prediction_id)
+    heatmap = prediction_heatmap_state(prediction=prediction)
+    if heatmap.pending:
+        return HttpResponse(status=204)  # nothing new: htmx keeps the panel and polls again
+    number = request.GET.get("n", "")
+    context = {"prediction": prediction, "heatmap": heatmap, "number": number if number.isdigit() else "", "oob": True}
+    return render(request, "diagnostics/_heatmap_update.html", context)
+
+
+@login_required
+@require_POST
+def feedback_submit(request: AuthenticatedHttpRequest, prediction_id: int) -> HttpResponse:
+    prediction = prediction_get_for_user(user=request.user, prediction_id=prediction_id)
+    form = FeedbackForm(request.POST, auto_id=f"id_p{prediction.pk}_%s")
+    recorded = False
+    if form.is_valid():
+        label = form.cleaned_data["confirmed_label"]
+        agrees = label == prediction.label
+        try:
+            feedback_record(
+                user=request.user,
+                prediction=prediction,
+                agrees=agrees,
+                confirmed_label=None if agrees else label,
+                subtype=form.cleaned_data["subtype"],
+                comment=form.cleaned_data["comment"],
+            )
+        except ValidationError as error:
+            for message in error.messages:
+                form.add_error(None, message)
+        except PermissionDenied as error:
+            form.add_error(None, str(error))
+        else:
+            recorded = True
+    study_url = reverse("study_detail", args=[prediction.image.study_id])
+    if not is_htmx(request):
+        if recorded:
+            messages.success(request, "Thank you: your reading was recorded.")
+            return redirect(f"{study_url}#feedback-{prediction.pk}")
+        messages.error(request, "Your reading was not recorded: " + " ".join(_errors(form)))
+        return redirect(f"{study_url}#feedback-{prediction.pk}")
+    study = study_get_for_user(user=request.user, study_id=prediction.image.study_id)
+    forms = {} if recorded else {prediction.pk: form}
+    [result] = [r for r in image_results(study=study, feedback_forms=forms) if r.prediction == prediction]
+    return render(
+        request,
+        "diagnostics/_feedback.html",
+        {"result": result, "recorded": recorded},
+        status=200 if recorded else 400,
+    )
+
+
+def _errors(form: FeedbackForm) -> list[str]:
+    return [str(message) for errors in form.errors.values() for message in errors]
+

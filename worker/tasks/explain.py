@@ -1,0 +1,30 @@
+"""Grad-CAM heatmaps, on their own `explain` queue.
+
+The worker that consumes this queue is the only process that imports TensorFlow (lazily, on
+its first task, so never before a prefork pool forks); the inference worker stays on ONNX
+Runtime. Start it with `celery -A worker worker -Q explain` (`make worker-explain`).
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import DatabaseError, InterfaceError
+
+
+@shared_task(
+    name="worker.tasks.compute_prediction_heatmap",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(DatabaseError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=5,
+    # The first task of a process also loads TensorFlow and the Keras model.
+    soft_time_limit=180,
+    time_limit=240,
+    ignore_result=True,
+)
+def compute_prediction_heatmap(prediction_id: int) -> None:
+    from diagnostics.services.heatmaps import prediction_compute_heatmap
+
+    prediction_compute_heatmap(prediction_id=prediction_id)
