@@ -1,0 +1,98 @@
+"""Property-based fuzzing of the upload parser: any bytes give an image or a clear refusal, never a crash."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image as PILImage
+
+from ml.preprocessing import DecodedImage, ImageDecodeError, decode_image_bytes, load_for_model
+
+from .images import jpeg_bytes, png_bytes
+
+
+def dicom_bytes() -> bytes:
+    """A small valid DICOM film written with pydicom (MONOCHROME2, 12-bit)."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "CR", "FUZZ-1"
+    ds.Rows = ds.Columns = 32
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (np.arange(32 * 32, dtype=np.uint16) * 3).tobytes()
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+SEEDS = [jpeg_bytes(size=64), png_bytes(size=64), png_bytes(size=48, mode="RGBA"), dicom_bytes()]
+
+
+def check(data: bytes) -> None:
+    try:
+        decoded = decode_image_bytes(data)
+    except ImageDecodeError as error:
+        assert str(error), "a refusal must say why"
+        return
+    assert isinstance(decoded, DecodedImage)
+    assert decoded.pixels.dtype == np.uint8 and decoded.pixels.ndim == 2
+    assert decoded.width > 0 and decoded.height > 0
+    # Whatever decodes must also go through the model's preprocessing.
+    try:
+        tensor = load_for_model(data, input_size=32)
+    except ImageDecodeError:
+        return
+    assert tensor.shape == (32, 32, 3) and np.isfinite(tensor).all()
+
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+
+
+@FUZZ
+@given(st.binary(max_size=4096))
+def test_random_bytes_are_refused_or_decoded(data):
+    check(data)
+
+
+@FUZZ
+@given(st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"\0" * 128 + b"DICM"]), st.binary(max_size=4096))
+def test_a_right_magic_number_with_garbage_after_it(magic, tail):
+    check(magic + tail)
+
+
+@FUZZ
+@given(st.sampled_from(range(len(SEEDS))), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=12))
+def test_mutated_real_images(seed_index, mutations):
+    data = bytearray(SEEDS[seed_index])
+    for position, value in mutations:
+        data[position % len(data)] = value
+    check(bytes(data))
+
+
+@FUZZ
+@given(st.sampled_from(range(len(SEEDS))), st.integers(1, 10**6))
+def test_truncated_real_images(seed_index, cut):
+    data = SEEDS[seed_index]
+    check(data[: cut % len(data)])
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "CMYK", "I;16", "LA"])
+def test_every_colour_mode_decodes_to_8_bit_gray(mode):
+    picture = PILImage.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30), dtype=np.uint8)).convert(mode)
+    buffer = io.BytesIO()
+    fmt = "JPEG" if mode in ("L", "RGB", "CMYK") else "PNG"
+    picture.save(buffer, format=fmt)
+    decoded = decode_image_bytes(buffer.getvalue())
+    assert decoded.pixels.dtype == np.uint8 and (decoded.width, decoded.height) == (30, 40)
