@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import account, model_versions, patients, predictions, studies, tokens
+from . import account, model_versions, patients, predictions, studies, tokens, training_runs
 from .errors import api_not_found
 
 urlpatterns = [
@@ -50,6 +50,13 @@ urlpatterns = [
         "model-versions/<int:model_version_id>/shadow/",
         model_versions.ModelVersionShadowApi.as_view(),
         name="api_model_version_shadow",
+    ),
+    path("training-runs/", training_runs.TrainingRunListStartApi.as_view(), name="api_training_run_list"),
+    path("training-runs/<int:run_id>/", training_runs.TrainingRunDetailApi.as_view(), name="api_training_run_detail"),
+    path(
+        "training-runs/<int:run_id>/cancel/",
+        training_runs.TrainingRunCancelApi.as_view(),
+        name="api_training_run_cancel",
     ),
     path("api-tokens/", tokens.ApiTokenListIssueApi.as_view(), name="api_token_list"),
     path("api-tokens/<int:token_id>/", tokens.ApiTokenDetailApi.as_view(), name="api_token_detail"),

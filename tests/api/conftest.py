@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from diagnostics.models import ApiToken, CareTeam, ModelVersion, Patient, Prediction, Study, User
+from diagnostics.models import ApiToken, CareTeam, ModelVersion, Patient, Prediction, Study, TrainingRun, User
 from diagnostics.services.api_tokens import api_token_issue
 from diagnostics.services.images import image_validate_upload
 from diagnostics.services.studies import study_create
@@ -97,10 +97,11 @@ class Clinical:
     previous: ModelVersion  # archived, once active: rollback target
     candidate: ModelVersion
     shadow: ModelVersion
+    training_run: TrainingRun  # queued
 
 
 @pytest.fixture
-def clinical(owner, patient) -> Clinical:
+def clinical(owner, patient, admin_user) -> Clinical:
     previous = make_model_version("cnn@0.9", ModelVersion.Status.ARCHIVED, activated_at="2024-01-01T00:00:00Z")
     active = make_model_version("cnn@1.0", ModelVersion.Status.ACTIVE, activated_at="2024-06-01T00:00:00Z")
     candidate = make_model_version("cnn@1.1")
@@ -111,7 +112,8 @@ def clinical(owner, patient) -> Clinical:
     image = study.images.get()
     prediction = make_prediction(image, active, probability=0.83)
     shadow_prediction = make_prediction(image, shadow, probability=0.11, role=Prediction.Role.SHADOW)
-    return Clinical(patient, study, prediction, shadow_prediction, active, previous, candidate, shadow)
+    run = TrainingRun.objects.create(architecture="cnn", config={"epochs": 1}, requested_by=admin_user)
+    return Clinical(patient, study, prediction, shadow_prediction, active, previous, candidate, shadow, run)
 
 
 @pytest.fixture

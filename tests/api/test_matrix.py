@@ -115,6 +115,15 @@ CASES: dict[str, Case] = {
     "model_versions_rollback": Case("POST", "/api/v1/model-versions/{previous}/rollback/", admin_only()),
     "model_versions_archive": Case("POST", "/api/v1/model-versions/{candidate}/archive/", admin_only()),
     "model_versions_shadow": Case("POST", "/api/v1/model-versions/{candidate}/shadow/", admin_only()),
+    "training_runs_list": Case("GET", "/api/v1/training-runs/", admin_only()),
+    "training_runs_create": Case(
+        "POST",
+        "/api/v1/training-runs/",
+        admin_only(202),
+        body=lambda c: {"architecture": "cnn", "config": {"epochs": 2}},
+    ),
+    "training_runs_retrieve": Case("GET", "/api/v1/training-runs/{run}/", admin_only()),
+    "training_runs_cancel": Case("POST", "/api/v1/training-runs/{run}/cancel/", admin_only()),
     "api_tokens_list": Case("GET", "/api/v1/api-tokens/", admin_only()),
     "api_tokens_create": Case(
         "POST", "/api/v1/api-tokens/", admin_only(201), body=lambda c: {"name": "PACS", "team_id": c.patient.team_id}
@@ -122,6 +131,13 @@ CASES: dict[str, Case] = {
     "api_tokens_retrieve": Case("GET", "/api/v1/api-tokens/{token}/", admin_only()),
     "api_tokens_revoke": Case("POST", "/api/v1/api-tokens/{token}/revoke/", admin_only()),
 }
+
+
+@pytest.fixture(autouse=True)
+def _training_data_configured(settings, tmp_path):
+    # Starting a run only checks that a dataset is configured; the test transaction never commits,
+    # so no training task is ever sent.
+    settings.PNEUMONIA_DATA_DIR = str(tmp_path / "dataset")
 
 
 @pytest.fixture
@@ -151,6 +167,7 @@ def _fill(path: str, c: Clinical, token: ApiToken) -> str:
         active=c.active.pk,
         previous=c.previous.pk,
         candidate=c.candidate.pk,
+        run=c.training_run.pk,
         token=token.pk,
     )
 

@@ -36,8 +36,8 @@ def test_an_admin_issues_a_token_whose_key_is_shown_once_and_stored_hashed(admin
     token = ApiToken.objects.get(pk=body["id"])
     assert token.key_sha256 == api_token_hash(key) and key not in str(token.__dict__)
     assert token.user.role == User.Role.API_CLIENT and token.user.team == team and not token.user.has_usable_password()
-    listed = admin_api.get("/api/v1/api-tokens/").json()["results"][0]
-    for listed in (listed, admin_api.get(f"/api/v1/api-tokens/{token.pk}/").json()):
+    first = admin_api.get("/api/v1/api-tokens/").json()["results"][0]
+    for listed in (first, admin_api.get(f"/api/v1/api-tokens/{token.pk}/").json()):
         assert "key" not in listed and "webhook_secret" not in listed and listed["name"] == "RIS bridge"
 
     # The key works, acts as the API client account and sees the team's records.

@@ -1,0 +1,274 @@
+"""Study creation in every upload format, idempotent retries, and the list's filters, ordering and pages."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from diagnostics.models import AuditEvent, IdempotencyRecord, Image, Study
+from tests.conftest import api_client_for, jpeg_upload
+from tests.images import jpeg_bytes, png_bytes
+
+from .conftest import dicom_bytes, make_model_version, make_prediction, make_study
+
+pytestmark = pytest.mark.django_db
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_json_upload_with_base64_images_creates_a_queued_study(machine, patient):
+    response = machine.client.post(
+        "/api/v1/studies/",
+        {
+            "patient_id": patient.pk,
+            "accession_number": "ACC-J",
+            "modality": "DX",
+            "view_position": "PA",
+            "images": [
+                {"filename": "front.jpeg", "content_base64": b64(jpeg_bytes(seed=1))},
+                {"filename": "side.png", "content_base64": b64(png_bytes(seed=2))},
+            ],
+        },
+    )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "queued" and response["Location"] == body["status_url"]
+    study = Study.objects.get(pk=body["id"])
+    assert (study.accession_number, study.modality, study.view_position) == ("ACC-J", "DX", "PA")
+    images = sorted(study.images.values_list("format", "original_filename"))
+    assert images == [("JPEG", "front.jpeg"), ("PNG", "side.png")]
+    assert study.created_by == machine.token.user
+    detail = machine.client.get(body["status_url"]).json()
+    assert detail["status"] == "queued" and len(detail["images"]) == 2
+
+
+def test_json_upload_refuses_bad_base64_and_non_images_with_field_errors(machine, patient):
+    response = machine.client.post(
+        "/api/v1/studies/",
+        {"patient_id": patient.pk, "images": [{"filename": "x.jpeg", "content_base64": "not base64!"}]},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"images": ["This is not valid base64."]}
+
+    response = machine.client.post(
+        "/api/v1/studies/",
+        {"patient_id": patient.pk, "images": [{"filename": "report.pdf", "content_base64": b64(b"%PDF-1.7 nope")}]},
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["fields"] == {"images": ["report.pdf: This file is not a JPEG, PNG or DICOM image."]}
+    assert not Study.objects.exists() and not Image.objects.exists()
+
+
+def test_a_raw_dicom_body_creates_a_study_with_modality_and_view_from_its_tags(machine, patient):
+    response = machine.client.generic(
+        "POST",
+        f"/api/v1/studies/dicom/?patient_id={patient.pk}&accession_number=ACC-D",
+        dicom_bytes(modality="DX", view_position="AP"),
+        content_type="application/dicom",
+    )
+    assert response.status_code == 202, response.content
+    study = Study.objects.get(pk=response.json()["id"])
+    assert (study.modality, study.view_position, study.accession_number) == ("DX", "AP", "ACC-D")
+    image = study.images.get()
+    assert image.format == "DICOM" and image.dicom_metadata["PatientID"] == "MRN-A-1"
+
+    # The query string wins over the tags.
+    response = machine.client.generic(
+        "POST",
+        f"/api/v1/studies/dicom/?patient_id={patient.pk}&modality=CR&view_position=PA",
+        dicom_bytes(modality="DX", view_position="AP"),
+        content_type="application/dicom",
+    )
+    study = Study.objects.get(pk=response.json()["id"])
+    assert (study.modality, study.view_position) == ("CR", "PA")
+
+
+def test_a_dicom_body_that_is_not_dicom_or_is_empty_is_refused(machine, patient):
+    for body in (b"", jpeg_bytes()[:50]):
+        response = machine.client.generic(
+            "POST", f"/api/v1/studies/dicom/?patient_id={patient.pk}", body, content_type="application/dicom"
+        )
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["fields"]["images"]
+    response = machine.client.generic(
+        "POST", f"/api/v1/studies/dicom/?patient_id={patient.pk}", dicom_bytes(), content_type="image/jpeg"
+    )
+    assert response.status_code == 415 and response.json()["error"]["code"] == "unsupported_media_type"
+    assert not Study.objects.exists()
+
+
+def test_a_retry_with_the_same_idempotency_key_returns_the_same_study(machine, patient):
+    def post():
+        return machine.client.post(
+            "/api/v1/studies/",
+            {"patient_id": patient.pk, "accession_number": "ACC-I", "images": [jpeg_upload()]},
+            format="multipart",
+            HTTP_IDEMPOTENCY_KEY="7f1c2a9e-retry",
+        )
+
+    first, second = post(), post()
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    assert (first["Idempotent-Replayed"], second["Idempotent-Replayed"]) == ("false", "true")
+    assert Study.objects.count() == 1 and Image.objects.count() == 1
+    assert AuditEvent.objects.filter(action="study.created").count() == 1
+    assert IdempotencyRecord.objects.get().key == "7f1c2a9e-retry"
+
+
+def test_the_same_key_with_a_different_request_is_refused_with_422(machine, patient):
+    key = {"HTTP_IDEMPOTENCY_KEY": "same-key"}
+    first = machine.client.post(
+        "/api/v1/studies/", {"patient_id": patient.pk, "images": [jpeg_upload(seed=1)]}, format="multipart", **key
+    )
+    assert first.status_code == 202
+    other_image = machine.client.post(
+        "/api/v1/studies/", {"patient_id": patient.pk, "images": [jpeg_upload(seed=2)]}, format="multipart", **key
+    )
+    other_field = machine.client.post(
+        "/api/v1/studies/",
+        {"patient_id": patient.pk, "accession_number": "X", "images": [jpeg_upload(seed=1)]},
+        format="multipart",
+        **key,
+    )
+    for response in (other_image, other_field):
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["code"] == "idempotency_key_reused"
+        assert f"created study {first.json()['id']}" in error["message"]
+    assert Study.objects.count() == 1
+
+
+def test_a_key_matches_the_same_request_whatever_format_carried_it(machine, patient):
+    data = jpeg_bytes(seed=3)
+    key = {"HTTP_IDEMPOTENCY_KEY": "cross-format"}
+    multipart = machine.client.post(
+        "/api/v1/studies/",
+        {"patient_id": patient.pk, "images": [SimpleUploadedFile("c.jpeg", data, content_type="image/jpeg")]},
+        format="multipart",
+        **key,
+    )
+    as_json = machine.client.post(
+        "/api/v1/studies/",
+        {"patient_id": patient.pk, "images": [{"filename": "c.jpeg", "content_base64": b64(data)}]},
+        **key,
+    )
+    assert multipart.json()["id"] == as_json.json()["id"] and as_json["Idempotent-Replayed"] == "true"
+
+
+def test_keys_belong_to_their_user(machine, owner, patient):
+    key = {"HTTP_IDEMPOTENCY_KEY": "shared-key"}
+    body = {"patient_id": patient.pk, "images": [{"filename": "c.jpeg", "content_base64": b64(jpeg_bytes())}]}
+    first = machine.client.post("/api/v1/studies/", body, **key)
+    second = api_client_for(owner).post("/api/v1/studies/", body, **key)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] != second.json()["id"]
+
+
+def test_an_unusable_idempotency_key_is_refused(machine, patient):
+    body = {"patient_id": patient.pk, "images": [{"filename": "c.jpeg", "content_base64": b64(jpeg_bytes())}]}
+    response = machine.client.post("/api/v1/studies/", body, HTTP_IDEMPOTENCY_KEY="x" * 201)
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["error"]["fields"]
+    assert not Study.objects.exists()
+
+
+def test_callback_urls_must_be_http_and_need_a_token(machine, owner, patient):
+    body = {"patient_id": patient.pk, "images": [{"filename": "c.jpeg", "content_base64": b64(jpeg_bytes())}]}
+    for url in ("ftp://his.example/hook", "file:///etc/passwd", "javascript:alert(1)", "not a url"):
+        response = machine.client.post("/api/v1/studies/", {**body, "callback_url": url})
+        assert response.status_code == 400, url
+        assert list(response.json()["error"]["fields"]) == ["callback_url"]
+    session = api_client_for(owner)
+    session.credentials()
+    session.force_login(owner)
+    response = session.post("/api/v1/studies/", {**body, "callback_url": "https://his.example/hook"})
+    assert response.status_code == 400 and "API token" in response.json()["error"]["message"]
+    response = machine.client.post("/api/v1/studies/", {**body, "callback_url": "https://his.example/hook"})
+    assert response.status_code == 202
+    assert Study.objects.get().callback_url == "https://his.example/hook"
+
+
+@pytest.fixture
+def worklist(owner, patient, other_patient):
+    """Three studies of the team with different outcomes, models and dates, and one of another team."""
+    from tests.factories import PatientFactory
+
+    second_patient = PatientFactory(team=patient.team, created_by=owner, name="Bea Second")
+    old_model, new_model = make_model_version("cnn@old"), make_model_version("cnn@new")
+    positive = make_study(owner, patient, seed=1, accession_number="A-POS")
+    negative = make_study(owner, second_patient, seed=2, accession_number="A-NEG")
+    queued = make_study(owner, patient, seed=3, accession_number="A-QUEUED")
+    make_prediction(positive.images.get(), new_model, probability=0.91)
+    make_prediction(negative.images.get(), old_model, probability=0.07)
+    Study.objects.filter(pk__in=[positive.pk, negative.pk]).update(status=Study.Status.DONE)
+    Study.objects.filter(pk=positive.pk).update(created_at=datetime.datetime(2024, 3, 1, 12, tzinfo=datetime.UTC))
+    Study.objects.filter(pk=negative.pk).update(created_at=datetime.datetime(2024, 3, 5, 12, tzinfo=datetime.UTC))
+    return {"positive": positive, "negative": negative, "queued": queued, "old": old_model, "new": new_model,
+            "second_patient": second_patient}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ["queued", "negative", "positive"]),
+        ("?status=done", ["negative", "positive"]),
+        ("?status=queued", ["queued"]),
+        ("?label=PNEUMONIA", ["positive"]),
+        ("?label=NORMAL", ["negative"]),
+        ("?created_after=2024-03-02&created_before=2024-03-31", ["negative"]),
+        ("?created_before=2024-03-01", ["positive"]),
+        ("?accession_number=A-POS", ["positive"]),
+        ("?ordering=created_at", ["positive", "negative", "queued"]),
+        ("?ordering=-probability&status=done", ["positive", "negative"]),
+    ],
+)
+def test_studies_filter_and_order(machine, worklist, query, expected):
+    results = machine.client.get(f"/api/v1/studies/{query}").json()["results"]
+    assert [r["id"] for r in results] == [worklist[name].pk for name in expected]
+
+
+def test_studies_filter_by_patient_and_model_version(machine, worklist, patient):
+    ids = lambda query: [r["id"] for r in machine.client.get(f"/api/v1/studies/?{query}").json()["results"]]  # noqa: E731
+    assert ids(f"patient={worklist['second_patient'].pk}") == [worklist["negative"].pk]
+    assert ids(f"patient={patient.pk}&ordering=id") == [worklist["positive"].pk, worklist["queued"].pk]
+    assert ids(f"model_version={worklist['new'].pk}") == [worklist["positive"].pk]
+    assert ids(f"model_version={worklist['old'].pk}") == [worklist["negative"].pk]
+
+
+def test_predictions_filter_by_label_model_and_study(machine, worklist):
+    def ids(query):
+        return [r["study_id"] for r in machine.client.get(f"/api/v1/predictions/?{query}").json()["results"]]
+
+    assert ids("label=PNEUMONIA") == [worklist["positive"].pk]
+    assert ids(f"model_version={worklist['old'].pk}") == [worklist["negative"].pk]
+    assert ids(f"study={worklist['positive'].pk}") == [worklist["positive"].pk]
+    assert ids("ordering=probability") == [worklist["negative"].pk, worklist["positive"].pk]
+
+
+def test_lists_are_paginated_with_limit_and_offset(machine, worklist):
+    page = machine.client.get("/api/v1/studies/?limit=2&ordering=created_at").json()
+    assert page["count"] == 3 and len(page["results"]) == 2 and page["previous"] is None
+    assert "offset=2" in page["next"]
+    rest = machine.client.get(page["next"]).json()
+    assert [r["id"] for r in rest["results"]] == [worklist["queued"].pk] and rest["next"] is None
+    assert len(machine.client.get("/api/v1/studies/?limit=100000").json()["results"]) == 3  # capped at 200
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["status=exploded", "created_after=yesterday", "label=maybe", "patient=abc", "ordering=password"],
+)
+def test_a_bad_filter_answers_400_naming_the_parameter(machine, worklist, query):
+    response = machine.client.get(f"/api/v1/studies/?{query}")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "validation_error" and query.split("=")[0].replace("created_after", "created") in str(
+        error["fields"]
+    )

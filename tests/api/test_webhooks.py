@@ -1,0 +1,198 @@
+"""Signed webhooks when a study finishes: payload, signature, retries with backoff, recorded deliveries."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+from django.utils import timezone
+
+from diagnostics.models import ApiToken, AuditEvent, Study, WebhookDelivery
+from diagnostics.services.studies import study_set_status
+from diagnostics.services.webhooks import WebhookNotDelivered, webhook_notify_study_finished
+from tests.images import jpeg_bytes
+from worker.tasks.webhooks import WEBHOOK_MAX_RETRIES, deliver_study_webhook
+
+from .conftest import make_model_version, make_prediction
+from .webhook_receiver import WebhookReceiver
+
+
+def verify(received, secret: str) -> dict:
+    """What an integrator does: recompute the HMAC over "<timestamp>.<body>" and compare in constant time."""
+    timestamp = received.headers["X-Portal-Timestamp"]
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + received.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(received.headers["X-Portal-Signature"], f"sha256={expected}")
+    assert abs(time.time() - int(timestamp)) < 300
+    return json.loads(received.body)
+
+
+def create_study(client, patient, callback_url: str) -> Study:
+    response = client.post(
+        "/api/v1/studies/",
+        {
+            "patient_id": patient.pk,
+            "accession_number": "ACC-W",
+            "callback_url": callback_url,
+            "images": [{"filename": "c.jpeg", "content_base64": base64.b64encode(jpeg_bytes()).decode()}],
+        },
+    )
+    assert response.status_code == 202, response.content
+    return Study.objects.get(pk=response.json()["id"])
+
+
+def finish(study: Study) -> Study:
+    """As the worker does: primary and shadow predictions, then done."""
+    image = study.images.get()
+    make_prediction(image, make_model_version("cnn@1", "active"), probability=0.87)
+    make_prediction(image, make_model_version("cnn@2", "shadow"), probability=0.02, role="shadow")
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.DONE, status_changed_at=timezone.now())
+    study.refresh_from_db()
+    return study
+
+
+@pytest.mark.django_db
+def test_a_finished_study_is_posted_signed_to_its_callback_url(machine, patient):
+    with WebhookReceiver() as receiver:
+        study = finish(create_study(machine.client, patient, receiver.url))
+        delivery = webhook_notify_study_finished(study_id=study.pk, status="done", final=False)
+        [received] = receiver.received
+    assert received.path == "/hooks/pneumonia"
+    assert received.headers["Content-Type"] == "application/json"
+    assert received.headers["X-Portal-Event"] == "study.finished"
+    assert received.headers["X-Portal-Delivery"] == str(delivery.pk)
+    payload = verify(received, machine.token.webhook_secret)
+    assert payload["study_id"] == study.pk and payload["status"] == "done"
+    assert payload["status_path"] == f"/api/v1/studies/{study.pk}/"
+    [image] = payload["images"]
+    # Only the prediction clinicians see; the shadow model's never leaves the portal.
+    assert [(p["label"], p["probability"]) for p in image["predictions"]] == [("PNEUMONIA", 0.87)]
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_response_code) == ("delivered", 1, 200)
+    assert delivery.delivered_at is not None and delivery.payload == payload
+    assert AuditEvent.objects.filter(action="webhook.delivered", object_id=str(delivery.pk)).exists()
+    # The client can see the delivery through the API.
+    [listed] = machine.client.get(f"/api/v1/studies/{study.pk}/webhook-deliveries/").json()["results"]
+    assert listed["status"] == "delivered" and listed["attempts"] == 1
+
+
+@pytest.mark.django_db
+def test_a_tampered_body_does_not_verify(machine, patient):
+    with WebhookReceiver() as receiver:
+        study = finish(create_study(machine.client, patient, receiver.url))
+        webhook_notify_study_finished(study_id=study.pk, status="done", final=False)
+        [received] = receiver.received
+    tampered = type(received)(received.path, received.headers, received.body.replace(b"PNEUMONIA", b"NORMAL"))
+    with pytest.raises(AssertionError):
+        verify(tampered, machine.token.webhook_secret)
+    with pytest.raises(AssertionError):
+        verify(received, "another-clients-secret")
+
+
+@pytest.mark.django_db
+def test_failed_attempts_are_retried_by_the_task_until_delivered(machine, patient):
+    with WebhookReceiver(statuses=[500, 503]) as receiver:
+        study = finish(create_study(machine.client, patient, receiver.url))
+        deliver_study_webhook.apply(args=(study.pk, "done"))  # eager: retries run at once, without the backoff wait
+        assert len(receiver.received) == 3
+    delivery = WebhookDelivery.objects.get(study=study)
+    assert (delivery.status, delivery.attempts, delivery.last_response_code, delivery.last_error) == (
+        "delivered", 3, 200, ""
+    )
+    assert AuditEvent.objects.filter(action="webhook.attempt_failed", object_id=str(delivery.pk)).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_delivery_is_given_up_after_the_last_retry(machine, patient):
+    with WebhookReceiver(statuses=[500] * 50) as receiver:
+        study = finish(create_study(machine.client, patient, receiver.url))
+        deliver_study_webhook.apply(args=(study.pk, "done"))
+        assert len(receiver.received) == WEBHOOK_MAX_RETRIES + 1
+    delivery = WebhookDelivery.objects.get(study=study)
+    assert (delivery.status, delivery.attempts, delivery.last_response_code) == (
+        "failed", WEBHOOK_MAX_RETRIES + 1, 500
+    )
+    assert delivery.last_error.startswith("HTTP 500")
+    assert AuditEvent.objects.filter(action="webhook.failed", object_id=str(delivery.pk)).count() == 1
+
+
+def test_the_task_backs_off_exponentially_with_jitter():
+    options = deliver_study_webhook
+    assert options.autoretry_for and WebhookNotDelivered in options.autoretry_for
+    assert (options.retry_backoff, options.retry_backoff_max, options.retry_jitter) == (30, 3600, True)
+    assert options.acks_late is True and options.max_retries == WEBHOOK_MAX_RETRIES
+
+
+@pytest.mark.django_db
+def test_an_unreachable_receiver_is_a_retryable_failure(machine, patient):
+    with WebhookReceiver() as closed:
+        url = closed.url
+    study = finish(create_study(machine.client, patient, url))
+    with pytest.raises(WebhookNotDelivered):
+        webhook_notify_study_finished(study_id=study.pk, status="done", final=False)
+    delivery = WebhookDelivery.objects.get(study=study)
+    assert delivery.status == "pending" and delivery.attempts == 1 and delivery.last_response_code is None
+    assert "Connection refused" in delivery.last_error or "connect" in delivery.last_error.lower()
+
+
+@pytest.mark.django_db
+def test_nothing_unsigned_is_ever_sent(machine, patient):
+    with WebhookReceiver() as receiver:
+        study = finish(create_study(machine.client, patient, receiver.url))
+        ApiToken.objects.filter(pk=machine.token.pk).update(revoked_at=timezone.now())
+        delivery = webhook_notify_study_finished(study_id=study.pk, status="done", final=False)
+        assert receiver.received == []
+    assert delivery.status == "failed" and "no live API token" in delivery.last_error
+
+
+@pytest.mark.django_db
+def test_one_delivery_per_outcome_and_none_without_a_callback(machine, patient):
+    with WebhookReceiver() as receiver:
+        study = finish(create_study(machine.client, patient, receiver.url))
+        webhook_notify_study_finished(study_id=study.pk, status="done", final=False)
+        webhook_notify_study_finished(study_id=study.pk, status="done", final=False)
+        assert len(receiver.received) == 1
+    assert WebhookDelivery.objects.count() == 1
+    Study.objects.filter(pk=study.pk).update(callback_url="")
+    assert webhook_notify_study_finished(study_id=study.pk, status="failed", final=False) is None
+
+
+@pytest.mark.django_db
+def test_a_finished_study_enqueues_a_delivery_only_if_it_has_a_callback(
+    machine, owner, patient, monkeypatch, django_capture_on_commit_callbacks
+):
+    sent: list[tuple] = []
+    monkeypatch.setattr(deliver_study_webhook, "delay", lambda *args: sent.append(args))
+    with_callback = create_study(machine.client, patient, "https://his.example/hook")
+    without = create_study(machine.client, patient, "")
+    for study in (with_callback, without):
+        with django_capture_on_commit_callbacks(execute=True):
+            study_set_status(study=study, status=Study.Status.FAILED, reason="No active AI model is registered.")
+    assert sent == [(with_callback.pk, "failed")]
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_notifies_the_callback_url_when_the_prediction_is_ready(
+    machine, patient, active_model, celery_worker
+):
+    with WebhookReceiver() as receiver:
+        study = create_study(machine.client, patient, receiver.url)
+        received = receiver.wait_for(1, timeout=90)
+        assert received, f"no webhook arrived; worker log:\n{celery_worker.log_tail()}"
+    payload = verify(received[0], machine.token.webhook_secret)
+    study.refresh_from_db()
+    assert study.status == Study.Status.DONE and payload["status"] == "done"
+    prediction = study.images.get().predictions.get()
+    assert payload["images"][0]["predictions"][0]["probability"] == pytest.approx(prediction.probability)
+    assert payload["images"][0]["predictions"][0]["model_version"] == active_model.name
+    delivery = WebhookDelivery.objects.get(study=study)
+    deadline = time.monotonic() + 10
+    while delivery.status == "pending" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        delivery.refresh_from_db()
+    assert delivery.status == "delivered" and delivery.attempts == 1
