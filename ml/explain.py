@@ -139,8 +139,9 @@ def colourise(cam: np.ndarray, *, width: int, height: int) -> np.ndarray:
     rgba = np.empty((height, width, 4), dtype=np.uint8)
     for channel in range(3):
         rgba[..., channel] = np.interp(values, _RAMP[:, 0], _RAMP[:, channel + 1]).astype(np.uint8)
-    # Opaque where the evidence is strong, see-through where it is weak, so the film shows through.
-    rgba[..., 3] = np.clip(60 + values * 195, 0, 255).astype(np.uint8)
+    # Opaque where the evidence is strong and clear where there is none, so the film shows through
+    # and a map without positive evidence is blank rather than a uniform tint.
+    rgba[..., 3] = np.clip(values * 1.6, 0.0, 1.0) * 220
     return rgba
 
 

@@ -50,15 +50,25 @@ def bright_square_model_artifact(folder: Path, *, size: int = 32) -> Path:
     x = conv(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(
-        1, activation="sigmoid", name="pneumonia",
-        kernel_initializer=keras.initializers.Constant(8.0), bias_initializer=keras.initializers.Constant(-2.0),
+        1,
+        activation="sigmoid",
+        name="pneumonia",
+        kernel_initializer=keras.initializers.Constant(8.0),
+        bias_initializer=keras.initializers.Constant(-2.0),
     )(x)
     folder.mkdir(parents=True)
     keras.Model(inputs, outputs).save(folder / "model.keras")
     manifest = {
-        "name": "bright", "version": "1", "architecture": "cnn", "input_size": size,
-        "preprocessing_version": "gray-squash-v1", "class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.5,
-        "metrics": {}, "files": {"keras": "model.keras"}, "onnx_sha256": "unused",
+        "name": "bright",
+        "version": "1",
+        "architecture": "cnn",
+        "input_size": size,
+        "preprocessing_version": "gray-squash-v1",
+        "class_names": ["NORMAL", "PNEUMONIA"],
+        "threshold": 0.5,
+        "metrics": {},
+        "files": {"keras": "model.keras"},
+        "onnx_sha256": "unused",
         "keras_sha256": sha256_file(folder / "model.keras"),
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
