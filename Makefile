@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run setup test test-fast lint typecheck services worker beat compose-check clean
+.PHONY: help run setup test test-fast lint typecheck services worker worker-explain beat compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -37,6 +37,9 @@ typecheck: $(VENV)/.installed  ## mypy
 
 worker: $(VENV)/.installed  ## a Celery worker for the inference queue (needs CELERY_BROKER_URL)
 	$(VENV)/bin/celery -A worker worker -Q inference -l info
+
+worker-explain: $(VENV)/.installed  ## a Celery worker for Grad-CAM heatmaps (the only one that loads TensorFlow)
+	$(VENV)/bin/celery -A worker worker -Q explain --concurrency 1 --prefetch-multiplier 1 -l info
 
 beat: $(VENV)/.installed  ## the Celery beat scheduler
 	$(VENV)/bin/celery -A worker beat -l info
