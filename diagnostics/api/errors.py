@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -126,6 +127,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     return response
 
 
+@csrf_exempt  # it changes nothing; without this, a POST to a wrong path would get the CSRF failure page
 def api_not_found(request: HttpRequest, unmatched: str = "") -> JsonResponse:
     """Any path under /api/v1/ that names no endpoint."""
     return JsonResponse(error_body("not_found", f"No API endpoint at {request.path}."), status=404)

@@ -224,6 +224,11 @@ _ACCEPTED = OpenApiResponse(
         )
     ],
 )
+_NO_PATIENT = OpenApiResponse(
+    ErrorSerializer,
+    description="patient_id names no patient of your care team.",
+    examples=[OpenApiExample("No such patient", value={"error": {"code": "not_found", "message": "No such patient."}})],
+)
 _KEY_REUSED = OpenApiResponse(
     ErrorSerializer,
     description="The Idempotency-Key was already used for a different request.",
@@ -263,7 +268,7 @@ class StudyListCreateApi(ListApi):
         summary="Create a study from uploaded X-rays (multipart, or JSON with base64 images)",
         parameters=[IDEMPOTENCY_KEY],
         request={"multipart/form-data": MultipartStudyInputSerializer, "application/json": JsonStudyInputSerializer},
-        responses={202: _ACCEPTED, 422: _KEY_REUSED},
+        responses={202: _ACCEPTED, 404: _NO_PATIENT, 422: _KEY_REUSED},
         examples=[
             OpenApiExample(
                 "JSON with a base64 image",
@@ -306,7 +311,7 @@ class StudyDicomCreateApi(APIView):
         ),
         parameters=[DicomStudyQuerySerializer, IDEMPOTENCY_KEY],
         request={"application/dicom": OpenApiTypes.BINARY},
-        responses={202: _ACCEPTED, 422: _KEY_REUSED},
+        responses={202: _ACCEPTED, 404: _NO_PATIENT, 422: _KEY_REUSED},
     )
     def post(self, request: Request) -> Response:
         query = DicomStudyQuerySerializer(data=request.query_params)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from django.contrib.staticfiles.handlers import StaticFilesHandler
+from django.core.handlers.wsgi import WSGIHandler
+from django.test.testcases import LiveServerThread
 from rest_framework.test import APIClient
 
 from diagnostics.models import ApiToken, CareTeam, ModelVersion, Patient, Prediction, Study, TrainingRun, User
@@ -147,3 +151,22 @@ def dicom_bytes(*, modality: str = "DX", view_position: str = "AP", size: int = 
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+@pytest.fixture
+def portal_server(transactional_db) -> Iterator[str]:
+    """The portal served over HTTP on 127.0.0.1 (a free port) for the test; yields its base URL.
+
+    Like pytest-django's live_server, without Django's media-file handler: media is
+    never served by URL here (MEDIA_URL is None), and that handler cannot run without one.
+    """
+    thread = LiveServerThread("127.0.0.1", static_handler=lambda _media_handler: StaticFilesHandler(WSGIHandler()))
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait()
+    if thread.error:
+        raise thread.error
+    try:
+        yield f"http://127.0.0.1:{thread.port}"
+    finally:
+        thread.terminate()
