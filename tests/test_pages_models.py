@@ -1,0 +1,118 @@
+"""The administrators' model page: validation metrics and plots, live probabilities and override rate."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from diagnostics.models import Feedback, Prediction, User
+from diagnostics.services.feedback import feedback_record
+from diagnostics.services.model_registry import model_version_register
+from diagnostics.services.monitoring import model_monitoring
+
+from .conftest import login_client
+from .factories import UserFactory
+from .test_pages import make_study, predict
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def admin(team) -> User:
+    return UserFactory(username="root-admin", role=User.Role.ADMIN, team=team, is_staff=True)
+
+
+def test_only_administrators_reach_the_model_pages(owner, admin, active_model):
+    urls = [
+        reverse("model_list"),
+        reverse("model_detail", args=[active_model.pk]),
+        reverse("model_plot", args=[active_model.pk, "roc"]),
+    ]
+    clinician = login_client(owner)
+    for url in urls:
+        assert clinician.get(url).status_code == 404, url
+    assert "Models</a>" not in clinician.get(reverse("worklist")).content.decode()
+    administrator = login_client(admin)
+    for url in urls:
+        assert administrator.get(url).status_code == 200, url
+    assert "Models</a>" in administrator.get(reverse("worklist")).content.decode()
+
+
+def test_model_page_shows_validation_metrics_confusion_matrix_and_plots(admin, active_model):
+    validation = active_model.metrics["validation"]
+    html = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
+    assert f"{validation['roc_auc']:.3f}" in html
+    low, high = validation["ci95"]["roc_auc"]
+    assert f"{low:.3f}–{high:.3f}" in html
+    matrix = validation["confusion_matrix"]
+    for key, words in (("tp", "true positives"), ("fn", "false negatives"), ("fp", "false positives")):
+        assert f'{matrix[key]} <span class="muted">{words}</span>' in html
+    for kind in active_model.manifest["plots"]:
+        assert reverse("model_plot", args=[active_model.pk, kind]) in html
+    plot = login_client(admin).get(reverse("model_plot", args=[active_model.pk, "roc"]))
+    assert plot["Content-Type"] == "image/png" and b"".join(plot.streaming_content).startswith(b"\x89PNG")
+
+
+def test_a_plot_is_served_only_if_the_manifest_names_it_inside_the_artifact(admin, default_model_dir, tmp_path):
+    folder = tmp_path / "artifact"
+    shutil.copytree(default_model_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["version"] += "-plots"
+    manifest["plots"] = {"roc": "../../etc/passwd.png", "calibration": "calibration.png"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model_version = model_version_register(artifact_dir=folder)
+    client = login_client(admin)
+    assert client.get(reverse("model_plot", args=[model_version.pk, "roc"])).status_code == 404
+    assert client.get(reverse("model_plot", args=[model_version.pk, "nonsense"])).status_code == 404
+    assert client.get(reverse("model_plot", args=[model_version.pk, "calibration"])).status_code == 200
+    html = client.get(reverse("model_detail", args=[model_version.pk])).content.decode()
+    assert "plots/roc.png" not in html and "plots/calibration.png" in html
+
+
+def test_monitoring_counts_live_probabilities_by_week_and_the_override_rate(
+    owner, member, patient, admin, active_model
+):
+    probabilities = [0.05, 0.15, 0.95, 1.0]
+    predictions = [predict(make_study(owner, patient), active_model, p) for p in probabilities]
+    # Two of them a fortnight ago.
+    two_weeks_ago = timezone.now() - datetime.timedelta(days=14)
+    Prediction.objects.filter(pk__in=[predictions[0].pk, predictions[1].pk]).update(created_at=two_weeks_ago)
+
+    # Verdicts: the owner first agrees and then corrects the same prediction (only the newest counts),
+    # the member agrees on another; a third prediction is corrected.
+    feedback_record(user=owner, prediction=predictions[2], agrees=True)
+    feedback_record(user=owner, prediction=predictions[2], agrees=False, confirmed_label="NORMAL")
+    feedback_record(user=member, prediction=predictions[2], agrees=True)
+    feedback_record(user=owner, prediction=predictions[0], agrees=False, confirmed_label="PNEUMONIA", subtype="viral")
+    assert Feedback.objects.count() == 4
+
+    summary = model_monitoring(model_version=active_model)
+    assert summary.predictions == 4 and summary.suspected == 2
+    assert summary.histogram == (1, 1, 0, 0, 0, 0, 0, 0, 0, 2)  # 1.0 falls in the last bin
+    assert summary.feedback == 3 and summary.overrides == 2
+    assert summary.override_rate == pytest.approx(2 / 3)
+    assert [week.predictions for week in summary.weeks] == [2, 2]
+    assert summary.weeks[0].mean_probability == pytest.approx(0.10)
+    assert summary.weeks[1].suspected_rate == 1.0 and summary.weeks[1].override_rate == pytest.approx(2 / 3)
+    assert summary.validation_prevalence == pytest.approx(
+        active_model.metrics["validation"]["n_positive"] / active_model.metrics["validation"]["n"]
+    )
+
+    html = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
+    assert "66.7 % (2 of 3 readings corrected the AI)" in html
+    assert "Distribution of live probabilities" in html and "90–100 %" in html
+
+
+def test_a_model_with_no_use_yet_says_so(admin, active_model):
+    html = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
+    assert "no readings yet" in html and "has made no predictions in the last 12 weeks" in html
