@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", help="copy the packaged artifact here (e.g. ml/default_model)")
     export.add_argument("--no-keras", action="store_true", help="leave model.keras out of the copy")
     export.add_argument("--selection-note", help="why this model was chosen (goes into MODEL_CARD.md)")
+    export.add_argument(
+        "--evaluation",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="add an `evaluate` summary to the manifest and model card (repeatable)",
+    )
 
     compare = sub.add_parser("compare", help="train every architecture under a budget; write the report")
     _add_train_flags(compare)
@@ -209,11 +216,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from ml.packaging import package_artifact
 
+    evaluations = dict(item.split("=", 1) for item in args.evaluation)
     out = package_artifact(
         Path(args.artifact),
         Path(args.to) if args.to else None,
         include_keras=not args.no_keras,
         selection_note=args.selection_note,
+        evaluations={name: Path(path) for name, path in evaluations.items()},
     )
     print(out)
     return 0

@@ -16,7 +16,12 @@ PLOTS = ("roc.png", "calibration.png")
 
 
 def package_artifact(
-    artifact_dir: Path, destination: Path | None, *, include_keras: bool, selection_note: str | None = None
+    artifact_dir: Path,
+    destination: Path | None,
+    *,
+    include_keras: bool,
+    selection_note: str | None = None,
+    evaluations: dict[str, Path] | None = None,
 ) -> Path:
     """Re-export model.onnx from model.keras (parity-checked), write MODEL_CARD.md, copy."""
     import keras
@@ -36,6 +41,11 @@ def package_artifact(
     manifest["source_artifact"] = str(artifact_dir)
     if selection_note:
         manifest["selection_note"] = selection_note
+    for name, path in (evaluations or {}).items():
+        # Output of `python -m ml evaluate` on another folder, e.g. the 16 full-size official val films.
+        summary = json.loads(Path(path).read_text(encoding="utf-8"))
+        summary.pop("reliability_curve", None)
+        manifest.setdefault("metrics", {}).setdefault("other_evaluations", {})[name] = summary
     if destination:
         for name in (*PLOTS, artifacts.DATA_FILES_NAME):
             if (artifact_dir / name).is_file():
@@ -71,6 +81,20 @@ LIMITATIONS = [
     "- The model separates NORMAL vs PNEUMONIA only; it does not distinguish bacterial from viral pneumonia "
     "or detect other findings.",
 ]
+
+
+def _other_evaluations(manifest: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, ev in manifest["metrics"].get("other_evaluations", {}).items():
+        cm = ev["confusion_matrix"]
+        lines += [
+            f"## Other evaluation: {name}",
+            f"- `python -m ml evaluate` on `{ev['split']}` ({ev['n']} films, {ev['n_positive']} pneumonia), "
+            f"same threshold: ROC AUC {ev['roc_auc']:.3f}{_ci(ev, 'roc_auc')}, sensitivity {_pct(ev['sensitivity'])}, "
+            f"specificity {_pct(ev['specificity'])}; TP {cm['tp']}, FN {cm['fn']}, TN {cm['tn']}, FP {cm['fp']}.",
+            "",
+        ]
+    return lines
 
 
 def render_model_card(manifest: dict[str, Any]) -> str:
@@ -119,6 +143,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         f"- ONNX Runtime latency, batch 1, {latency['threads']} threads on this CPU: "
         f"p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms.",
         "",
+        *_other_evaluations(manifest),
         "## Limitations",
         *LIMITATIONS,
     ]

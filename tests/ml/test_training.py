@@ -158,29 +158,24 @@ def test_evaluate_command_prints_a_json_summary(
     assert (tmp_path / "roc.png").is_file() and (tmp_path / "calibration.png").is_file()
 
 
-def test_export_command_packages_a_loadable_artifact_with_model_card(artifact: Path, tmp_path: Path) -> None:
+def test_export_command_packages_a_loadable_artifact_with_model_card(
+    artifact: Path, dataset_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ml.cli import main
 
+    summary = tmp_path / "val.json"
+    evaluate = ["evaluate", "--artifact", str(artifact), "--data-dir", str(dataset_root), "--split", "val"]
+    assert main([*evaluate, "--bootstrap", "20", "--output", str(summary)]) == 0
+    capsys.readouterr()
     target = tmp_path / "default_model"
-    assert (
-        main(
-            [
-                "export",
-                "--artifact",
-                str(artifact),
-                "--to",
-                str(target),
-                "--no-keras",
-                "--selection-note",
-                "chosen in a test",
-            ]
-        )
-        == 0
-    )
+    export = ["export", "--artifact", str(artifact), "--to", str(target), "--no-keras"]
+    assert main([*export, "--selection-note", "chosen in a test", "--evaluation", f"held-out val={summary}"]) == 0
     predictor = Predictor.from_artifact(target)
     assert predictor.manifest["files"]["keras"] is None
+    assert predictor.manifest["metrics"]["other_evaluations"]["held-out val"]["n"] == 8
     card = (target / "MODEL_CARD.md").read_text()
     assert "Intended use" in card and "chosen in a test" in card and predictor.model_sha256 in card
+    assert "Other evaluation: held-out val" in card
 
 
 def test_a_cancelled_run_stops_and_leaves_no_artifact(dataset_root: Path, tmp_path: Path) -> None:
