@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from diagnostics.models import ApiToken, User
+from diagnostics.models import ApiToken, User, WebhookDelivery
 from diagnostics.services.api_tokens import api_token_check_account, api_token_issue, api_token_revoke
 
 # DRF's legacy authtoken keys do not authenticate here (ApiTokenAuthentication replaced them): hide them.
@@ -100,3 +100,28 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for token in queryset:
             api_token_revoke(actor=request.user, token=token)
         messages.success(request, f"Revoked {queryset.count()} token(s).")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Read-only: operators see which notifications were delivered, retried or given up."""
+
+    list_display = ("id", "study", "event", "url", "status", "attempts", "last_response_code", "created_at")
+    list_filter = ("status", "event")
+    search_fields = ("url", "study__id")
+    readonly_fields = (
+        "study", "url", "event", "payload", "status", "attempts", "last_response_code", "last_error", "created_at",
+        "delivered_at",
+    )
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return isinstance(request.user, User) and request.user.is_portal_admin
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -26,8 +26,10 @@ ADMIN_ONLY = [IsAuthenticated, IsPortalAdmin]
 
 class TrainingRunOutputSerializer(serializers.ModelSerializer):
     requested_by = serializers.CharField(source="requested_by.username", allow_null=True, default=None)
-    model_versions = serializers.PrimaryKeyRelatedField(
-        many=True, read_only=True, help_text="Model versions this run registered."
+    model_versions = serializers.ManyRelatedField(
+        child_relation=serializers.PrimaryKeyRelatedField(read_only=True),
+        read_only=True,
+        help_text="Model versions this run registered.",
     )
 
     class Meta:

@@ -169,3 +169,19 @@ def test_the_django_admin_refuses_an_account_of_another_team(admin_user, team, o
     assert response.status_code == 200
     assert "belongs to another care team" in response.content.decode()
     assert not ApiToken.objects.exists()
+
+
+def test_webhook_deliveries_are_visible_read_only_in_the_django_admin(admin_user, machine, patient):
+    from diagnostics.models import WebhookDelivery
+
+    from .conftest import make_study
+
+    study = make_study(machine.token.user, patient)
+    delivery = WebhookDelivery.objects.create(
+        study=study, url="https://his.example/hook", event="study.finished", payload={"status": "done"}
+    )
+    browser = Client()
+    browser.force_login(admin_user)
+    assert "https://his.example/hook" in browser.get("/admin/diagnostics/webhookdelivery/").content.decode()
+    assert browser.get(f"/admin/diagnostics/webhookdelivery/{delivery.pk}/change/").status_code == 200
+    assert browser.get("/admin/diagnostics/webhookdelivery/add/").status_code == 403
