@@ -217,7 +217,6 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "diagnostics.api.errors.api_exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
-    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_CLASSES": [
         "diagnostics.api.throttling.ClientRateThrottle",
         "diagnostics.api.throttling.AnonymousRateThrottle",
