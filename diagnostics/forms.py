@@ -98,15 +98,16 @@ class WorklistFilterForm(forms.Form):
             )
         if status := self.value("status"):
             studies = studies.filter(status=status)
+        # latest_label and latest_probability are annotations of study_list_for_user.
         suspicion = self.value("suspicion")
         if suspicion == "suspected":
-            studies = studies.filter(latest_label=Prediction.Label.PNEUMONIA)
+            studies = studies.filter(Q(latest_label=Prediction.Label.PNEUMONIA))
         elif suspicion == "not_suspected":
-            studies = studies.filter(latest_label=Prediction.Label.NORMAL)
+            studies = studies.filter(Q(latest_label=Prediction.Label.NORMAL))
         elif suspicion == "awaiting":
-            studies = studies.filter(latest_probability__isnull=True)
+            studies = studies.filter(Q(latest_probability__isnull=True))
         if (minimum := self.value("min_probability")) is not None:
-            studies = studies.filter(latest_probability__gte=minimum / 100.0)
+            studies = studies.filter(Q(latest_probability__gte=minimum / 100.0))
         if date_from := self.value("date_from"):
             studies = studies.filter(created_at__date__gte=date_from)
         if date_to := self.value("date_to"):

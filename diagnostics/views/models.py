@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
@@ -32,11 +33,11 @@ METRICS = [
 PLOT_TITLES = {"roc": "ROC curve (validation)", "calibration": "Calibration (reliability) curve (validation)"}
 
 
-def admin_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def admin_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """Administrators only; anyone else gets 404, as for a record that is not theirs."""
 
     @wraps(view)
-    def wrapper(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_portal_admin:
             raise Http404("No such page.")
         return view(request, *args, **kwargs)
