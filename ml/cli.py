@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--only", help="comma-separated architectures")
     compare.add_argument("--report", default="docs/model-comparison.md")
     compare.add_argument("--plots-dir", default="docs/ml")
+    compare.add_argument(
+        "--render-only", action="store_true", help="rebuild the report from <plots-dir>/comparison.json"
+    )
 
     bench = sub.add_parser("bench", help="ONNX Runtime latency of an artifact on this CPU (batch 1)")
     bench.add_argument("--artifact", required=True)
@@ -244,6 +247,7 @@ def _compare(args: argparse.Namespace) -> int:
         report_path=Path(args.report),
         plots_dir=Path(args.plots_dir),
         seed=args.seed,
+        render_only=args.render_only,
     )
     print(report)
     return 0
