@@ -94,12 +94,32 @@ def run_comparison(
         # "auto" uses a local ImageNet file when there is one and trains from scratch otherwise.
         resolved = resolve_weights(config.architecture, config.weights, weights_dir)
         log.warning("comparison row %s (weights: %s)", config.architecture, resolved or "none")
-        artifact = training.train(
-            config, data_dir=data_dir, output_root=output_root, weights_dir=weights_dir, cache_dir=cache_dir
-        )
+        artifact = _existing_artifact(output_root, config)
+        if artifact is None:
+            try:
+                artifact = training.train(
+                    config, data_dir=data_dir, output_root=output_root, weights_dir=weights_dir, cache_dir=cache_dir
+                )
+            except Exception as error:  # one broken row must not cost the others
+                log.exception("comparison row %s failed", config.architecture)
+                results.append({"architecture": config.architecture, "budget": row, "failed": repr(error)})
+                continue
         results.append(_row_summary(artifact, row, resolved))
         _write_outputs(results, report_path, plots_dir, budget, data_dir)  # partial report survives a crash
     return report_path
+
+
+def _existing_artifact(output_root: Path, config: TrainConfig) -> Path | None:
+    """A finished artifact with exactly this config (an interrupted comparison resumes)."""
+    for candidate in sorted(output_root.glob(f"{config.architecture}-*"), reverse=True):
+        try:
+            manifest = artifacts.read_manifest(candidate)
+        except (OSError, ValueError):
+            continue
+        if manifest.get("config") == json.loads(json.dumps(config.to_dict())):
+            log.warning("reusing %s for row %s", candidate, config.architecture)
+            return candidate
+    return None
 
 
 def _row_summary(artifact: Path, row: dict[str, Any], weights: str | None) -> dict[str, Any]:
@@ -157,9 +177,11 @@ def _write_outputs(
     plots_dir.mkdir(parents=True, exist_ok=True)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     (plots_dir / "comparison.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    _plot_rocs(results, plots_dir / "comparison_roc.png", data_dir)
-    _plot_auc_vs_latency(results, plots_dir / "comparison_auc_vs_latency.png")
-    report_path.write_text(_markdown(results, budget, report_path, plots_dir), encoding="utf-8")
+    finished = [r for r in results if "failed" not in r]
+    _plot_rocs(finished, plots_dir / "comparison_roc.png", data_dir)
+    _plot_auc_vs_latency(finished, plots_dir / "comparison_auc_vs_latency.png")
+    failed = [r for r in results if "failed" in r]
+    report_path.write_text(_markdown(finished, failed, budget, report_path, plots_dir), encoding="utf-8")
 
 
 def _validation_labels(artifact: str) -> np.ndarray:
@@ -207,7 +229,9 @@ def _fmt_ci(ci: list[float] | None) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a"
 
 
-def _markdown(results: list[dict[str, Any]], budget: str, report_path: Path, plots_dir: Path) -> str:
+def _markdown(
+    results: list[dict[str, Any]], failed: list[dict[str, Any]], budget: str, report_path: Path, plots_dir: Path
+) -> str:
     rel = Path("ml") if plots_dir.parent == report_path.parent else plots_dir
     best = recommend(results)
     lines = [
@@ -233,6 +257,7 @@ def _markdown(results: list[dict[str, Any]], budget: str, report_path: Path, plo
             f"| {r['specificity']:.3f} | {r['ece']:.3f} | {r['training_seconds']:.0f} | {r['latency_p50_ms']:.1f} "
             f"| {r['auc_per_ms']:.3f} | {r['onnx_mb']:.1f} |"
         )
+    lines += [f"| {r['architecture']} | failed: {r['failed']} | | | | | | | | | | | | |" for r in failed]
     lines += [
         "",
         f"![ROC curves]({rel}/comparison_roc.png) ![AUC vs latency]({rel}/comparison_auc_vs_latency.png)",
