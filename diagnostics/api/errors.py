@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -130,4 +131,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 @csrf_exempt  # it changes nothing; without this, a POST to a wrong path would get the CSRF failure page
 def api_not_found(request: HttpRequest, unmatched: str = "") -> JsonResponse:
     """Any path under /api/v1/ that names no endpoint."""
-    return JsonResponse(error_body("not_found", f"No API endpoint at {request.path}."), status=404)
+    message = f"No API endpoint at {request.path}."
+    if not request.path.endswith("/"):
+        try:
+            if resolve(request.path + "/").func is not api_not_found:
+                message += f" Did you mean {request.path}/ (with the final slash)?"
+        except Resolver404:
+            pass
+    return JsonResponse(error_body("not_found", message), status=404)

@@ -53,6 +53,14 @@ def test_errors_have_one_shape(machine, method, path, kwargs, status, code):
     assert list(body) == ["error"] and body["error"]["code"] == code and body["error"]["message"]
 
 
+def test_a_missing_final_slash_is_pointed_out(machine):
+    response = machine.client.get("/api/v1/patients")
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == (
+        "No API endpoint at /api/v1/patients. Did you mean /api/v1/patients/ (with the final slash)?"
+    )
+
+
 def test_an_unexpected_failure_is_a_json_500_and_is_logged(caplog):
     response = api_exception_handler(RuntimeError("boom"), {"view": None})
     assert response.status_code == 500
