@@ -205,3 +205,49 @@ def test_extra_films_join_training_only(dataset_root: Path, tmp_path: Path) -> N
     assert extra_path in [r.path for r in split.train]
     assert extra_path not in [r.path for r in split.val]
     assert len(split.x_train) == len(split.train)
+
+
+def _tiny_backbone(*, include_top: bool, weights: str | None, input_shape: tuple[int, int, int]):
+    """A two-conv stand-in for a keras.applications constructor, so the test runs in seconds."""
+    import keras
+
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="block1_conv")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="block2_conv")(x)
+    model = keras.Model(inputs, x, name="tiny_backbone")
+    if weights:
+        model.load_weights(weights)
+    return model
+
+
+def test_pretrained_backbone_trains_its_head_on_cached_features_and_exports(
+    dataset_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frozen-backbone path: local weights file, features cached once, full model exported."""
+    from ml import architectures, training
+
+    spec = architectures.ArchSpec("tiny", _tiny_backbone, "tf", None, partial_unfreeze=("block2_conv",))
+    monkeypatch.setitem(architectures.ARCHITECTURES, "tiny", spec)
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    weights_file = weights_dir / architectures.local_weights_name("tiny")
+    _tiny_backbone(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights_file)
+    config = TrainConfig(
+        architecture="tiny", input_size=32, weights="local", epochs=2, batch_size=8, bootstrap_samples=10
+    )
+    cache = tmp_path / "cache"
+    out = training.train(
+        config,
+        data_dir=dataset_root,
+        output_root=tmp_path / "runs",
+        weights_dir=weights_dir,
+        cache_dir=cache,
+        latency_runs=2,
+    )
+    manifest = artifacts.read_manifest(out)
+    [stage] = manifest["history"]
+    assert stage["stage"] == "head" and stage["features_cached"] and not stage["augmentation"]
+    assert weights_file.name in manifest["weights"]["source"]
+    assert len(list(cache.glob("features-tiny-*.npy"))) == 2  # train and validation
+    assert manifest["metrics"]["onnx_keras_max_abs_diff"] <= 1e-4
+    assert Predictor.from_artifact(out).architecture == "tiny"
