@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import shutil
@@ -14,6 +15,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 from PIL import Image as PILImage
 
 from diagnostics.events import study_finished
@@ -235,3 +237,25 @@ def test_the_web_app_and_the_task_modules_never_import_tensorflow():
     out = subprocess.run([sys.executable, "-c", SERVING_IMPORTS], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "heavy: []"
+
+
+@pytest.mark.django_db
+def test_a_heatmap_that_is_late_says_so_and_one_that_fails_says_why(owner, patient, active_model, monkeypatch):
+    study = make_study(owner, patient)
+    prediction = predict(study, active_model, 0.5)
+    type(prediction).objects.filter(pk=prediction.pk).update(created_at=timezone.now() - datetime.timedelta(minutes=6))
+    prediction.refresh_from_db()
+    late = prediction_heatmap_state(prediction=prediction)
+    assert late.pending and "taking longer than usual" in late.message
+    assert (
+        "taking longer than usual" in login_client(owner).get(reverse("study_detail", args=[study.pk])).content.decode()
+    )
+
+    def broken(data: bytes) -> None:
+        raise MemoryError("out of memory")
+
+    explainer = heatmaps.explainer_for(active_model)
+    monkeypatch.setattr(explainer, "explain_bytes", broken)
+    state = prediction_compute_heatmap(prediction_id=prediction.pk)
+    assert state.status == "unavailable" and "could not be computed for this film (MemoryError)" in state.message
+    assert prediction_heatmap_state(prediction=prediction).status == "unavailable"

@@ -10,6 +10,7 @@ so, and never shows a made-up picture.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.db import DatabaseError
 from django.dispatch import receiver
+from django.utils import timezone
 
 from diagnostics.events import study_finished
 from diagnostics.models import AuditEvent, ModelVersion, Prediction, Study
@@ -37,6 +40,13 @@ NO_KERAS_FILE = "No heatmap is available: this model's artifact has no Keras fil
 NO_EXPLAIN_WORKER = (
     "No heatmap is available: this installation runs without a task queue, and heatmaps are computed "
     "by a separate explain worker."
+)
+
+# Past this, the page says the heatmap is late (the explain worker may be down) and keeps waiting.
+HEATMAP_SLOW_AFTER = datetime.timedelta(minutes=5)
+SLOW_HEATMAP = (
+    "The heatmap is taking longer than usual: the explain worker may be busy or stopped. "
+    "The AI result above does not depend on it."
 )
 
 STORED = "prediction.heatmap_stored"
@@ -75,6 +85,8 @@ def prediction_heatmap_state(*, prediction: Prediction) -> HeatmapState:
     unavailable = events.filter(action=UNAVAILABLE).first()
     if unavailable is not None:
         return HeatmapState("unavailable", str(unavailable.detail.get("reason", "")))
+    if timezone.now() - prediction.created_at > HEATMAP_SLOW_AFTER:
+        return HeatmapState("pending", SLOW_HEATMAP)
     return HeatmapState("pending")
 
 
@@ -134,10 +146,16 @@ def prediction_compute_heatmap(*, prediction_id: int) -> HeatmapState:
         explainer = explainer_for(prediction.model_version)
         with prediction.image.file.open("rb") as handle:
             result = explainer.explain_bytes(handle.read())
-    except ExplainerUnavailable as error:
+    except (ExplainerUnavailable, ImageDecodeError) as error:
         return _record_unavailable(prediction=prediction, reason=f"No heatmap is available: {error}")
-    except ImageDecodeError as error:
-        return _record_unavailable(prediction=prediction, reason=f"No heatmap is available: {error}")
+    except DatabaseError:
+        raise  # the task retries these
+    except Exception as error:  # Keras and TensorFlow raise many types; the same input would fail again
+        logger.exception("Grad-CAM failed for prediction %s", prediction.pk)
+        return _record_unavailable(
+            prediction=prediction,
+            reason=f"No heatmap is available: it could not be computed for this film ({type(error).__name__}).",
+        )
     if abs(result.probability - prediction.probability) > KERAS_ONNX_TOLERANCE:
         return _record_unavailable(
             prediction=prediction,
