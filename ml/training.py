@@ -310,8 +310,14 @@ def _fit_head_on_cached_features(
 ):
     # A frozen backbone gives the same features every epoch: compute them once (augmentation
     # would change them, so this stage trains without it) and an epoch costs seconds.
-    f_train = cached_features(built, split.x_train, split.train, "train", config, cache_dir, list_digest)
-    f_val = cached_features(built, split.x_val, split.val, "validation", config, cache_dir, list_digest)
+    extract_started = time.perf_counter()
+    f_train, train_hit = cached_features(built, split.x_train, split.train, "train", config, cache_dir, list_digest)
+    f_val, val_hit = cached_features(built, split.x_val, split.val, "validation", config, cache_dir, list_digest)
+    # Recorded so a row whose features came from a warm cache is not mistaken for a cheap one.
+    feature_record = {
+        "feature_seconds": round(time.perf_counter() - extract_started, 1),
+        "feature_cache_hits": int(train_hit) + int(val_hit),
+    }
     checkpoint = checkpoint_dir / f"{stage.name}.weights.h5"
     _compile(built.head, stage)
     fit = built.head.fit(
@@ -326,7 +332,7 @@ def _fit_head_on_cached_features(
         shuffle=True,
     )
     built.head.load_weights(checkpoint)
-    return {**_summarise(fit), "features_cached": True, "augmentation": False}
+    return {**_summarise(fit), "features_cached": True, "augmentation": False, **feature_record}
 
 
 def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, progress):
@@ -355,7 +361,7 @@ def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, p
 
 
 def cached_features(built, images, records, split_name, config, cache_dir, list_digest):
-    """Backbone features, memoised on disk by (arch, size, weights, preprocessing, files)."""
+    """(features, cache hit?) memoised on disk by (arch, size, weights, preprocessing, files)."""
     key_text = "|".join(
         [
             config.architecture,
@@ -371,9 +377,9 @@ def cached_features(built, images, records, split_name, config, cache_dir, list_
     path = Path(cache_dir) / f"features-{config.architecture}-{key}.npy" if cache_dir else None
     if path is not None and path.is_file():
         log.info("feature cache hit %s", path)
-        return np.load(path)
+        return np.load(path), True
     features = built.features.predict(images, batch_size=32, verbose=0)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, features)
-    return features
+    return features, False

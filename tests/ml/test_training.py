@@ -247,6 +247,7 @@ def test_pretrained_backbone_trains_its_head_on_cached_features_and_exports(
     manifest = artifacts.read_manifest(out)
     [stage] = manifest["history"]
     assert stage["stage"] == "head" and stage["features_cached"] and not stage["augmentation"]
+    assert stage["feature_cache_hits"] == 0 and stage["feature_seconds"] > 0
     assert weights_file.name in manifest["weights"]["source"]
     assert len(list(cache.glob("features-tiny-*.npy"))) == 2  # train and validation
     assert manifest["metrics"]["onnx_keras_max_abs_diff"] <= 1e-4
