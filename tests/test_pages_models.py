@@ -111,6 +111,8 @@ def test_monitoring_counts_live_probabilities_by_week_and_the_override_rate(
     html = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
     assert "66.7 % (2 of 3 readings corrected the AI)" in html
     assert "Distribution of live probabilities" in html and "90–100 %" in html
+    # Week by week, the distribution is drawn and also written out for screen readers.
+    assert "0–10 %: 1; 10–20 %: 1;" in html and "90–100 %: 2;" in html
 
 
 def test_a_model_with_no_use_yet_says_so(admin, active_model):

@@ -37,6 +37,10 @@ class WeekSummary:
     def override_rate(self) -> float | None:
         return self.overrides / self.feedback if self.feedback else None
 
+    @property
+    def histogram_rows(self) -> list[dict[str, Any]]:
+        return _histogram_rows(self.histogram)
+
 
 @dataclass(frozen=True)
 class ModelMonitoring:
@@ -59,16 +63,20 @@ class ModelMonitoring:
 
     @property
     def histogram_rows(self) -> list[dict[str, Any]]:
-        """(label, count, share of the largest bin) per bin, for a table with bars."""
-        largest = max(self.histogram, default=0) or 1
-        return [
-            {
-                "label": f"{index * 100 // BINS}–{(index + 1) * 100 // BINS} %",
-                "count": count,
-                "bar": round(100 * count / largest),
-            }
-            for index, count in enumerate(self.histogram)
-        ]
+        return _histogram_rows(self.histogram)
+
+
+def _histogram_rows(histogram: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Label, count and bar length (share of the largest bin, %) per bin, for tables with bars."""
+    largest = max(histogram, default=0) or 1
+    return [
+        {
+            "label": f"{index * 100 // BINS}–{(index + 1) * 100 // BINS} %",
+            "count": count,
+            "bar": round(100 * count / largest),
+        }
+        for index, count in enumerate(histogram)
+    ]
 
 
 def _bin_filters() -> dict[str, Any]:
