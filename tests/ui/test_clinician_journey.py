@@ -201,6 +201,15 @@ def test_a_refused_upload_says_why_and_the_patient_and_model_pages_pass_axe(
     assert not Study.objects.exists()
     assert_accessible(page, "08-upload-refused")
 
+    # Registering a patient with a birth date in the future: the error is announced and named.
+    page.goto(live_server.url + reverse("patient_new"))
+    page.get_by_label("Medical record number").fill("MRN-NEW-1")
+    page.get_by_label("Name").fill("Grace Hopper")
+    page.get_by_label("Birth date").fill("2999-01-01")
+    page.get_by_role("button", name="Register").click()
+    page.get_by_role("alert").get_by_text("The birth date cannot be in the future.").wait_for()
+    assert_accessible(page, "09-patient-form-error")
+
     page.goto(live_server.url + reverse("patient_detail", args=[patient.pk]))
     assert_accessible(page, "09-patient")
     page.goto(live_server.url + reverse("patient_list"))
