@@ -91,3 +91,28 @@ def test_activating_a_model_archives_the_previous_one(default_model_dir, tmp_pat
     assert list(ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE)) == [second]
     first.refresh_from_db()
     assert first.status == ModelVersion.Status.ARCHIVED
+
+
+def test_waiting_studies_are_predicted_together_in_one_micro_batch(owner, patient, active_model):
+    studies = [make_study(owner, patient, jpeg_bytes(seed=seed)) for seed in range(3)]
+    broken = make_study(owner, patient, jpeg_bytes(seed=9))
+    with broken.images.get().file.open("wb") as handle:  # the stored file went bad after upload
+        handle.write(b"\xff\xd8\xff" + b"\0" * 64)
+    study_run_inference(study_id=studies[0].pk)
+    for study in studies:
+        study.refresh_from_db()
+        assert study.status == Study.Status.DONE and study.attempts == 1
+        assert Prediction.objects.filter(image__study=study).count() == 1
+    broken.refresh_from_db()
+    assert broken.status == Study.Status.FAILED and "could not be read" in broken.failure_reason
+    for study in studies[1:]:
+        study_run_inference(study_id=study.pk)  # their own messages arrive later: nothing to do
+    assert Prediction.objects.count() == 3
+
+
+def test_the_batch_size_bounds_how_many_studies_one_task_claims(owner, patient, active_model, settings):
+    settings.INFERENCE_MAX_BATCH = 2
+    studies = [make_study(owner, patient, jpeg_bytes(seed=seed)) for seed in range(3)]
+    study_run_inference(study_id=studies[0].pk)
+    statuses = sorted(Study.objects.values_list("status", flat=True))
+    assert statuses == ["done", "done", "queued"]

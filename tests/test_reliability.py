@@ -85,9 +85,9 @@ def test_the_reconciler_fails_a_study_after_the_attempt_limit_with_a_reason(owne
 
 @pytest.mark.django_db
 def test_the_reconciler_leaves_fresh_and_finished_studies_alone(owner, patient, active_model):
-    fresh = make_study(owner, patient)
     finished = make_study(owner, patient)
     study_run_inference(study_id=finished.pk)
+    fresh = make_study(owner, patient)
     assert study_reconcile_stale() == {"requeued": 0, "failed": 0}
     assert Study.objects.get(pk=fresh.pk).status == Study.Status.QUEUED
 

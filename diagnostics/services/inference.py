@@ -11,7 +11,9 @@ import hashlib
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
@@ -88,8 +90,25 @@ def study_claim_for_inference(*, study_id: int) -> Study | None:
     return study
 
 
+def studies_claim_waiting(*, limit: int, exclude: int) -> list[Study]:
+    """Claim up to `limit` other queued studies, oldest first, to predict them in the same batch.
+
+    Their own queued messages later find them claimed and do nothing.
+    """
+    if limit <= 0:
+        return []
+    waiting = (
+        Study.objects.filter(status=Study.Status.QUEUED)
+        .exclude(pk=exclude)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    claimed = (study_claim_for_inference(study_id=study_id) for study_id in list(waiting))
+    return [study for study in claimed if study is not None]
+
+
 def study_run_inference(*, study_id: int) -> None:
-    """Predict every image of a queued study with the active model and finish the study.
+    """Predict a queued study (and others waiting, as one micro-batch) with the active model.
 
     Idempotent: a study that is not queued is left alone, and an image already
     predicted by a model is not predicted again by it. A shadow model, if any,
@@ -99,6 +118,12 @@ def study_run_inference(*, study_id: int) -> None:
     if study is None:
         logger.info("Study %s is not queued; nothing to do", study_id)
         return
+    studies = [study, *studies_claim_waiting(limit=settings.INFERENCE_MAX_BATCH - 1, exclude=study.pk)]
+    studies_run_inference(studies=studies)
+
+
+def studies_run_inference(*, studies: list[Study]) -> None:
+    """Finish claimed (running) studies: done with predictions, or failed with a reason."""
     try:
         _inject_fault_delay()
         active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
@@ -108,66 +133,103 @@ def study_run_inference(*, study_id: int) -> None:
             predictor = predictor_for(active)
         except ModelArtifactError as error:
             raise InferenceFailure(f"The active model {active.name} cannot be loaded: {error}") from None
-        for image in study.images.exclude(predictions__model_version=active):
-            image_predict(image=image, model_version=active, predictor=predictor, role=Prediction.Role.PRIMARY)
+        failures = images_predict(studies=studies, model_version=active, predictor=predictor)
     except InferenceFailure as failure:
-        study_set_status(study=study, status=Study.Status.FAILED, reason=str(failure))
+        for study in studies:
+            study_set_status(study=study, status=Study.Status.FAILED, reason=str(failure))
         return
     except Exception:
-        # Possibly transient (database, storage): give the study back to the queue so a
-        # retry or the reconciler can claim it again, then let the task decide.
-        study_set_status(
-            study=study, status=Study.Status.QUEUED, reason="Interrupted; will retry.", expected=[Study.Status.RUNNING]
-        )
+        # Possibly transient (database, storage): give the studies back to the queue so a
+        # retry or the reconciler can claim them again, then let the task decide.
+        for study in studies:
+            study_set_status(
+                study=study,
+                status=Study.Status.QUEUED,
+                reason="Interrupted; will retry.",
+                expected=[Study.Status.RUNNING],
+            )
         raise
-    study_run_shadow(study=study)
-    study_set_status(study=study, status=Study.Status.DONE)
+    done = [study for study in studies if study.pk not in failures]
+    studies_run_shadow(studies=done)
+    for study in studies:
+        if study.pk in failures:
+            study_set_status(study=study, status=Study.Status.FAILED, reason=failures[study.pk])
+        else:
+            study_set_status(study=study, status=Study.Status.DONE)
 
 
-def study_run_shadow(*, study: Study) -> None:
-    """Let the shadow model predict the study too. Its failure never affects the clinician's result."""
+def studies_run_shadow(*, studies: list[Study]) -> None:
+    """Let the shadow model predict the studies too. Its failure never affects the clinician's result."""
     shadow = ModelVersion.objects.filter(status=ModelVersion.Status.SHADOW).first()
-    if shadow is None:
+    if shadow is None or not studies:
         return
     try:
         predictor = predictor_for(shadow)
-        for image in study.images.exclude(predictions__model_version=shadow):
-            image_predict(image=image, model_version=shadow, predictor=predictor, role=Prediction.Role.SHADOW)
-    except (ModelArtifactError, InferenceFailure) as error:
-        logger.warning("Shadow model %s failed on study %s: %s", shadow.name, study.pk, error)
+        images_predict(studies=studies, model_version=shadow, predictor=predictor, role=Prediction.Role.SHADOW)
+    except ModelArtifactError as error:
+        logger.warning("Shadow model %s failed: %s", shadow.name, error)
         audit_record(
-            action="model.shadow_failed", target=shadow, detail={"study": study.pk, "error": str(error)[:500]}
+            action="model.shadow_failed",
+            target=shadow,
+            detail={"studies": [study.pk for study in studies], "error": str(error)[:500]},
         )
 
 
-def image_predict(
-    *, image: Image, model_version: ModelVersion, predictor: Predictor, role: str = Prediction.Role.PRIMARY
-) -> Prediction:
-    """Run one stored image through the model and store the prediction (once per model)."""
-    with image.file.open("rb") as handle:
-        data = handle.read()
-    started = time.perf_counter()
-    try:
-        tensor = load_for_model(data, input_size=predictor.input_size)
-    except ImageDecodeError as error:
-        raise InferenceFailure(f"Image {image.pk} could not be read: {error}") from None
-    probability = float(predictor.predict_batch(tensor[None, ...])[0])
-    latency_ms = (time.perf_counter() - started) * 1000.0
-    prediction, _ = Prediction.objects.get_or_create(
-        image=image,
-        model_version=model_version,
-        defaults={
-            "role": role,
-            "probability": probability,
-            "threshold": predictor.threshold,
-            "label": predictor.label_for(probability),
-            "latency_ms": latency_ms,
-            "model_sha256": predictor.model_sha256,
-            "preprocessing_version": predictor.preprocessing_version,
-            "input_sha256": hashlib.sha256(data).hexdigest(),
-        },
-    )
-    return prediction
+@dataclass
+class _DecodedUpload:
+    study: Study
+    image: Image
+    input_sha256: str
+    tensor: np.ndarray
+    decode_ms: float
+
+
+def images_predict(
+    *, studies: list[Study], model_version: ModelVersion, predictor: Predictor, role: str = Prediction.Role.PRIMARY
+) -> dict[int, str]:
+    """Predict every image of the studies not yet predicted by this model, in batches.
+
+    Returns the reason for each study that cannot be predicted (an unreadable image);
+    the other studies' predictions are stored, once per (image, model version).
+    """
+    decoded: list[_DecodedUpload] = []
+    failures: dict[int, str] = {}
+    for study in studies:
+        for image in study.images.exclude(predictions__model_version=model_version):
+            with image.file.open("rb") as handle:
+                data = handle.read()
+            started = time.perf_counter()
+            try:
+                tensor = load_for_model(data, input_size=predictor.input_size)
+            except ImageDecodeError as error:
+                failures[study.pk] = f"Image {image.pk} could not be read: {error}"
+                continue
+            decode_ms = (time.perf_counter() - started) * 1000.0
+            decoded.append(_DecodedUpload(study, image, hashlib.sha256(data).hexdigest(), tensor, decode_ms))
+    decoded = [item for item in decoded if item.study.pk not in failures]
+    batch_size = settings.INFERENCE_MAX_BATCH
+    for start in range(0, len(decoded), batch_size):
+        chunk = decoded[start : start + batch_size]
+        started = time.perf_counter()
+        probabilities = predictor.predict_batch(np.stack([item.tensor for item in chunk]))
+        model_ms = (time.perf_counter() - started) * 1000.0
+        for item, probability in zip(chunk, probabilities, strict=True):
+            Prediction.objects.get_or_create(
+                image=item.image,
+                model_version=model_version,
+                defaults={
+                    "role": role,
+                    "probability": float(probability),
+                    "threshold": predictor.threshold,
+                    "label": predictor.label_for(float(probability)),
+                    # This image's decoding plus the model call of the batch it was in.
+                    "latency_ms": item.decode_ms + model_ms,
+                    "model_sha256": predictor.model_sha256,
+                    "preprocessing_version": predictor.preprocessing_version,
+                    "input_sha256": item.input_sha256,
+                },
+            )
+    return failures
 
 
 def _inject_fault_delay() -> None:

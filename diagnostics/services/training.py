@@ -209,7 +209,8 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     run_dir = Path(settings.MODEL_DIR) / "training-runs" / str(run.pk)
     log_lines: list[str] = []
     try:
-        extra, feedback_summary = [], {"feedback_images": 0}
+        extra: list[Any] = []
+        feedback_summary: dict[str, Any] = {"feedback_images": 0}
         if config["data_source"] == "dataset+feedback":
             extra, feedback_summary = feedback_training_records(destination=run_dir / "feedback")
         train_config = TrainConfig(

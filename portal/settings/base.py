@@ -158,6 +158,8 @@ MODEL_DIR = Path(env_str("MODEL_DIR", str(VAR_DIR / "models")))
 PNEUMONIA_DATA_DIR = env_str("PNEUMONIA_DATA_DIR")
 IMAGENET_WEIGHTS_DIR = env_str("IMAGENET_WEIGHTS_DIR")
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0)  # 0: ONNX Runtime decides
+# A worker predicts the study it was sent plus up to this many waiting ones in one model call.
+INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 16)
 
 # Celery: with no broker configured, tasks run in process (embedded default).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or env_str("REDIS_URL")
