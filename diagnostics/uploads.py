@@ -40,7 +40,7 @@ class RequestSizeLimitMiddleware:
         return self.get_response(request)
 
 
-def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """handler400: an upload stopped mid-stream (RequestDataTooBig) gets the 413 it deserves."""
     if isinstance(exception, RequestDataTooBig):
         return refusal(request)
