@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--report", default="docs/model-comparison.md")
     compare.add_argument("--plots-dir", default="docs/ml")
     compare.add_argument(
+        "--also-evaluate", default="val", help="also run every row on this split folder if present ('' to skip)"
+    )
+    compare.add_argument(
         "--render-only", action="store_true", help="rebuild the report from <plots-dir>/comparison.json"
     )
 
@@ -248,6 +251,7 @@ def _compare(args: argparse.Namespace) -> int:
         plots_dir=Path(args.plots_dir),
         seed=args.seed,
         render_only=args.render_only,
+        also_evaluate=args.also_evaluate or None,
     )
     print(report)
     return 0

@@ -82,9 +82,13 @@ def run_comparison(
     plots_dir: Path,
     seed: int,
     render_only: bool = False,
+    also_evaluate: str | None = "val",
 ) -> Path:
     if render_only:  # rebuild the report and plots from the rows a previous run recorded
         results = json.loads((plots_dir / "comparison.json").read_text(encoding="utf-8"))
+        for result in results:
+            if "failed" not in result and also_evaluate and "also" not in result:
+                result["also"] = _also_evaluate(Path(result["artifact"]), data_dir, also_evaluate)
         _write_outputs(results, report_path, plots_dir, budget, data_dir)
         return report_path
     rows = [r for r in load_budget(budget) if not only or r["architecture"] in only]
@@ -105,8 +109,22 @@ def run_comparison(
                 results.append({"architecture": config.architecture, "budget": row, "failed": repr(error)})
                 continue
         results.append(_row_summary(artifact, row, resolved))
+        if also_evaluate:
+            results[-1]["also"] = _also_evaluate(artifact, data_dir, also_evaluate)
         _write_outputs(results, report_path, plots_dir, budget, data_dir)  # partial report survives a crash
     return report_path
+
+
+def _also_evaluate(artifact: Path, data_dir: Path, split: str) -> dict[str, Any] | None:
+    """The row's ONNX model on another folder (the 16 full-size official val films): a check of
+    how it copes with real uploads, never used to choose anything."""
+    from ml.evaluation import evaluate_artifact
+
+    if not (data_dir / split).is_dir():
+        return None
+    summary = evaluate_artifact(artifact, data_dir, split, bootstrap_samples=1000)
+    keep = ("split", "n", "n_positive", "roc_auc", "sensitivity", "specificity", "confusion_matrix", "ci95")
+    return {key: summary[key] for key in keep}
 
 
 def _existing_artifact(output_root: Path, config: TrainConfig) -> Path | None:
@@ -225,6 +243,31 @@ def _plot_auc_vs_latency(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _also_table(results: list[dict[str, Any]]) -> list[str]:
+    rows = [r for r in results if r.get("also")]
+    if not rows:
+        return []
+    split = rows[0]["also"]["split"]
+    lines = [
+        "",
+        f"### The same models on the `{split}` folder (full-size films, not used for any choice)",
+        "",
+        f"`{split}` holds the {rows[0]['also']['n']} official Kermany val films at their original resolution, "
+        "i.e. real uploads going through the JPEG draft decode. Far too few for conclusions (see the intervals), "
+        "but a first look at how each model copes with films that were not squashed to 224 px by a third party.",
+        "",
+        "| architecture | AUC [95% CI] | sensitivity | specificity | TP / FN / TN / FP |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a, cm = r["also"], r["also"]["confusion_matrix"]
+        lines.append(
+            f"| {r['architecture']} | {a['roc_auc']:.3f} {_fmt_ci(a['ci95'].get('roc_auc'))} | {a['sensitivity']:.3f} "
+            f"| {a['specificity']:.3f} | {cm['tp']} / {cm['fn']} / {cm['tn']} / {cm['fp']} |"
+        )
+    return lines
+
+
 def _fmt_ci(ci: list[float] | None) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a"
 
@@ -258,14 +301,17 @@ def _markdown(
             f"| {r['auc_per_ms']:.3f} | {r['onnx_mb']:.1f} |"
         )
     lines += [f"| {r['architecture']} | failed: {r['failed']} | | | | | | | | | | | | |" for r in failed]
+    lines += _also_table(results)
     lines += [
         "",
         f"![ROC curves]({rel}/comparison_roc.png) ![AUC vs latency]({rel}/comparison_auc_vs_latency.png)",
         "",
         "## Reading the table honestly",
         "",
-        "- Training time is the fit time on this 2-core CPU (feature extraction included for cached-feature "
-        "stages); image decoding is excluded. Latency is ONNX Runtime, batch of one, 2 intra-op threads, "
+        "- Training time is the fit time on this 2-core CPU; image decoding is excluded. For cached-feature "
+        "rows it includes feature extraction only when the cache was cold (manifests from now on record "
+        "`feature_seconds` and `feature_cache_hits` per stage). Latency is ONNX Runtime, batch of one, "
+        "2 intra-op threads, "
         "median of 30 runs after warm-up, measured right after training on the same machine.",
         "- Rows marked *ImageNet weights not available here* were trained from random initialisation, because "
         "no VGG16/VGG19/ResNet50V2/MobileNetV2 weights can be downloaded on this machine. Their budget "
@@ -279,6 +325,9 @@ def _markdown(
         "(no augmentation in that stage) and only the head is trained.",
     ]
     too_big = [r for r in results if r["onnx_mb"] > MAX_DEFAULT_MODEL_MB]
+    notes = plots_dir / "comparison-notes.md"
+    if notes.is_file():  # hand-written context about this particular run, kept beside its data
+        lines += ["", notes.read_text(encoding="utf-8").strip()]
     if best:
         lines += [
             "",
