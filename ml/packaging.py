@@ -73,8 +73,8 @@ def _ci(val: dict[str, Any], key: str, pct: bool = False) -> str:
 
 LIMITATIONS = [
     "- The threshold and the reported metrics come from the same validation split (also used for early "
-    "stopping), so threshold-dependent figures are optimistic. No external or official-test evaluation has "
-    "been run.",
+    "stopping), so threshold-dependent figures are optimistic. The official Kermany test split has not been "
+    "used; no external (other-hospital) evaluation has been run.",
     "- Single-site pediatric data (Guangzhou Women and Children's Medical Center); performance on adults, "
     "other hospitals, portable films or DICOMs from other devices is unknown.",
     "- Training images were squashed to 224×224 without keeping the aspect ratio; uploads are squashed the same way.",
@@ -95,6 +95,17 @@ def _other_evaluations(manifest: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return " / ".join(f"{n:,} {name}" for name, n in counts.items())
+
+
+def _weights(weights: dict[str, float] | None) -> str:
+    if not weights:
+        return "none"
+    names = ("NORMAL", "PNEUMONIA")
+    return ", ".join(f"{names[int(k)]} {v:.2f}" for k, v in weights.items())
 
 
 def render_model_card(manifest: dict[str, Any]) -> str:
@@ -126,10 +137,10 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "- Kermany et al. 2018 pediatric chest X-ray set (CC BY 4.0), official *train* split only; images "
         "pre-squashed to 224×224 by a third party.",
         f"- Split: {data['split_method']}.",
-        f"- Train: {counts['train']} ({patients['train']} patients); "
-        f"validation: {counts['validation']} ({patients['validation']} patients).",
+        f"- Train: {_counts(counts['train'])} films of {patients['train']:,} patients; "
+        f"validation: {_counts(counts['validation'])} films of {patients['validation']:,} patients.",
         f"- Class imbalance: {data['class_weighting']['method']} class weights "
-        f"{json.dumps(data['class_weighting']['weights'])}.",
+        f"({_weights(data['class_weighting']['weights'])}) in the loss.",
         f"- Every image with its sha256: data_files.txt (sha256 `{data['file_list_sha256']}`).",
         "",
         "## Validation performance (ONNX model, patient-grouped validation split)",
