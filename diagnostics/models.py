@@ -87,6 +87,10 @@ class Study(models.Model):
     status_changed_at = models.DateTimeField(auto_now_add=True)
     # Optional URL an integrating system gave; notified (HMAC-signed) when the study finishes.
     callback_url = models.URLField(max_length=500, blank=True)
+    # The machine credential that created the study: its secret signs the webhook.
+    api_token = models.ForeignKey(
+        "ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="studies"
+    )
     created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

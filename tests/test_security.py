@@ -116,3 +116,35 @@ def test_the_database_refuses_to_change_or_delete_audit_events(owner):
     assert event.action == "test.event"
     with pytest.raises(PermissionError):
         event.save()
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://8.8.8.8/hook", True),
+        ("http://127.0.0.1:9/hook", True),  # allow-listed in the test settings (the webhook tests' receiver)
+        ("http://10.0.0.5/hook", False),
+        ("http://192.168.1.20/hook", False),
+        ("http://169.254.169.254/latest/meta-data", False),
+        ("http://[::1]/hook", False),
+        ("ftp://8.8.8.8/hook", False),
+        ("https://no-such-host.invalid/hook", False),
+    ],
+)
+def test_webhook_callbacks_cannot_target_private_addresses(url, allowed):
+    from diagnostics.services.webhooks import webhook_url_allowed
+
+    assert webhook_url_allowed(url) is allowed
+
+
+@pytest.mark.django_db
+def test_a_study_with_a_private_callback_url_is_refused(owner, patient, settings):
+    from django.core.exceptions import ValidationError
+
+    from diagnostics.services.images import image_validate_upload
+    from diagnostics.services.studies import study_create
+
+    upload = image_validate_upload(filename="a.jpeg", data=jpeg_bytes())
+    with pytest.raises(ValidationError, match="public address"):
+        study_create(user=owner, patient=patient, uploads=[upload], callback_url="http://10.1.2.3/his")
+    assert not Study.objects.exists()

@@ -189,6 +189,7 @@ def accept_study(
                 modality=fields["modality"],
                 view_position=fields["view_position"],
                 callback_url=fields["callback_url"],
+                api_token=request.auth if isinstance(request.auth, ApiToken) else None,
             )
 
     replayed = False

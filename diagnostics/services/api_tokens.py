@@ -135,8 +135,11 @@ def api_token_authenticate(*, key: str) -> ApiToken:
     return token
 
 
-def api_token_signing_secret(*, user: User) -> str | None:
-    """The webhook secret that signs notifications for `user`: that of its newest live token."""
+def api_token_signing_secret(*, user: User, token: ApiToken | None = None) -> str | None:
+    """The webhook secret that signs a notification: the creating token's while it is live,
+    else (studies from before tokens were recorded) the newest live token of `user`."""
+    if token is not None:
+        return token.webhook_secret if token.revoked_at is None else None
     token = (
         ApiToken.objects.filter(user=user, team_id=user.team_id, revoked_at__isnull=True)
         .order_by("-created_at", "-pk")

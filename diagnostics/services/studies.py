@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from diagnostics.events import study_finished
-from diagnostics.models import Patient, Study, User
+from diagnostics.models import ApiToken, Patient, Study, User
 
 from .audit import audit_record
 from .images import ValidatedUpload, image_store
@@ -22,6 +22,7 @@ def study_create(
     modality: str = Study.Modality.CR,
     view_position: str = "",
     callback_url: str = "",
+    api_token: ApiToken | None = None,
 ) -> Study:
     """Create a study with its images and queue it for AI assessment.
 
@@ -32,6 +33,10 @@ def study_create(
         raise PermissionDenied("This patient belongs to another care team.")
     if not uploads:
         raise ValidationError("Attach at least one X-ray image.")
+    if callback_url:
+        from .webhooks import webhook_url_check
+
+        webhook_url_check(url=callback_url)
     with transaction.atomic():
         study = Study.objects.create(
             patient=patient,
@@ -39,6 +44,7 @@ def study_create(
             modality=modality,
             view_position=view_position,
             callback_url=callback_url,
+            api_token=api_token,
             created_by=user,
         )
         images = [image_store(study=study, upload=upload, user=user) for upload in uploads]

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -40,6 +44,32 @@ MAX_ERROR_CHARS = 1000
 
 class WebhookNotDelivered(Exception):
     """An attempt failed in a way a later attempt may not (no answer, or a non-2xx one)."""
+
+
+def webhook_url_allowed(url: str) -> bool:
+    """Whether a callback may be sent to `url`: http(s), and every address it resolves to is public,
+    unless its host is in WEBHOOK_ALLOWED_HOSTS. Checked when the study is created and again before
+    each delivery, so a name that later resolves inside the hospital network is refused (SSRF)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    if parts.hostname in settings.WEBHOOK_ALLOWED_HOSTS:
+        return True
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)}
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(str(address).split("%")[0]).is_global for address in addresses)
+
+
+def webhook_url_check(*, url: str) -> None:
+    if not webhook_url_allowed(url):
+        raise ValidationError(
+            {
+                "callback_url": "The callback URL must be http(s) and resolve to a public address "
+                "(an administrator can allow-list an internal host with WEBHOOK_ALLOWED_HOSTS)."
+            }
+        )
 
 
 def webhook_signature(*, secret: str, timestamp: int, body: bytes) -> str:
@@ -141,7 +171,11 @@ def webhook_notify_study_finished(*, study_id: int, status: str, final: bool) ->
     if urlsplit(delivery.url).scheme not in ("http", "https"):
         _record_attempt(delivery, delivered=False, final=True, response_code=None, error="Not an http(s) URL.")
         return delivery
-    secret = api_token_signing_secret(user=delivery.study.created_by)
+    if not webhook_url_allowed(delivery.url):
+        failure = "The callback URL points at a private or local address that is not allow-listed."
+        _record_attempt(delivery, delivered=False, final=True, response_code=None, error=failure)
+        return delivery
+    secret = api_token_signing_secret(user=delivery.study.created_by, token=delivery.study.api_token)
     if secret is None:
         # An unsigned notification is never sent; fail now rather than retry for hours.
         failure = "The client has no live API token to sign with (all revoked)."

@@ -292,6 +292,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
 
+# Hosts a webhook callback may target although they resolve to private addresses (SSRF guard).
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])
+
 INTENDED_USE = "Decision support for pediatric chest X-rays; not a diagnosis."
 
 # The embedded default serves static files straight from the source folders.

@@ -25,6 +25,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 SECURE_SSL_REDIRECT = False
+# The webhook tests run their receiver on this machine; his.example stands for a hospital system.
+WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1", "localhost", "his.example"]
 SECURE_HSTS_SECONDS = 0
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

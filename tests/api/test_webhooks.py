@@ -196,3 +196,17 @@ def test_the_worker_notifies_the_callback_url_when_the_prediction_is_ready(
         time.sleep(0.1)
         delivery.refresh_from_db()
     assert delivery.status == "delivered" and delivery.attempts == 1
+
+
+
+def test_the_webhook_is_signed_with_the_token_that_created_the_study():
+    from django.utils import timezone
+
+    from diagnostics.models import ApiToken, User
+    from diagnostics.services.api_tokens import api_token_signing_secret
+
+    creator = ApiToken(webhook_secret="creator-secret")
+    nobody = User(username="unsaved")
+    assert api_token_signing_secret(user=nobody, token=creator) == "creator-secret"
+    creator.revoked_at = timezone.now()
+    assert api_token_signing_secret(user=nobody, token=creator) is None  # a revoked token signs nothing
