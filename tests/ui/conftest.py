@@ -83,7 +83,7 @@ def live_server(django_db_setup) -> Iterator[Any]:
 @pytest.fixture
 def page(browser, live_server) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="en-GB")
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(30_000)  # generous: the machine may be busy
     page = context.new_page()
     # Script errors, and answers that mean a broken page (a 400 for a refused upload is expected).
     errors: list[str] = []

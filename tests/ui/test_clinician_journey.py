@@ -112,7 +112,7 @@ def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedb
     screenshot(page, "03-study-queued")
     page.evaluate("() => { window.__sameDocument = true; }")
     status = page.locator("#study-status")
-    status.get_by_text("the AI assessment is ready").wait_for(timeout=60_000)
+    status.get_by_text("the AI assessment is ready").wait_for(timeout=120_000)
     assert page.evaluate("() => window.__sameDocument === true"), "the page reloaded instead of updating in place"
     assert status.get_attribute("role") == "status"
 
@@ -125,7 +125,7 @@ def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedb
 
     # The heatmaps arrive from the explain worker, again without a reload.
     overlay = first.locator("img.heatmap-overlay")
-    overlay.wait_for(state="visible", timeout=90_000)
+    overlay.wait_for(state="visible", timeout=150_000)  # TensorFlow loads on the first task
     page.locator(".image-result").nth(1).locator("img.heatmap-overlay").wait_for(state="visible", timeout=60_000)
     assert page.evaluate("() => window.__sameDocument === true")
     assert overlay.evaluate("img => img.complete && img.naturalWidth > 0")
