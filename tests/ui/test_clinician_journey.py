@@ -8,6 +8,7 @@ test database; screenshots and axe reports are saved under test-artifacts/ui/.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,6 +50,11 @@ def drop_files(page: Any, selector: str, files: list[tuple[str, str, bytes]]) ->
     )
     for event in ("dragenter", "dragover", "drop"):
         page.dispatch_event(selector, event, {"dataTransfer": transfer})
+
+
+def maps_tensorflow(worker: Any) -> bool:
+    """Whether a worker process has TensorFlow's shared libraries mapped (Linux /proc)."""
+    return "tensorflow" in Path(f"/proc/{worker.process.pid}/maps").read_text()
 
 
 def flip(label: str) -> str:
@@ -130,6 +136,8 @@ def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedb
     assert page.evaluate("() => window.__sameDocument === true")
     assert overlay.evaluate("img => img.complete && img.naturalWidth > 0")
     assert all(p.heatmap for p in Prediction.objects.filter(image__study=study))
+    # TensorFlow is in the explain worker's memory, and not in the inference worker's.
+    assert maps_tensorflow(explain_worker) and not maps_tensorflow(celery_worker)
     opacity = first.get_by_label("Heatmap opacity")
     opacity.fill("80")
     assert overlay.evaluate("img => getComputedStyle(img).opacity") == "0.8"
