@@ -65,3 +65,17 @@ def test_normalisation_is_inside_the_model() -> None:
     assert built.model.layers[1].name == "normalize"
     x = np.full((1, 32, 32, 3), 255.0, dtype=np.float32)
     assert float(built.model.layers[1](x).numpy().max()) == pytest.approx(1.0)
+
+
+def test_partial_stage_opens_only_the_named_layers() -> None:
+    from ml.architectures import set_trainable
+
+    built = build_model("vgg19", input_size=32, weights=None, seed=0)
+    set_trainable(built, "partial")
+    assert built.backbone is not None
+    opened = sorted(layer.name for layer in built.backbone.layers if layer.trainable and layer.weights)
+    assert opened == ["block5_conv3", "block5_conv4"]
+    set_trainable(built, "head")
+    assert not built.backbone.trainable
+    set_trainable(built, "full")
+    assert all(layer.trainable for layer in built.backbone.layers)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ml import artifacts, data
-from ml.config import TrainConfig
+from ml.config import StageConfig, TrainConfig
 from ml.inference import ModelArtifactError, Predictor
 from ml.preprocessing import PREPROCESSING_VERSION, load_for_model
 
@@ -232,8 +232,15 @@ def test_pretrained_backbone_trains_its_head_on_cached_features_and_exports(
     weights_dir.mkdir()
     weights_file = weights_dir / architectures.local_weights_name("tiny")
     _tiny_backbone(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights_file)
+    stages = [StageConfig("partial", 1, 1e-4, "sgd"), StageConfig("full", 1, 1e-4, "sgd")]  # the VGG19 recipe
     config = TrainConfig(
-        architecture="tiny", input_size=32, weights="local", epochs=2, batch_size=8, bootstrap_samples=10
+        architecture="tiny",
+        input_size=32,
+        weights="local",
+        epochs=2,
+        batch_size=8,
+        bootstrap_samples=10,
+        fine_tune_stages=stages,
     )
     cache = tmp_path / "cache"
     out = training.train(
@@ -245,8 +252,10 @@ def test_pretrained_backbone_trains_its_head_on_cached_features_and_exports(
         latency_runs=2,
     )
     manifest = artifacts.read_manifest(out)
-    [stage] = manifest["history"]
+    stage, partial, full = manifest["history"]
     assert stage["stage"] == "head" and stage["features_cached"] and not stage["augmentation"]
+    assert (partial["stage"], partial["optimizer"], full["stage"]) == ("partial", "sgd", "full")
+    assert not partial["features_cached"] and partial["augmentation"]
     assert stage["feature_cache_hits"] == 0 and stage["feature_seconds"] > 0
     assert weights_file.name in manifest["weights"]["source"]
     assert len(list(cache.glob("features-tiny-*.npy"))) == 2  # train and validation
