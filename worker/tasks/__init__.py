@@ -3,6 +3,14 @@
 from .explain import compute_prediction_heatmap
 from .inference import run_study_inference
 from .maintenance import reconcile_stuck_studies
+from .training import run_training, scheduled_retraining
 from .webhooks import deliver_study_webhook
 
-__all__ = ["compute_prediction_heatmap", "deliver_study_webhook", "reconcile_stuck_studies", "run_study_inference"]
+__all__ = [
+    "compute_prediction_heatmap",
+    "deliver_study_webhook",
+    "reconcile_stuck_studies",
+    "run_study_inference",
+    "run_training",
+    "scheduled_retraining",
+]
