@@ -1,9 +1,10 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from diagnostics.views import images, models, patients, predictions, studies
+from diagnostics.views import images, models, patients, predictions, session, studies
 
 urlpatterns = [
+    path("session/keepalive/", session.keepalive, name="session_keepalive"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", studies.worklist, name="worklist"),

@@ -148,3 +148,16 @@ def test_a_study_with_a_private_callback_url_is_refused(owner, patient, settings
     with pytest.raises(ValidationError, match="public address"):
         study_create(user=owner, patient=patient, uploads=[upload], callback_url="http://10.1.2.3/his")
     assert not Study.objects.exists()
+
+
+@pytest.mark.django_db
+def test_pages_carry_the_idle_warning_and_keepalive_extends_the_session(owner, client):
+    client.force_login(owner)
+    page = client.get(reverse("worklist")).content.decode()
+    assert 'id="session-warning"' in page and f'data-idle-seconds="{settings.SESSION_COOKIE_AGE}"' in page
+    assert "session-timeout.js" in page
+    response = client.post(reverse("session_keepalive"))
+    assert response.status_code == 204
+    assert response.cookies["sessionid"]["max-age"] == settings.SESSION_COOKIE_AGE  # expiry pushed forward
+    client.logout()
+    assert client.post(reverse("session_keepalive")).status_code == 302
