@@ -49,8 +49,10 @@ class PredictionAdmin(admin.ModelAdmin):
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
     list_display = ("created_at", "actor", "action", "object_type", "object_id", "team")
-    list_filter = ("action",)
-    search_fields = ("action", "object_id", "actor__username")
+    list_filter = ("action", "object_type", "team")
+    search_fields = ("action", "object_type", "object_id", "actor__username", "detail")
+    date_hierarchy = "created_at"
+    list_select_related = ("actor", "team")
 
     def has_add_permission(self, request):
         return False

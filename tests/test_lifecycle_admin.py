@@ -87,3 +87,20 @@ def test_a_training_run_starts_only_after_confirmation_and_can_be_cancelled(admi
     client.post(reverse("admin:diagnostics_trainingrun_cancel", args=[run.pk]))
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.CANCELLED
+
+
+def test_admins_search_the_audit_log_and_cannot_edit_it(admin_user, owner, patient):
+    from diagnostics.models import AuditEvent
+    from diagnostics.services.audit import audit_record
+
+    audit_record(action="patient.viewed", actor=owner, target=patient, team=patient.team)
+    client = login_client(admin_user)
+    listing = client.get(reverse("admin:diagnostics_auditevent_changelist"), {"q": "patient.viewed"})
+    assert listing.status_code == 200 and "patient.viewed" in listing.content.decode()
+    event = AuditEvent.objects.get(action="patient.viewed")
+    change = reverse("admin:diagnostics_auditevent_change", args=[event.pk])
+    client.post(change, {"action": "forged"})
+    delete = reverse("admin:diagnostics_auditevent_delete", args=[event.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    event.refresh_from_db()
+    assert event.action == "patient.viewed"
