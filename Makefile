@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run setup test test-fast lint typecheck services worker worker-explain beat compose-check clean
+.PHONY: help run setup test lint typecheck services worker worker-training worker-explain beat compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -29,8 +29,9 @@ services:  ## start PostgreSQL and Redis on 127.0.0.1 if they are not running
 test: $(VENV)/.installed services  ## run the whole test suite against real PostgreSQL, Redis and a Celery worker
 	$(PY) -m pytest
 
-lint: $(VENV)/.installed  ## ruff
+lint: $(VENV)/.installed  ## ruff and bandit
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/bandit -q -r portal diagnostics worker ml -ll -x diagnostics/migrations
 
 typecheck: $(VENV)/.installed  ## mypy
 	$(VENV)/bin/mypy portal diagnostics worker ml
@@ -38,7 +39,10 @@ typecheck: $(VENV)/.installed  ## mypy
 worker: $(VENV)/.installed  ## a Celery worker for the inference queue (needs CELERY_BROKER_URL)
 	$(VENV)/bin/celery -A worker worker -Q inference -l info
 
-worker-explain: $(VENV)/.installed  ## a Celery worker for Grad-CAM heatmaps (the only one that loads TensorFlow)
+worker-training: $(VENV)/.installed  ## a Celery worker for retraining runs (loads TensorFlow)
+	$(VENV)/bin/celery -A worker worker -Q training --concurrency 1 --prefetch-multiplier 1 -l info
+
+worker-explain: $(VENV)/.installed  ## a Celery worker for Grad-CAM heatmaps (loads TensorFlow)
 	$(VENV)/bin/celery -A worker worker -Q explain --concurrency 1 --prefetch-multiplier 1 -l info
 
 beat: $(VENV)/.installed  ## the Celery beat scheduler
