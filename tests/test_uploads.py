@@ -51,3 +51,42 @@ def test_page_upload_stores_the_image_under_a_random_name(owner, patient, settin
     assert "Ada" not in image.file.name and "MRN" not in image.file.name
     assert study.status == Study.Status.QUEUED
     assert AuditEvent.objects.filter(action="study.created", object_id=str(study.pk), actor=owner).exists()
+
+
+def test_a_failure_after_the_files_are_written_leaves_no_file_behind(owner, patient, settings, tmp_path, monkeypatch):
+    from diagnostics.services import studies
+    from diagnostics.services.images import image_validate_upload
+
+    settings.MEDIA_ROOT = tmp_path
+    uploads = [image_validate_upload(filename=f"{i}.png", data=png_bytes(seed=i)) for i in range(2)]
+
+    def audit_fails(**kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(studies, "audit_record", audit_fails)
+    with pytest.raises(RuntimeError):
+        studies.study_create(user=owner, patient=patient, uploads=uploads)
+    assert not Study.objects.exists() and not Image.objects.exists()
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_polyglot_is_judged_by_what_it_decodes_as_and_only_ever_served_re_encoded(owner, patient, settings, tmp_path):
+    from diagnostics.services.images import image_validate_upload
+
+    settings.MEDIA_ROOT = tmp_path
+    with pytest.raises(Exception, match="not a JPEG, PNG or DICOM"):
+        image_validate_upload(filename="x.gif", data=b"GIF89a/*<script>alert(1)</script>*/")
+    html_tail = b"<html><script>alert(document.cookie)</script></html>"
+    client = login_client(owner)
+    polyglot = SimpleUploadedFile("chest.jpeg", jpeg_bytes_with_tail(html_tail), content_type="image/jpeg")
+    client.post(reverse("study_new", args=[patient.pk]), {"modality": "CR", "images": [polyglot]})
+    image = Image.objects.get()
+    preview = client.get(reverse("image_preview", args=[image.pk]))
+    assert preview["Content-Type"] == "image/png" and preview["X-Content-Type-Options"] == "nosniff"
+    assert b"<script>" not in preview.content  # the browser gets a fresh PNG, never the uploaded bytes
+
+
+def jpeg_bytes_with_tail(tail: bytes) -> bytes:
+    from .images import jpeg_bytes
+
+    return jpeg_bytes() + tail

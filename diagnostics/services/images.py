@@ -57,7 +57,11 @@ def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
         uploaded_by=user,
     )
     image.file.save("upload", ContentFile(upload.data), save=False)
-    image.save()
+    try:
+        image.save()
+    except Exception:
+        image.file.storage.delete(image.file.name)
+        raise
     return image
 
 
