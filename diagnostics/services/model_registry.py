@@ -56,19 +56,26 @@ def model_version_register(
     return model_version
 
 
+Status = ModelVersion.Status
+
+
+def _take_exclusive_status(model_version: ModelVersion, status: str, *, demote_to: str) -> ModelVersion | None:
+    """Give `model_version` a status only one model may hold (active, shadow); the holder is demoted.
+
+    Call inside a transaction: the holder's row is locked until it commits.
+    """
+    previous = ModelVersion.objects.select_for_update().filter(status=status).exclude(pk=model_version.pk).first()
+    if previous is not None:
+        previous.status = demote_to
+        previous.save(update_fields=["status"])
+    model_version.status = status
+    return previous
+
+
 def model_version_activate(*, model_version: ModelVersion, actor: User | None = None) -> ModelVersion:
     """Make `model_version` the one active model; the previous active one is archived."""
     with transaction.atomic():
-        previous = (
-            ModelVersion.objects.select_for_update()
-            .filter(status=ModelVersion.Status.ACTIVE)
-            .exclude(pk=model_version.pk)
-            .first()
-        )
-        if previous is not None:
-            previous.status = ModelVersion.Status.ARCHIVED
-            previous.save(update_fields=["status"])
-        model_version.status = ModelVersion.Status.ACTIVE
+        previous = _take_exclusive_status(model_version, Status.ACTIVE, demote_to=Status.ARCHIVED)
         model_version.activated_at = timezone.now()
         model_version.save(update_fields=["status", "activated_at"])
         audit_record(
@@ -216,11 +223,7 @@ def model_version_set_shadow(*, model_version: ModelVersion, actor: User | None 
     if model_version.status != ModelVersion.Status.CANDIDATE:
         raise ValidationError(f"{model_version.name} is {model_version.status}; only a candidate can shadow.")
     with transaction.atomic():
-        previous = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.SHADOW).first()
-        if previous is not None:
-            previous.status = ModelVersion.Status.CANDIDATE
-            previous.save(update_fields=["status"])
-        model_version.status = ModelVersion.Status.SHADOW
+        previous = _take_exclusive_status(model_version, Status.SHADOW, demote_to=Status.CANDIDATE)
         model_version.save(update_fields=["status"])
         audit_record(
             action="model.shadow_started",

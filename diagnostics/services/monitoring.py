@@ -19,8 +19,30 @@ from diagnostics.models import Feedback, ModelVersion, Prediction
 BINS = 10  # probability histogram: 0–10 %, …, 90–100 %
 
 
+class _Rates:
+    """Rates shared by a week's summary and the whole model's: from counts the dataclasses hold."""
+
+    predictions: int
+    suspected: int
+    feedback: int
+    overrides: int
+    histogram: tuple[int, ...]
+
+    @property
+    def suspected_rate(self) -> float | None:
+        return self.suspected / self.predictions if self.predictions else None
+
+    @property
+    def override_rate(self) -> float | None:
+        return self.overrides / self.feedback if self.feedback else None
+
+    @property
+    def histogram_rows(self) -> list[dict[str, Any]]:
+        return _histogram_rows(self.histogram)
+
+
 @dataclass(frozen=True)
-class WeekSummary:
+class WeekSummary(_Rates):
     week: datetime.date
     predictions: int = 0
     mean_probability: float | None = None
@@ -29,21 +51,9 @@ class WeekSummary:
     feedback: int = 0
     overrides: int = 0
 
-    @property
-    def suspected_rate(self) -> float | None:
-        return self.suspected / self.predictions if self.predictions else None
-
-    @property
-    def override_rate(self) -> float | None:
-        return self.overrides / self.feedback if self.feedback else None
-
-    @property
-    def histogram_rows(self) -> list[dict[str, Any]]:
-        return _histogram_rows(self.histogram)
-
 
 @dataclass(frozen=True)
-class ModelMonitoring:
+class ModelMonitoring(_Rates):
     model_version: ModelVersion
     weeks: list[WeekSummary] = field(default_factory=list)
     histogram: tuple[int, ...] = ()
@@ -52,18 +62,6 @@ class ModelMonitoring:
     feedback: int = 0
     overrides: int = 0
     validation_prevalence: float | None = None
-
-    @property
-    def suspected_rate(self) -> float | None:
-        return self.suspected / self.predictions if self.predictions else None
-
-    @property
-    def override_rate(self) -> float | None:
-        return self.overrides / self.feedback if self.feedback else None
-
-    @property
-    def histogram_rows(self) -> list[dict[str, Any]]:
-        return _histogram_rows(self.histogram)
 
 
 def _histogram_rows(histogram: tuple[int, ...]) -> list[dict[str, Any]]:

@@ -8,17 +8,15 @@ Runtime. Start it with `celery -A worker worker -Q explain` (`make worker-explai
 from __future__ import annotations
 
 from celery import shared_task
-from django.db import DatabaseError, InterfaceError
+
+from .options import RETRY_ON_DATABASE_ERRORS
 
 
 @shared_task(
     name="worker.tasks.compute_prediction_heatmap",
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=(DatabaseError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=5,
+    **RETRY_ON_DATABASE_ERRORS,
     # The first task of a process also loads TensorFlow and the Keras model.
     soft_time_limit=180,
     time_limit=240,

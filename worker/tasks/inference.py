@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from celery import shared_task
 from celery.signals import worker_process_init
-from django.db import DatabaseError, InterfaceError
+
+from .options import RETRY_ON_DATABASE_ERRORS
 
 
 @shared_task(
     name="worker.tasks.run_study_inference",
     acks_late=True,
     reject_on_worker_lost=True,
-    # Only errors a retry can fix: the database or its connection going away.
-    autoretry_for=(DatabaseError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=5,
+    **RETRY_ON_DATABASE_ERRORS,
     soft_time_limit=120,
     time_limit=180,
 )
