@@ -195,8 +195,10 @@ def _normalization(mode: str) -> keras.layers.Layer:
     if mode == "tf":
         return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="normalize")
     # Caffe mode is BGR minus ImageNet means. Inputs are gray replicated to 3 channels, so the
-    # channel order is immaterial and a per-channel mean subtraction is exact.
-    return keras.layers.Normalization(mean=[103.939, 116.779, 123.68], variance=[1.0, 1.0, 1.0], name="normalize")
+    # channel order is immaterial and a per-channel mean subtraction is exact. Rescaling with a
+    # per-channel offset, not Normalization: tf2onnx turned Normalization's mean/variance into
+    # extra graph inputs, so the exported VGG models could not run.
+    return keras.layers.Rescaling(1.0, offset=[-103.939, -116.779, -123.68], name="normalize")
 
 
 def _small_cnn(x: keras.KerasTensor) -> keras.KerasTensor:

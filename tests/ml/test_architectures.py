@@ -79,3 +79,23 @@ def test_partial_stage_opens_only_the_named_layers() -> None:
     assert not built.backbone.trainable
     set_trainable(built, "full")
     assert all(layer.trainable for layer in built.backbone.layers)
+
+
+@pytest.mark.parametrize("mode", ["unit", "tf", "caffe"])
+def test_every_normalisation_exports_to_onnx_with_the_image_as_only_input(mode: str, tmp_path: Path) -> None:
+    import keras
+    import numpy as np
+    import onnxruntime as ort
+
+    from ml.architectures import _normalization
+
+    inputs = keras.Input((8, 8, 3), name="image")
+    model = keras.Model(inputs, _normalization(mode)(inputs))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    model.export(str(tmp_path / "n.onnx"), format="onnx", verbose=False)
+    session = ort.InferenceSession(str(tmp_path / "n.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    np.testing.assert_allclose(session.run(None, {"image": x})[0], expected, atol=1e-4)
+    if mode == "caffe":
+        np.testing.assert_allclose(expected[..., 0], x[..., 0] - 103.939, atol=1e-3)
