@@ -48,6 +48,13 @@ worker-explain: $(VENV)/.installed  ## a Celery worker for Grad-CAM heatmaps (lo
 beat: $(VENV)/.installed  ## the Celery beat scheduler
 	$(VENV)/bin/celery -A worker beat -l info
 
+BENCH_FILMS ?= ../shared/data/chest_xray/val
+BENCH_DATA ?= $(or $(PNEUMONIA_DATA_DIR),../shared/data/chest_xray)
+
+bench: $(VENV)/.installed services  ## the whole benchmark (~20 min, waits for training to finish) -> docs/performance.md
+	$(PY) -m benchmarks --wait-for-idle 1800 $(if $(wildcard $(BENCH_FILMS)),--films-dir $(BENCH_FILMS)) \
+		$(if $(wildcard $(BENCH_DATA)),--data-dir $(BENCH_DATA))
+
 compose-check:  ## validate docker-compose.yml (compose v2 plugin, or Debian's docker-compose 1.29)
 	if docker compose version >/dev/null 2>&1; then SECRET_KEY=check docker compose config -q; else SECRET_KEY=check docker-compose config -q; fi
 

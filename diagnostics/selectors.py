@@ -11,7 +11,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 from django.http import Http404
 
-from diagnostics.models import Image, ModelVersion, Patient, Prediction, Study, TrainingRun, User
+from diagnostics.models import Feedback, Image, ModelVersion, Patient, Prediction, Study, TrainingRun, User
 
 
 def patient_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Patient]:
@@ -45,9 +45,12 @@ def study_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Study]:
 
 
 def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:
-    """One study with its images and the predictions shown to clinicians (newest first)."""
+    """One study with its images, the predictions shown to clinicians (newest first) and their readings."""
     predictions = (
-        Prediction.objects.filter(role=Prediction.Role.PRIMARY).select_related("model_version").order_by("-created_at")
+        Prediction.objects.filter(role=Prediction.Role.PRIMARY)
+        .select_related("model_version")
+        .prefetch_related(Prefetch("feedback", queryset=Feedback.objects.select_related("clinician")))
+        .order_by("-created_at")
     )
     images = Image.objects.prefetch_related(Prefetch("predictions", queryset=predictions))
     try:

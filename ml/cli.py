@@ -1,4 +1,4 @@
-"""Command line: python -m ml train|evaluate|export|compare|split ..."""
+"""Command line: python -m ml train|evaluate|export|compare|bench|split ..."""
 
 from __future__ import annotations
 
@@ -105,10 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--render-only", action="store_true", help="rebuild the report from <plots-dir>/comparison.json"
     )
 
-    bench = sub.add_parser("bench", help="ONNX Runtime latency of an artifact on this CPU (batch 1)")
-    bench.add_argument("--artifact", required=True)
+    bench = sub.add_parser(
+        "bench", help="speed on this CPU: ONNX Runtime (and TensorFlow) per model, GEMM ceiling, JPEG decode"
+    )
+    bench.add_argument("--artifact", action="append", default=[], help="artifact folder (repeatable)")
     bench.add_argument("--threads", type=int, default=2)
-    bench.add_argument("--runs", type=int, default=100)
+    bench.add_argument("--runs", type=int, default=100, help="most timed runs per measurement at batch 1")
+    bench.add_argument("--search", action="append", default=[], help="also every artifact under this folder")
+    bench.add_argument(
+        "--architectures",
+        default="",
+        help="comma-separated, or 'all': architectures with no artifact given are exported with random "
+        "weights to measure speed only",
+    )
+    bench.add_argument("--batches", default="1,16")
+    bench.add_argument("--budget", type=float, default=8.0, help="seconds per measurement (after min. 5 runs)")
+    bench.add_argument("--tensorflow", action="store_true", help="also time each model through tf.function")
+    bench.add_argument("--decode", action="store_true", help="also JPEG decode: naive vs draft")
+    bench.add_argument("--films-dir", help="full-size films for --decode (default $PNEUMONIA_BENCH_FILMS)")
+    bench.add_argument(
+        "--quantize", action="store_true", help="int8 variants of the first model, AUC on its validation split"
+    )
+    _add_data_flags(bench)
+    bench.add_argument("--workdir", default="var/bench", help="exported and quantized models go here")
+    bench.add_argument("--json", help="write the full report here")
 
     split = sub.add_parser("split", help="show the patient-grouped split; optionally write the file list")
     _add_data_flags(split)
@@ -258,15 +278,51 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from ml.artifacts import ONNX_NAME
-    from ml.export import measure_latency
+    from ml import bench
     from ml.inference import Predictor
 
-    predictor = Predictor.from_artifact(args.artifact)  # verifies the file before timing it
-    latency = measure_latency(
-        Path(args.artifact) / ONNX_NAME, predictor.input_size, threads=args.threads, runs=args.runs
+    artifacts = list(args.artifact) or (["ml/default_model"] if not args.search else [])
+    for artifact in artifacts:
+        Predictor.from_artifact(artifact)  # verifies the file before timing it
+    names = [name for name in args.architectures.split(",") if name]
+    if names == ["all"]:
+        names = list(bench.SPEED_ONLY_ARCHITECTURES)
+    if names:
+        from ml.architectures import ARCHITECTURES  # imports Keras: only when exporting
+
+        unknown = [name for name in names if name not in ARCHITECTURES]
+        if unknown:
+            raise SystemExit(f"Unknown architecture(s) {unknown}; choose from {', '.join(sorted(ARCHITECTURES))}")
+    films_dir = args.films_dir or os.environ.get("PNEUMONIA_BENCH_FILMS")
+    films = sorted(p for p in Path(films_dir).rglob("*") if p.suffix.lower() in (".jpeg", ".jpg")) if films_dir else []
+    data_dir = None
+    if args.quantize:
+        data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
+    extras = args.search or names or args.tensorflow or args.decode or args.quantize or len(artifacts) > 1
+    report = bench.run_benchmark(
+        artifacts=artifacts,
+        search=args.search,
+        architectures=names,
+        threads=args.threads,
+        batches=[int(b) for b in args.batches.split(",")],
+        max_runs=args.runs,
+        budget_s=args.budget,
+        tensorflow=args.tensorflow,
+        profile=bool(extras),
+        variants=bool(extras),
+        decode=args.decode,
+        films=films,
+        quantize_data_dir=data_dir,
+        workdir=Path(args.workdir),
+        log=(lambda message: print(f"[bench] {message}", file=sys.stderr)) if args.verbose else (lambda _: None),
     )
-    print(json.dumps({"model": predictor.name, "version": predictor.version, **latency}, indent=2))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if extras:
+        print(bench.render_text(report))
+    else:  # the one-artifact form prints what it always printed, plus batch 16 and GFLOP/s
+        print(json.dumps(bench.legacy_summary(report, threads=args.threads, runs=args.runs), indent=2))
     return 0
 
 

@@ -33,7 +33,9 @@ class Predictor:
         self._input_name = session.get_inputs()[0].name
 
     @classmethod
-    def from_artifact(cls, artifact_dir: str | Path, *, intra_op_threads: int | None = None) -> Predictor:
+    def from_artifact(
+        cls, artifact_dir: str | Path, *, intra_op_threads: int | None = None, spin: bool | None = None
+    ) -> Predictor:
         artifact_dir = Path(artifact_dir)
         manifest = _load_manifest(artifact_dir)
         onnx_path = artifact_dir / str(manifest["files"].get("onnx") or ONNX_NAME)
@@ -45,11 +47,7 @@ class Predictor:
                 f"Model file {onnx_path} does not match its manifest "
                 f"(sha256 {sha256[:12]}…, manifest says {str(manifest['onnx_sha256'])[:12]}…)."
             )
-        options = ort.SessionOptions()
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
-        # Thread pools are per session; one session per worker process avoids oversubscription.
-        options.inter_op_num_threads = 1
+        options = serving_session_options(threads=intra_op_threads, spin=spin)
         try:
             session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception hierarchy
@@ -72,6 +70,26 @@ class Predictor:
 
     def label_for(self, probability: float) -> str:
         return self.class_names[1] if probability >= self.threshold else self.class_names[0]
+
+
+def serving_session_options(*, threads: int | None = None, spin: bool | None = None) -> ort.SessionOptions:
+    """The ONNX Runtime settings of the serving path (``python -m ml bench`` measures these).
+
+    ``threads``: intra-op threads (None: ONNX Runtime uses one per physical core). One
+    inter-op thread: thread pools are per session, and one session per worker process
+    avoids oversubscription. ``spin``: whether idle pool threads busy-wait for the next
+    operator; None keeps ONNX Runtime's default (on). Off gives the cores back to the web
+    and database processes between requests, at a small cost per call (see docs/performance.md).
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if spin is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return options
 
 
 def _load_manifest(artifact_dir: Path) -> dict[str, Any]:

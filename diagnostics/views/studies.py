@@ -165,7 +165,7 @@ def image_results(*, study: Study, feedback_forms: dict[int, FeedbackForm] | Non
     for number, image in enumerate(study.images.all(), start=1):
         prediction = next(iter(image.predictions.all()), None)  # primary only, newest first
         heatmap = prediction_heatmap_state(prediction=prediction) if prediction else None
-        feedback = list(prediction.feedback.select_related("clinician")) if prediction else []
+        feedback = list(prediction.feedback.all()) if prediction else []  # prefetched, newest first
         form = None
         if prediction is not None:
             form = (feedback_forms or {}).get(prediction.pk) or FeedbackForm(auto_id=f"id_p{prediction.pk}_%s")

@@ -112,6 +112,10 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# PostgreSQL's JIT compiles any plan costed above jit_above_cost; for the portal's short queries
+# (the worklist's triage order over 10,000 studies) compiling costs more than it saves (docs/performance.md).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and not env_bool("DB_JIT", default=False):
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "diagnostics.User"
 
@@ -160,6 +164,9 @@ IMAGENET_WEIGHTS_DIR = env_str("IMAGENET_WEIGHTS_DIR")
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0)  # 0: ONNX Runtime decides
 # A worker predicts the study it was sent plus up to this many waiting ones in one model call.
 INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 16)
+# Whether ONNX Runtime's idle threads busy-wait (off: the cores go back to the web and the
+# database between calls). See docs/performance.md.
+INFERENCE_SPIN = env_bool("INFERENCE_SPIN", default=False)
 
 # Celery: with no broker configured, tasks run in process (embedded default).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or env_str("REDIS_URL")

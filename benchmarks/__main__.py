@@ -1,0 +1,215 @@
+"""python -m benchmarks: the whole benchmark, then docs/performance.md (see benchmarks/__init__.py).
+
+    python -m benchmarks                       # everything (several minutes); `make bench`
+    python -m benchmarks --quick               # small counts, to check the machinery
+    python -m benchmarks --skip-models         # portal only (serving + load test)
+    python -m benchmarks.report var/bench/results.json   # re-render the docs from saved results
+
+Full-size films for the JPEG decode benchmark come from --films-dir or $PNEUMONIA_BENCH_FILMS
+(e.g. ../shared/data/chest_xray/val); the int8 model's AUC needs --data-dir or $PNEUMONIA_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import env as bench_env_module
+from .env import ROOT, WORKDIR, bench_env, celery_worker, database_connect, free_port, gunicorn
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="small counts and durations (a smoke run)")
+    parser.add_argument("--skip-models", action="store_true")
+    parser.add_argument("--skip-portal", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--films-dir", default=os.environ.get("PNEUMONIA_BENCH_FILMS"))
+    parser.add_argument("--data-dir", default=os.environ.get("PNEUMONIA_DATA_DIR"))
+    parser.add_argument("--search", default="var/runs", help="also measure every artifact under this folder")
+    parser.add_argument("--no-tensorflow", action="store_true")
+    parser.add_argument("--studies", type=int, default=10_000)
+    parser.add_argument("--levels", default="1,10,50", help="concurrent clients of the load test")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per load level")
+    parser.add_argument("--sequential", type=int, default=100)
+    parser.add_argument("--bursts", type=int, default=10)
+    parser.add_argument("--burst-size", type=int, default=10)
+    parser.add_argument(
+        "--wait-for-idle",
+        type=float,
+        default=0.0,
+        help="wait up to this many seconds for other `python -m ml` processes (training) to finish",
+    )
+    parser.add_argument("--results", default=str(WORKDIR / "results.json"))
+    parser.add_argument("--report", default="docs/performance.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ml import bench
+
+    results: dict[str, Any] = {"command": "python -m benchmarks " + " ".join(argv or sys.argv[1:]),
+                               "started_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
+    results["waited_for_idle_s"] = wait_for_idle(args.wait_for_idle)
+    results["machine_at_start"] = bench.machine_info()
+    results["other_ml_processes_at_start"] = bench.ml_processes()
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    if not args.skip_models:
+        results["models"] = run_models(args)
+    if not args.skip_portal:
+        results["portal"] = run_portal(args)
+    results["other_ml_processes_at_end"] = bench.ml_processes()
+    results["load_average_end"] = list(os.getloadavg())
+    previous = _load(Path(args.results))
+    for key in ("models", "portal"):  # a partial run keeps the other half of the last results
+        if key not in results and key in previous:
+            results[key] = previous[key]
+            results.setdefault("reused_from_previous_run", []).append(key)
+    Path(args.results).write_text(json.dumps(results, indent=2) + "\n")
+    from .report import write_report
+
+    written = write_report(results, Path(args.report))
+    log(f"results in {args.results}; wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        loaded: dict[str, Any] = json.loads(path.read_text())
+        return loaded
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_for_idle(limit_s: float) -> float:
+    from ml.bench import ml_processes
+
+    started = time.monotonic()
+    while ml_processes() and time.monotonic() - started < limit_s:
+        log(f"waiting for other ml processes to finish: {ml_processes()[0][:100]}")
+        time.sleep(min(30.0, max(1.0, limit_s - (time.monotonic() - started))))
+    return time.monotonic() - started
+
+
+def run_models(args: argparse.Namespace) -> dict[str, Any]:
+    from ml import bench
+
+    films = sorted(p for p in Path(args.films_dir).rglob("*.jpeg")) if args.films_dir else []
+    search = [args.search] if args.search and Path(args.search).is_dir() else []
+    data_dir = Path(args.data_dir) if args.data_dir and Path(args.data_dir).is_dir() else None
+    log("models: ml.bench (GEMM ceiling, every model, TensorFlow vs ONNX Runtime, decode, int8)")
+    return bench.run_benchmark(
+        artifacts=["ml/default_model"],
+        search=search,
+        architectures=[] if args.quick else list(bench.SPEED_ONLY_ARCHITECTURES),
+        threads=args.threads,
+        max_runs=30 if args.quick else 200,
+        budget_s=2.0 if args.quick else 10.0,
+        tensorflow=not args.no_tensorflow,
+        decode=True,
+        films=films,
+        quantize_data_dir=data_dir,
+        workdir=WORKDIR,
+        log=log,
+    )
+
+
+def run_portal(args: argparse.Namespace) -> dict[str, Any]:
+    from ml.bench import synthetic_film
+
+    from .loadtest import run_level
+    from .serving import run_serving
+
+    studies = 300 if args.quick else args.studies
+    film = synthetic_film(seed=0)
+    film_path = WORKDIR / "film.jpeg"
+    film_path.write_bytes(film)
+    log(f"portal: database {bench_env_module.DATABASE_NAME}: reset, migrate, seed {studies} studies")
+    bench_env_module.database_reset()
+    bench_env_module.redis_flush()
+    env = bench_env()
+    started = time.perf_counter()
+    bench_env_module.manage("migrate", "--noinput", env=env)
+    creds_path = WORKDIR / "credentials.json"
+    subprocess.run(  # noqa: S603 - our interpreter and module
+        [sys.executable, "-m", "benchmarks.seed", "--studies", str(studies), "--film", str(film_path),
+         "--out", str(creds_path)],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    creds = json.loads(creds_path.read_text())
+    portal: dict[str, Any] = {"seeded_studies": creds["studies"], "seeded_predictions": creds["predictions"],
+                              "seed_s": time.perf_counter() - started}  # fmt: skip
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    web = gunicorn(port, env=env)
+    worker = celery_worker(env=env)
+    portal["processes"] = {"web": " ".join(web.command[2:]), "worker": " ".join(worker.command[2:])}
+    settings_names = ("INFERENCE_THREADS", "INFERENCE_MAX_BATCH", "INFERENCE_SPIN")
+    portal["settings"] = {name: os.environ.get(name, "(default)") for name in settings_names}
+    try:
+        web.start()
+        worker.start()
+        web.wait_for_http(f"{base_url}/login/")
+        worker.wait_for_log(" ready.")
+        films = [synthetic_film(seed=seed) for seed in range(4)]
+        portal["serving"] = run_serving(
+            base_url=base_url,
+            token=creds["api_token"],
+            patient_ids=creds["patient_ids"],
+            films=films,
+            connect=database_connect,
+            sequential=20 if args.quick else args.sequential,
+            bursts=2 if args.quick else args.bursts,
+            burst_size=5 if args.quick else args.burst_size,
+            log=log,
+        )
+        levels = [int(level) for level in args.levels.split(",")]
+        duration = 8.0 if args.quick else args.duration
+        portal["load"] = []
+        for clients in levels:
+            log(f"load test: {clients} clients for {duration:.0f} s")
+            portal["load"].append(run_level(base_url, creds, film, clients=clients, duration=duration))
+            time.sleep(2.0)
+        portal["studies_after"] = _count_studies()
+        portal["worker_log_errors"] = [line for line in worker.log_text().splitlines() if "ERROR" in line][:5]
+    finally:
+        web.stop()
+        worker.stop()
+    log("list queries: JIT on/off, proposed indexes")
+    queries_path = WORKDIR / "queries.json"
+    subprocess.run(  # noqa: S603 - our interpreter and module
+        [sys.executable, "-m", "benchmarks.queries", "--runs", "5" if args.quick else "15", "--out", str(queries_path)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    portal["queries"] = json.loads(queries_path.read_text())
+    return portal
+
+
+def _count_studies() -> dict[str, int]:
+    connection = database_connect()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT status, count(*) FROM diagnostics_study GROUP BY status")
+            return {status: int(count) for status, count in cursor.fetchall()}
+    finally:
+        connection.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""A small closed-loop load test of a real gunicorn on 127.0.0.1 (no think time).
+
+Each virtual clinician logs in (session cookie, CSRF, Argon2 as in production; before the timed
+window), then repeats:
+worklist page, a study page, the API study list (token); every 5th round an upload through the
+API (a full-size JPEG); every 10th round logs out and in again. Clients are threads spread over
+client processes, so one interpreter's GIL does not stretch the measured latencies. The run is
+bounded in time; requests started inside the window are counted.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import re
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import requests
+
+from .env import HOST
+
+CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+EXPECTED = {"login": 302, "worklist": 200, "study detail": 200, "API study list": 200, "upload": 202}
+ENDPOINTS = tuple(EXPECTED)
+
+Row = tuple[str, float, float, int, str]  # endpoint, start (epoch s), ms, status, error
+
+
+class Client:
+    def __init__(self, base_url: str, creds: dict[str, Any], film: bytes, seed: int) -> None:
+        assert base_url.startswith(f"http://{HOST}:"), base_url  # never any other address
+        self.base = base_url
+        self.creds = creds
+        self.film = film
+        self.random = random.Random(seed)  # noqa: S311 - which study to open, not a secret
+        self.web = requests.Session()
+        self.api = requests.Session()
+        self.api.headers["Authorization"] = f"Bearer {creds['api_token']}"
+        self.rows: list[Row] = []
+
+    def timed(self, endpoint: str, call: Any) -> requests.Response | None:
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            response = call()
+        except requests.RequestException as error:
+            self.rows.append((endpoint, started, (time.perf_counter() - t0) * 1000.0, 0, repr(error)[:200]))
+            return None
+        ms = (time.perf_counter() - t0) * 1000.0
+        error = "" if response.status_code == EXPECTED[endpoint] else response.text[:200]
+        self.rows.append((endpoint, started, ms, response.status_code, error))
+        return response
+
+    def login(self) -> None:
+        page = self.web.get(f"{self.base}/login/", timeout=60)
+        match = CSRF_INPUT.search(page.text)
+        token = match.group(1) if match else ""
+        form = {"username": self.creds["username"], "password": self.creds["password"], "csrfmiddlewaretoken": token}
+        self.timed("login", lambda: self.web.post(f"{self.base}/login/", data=form, allow_redirects=False, timeout=60))
+
+    def logout(self) -> None:
+        token = self.web.cookies.get("csrftoken", "")
+        self.web.post(f"{self.base}/logout/", data={"csrfmiddlewaretoken": token}, allow_redirects=False, timeout=60)
+
+    def round(self, number: int) -> None:
+        study_id = self.random.choice(self.creds["study_ids"])
+        patient_id = self.random.choice(self.creds["patient_ids"])
+        self.timed("worklist", lambda: self.web.get(f"{self.base}/", timeout=60))
+        self.timed("study detail", lambda: self.web.get(f"{self.base}/studies/{study_id}/", timeout=60))
+        self.timed("API study list", lambda: self.api.get(f"{self.base}/api/v1/studies/", timeout=60))
+        if number % 5 == 4:
+            self.timed(
+                "upload",
+                lambda: self.api.post(
+                    f"{self.base}/api/v1/studies/",
+                    data={"patient_id": str(patient_id), "modality": "CR"},
+                    files={"images": ("film.jpeg", self.film, "image/jpeg")},
+                    timeout=60,
+                ),
+            )
+        if number % 10 == 9:
+            self.logout()
+            self.login()
+
+
+def _client_process(
+    base_url: str, creds: dict[str, Any], film: bytes, threads: int, offset: int, start: float, stop: float, out: Any
+) -> None:
+    clients = [Client(base_url, creds, film, seed=offset + i) for i in range(threads)]
+
+    def loop(client: Client) -> None:
+        client.login()  # before the window: a shift's first logins are not the steady state
+        time.sleep(max(0.0, start - time.time()))
+        number = 0
+        while time.time() < stop:
+            client.round(number)
+            number += 1
+
+    workers = [threading.Thread(target=loop, args=(client,)) for client in clients]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    out.send([row for client in clients for row in client.rows])
+    out.close()
+
+
+def run_level(
+    base_url: str, creds: dict[str, Any], film: bytes, *, clients: int, duration: float, processes: int = 2
+) -> dict[str, Any]:
+    """`clients` concurrent virtual users for `duration` seconds; statistics per endpoint."""
+    context = mp.get_context("fork")
+    processes = max(1, min(processes, clients))
+    start = time.time() + max(2.0, 0.5 * clients)  # time for every client's first login
+    stop = start + duration
+    pipes, procs = [], []
+    for index in range(processes):
+        threads = clients // processes + (1 if index < clients % processes else 0)
+        receive, send = context.Pipe(duplex=False)
+        proc = context.Process(
+            target=_client_process, args=(base_url, creds, film, threads, index * 1000, start, stop, send)
+        )
+        proc.start()
+        pipes.append(receive)
+        procs.append(proc)
+    rows: list[Row] = []
+    for receive in pipes:
+        rows.extend(receive.recv())
+    for proc in procs:
+        proc.join(120)
+    return summarize(rows, clients=clients, start=start, stop=stop)
+
+
+def summarize(rows: Sequence[Row], *, clients: int, start: float, stop: float) -> dict[str, Any]:
+    window = [row for row in rows if start <= row[1] < stop]
+    duration = stop - start
+    endpoints: dict[str, Any] = {}
+    for endpoint in ENDPOINTS:
+        mine = [row for row in window if row[0] == endpoint]
+        ok = [row[2] for row in mine if not row[4] and row[3] == EXPECTED[endpoint]]
+        errors = [row for row in mine if row[4] or row[3] != EXPECTED[endpoint]]
+        endpoints[endpoint] = {
+            "requests": len(mine),
+            "errors": len(errors),
+            "error_samples": [f"{row[3]} {row[4][:120]}" for row in errors[:3]],
+            "per_s": len(mine) / duration,
+            **(
+                {f"p{q}_ms": float(np.percentile(ok, q)) for q in (50, 95, 99)} | {"mean_ms": float(np.mean(ok))}
+                if ok
+                else {}
+            ),
+        }
+    total_errors = sum(item["errors"] for item in endpoints.values())
+    all_ok = [row[2] for row in window if not row[4] and row[3] == EXPECTED[row[0]]]
+    return {
+        "clients": clients,
+        "duration_s": duration,
+        "requests": len(window),
+        "errors": total_errors,
+        "per_s": len(window) / duration,
+        **({f"p{q}_ms": float(np.percentile(all_ok, q)) for q in (50, 95, 99)} if all_ok else {}),
+        "endpoints": endpoints,
+    }
