@@ -157,7 +157,7 @@ def run_portal(args: argparse.Namespace) -> dict[str, Any]:
     worker = celery_worker(env=env)
     portal["processes"] = {"web": " ".join(web.command[2:]), "worker": " ".join(worker.command[2:])}
     settings_names = ("INFERENCE_THREADS", "INFERENCE_MAX_BATCH", "INFERENCE_SPIN")
-    portal["settings"] = {name: os.environ.get(name, "(default)") for name in settings_names}
+    portal["settings"] = {name: worker.env.get(name, "(default)") for name in settings_names}
     try:
         web.start()
         worker.start()

@@ -176,9 +176,12 @@ def gunicorn(port: int, *, workers: int = 3, env: dict[str, str] | None = None) 
 
 
 def celery_worker(*, concurrency: int = 2, env: dict[str, str] | None = None) -> Service:
-    """The inference worker as docker-compose.yml runs it (prefork, 2 processes)."""
+    """The inference worker as docker-compose.yml runs it (prefork, 2 processes), each process with
+    one ONNX Runtime thread, so that two busy processes use the 2 cores without oversubscribing them."""
+    env = dict(env or bench_env())
+    env.setdefault("INFERENCE_THREADS", os.environ.get("BENCH_INFERENCE_THREADS", "1"))
     command = [
         sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "inference",
         "--concurrency", str(concurrency), "-n", f"bench-{os.getpid()}@%h", "-l", "info",
     ]  # fmt: skip
-    return Service("celery-worker", command, env or bench_env())
+    return Service("celery-worker", command, env)

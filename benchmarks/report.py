@@ -393,13 +393,39 @@ def default_model_section(models: dict[str, Any]) -> list[str]:
         ]
     layers = models.get("layer_flops") or []
     if layers:
+        profiled = _profiled_rate_by_layer(layers, (profile.get("1") or {}).get("nodes", []))
         rows = [
-            [layer["name"][:50], layer["op"], "×".join(str(d) for d in layer["output"]), fmt(layer["flops"] / 1e6, 1)]
-            for layer in layers
+            [
+                layer["name"][:50],
+                layer["op"],
+                "×".join(str(d) for d in layer.get("input", [])) or "?",
+                "×".join(str(d) for d in layer["output"]),
+                fmt(layer["flops"] / 1e6, 1),
+                fmt(layer.get("flop_per_byte"), 1),
+                fmt(rate),
+            ]
+            for layer, rate in zip(layers, profiled, strict=True)
         ]
-        lines += ["Counted layers (batch 1):", "", *table(["layer", "op", "output shape", "MFLOP"], rows)]
+        lines += [
+            "Counted layers at batch 1. FLOP/byte: FLOPs over the float32 bytes of input, weights and output "
+            "(each touched once at least); GFLOP/s: the profiled node with the same FLOP count.",
+            "",
+            *table(["layer", "op", "input", "output", "MFLOP", "FLOP/byte", "GFLOP/s b1"], rows),
+        ]
     lines += efficiency_explanation(models, default)
     return lines
+
+
+def _profiled_rate_by_layer(layers: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> list[float | None]:
+    """Each counted layer's profiled GFLOP/s: the first unused profiled node with the same FLOPs."""
+    unused = [node for node in nodes if node.get("flops")]
+    rates: list[float | None] = []
+    for layer in layers:
+        match = next((node for node in unused if node["flops"] == layer["flops"]), None)
+        if match is not None:
+            unused.remove(match)
+        rates.append(match["gflops_per_s"] if match else None)
+    return rates
 
 
 def efficiency_explanation(models: dict[str, Any], default: dict[str, Any]) -> list[str]:
@@ -408,23 +434,38 @@ def efficiency_explanation(models: dict[str, Any], default: dict[str, Any]) -> l
     if not ceiling or not b:
         return []
     best = max(b.values(), key=lambda stats: stats.get("gflops_per_s") or 0)
-    lines = ["### Does the default model reach 80 % of the ceiling?", ""]
     ratio = best.get("ceiling_ratio") or 0
-    lines.append(
-        f"Best measured: batch {best['batch']}, {fmt(best['gflops_per_s'])} GFLOP/s = {pct(ratio)} of the "
-        f"{fmt(ceiling)} GFLOP/s GEMM ceiling "
-        + ("(target met)." if ratio >= TARGETS["ceiling_ratio"] else "(target missed).")
-    )
+    lines = [
+        "### Does the default model reach 80 % of the ceiling?",
+        "",
+        f"Best end-to-end: batch {best['batch']}, {fmt(best['gflops_per_s'])} GFLOP/s = {pct(ratio)} of the "
+        f"{fmt(ceiling)} GFLOP/s ceiling: target " + ("met." if ratio >= TARGETS["ceiling_ratio"] else "missed."),
+    ]
     layers = models.get("layer_flops") or []
-    if layers:
-        total = sum(layer["flops"] for layer in layers)
+    nodes = ((models.get("layer_profile") or {}).get("1") or {}).get("nodes", [])
+    rates = _profiled_rate_by_layer(layers, nodes) if layers else []
+    measured = [(layer, rate) for layer, rate in zip(layers, rates, strict=True) if rate and layer.get("flop_per_byte")]
+    if measured:
+        low = min(measured, key=lambda item: item[0]["flop_per_byte"])
+        high = max(measured, key=lambda item: item[1])
+        prof = (models.get("layer_profile") or {}).get("1") or {}
+        counted_ms = sum(node["ms"] for node in nodes if node.get("flops"))
         lines.append(
-            f"The model does {fmt(total / 1e6, 0)} MFLOP per image. Its convolutions are small GEMMs: "
-            "the first conv has K = 3·3·3 = 27 (3 input channels), too short to fill AVX2 registers, and "
-            "every conv is followed by ReLU and max-pooling, which move bytes but do no counted FLOPs. "
-            "Large square GEMMs keep data in registers and caches for ~n FLOPs per byte; these layers cannot, "
-            "so the profile above (per-node GFLOP/s, and the share of non-conv nodes) is the honest limit."
+            f"Per layer (batch 1), the fastest conv runs at {fmt(high[1])} GFLOP/s ({pct(high[1] / ceiling)} of "
+            f"the ceiling, {fmt(high[0]['flop_per_byte'], 0)} FLOP/byte); the layer with the least arithmetic per "
+            f"byte ({low[0]['name']}, {fmt(low[0]['flop_per_byte'], 0)} FLOP/byte: "
+            f"{low[0]['input'][1] if len(low[0].get('input', [])) > 1 else '?'} input channels) runs at "
+            f"{fmt(low[1])} GFLOP/s ({pct(low[1] / ceiling)}). Nodes without counted FLOPs (pooling, layout "
+            f"reorders, normalisation) take {fmt(prof.get('total_node_ms', 0) - counted_ms, 2)} of "
+            f"{fmt(prof.get('total_node_ms'), 2)} ms, and the call itself (Python, input copy, thread wake-up) "
+            f"adds the difference to the end-to-end p50 of {fmt(b.get('1', {}).get('p50_ms'), 2)} ms."
         )
+    lines.append(
+        "Square GEMMs of n ≥ 256 reuse each loaded value about n times from registers and cache; a 3×3 "
+        "convolution with few channels reuses it only 9·C_in times, so small early layers cannot reach the "
+        "GEMM rate however the runtime is tuned. A model with a few hundred MFLOP per image spends a visible "
+        "share of its time outside the convolutions."
+    )
     return lines + [""]
 
 

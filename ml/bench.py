@@ -184,8 +184,8 @@ def count_flops(onnx_path: str | Path, *, batch: int = 1) -> dict[str, Any]:
         if not out or 0 in out:
             unknown.append(node.name)
             continue
+        weight = shapes.get(node.input[1], []) if len(node.input) > 1 else []
         if node.op_type == "Conv":
-            weight = shapes.get(node.input[1], [])
             if len(weight) < 3:
                 unknown.append(node.name)
                 continue
@@ -198,7 +198,19 @@ def count_flops(onnx_path: str | Path, *, batch: int = 1) -> dict[str, Any]:
                 continue
             inner = a[-2] if trans_a else a[-1]
             macs = int(np.prod(out)) * int(inner)
-        layers.append({"name": node.name, "op": node.op_type, "flops": 2 * macs // batch, "output": out})
+        inp = shapes.get(node.input[0], [])
+        # float32 bytes that must at least be read and written once: input, weights, output.
+        moved = 4 * (int(np.prod(inp)) if inp else 0) + 4 * int(np.prod(weight or [0])) + 4 * int(np.prod(out))
+        layers.append(
+            {
+                "name": node.name,
+                "op": node.op_type,
+                "flops": 2 * macs // batch,
+                "input": inp,
+                "output": out,
+                "flop_per_byte": 2 * macs / moved if moved else None,
+            }
+        )
     total = sum(layer["flops"] for layer in layers)
     return {
         "flops_per_image": int(total),
@@ -374,7 +386,7 @@ def layer_profile(
 
     from ml.inference import serving_session_options
 
-    options = serving_session_options(threads=threads)
+    options = serving_session_options(threads=threads, spin=False)
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"ml-bench-profile-{os.getpid()}")
     session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -860,7 +872,8 @@ def run_benchmark(
         flops = row["flops"]["flops_per_image"]
         common = {"onnx_path": target["onnx_path"], "input_size": target["input_size"], "batches": list(batches),
                   "max_runs": max_runs, "budget_s": budget_s}  # fmt: skip
-        row["onnxruntime"] = run_job({"kind": "onnx", "threads": threads, **common})
+        # spin=False: what the portal's worker uses (settings.INFERENCE_SPIN defaults to off).
+        row["onnxruntime"] = run_job({"kind": "onnx", "threads": threads, "spin": False, **common})
         _add_efficiency(row["onnxruntime"], flops, ceiling)
         if tensorflow:
             row["tensorflow"] = run_job(
@@ -928,7 +941,7 @@ def run_benchmark(
             if "error" in variant or variant["variant"] == "fp32":
                 continue
             speed = run_job({"kind": "onnx", "onnx_path": variant["path"], "input_size": default["input_size"],
-                             "threads": threads, "batches": list(batches), "max_runs": max_runs,
+                             "threads": threads, "spin": False, "batches": list(batches), "max_runs": max_runs,
                              "budget_s": budget_s})  # fmt: skip
             variant["onnxruntime"] = speed
             variant["speedup_vs_fp32"] = _ratios(default["onnxruntime"], speed)
