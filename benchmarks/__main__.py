@@ -41,10 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-tensorflow", action="store_true")
     parser.add_argument("--studies", type=int, default=10_000)
     parser.add_argument("--levels", default="1,10,50", help="concurrent clients of the load test")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds per load level")
+    parser.add_argument("--duration", type=float, default=45.0, help="seconds per load level")
     parser.add_argument("--sequential", type=int, default=100)
     parser.add_argument("--bursts", type=int, default=10)
-    parser.add_argument("--burst-size", type=int, default=10)
+    parser.add_argument("--burst-sizes", default="5,10", help="uploads sent at the same instant")
     parser.add_argument(
         "--wait-for-idle",
         type=float,
@@ -172,7 +172,7 @@ def run_portal(args: argparse.Namespace) -> dict[str, Any]:
             connect=database_connect,
             sequential=20 if args.quick else args.sequential,
             bursts=2 if args.quick else args.bursts,
-            burst_size=5 if args.quick else args.burst_size,
+            burst_sizes=[3] if args.quick else [int(size) for size in args.burst_sizes.split(",")],
             log=log,
         )
         levels = [int(level) for level in args.levels.split(",")]

@@ -2,8 +2,8 @@
 
 Each virtual clinician logs in (session cookie, CSRF, Argon2 as in production; before the timed
 window), then repeats:
-worklist page, a study page, the API study list (token); every 5th round an upload through the
-API (a full-size JPEG); every 10th round logs out and in again. Clients are threads spread over
+worklist page, a study page, the API study list (token); in one round out of 5 (at random) an upload
+through the API (a full-size JPEG); in one out of 10 a logout and login. Clients are threads spread over
 client processes, so one interpreter's GIL does not stretch the measured latencies. The run is
 bounded in time; requests started inside the window are counted.
 """
@@ -27,6 +27,8 @@ CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 EXPECTED = {"login": 302, "worklist": 200, "study detail": 200, "API study list": 200, "upload": 202}
 ENDPOINTS = tuple(EXPECTED)
 
+UPLOAD_SHARE = 0.2  # of rounds; at random, so that short runs with many clients still upload
+RELOGIN_SHARE = 0.1
 Row = tuple[str, float, float, int, str]  # endpoint, start (epoch s), ms, status, error
 
 
@@ -72,7 +74,7 @@ class Client:
         self.timed("worklist", lambda: self.web.get(f"{self.base}/", timeout=60))
         self.timed("study detail", lambda: self.web.get(f"{self.base}/studies/{study_id}/", timeout=60))
         self.timed("API study list", lambda: self.api.get(f"{self.base}/api/v1/studies/", timeout=60))
-        if number % 5 == 4:
+        if self.random.random() < UPLOAD_SHARE:
             self.timed(
                 "upload",
                 lambda: self.api.post(
@@ -82,7 +84,7 @@ class Client:
                     timeout=60,
                 ),
             )
-        if number % 10 == 9:
+        if self.random.random() < RELOGIN_SHARE:
             self.logout()
             self.login()
 

@@ -1,5 +1,6 @@
-"""The list pages' SQL on the seeded database: time per query, JIT on and off, and with the
-indexes docs/performance.md proposes (created here, in the benchmark database only, then dropped).
+"""The list pages on the seeded database, one request at a time: each page's server time split
+into database and Python (views, serializers, templates); each list's SQL with JIT on and off and
+with candidate indexes (created here, in the benchmark database only, then dropped).
 
 Run in the benchmark environment after seeding: python -m benchmarks.queries --out FILE
 """
@@ -72,11 +73,68 @@ def time_query(call: Callable[[], object], runs: int) -> float:
     return statistics.median(samples)
 
 
+def pages(runs: int) -> dict[str, dict[str, float]]:
+    """Median server time of each page in process (no HTTP, no concurrency), and its database part."""
+    from django.db import connection
+    from django.test import Client
+
+    from diagnostics.models import ApiToken, Patient, Study, User
+
+    user = User.objects.get(username="bench-clinician")
+    web = Client(HTTP_HOST="127.0.0.1")
+    web.force_login(user)
+    token = ApiToken.objects.filter(team_id=user.team_id).first()
+    assert token is not None
+    api = Client(HTTP_HOST="127.0.0.1")
+    api.force_login(token.user)  # session auth as the API client account; same view code as a token
+    study = Study.objects.filter(patient__team_id=user.team_id, status=Study.Status.DONE).order_by("-pk").first()
+    patient = Patient.objects.filter(team_id=user.team_id).order_by("pk").first()
+    assert study is not None and patient is not None
+    urls = {
+        "worklist (200 rows, triage)": (web, "/"),
+        "study page": (web, f"/studies/{study.pk}/"),
+        "patient page": (web, f"/patients/{patient.pk}/"),
+        "API study list (50)": (api, "/api/v1/studies/"),
+        "API prediction list (50)": (api, "/api/v1/predictions/"),
+        "API patient list (50)": (api, "/api/v1/patients/"),
+    }
+    database_ms = [0.0]
+
+    def timed(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            database_ms[0] += (time.perf_counter() - started) * 1000.0
+
+    out: dict[str, dict[str, float]] = {}
+    with connection.execute_wrapper(timed):
+        for name, (client, url) in urls.items():
+            client.get(url)
+            totals, databases = [], []
+            for _ in range(runs):
+                database_ms[0] = 0.0
+                started = time.perf_counter()
+                response = client.get(url)
+                totals.append((time.perf_counter() - started) * 1000.0)
+                databases.append(database_ms[0])
+                assert response.status_code == 200, (url, response.status_code)
+            total, database = statistics.median(totals), statistics.median(databases)
+            out[name] = {"total_ms": total, "database_ms": database, "python_ms": total - database}
+    return out
+
+
 def measure(runs: int) -> dict[str, Any]:
     from django.db import connection
 
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")  # the load test's writes leave autovacuum work behind
     calls = queries()
     results: dict[str, Any] = {"runs": runs, "queries": {name: {} for name in calls}, "indexes": {}}
+    from diagnostics.models import Study
+
+    results["seeded"] = Study.objects.count()
+    results["pages"] = pages(runs)
 
     def column(label: str) -> None:
         for name, call in calls.items():

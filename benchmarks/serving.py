@@ -82,7 +82,7 @@ def run_serving(
     connect: Any,
     sequential: int = 100,
     bursts: int = 10,
-    burst_size: int = 10,
+    burst_sizes: Sequence[int] = (5, 10),
     warmup: int = 5,
     log: Any = print,
 ) -> dict[str, Any]:
@@ -95,8 +95,17 @@ def run_serving(
     log(f"serving: {sequential} sequential uploads")
     rows = [run(warmup + i) for i in range(sequential)]
     results: dict[str, Any] = {"sequential": summarize(rows)}
-    log(f"serving: {bursts} bursts of {burst_size}")
-    burst_rows: list[dict[str, Any]] = []
+    results["bursts"] = []
+    for burst_size in burst_sizes:
+        log(f"serving: {bursts} bursts of {burst_size}")
+        results["bursts"].append(run_bursts(run, bursts=bursts, burst_size=burst_size))
+    results["film_kb"] = [len(film) / 1024 for film in films]
+    return results
+
+
+def run_bursts(run: Any, *, bursts: int, burst_size: int) -> dict[str, Any]:
+    """`bursts` times, `burst_size` clients upload at the same instant; then a pause."""
+    rows: list[dict[str, Any]] = []
     for burst in range(bursts):
         barrier = threading.Barrier(burst_size)
         out: list[dict[str, Any]] = []
@@ -110,7 +119,7 @@ def run_serving(
             lock: threading.Lock = lock,
         ) -> None:
             barrier.wait()
-            row = run(10_000 + burst * burst_size + i)
+            row = run(100_000 * burst_size + burst * burst_size + i)
             with lock:
                 out.append(row)
 
@@ -119,11 +128,9 @@ def run_serving(
             thread.start()
         for thread in threads:
             thread.join()
-        burst_rows.extend(out)
+        rows.extend(out)
         time.sleep(0.5)
-    results["bursts"] = summarize(burst_rows) | {"bursts": bursts, "burst_size": burst_size}
-    results["film_kb"] = [len(film) / 1024 for film in films]
-    return results
+    return summarize(rows) | {"bursts": bursts, "burst_size": burst_size}
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
