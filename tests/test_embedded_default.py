@@ -10,6 +10,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
+def bare_environment(**settings: str) -> dict[str, str]:
+    """A process environment with nothing of the portal's configuration but `settings`."""
+    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
+    env.update(settings)
+    return env
+
 PROBE = """
 import json, django
 from django.conf import settings
@@ -23,8 +30,7 @@ print(json.dumps({
 
 
 def test_no_environment_means_sqlite_and_in_process_tasks(tmp_path):
-    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
-    env.update(DJANGO_SETTINGS_MODULE="portal.settings.base", PORTAL_VAR_DIR=str(tmp_path))
+    env = bare_environment(DJANGO_SETTINGS_MODULE="portal.settings.base", PORTAL_VAR_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {
         "engine": "django.db.backends.sqlite3",
@@ -35,8 +41,7 @@ def test_no_environment_means_sqlite_and_in_process_tasks(tmp_path):
 
 
 def test_production_mode_refuses_to_start_without_a_secret_key(tmp_path):
-    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
-    env.update(
+    env = bare_environment(
         DJANGO_SETTINGS_MODULE="portal.settings.base",
         PORTAL_VAR_DIR=str(tmp_path),
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/portal",
@@ -66,8 +71,7 @@ print(study.status, Prediction.objects.filter(image__study=study).count())
 
 def test_newcomer_setup_predicts_in_process_with_the_bundled_model(tmp_path, default_model_dir):
     """What `make run` does before starting the server: migrate, demo users, bundled model."""
-    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
-    env.update(
+    env = bare_environment(
         DJANGO_SETTINGS_MODULE="portal.settings.base",
         PORTAL_VAR_DIR=str(tmp_path),
         DEFAULT_MODEL_DIR=str(default_model_dir),
@@ -86,8 +90,7 @@ def test_newcomer_setup_predicts_in_process_with_the_bundled_model(tmp_path, def
 
 
 def test_a_visibility_timeout_shorter_than_training_fails_the_system_check(tmp_path):
-    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
-    env.update(
+    env = bare_environment(
         DJANGO_SETTINGS_MODULE="portal.settings.base",
         PORTAL_VAR_DIR=str(tmp_path),
         CELERY_VISIBILITY_TIMEOUT="3600",

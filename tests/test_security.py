@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +17,13 @@ from diagnostics.services.audit import audit_record
 
 from .conftest import api_client_for, login_client
 from .images import jpeg_bytes
+from .test_embedded_default import bare_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_production_settings_pass_the_deploy_check_at_warning_level(tmp_path):
-    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
-    env.update(
+    env = bare_environment(
         DJANGO_SETTINGS_MODULE="portal.settings.base",
         PORTAL_VAR_DIR=str(tmp_path),
         DATABASE_URL="postgres://portal@127.0.0.1:5432/portal",

@@ -5,8 +5,6 @@ Colour modes and DICOM variants have their own tests in tests/ml/test_preprocess
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,31 +12,10 @@ from hypothesis import strategies as st
 from ml.preprocessing import DecodedImage, ImageDecodeError, decode_image_bytes, load_for_model
 
 from .images import jpeg_bytes, png_bytes
+from .ml.conftest import dicom_bytes
 
-
-def dicom_bytes() -> bytes:
-    """A small valid DICOM film written with pydicom (MONOCHROME2, 12-bit)."""
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "CR", "FUZZ-1"
-    ds.Rows = ds.Columns = 32
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.arange(32 * 32, dtype=np.uint16) * 3).tobytes()
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-SEEDS = [jpeg_bytes(size=64), png_bytes(size=64), png_bytes(size=48, mode="RGBA"), dicom_bytes()]
+DICOM_PIXELS = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 3  # 12-bit ramp
+SEEDS = [jpeg_bytes(size=64), png_bytes(size=64), png_bytes(size=48, mode="RGBA"), dicom_bytes(DICOM_PIXELS)]
 
 
 def check(data: bytes) -> None:
