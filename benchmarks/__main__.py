@@ -3,8 +3,11 @@
     python -m benchmarks                       # everything (several minutes); `make bench`
     python -m benchmarks --quick               # small counts, to check the machinery
     python -m benchmarks --skip-models         # portal only (serving + load test)
+    python -m benchmarks --think 1,3 --levels 1,10,50   # the load test's paced clients and levels
     python -m benchmarks.report var/bench/results.json   # re-render the docs from saved results
 
+The load test runs twice per level: paced clients (a random think time before each request, the
+model the latency targets are read against), then saturation (no think time: the capacity).
 Full-size films for the JPEG decode benchmark come from --films-dir or $PNEUMONIA_BENCH_FILMS
 (e.g. ../shared/data/chest_xray/val); the int8 model's AUC needs --data-dir or $PNEUMONIA_DATA_DIR.
 """
@@ -22,6 +25,7 @@ from typing import Any
 
 from . import env as bench_env_module
 from .env import ROOT, WORKDIR, bench_env, celery_worker, database_connect, free_port, gunicorn
+from .loadtest import parse_think
 
 
 def log(message: str) -> None:
@@ -40,8 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--search", default="var/runs", help="also measure every artifact under this folder")
     parser.add_argument("--no-tensorflow", action="store_true")
     parser.add_argument("--studies", type=int, default=10_000)
-    parser.add_argument("--levels", default="1,10,50", help="concurrent clients of the load test")
-    parser.add_argument("--duration", type=float, default=45.0, help="seconds per load level")
+    parser.add_argument("--levels", default="1,10,50", help="concurrent clients of the load test (both models)")
+    parser.add_argument(
+        "--think",
+        default="1,3",
+        help="paced clients: think time before each request, uniform LOW,HIGH seconds (locust's between(1, 3))",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the load test's clients (requests, think times)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per level, paced clients")
+    parser.add_argument(
+        "--saturation-duration",
+        type=float,
+        default=30.0,
+        help="seconds per level, saturation (closed loop without think time: the capacity)",
+    )
     parser.add_argument("--sequential", type=int, default=100)
     parser.add_argument("--bursts", type=int, default=10)
     parser.add_argument("--burst-sizes", default="5,10", help="uploads sent at the same instant")
@@ -57,7 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.think_s = parse_think(args.think)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.think_s is None:
+        parser.error("--think: the paced clients need a think time (the saturation runs have none)")
     from ml import bench
 
     results: dict[str, Any] = {"command": "python -m benchmarks " + " ".join(argv or sys.argv[1:]),
@@ -176,18 +199,27 @@ def run_portal(args: argparse.Namespace) -> dict[str, Any]:
             log=log,
         )
         levels = [int(level) for level in args.levels.split(",")]
-        duration = 8.0 if args.quick else args.duration
-        portal["load"] = []
+        think = args.think_s
+        paced_s = 10.0 if args.quick else args.duration
+        saturation_s = 6.0 if args.quick else args.saturation_duration
+        portal["load_paced"] = {"think_s": list(think), "seed": args.seed, "duration_s": paced_s, "levels": []}
         for clients in levels:
-            log(f"load test: {clients} clients for {duration:.0f} s")
-            portal["load"].append(run_level(base_url, creds, film, clients=clients, duration=duration))
+            log(f"load test, paced: {clients} clients, think {think[0]:g}-{think[1]:g} s, for {paced_s:.0f} s")
+            level = run_level(base_url, creds, film, clients=clients, duration=paced_s, think=think, seed=args.seed)
+            portal["load_paced"]["levels"].append(level)
+            time.sleep(2.0)
+        portal["load_saturation"] = {"think_s": None, "seed": args.seed, "duration_s": saturation_s, "levels": []}
+        for clients in levels:
+            log(f"load test, saturation (no think time): {clients} clients for {saturation_s:.0f} s")
+            level = run_level(base_url, creds, film, clients=clients, duration=saturation_s, seed=args.seed)
+            portal["load_saturation"]["levels"].append(level)
             time.sleep(2.0)
         portal["studies_after"] = _count_studies()
         portal["worker_log_errors"] = [line for line in worker.log_text().splitlines() if "ERROR" in line][:5]
     finally:
         web.stop()
         worker.stop()
-    log("list queries: JIT on/off, proposed indexes")
+    log("list queries: pages in process, JIT on/off")
     queries_path = WORKDIR / "queries.json"
     subprocess.run(  # noqa: S603 - our interpreter and module
         [sys.executable, "-m", "benchmarks.queries", "--runs", "5" if args.quick else "15", "--out", str(queries_path)],

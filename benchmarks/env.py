@@ -74,7 +74,7 @@ def database_reset() -> None:
     connection.close()
 
 
-def database_connect():  # type: ignore[no-untyped-def]
+def database_connect():  # a psycopg2 connection (psycopg2 has no type hints)
     import psycopg2
 
     connection = psycopg2.connect(f"{PG_SERVER}/{DATABASE_NAME}")

@@ -1,11 +1,17 @@
-"""A small closed-loop load test of a real gunicorn on 127.0.0.1 (no think time).
+"""A small load test of a real gunicorn on 127.0.0.1, in two models, each bounded in time.
 
-Each virtual clinician logs in (session cookie, CSRF, Argon2 as in production; before the timed
-window), then repeats:
-worklist page, a study page, the API study list (token); in one round out of 5 (at random) an upload
-through the API (a full-size JPEG); in one out of 10 a logout and login. Clients are threads spread over
-client processes, so one interpreter's GIL does not stretch the measured latencies. The run is
-bounded in time; requests started inside the window are counted.
+Each virtual client logs in (session cookie, CSRF, Argon2 as in production; before the timed window),
+then repeats: worklist (first page), a study page, the API study list (token); in one round out of 5
+(at random) an upload through the API (a full-size JPEG); in one out of 10 a logout and login.
+
+- *paced* (`think=(low, high)`): before each request a client waits a random think time, uniform in
+  [low, high] seconds (locust's `between(1, 3)` by default), as clinicians and integrations do; the
+  generators are seeded. This is the model the issue's latency target is read against.
+- *saturation* (`think=None`): a closed loop with no think time, each client sends its next request
+  as soon as the previous answer arrives: the capacity, and the queueing it causes.
+
+Clients are threads spread over client processes, so one interpreter's GIL does not stretch the
+measured latencies. Requests started inside the window are counted.
 """
 
 from __future__ import annotations
@@ -29,16 +35,23 @@ ENDPOINTS = tuple(EXPECTED)
 
 UPLOAD_SHARE = 0.2  # of rounds; at random, so that short runs with many clients still upload
 RELOGIN_SHARE = 0.1
+DEFAULT_THINK_S = (1.0, 3.0)
+Think = tuple[float, float] | None  # seconds, uniform; None: no think time (saturation)
 Row = tuple[str, float, float, int, str]  # endpoint, start (epoch s), ms, status, error
 
 
 class Client:
-    def __init__(self, base_url: str, creds: dict[str, Any], film: bytes, seed: int) -> None:
+    def __init__(
+        self, base_url: str, creds: dict[str, Any], film: bytes, seed: int, *, think: Think = None, stop: float = 0.0
+    ) -> None:
         assert base_url.startswith(f"http://{HOST}:"), base_url  # never any other address
         self.base = base_url
         self.creds = creds
         self.film = film
         self.random = random.Random(seed)  # noqa: S311 - which study to open, not a secret
+        self.think_random = random.Random(seed + 7_919)  # noqa: S311 - think times, apart from the request mix
+        self.think = think
+        self.stop = stop
         self.web = requests.Session()
         self.api = requests.Session()
         self.api.headers["Authorization"] = f"Bearer {creds['api_token']}"
@@ -53,8 +66,8 @@ class Client:
             self.rows.append((endpoint, started, (time.perf_counter() - t0) * 1000.0, 0, repr(error)[:200]))
             return None
         ms = (time.perf_counter() - t0) * 1000.0
-        error = "" if response.status_code == EXPECTED[endpoint] else response.text[:200]
-        self.rows.append((endpoint, started, ms, response.status_code, error))
+        problem = "" if response.status_code == EXPECTED[endpoint] else response.text[:200]
+        self.rows.append((endpoint, started, ms, response.status_code, problem))
         return response
 
     def login(self) -> None:
@@ -68,39 +81,65 @@ class Client:
         token = self.web.cookies.get("csrftoken", "")
         self.web.post(f"{self.base}/logout/", data={"csrfmiddlewaretoken": token}, allow_redirects=False, timeout=60)
 
-    def round(self, number: int) -> None:
+    def pause(self) -> bool:
+        """The think time before a request (none in saturation); False once the window is over."""
+        if self.think is not None:
+            wait = self.think_random.uniform(*self.think)
+            if time.time() + wait >= self.stop:
+                return False  # the request would start after the window: it would not be counted
+            time.sleep(wait)
+        return time.time() < self.stop
+
+    def round(self) -> None:
         study_id = self.random.choice(self.creds["study_ids"])
         patient_id = self.random.choice(self.creds["patient_ids"])
-        self.timed("worklist", lambda: self.web.get(f"{self.base}/", timeout=60))
-        self.timed("study detail", lambda: self.web.get(f"{self.base}/studies/{study_id}/", timeout=60))
-        self.timed("API study list", lambda: self.api.get(f"{self.base}/api/v1/studies/", timeout=60))
-        if self.random.random() < UPLOAD_SHARE:
-            self.timed(
-                "upload",
-                lambda: self.api.post(
-                    f"{self.base}/api/v1/studies/",
-                    data={"patient_id": str(patient_id), "modality": "CR"},
-                    files={"images": ("film.jpeg", self.film, "image/jpeg")},
-                    timeout=60,
-                ),
+        upload = self.random.random() < UPLOAD_SHARE
+        relogin = self.random.random() < RELOGIN_SHARE
+        steps: list[tuple[str, Any]] = [
+            ("worklist", lambda: self.web.get(f"{self.base}/", timeout=60)),
+            ("study detail", lambda: self.web.get(f"{self.base}/studies/{study_id}/", timeout=60)),
+            ("API study list", lambda: self.api.get(f"{self.base}/api/v1/studies/", timeout=60)),
+        ]
+        if upload:
+            steps.append(
+                (
+                    "upload",
+                    lambda: self.api.post(
+                        f"{self.base}/api/v1/studies/",
+                        data={"patient_id": str(patient_id), "modality": "CR"},
+                        files={"images": ("film.jpeg", self.film, "image/jpeg")},
+                        timeout=60,
+                    ),
+                )
             )
-        if self.random.random() < RELOGIN_SHARE:
+        for endpoint, call in steps:
+            if not self.pause():
+                return
+            self.timed(endpoint, call)
+        if relogin and self.pause():
             self.logout()
-            self.login()
+            if self.pause():
+                self.login()
 
 
 def _client_process(
-    base_url: str, creds: dict[str, Any], film: bytes, threads: int, offset: int, start: float, stop: float, out: Any
+    base_url: str,
+    creds: dict[str, Any],
+    film: bytes,
+    threads: int,
+    seed: int,
+    think: Think,
+    start: float,
+    stop: float,
+    out: Any,
 ) -> None:
-    clients = [Client(base_url, creds, film, seed=offset + i) for i in range(threads)]
+    clients = [Client(base_url, creds, film, seed=seed + i, think=think, stop=stop) for i in range(threads)]
 
     def loop(client: Client) -> None:
         client.login()  # before the window: a shift's first logins are not the steady state
         time.sleep(max(0.0, start - time.time()))
-        number = 0
         while time.time() < stop:
-            client.round(number)
-            number += 1
+            client.round()
 
     workers = [threading.Thread(target=loop, args=(client,)) for client in clients]
     for worker in workers:
@@ -111,10 +150,33 @@ def _client_process(
     out.close()
 
 
+def parse_think(text: str) -> Think:
+    """`"1,3"` -> (1.0, 3.0) seconds; `"0"` or `"none"` -> None (no think time)."""
+    if text.strip().lower() in ("", "0", "none", "off"):
+        return None
+    parts = [float(part) for part in text.split(",")]
+    low, high = (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    if len(parts) > 2 or low < 0 or high < low:
+        raise ValueError(f"think time {text!r}: expected LOW,HIGH seconds with 0 <= LOW <= HIGH")
+    return (low, high) if high > 0 else None
+
+
 def run_level(
-    base_url: str, creds: dict[str, Any], film: bytes, *, clients: int, duration: float, processes: int = 2
+    base_url: str,
+    creds: dict[str, Any],
+    film: bytes,
+    *,
+    clients: int,
+    duration: float,
+    think: Think = None,
+    seed: int = 0,
+    processes: int = 2,
 ) -> dict[str, Any]:
-    """`clients` concurrent virtual users for `duration` seconds; statistics per endpoint."""
+    """`clients` concurrent virtual users for `duration` seconds; statistics per endpoint.
+
+    `think`: (low, high) seconds of uniform random think time before each request (paced clients),
+    or None for a closed loop without think time (saturation). `seed` seeds every client's generators.
+    """
     context = mp.get_context("fork")
     processes = max(1, min(processes, clients))
     start = time.time() + max(2.0, 0.5 * clients)  # time for every client's first login
@@ -124,7 +186,8 @@ def run_level(
         threads = clients // processes + (1 if index < clients % processes else 0)
         receive, send = context.Pipe(duplex=False)
         proc = context.Process(
-            target=_client_process, args=(base_url, creds, film, threads, index * 1000, start, stop, send)
+            target=_client_process,
+            args=(base_url, creds, film, threads, seed + index * 1000, think, start, stop, send),
         )
         proc.start()
         pipes.append(receive)
@@ -134,7 +197,11 @@ def run_level(
         rows.extend(receive.recv())
     for proc in procs:
         proc.join(120)
-    return summarize(rows, clients=clients, start=start, stop=stop)
+    level = summarize(rows, clients=clients, start=start, stop=stop)
+    level["model"] = "saturation" if think is None else "paced"
+    level["think_s"] = list(think) if think is not None else None
+    level["seed"] = seed
+    return level
 
 
 def summarize(rows: Sequence[Row], *, clients: int, start: float, stop: float) -> dict[str, Any]:

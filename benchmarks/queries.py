@@ -1,6 +1,6 @@
 """The list pages on the seeded database, one request at a time: each page's server time split
-into database and Python (views, serializers, templates); each list's SQL with JIT on and off and
-with candidate indexes (created here, in the benchmark database only, then dropped).
+into database and Python (views, serializers, templates); each list's SQL with PostgreSQL's JIT on
+and off. The indexes are the migrations' (no candidate index is created here).
 
 Run in the benchmark environment after seeding: python -m benchmarks.queries --out FILE
 """
@@ -16,50 +16,51 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Candidate indexes, each for a query it serves. Not migrations: the benchmark measures them.
-PROPOSED_INDEXES = {
-    "prediction_latest_primary": (
-        "CREATE INDEX bench_prediction_latest_primary ON diagnostics_prediction "
-        "(image_id, created_at DESC) INCLUDE (probability, label) WHERE role = 'primary'",
-        "the worklist's latest-prediction subqueries (one per study)",
-    ),
-    "prediction_created": (
-        "CREATE INDEX bench_prediction_created ON diagnostics_prediction (created_at DESC, id DESC)",
-        "the API prediction list, newest first",
-    ),
-}
-
 
 def queries() -> dict[str, Callable[[], object]]:
-    """Each list exactly as its view builds it (first page)."""
+    """Each list exactly as its view builds it: the worklist's first page (Paginator: count, then
+    `WORKLIST_LIMIT` rows), the study page's previous/next ids, the API lists' first page (count, then
+    `PortalPagination.default_limit` rows, as LimitOffsetPagination asks)."""
+    from django.core.paginator import Paginator
+
+    from diagnostics.api.pagination import PortalPagination
     from diagnostics.api.selectors import prediction_list_for_user
     from diagnostics.forms import WorklistFilterForm
     from diagnostics.models import Patient, User
     from diagnostics.selectors import patient_list_for_user, study_list_for_user
+    from diagnostics.views import studies as study_views
 
+    rows = study_views.WORKLIST_LIMIT
+    # How far previous/next follows the worklist order (the worklist's page size where no own limit is set).
+    navigation = getattr(study_views, "STUDY_NAVIGATION_LIMIT", rows)
+    page = PortalPagination.default_limit
     user = User.objects.get(username="bench-clinician")
     patient = Patient.objects.filter(team_id=user.team_id).order_by("pk").first()
-    studies = study_list_for_user(user=user)
 
     def worklist(sort: str) -> Callable[[], object]:
-        return lambda: list(WorklistFilterForm({"sort": sort}).filter(studies)[:200])
+        def call() -> object:
+            filtered = WorklistFilterForm({"sort": sort}).filter(study_list_for_user(user=user))
+            return list(Paginator(filtered, rows).get_page(None).object_list)
+
+        return call
+
+    def api_first_page(select: Callable[[], Any]) -> Callable[[], object]:
+        def call() -> object:
+            queryset = select()
+            return queryset.count(), list(queryset[:page])
+
+        return call
 
     return {
-        "worklist, triage order (default)": worklist("triage"),
-        "worklist, newest first": worklist("newest"),
-        "study page: previous/next in the worklist": lambda: list(
-            WorklistFilterForm({}).filter(studies).values_list("pk", flat=True)[:200]
+        f"worklist first page (count + {rows} rows), triage order (default)": worklist("triage"),
+        f"worklist first page (count + {rows} rows), newest first": worklist("newest"),
+        f"study page: previous/next (first {navigation} ids in worklist order)": lambda: list(
+            WorklistFilterForm({}).filter(study_list_for_user(user=user)).values_list("pk", flat=True)[:navigation]
         ),
-        "patient page: the patient's studies": lambda: list(studies.filter(patient=patient)),
-        "API study list (count + first 50)": lambda: (studies.count(), list(studies[:50])),
-        "API prediction list (count + first 50)": lambda: (
-            prediction_list_for_user(user=user).count(),
-            list(prediction_list_for_user(user=user)[:50]),
-        ),
-        "API patient list (count + first 50)": lambda: (
-            patient_list_for_user(user=user).count(),
-            list(patient_list_for_user(user=user)[:50]),
-        ),
+        "patient page: the patient's studies": lambda: list(study_list_for_user(user=user).filter(patient=patient)),
+        f"API study list (count + first {page})": api_first_page(lambda: study_list_for_user(user=user)),
+        f"API prediction list (count + first {page})": api_first_page(lambda: prediction_list_for_user(user=user)),
+        f"API patient list (count + first {page})": api_first_page(lambda: patient_list_for_user(user=user)),
     }
 
 
@@ -78,8 +79,11 @@ def pages(runs: int) -> dict[str, dict[str, float]]:
     from django.db import connection
     from django.test import Client
 
+    from diagnostics.api.pagination import PortalPagination
     from diagnostics.models import ApiToken, Patient, Study, User
+    from diagnostics.views.studies import WORKLIST_LIMIT
 
+    page = PortalPagination.default_limit
     user = User.objects.get(username="bench-clinician")
     web = Client(HTTP_HOST="127.0.0.1")
     web.force_login(user)
@@ -91,12 +95,12 @@ def pages(runs: int) -> dict[str, dict[str, float]]:
     patient = Patient.objects.filter(team_id=user.team_id).order_by("pk").first()
     assert study is not None and patient is not None
     urls = {
-        "worklist (200 rows, triage)": (web, "/"),
+        f"worklist, first page ({WORKLIST_LIMIT} rows, triage)": (web, "/"),
         "study page": (web, f"/studies/{study.pk}/"),
         "patient page": (web, f"/patients/{patient.pk}/"),
-        "API study list (50)": (api, "/api/v1/studies/"),
-        "API prediction list (50)": (api, "/api/v1/predictions/"),
-        "API patient list (50)": (api, "/api/v1/patients/"),
+        f"API study list (first {page})": (api, "/api/v1/studies/"),
+        f"API prediction list (first {page})": (api, "/api/v1/predictions/"),
+        f"API patient list (first {page})": (api, "/api/v1/patients/"),
     }
     database_ms = [0.0]
 
@@ -130,9 +134,10 @@ def measure(runs: int) -> dict[str, Any]:
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")  # the load test's writes leave autovacuum work behind
     calls = queries()
-    results: dict[str, Any] = {"runs": runs, "queries": {name: {} for name in calls}, "indexes": {}}
     from diagnostics.models import Study
+    from diagnostics.views.studies import WORKLIST_LIMIT
 
+    results: dict[str, Any] = {"runs": runs, "queries": {name: {} for name in calls}, "worklist_limit": WORKLIST_LIMIT}
     results["seeded"] = Study.objects.count()
     results["pages"] = pages(runs)
 
@@ -145,13 +150,6 @@ def measure(runs: int) -> dict[str, Any]:
         column("jit on (PostgreSQL default)")
         cursor.execute("SET jit = off")
         column("jit off (portal setting)")
-        for key, (sql, purpose) in PROPOSED_INDEXES.items():
-            cursor.execute(sql)
-            cursor.execute("ANALYZE diagnostics_prediction")
-            results["indexes"][key] = {"sql": sql.replace("bench_", ""), "for": purpose}
-            column(f"+ index {key}")
-            cursor.execute(f"DROP INDEX bench_{key}")  # noqa: S608 - a name from the dict above
-        cursor.execute("ANALYZE diagnostics_prediction")
     return results
 
 
