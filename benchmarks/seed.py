@@ -86,13 +86,16 @@ def seed(*, studies: int, patients: int, film: bytes) -> dict[str, object]:
                 continue
             rng_state = (1103515245 * rng_state + 12345) % 2**31
             probability = rng_state / 2**31
+            label = Prediction.Label.PNEUMONIA if probability >= threshold else Prediction.Label.NORMAL
+            # One film per study: its prediction is the study's current AI result, as the worker sets it.
+            study.latest_probability, study.latest_label = probability, label
             predictions.append(
                 Prediction(
                     image=image,
                     model_version=model_version,
                     probability=probability,
                     threshold=threshold,
-                    label=Prediction.Label.PNEUMONIA if probability >= threshold else Prediction.Label.NORMAL,
+                    label=label,
                     latency_ms=5.0,
                     model_sha256=model_version.sha256,
                     preprocessing_version="gray-squash-v1",
@@ -100,6 +103,7 @@ def seed(*, studies: int, patients: int, film: bytes) -> dict[str, object]:
                 )
             )
         Prediction.objects.bulk_create(predictions, batch_size=2000)
+        Study.objects.bulk_update(study_rows, ["latest_probability", "latest_label"], batch_size=2000)
         # Spread the studies over the past weeks (auto_now_add stamped them all "now").
         with connection.cursor() as cursor:
             for table in ("diagnostics_study", "diagnostics_image", "diagnostics_patient"):

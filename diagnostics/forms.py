@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.db.models import F, Q, QuerySet
 
-from diagnostics.models import Feedback, Patient, Prediction, Study
+from diagnostics.models import TRIAGE_KEY, Feedback, Patient, Prediction, Study
 
 
 class PatientForm(forms.ModelForm):
@@ -48,7 +48,7 @@ class WorklistFilterForm(forms.Form):
 
     SORTS = {
         # Triage: the most suspicious first; studies still waiting for the AI come last.
-        "triage": (F("latest_probability").desc(nulls_last=True), "-created_at"),
+        "triage": (TRIAGE_KEY.desc(), "-created_at"),  # as indexed (study_triage_order)
         "newest": ("-created_at",),
         "oldest": ("created_at",),
         "probability": (F("latest_probability").asc(nulls_last=True), "-created_at"),
@@ -98,7 +98,7 @@ class WorklistFilterForm(forms.Form):
             )
         if status := self.value("status"):
             studies = studies.filter(status=status)
-        # latest_label and latest_probability are annotations of study_list_for_user.
+        # latest_label and latest_probability: the study's current AI result (indexed for triage).
         suspicion = self.value("suspicion")
         if suspicion == "suspected":
             studies = studies.filter(Q(latest_label=Prediction.Label.PNEUMONIA))

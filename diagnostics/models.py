@@ -6,7 +6,8 @@ import uuid
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 
 
 class CareTeam(models.Model):
@@ -58,6 +59,17 @@ class Patient(models.Model):
         return f"{self.name} ({self.medical_record_number})"
 
 
+# A study's suspicion for the triage order: its current AI probability, -1 while it has none.
+TRIAGE_KEY = Coalesce(F("latest_probability"), Value(-1.0))
+
+
+class PredictionLabel(models.TextChoices):
+    """The AI's finding for a film (Prediction.Label) and for a study (Study.latest_label)."""
+
+    NORMAL = "NORMAL", "No pneumonia suspected"
+    PNEUMONIA = "PNEUMONIA", "Pneumonia suspected"
+
+
 class Study(models.Model):
     class Modality(models.TextChoices):
         CR = "CR", "Computed radiography"
@@ -93,11 +105,24 @@ class Study(models.Model):
     )
     created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The study's current AI result, kept here (set by services.studies.study_refresh_latest_result
+    # when primary predictions are stored) so the worklist sorts and filters 10,000s of studies by an
+    # index instead of a per-study subquery: the highest pneumonia probability among the study's images, from the
+    # model that predicted them last, and that image's label. Empty while no model has predicted.
+    latest_probability = models.FloatField(null=True, blank=True, editable=False)
+    latest_label = models.CharField(  # noqa: DJ001 - null means "no AI result", as in the API
+        max_length=10, null=True, blank=True, editable=False, choices=PredictionLabel.choices
+    )
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "studies"
-        indexes = [models.Index(fields=["status", "status_changed_at"], name="study_status_age")]
+        indexes = [
+            models.Index(fields=["status", "status_changed_at"], name="study_status_age"),
+            # The worklist's default (triage) order: most suspicious first, then newest; studies
+            # without a result last (-1, not NULLS LAST, which SQLite cannot index).
+            models.Index(TRIAGE_KEY.desc(), F("created_at").desc(), F("id").desc(), name="study_triage_order"),
+        ]
 
     def __str__(self) -> str:
         return f"Study {self.pk} of {self.patient}"
@@ -174,9 +199,7 @@ class ModelVersion(models.Model):
 
 
 class Prediction(models.Model):
-    class Label(models.TextChoices):
-        NORMAL = "NORMAL", "No pneumonia suspected"
-        PNEUMONIA = "PNEUMONIA", "Pneumonia suspected"
+    Label = PredictionLabel
 
     class Role(models.TextChoices):
         PRIMARY = "primary", "Primary (shown to clinicians)"
@@ -202,6 +225,8 @@ class Prediction(models.Model):
             models.UniqueConstraint(fields=["image", "model_version"], name="one_prediction_per_image_and_model"),
         ]
         ordering = ["-created_at"]
+        # The API prediction list, newest first, stops after a page instead of sorting them all.
+        indexes = [models.Index(F("created_at").desc(), F("id").desc(), name="prediction_newest_first")]
 
     def __str__(self) -> str:
         return f"{self.label} p={self.probability:.3f} ({self.model_version_id})"

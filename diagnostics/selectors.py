@@ -8,7 +8,7 @@ from one that does not exist.
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 
 from diagnostics.models import Feedback, Image, ModelVersion, Patient, Prediction, Study, TrainingRun, User
@@ -28,20 +28,10 @@ def patient_get_for_user(*, user: User | AnonymousUser, patient_id: int) -> Pati
 
 
 def study_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Study]:
-    """The team's studies, newest first, with the patient and the latest AI probability."""
+    """The team's studies, newest first, with the patient (and, on each study, its current AI result)."""
     if not user.is_authenticated or user.team_id is None:
         return Study.objects.none()
-    latest = Prediction.objects.filter(image__study=OuterRef("pk"), role=Prediction.Role.PRIMARY).order_by(
-        "-created_at"
-    )
-    return (
-        Study.objects.filter(patient__team_id=user.team_id)
-        .select_related("patient")
-        .annotate(
-            latest_probability=Subquery(latest.values("probability")[:1]),
-            latest_label=Subquery(latest.values("label")[:1]),
-        )
-    )
+    return Study.objects.filter(patient__team_id=user.team_id).select_related("patient")
 
 
 def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:

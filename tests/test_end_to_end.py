@@ -41,6 +41,9 @@ def test_api_upload_is_predicted_by_the_worker_and_shown_on_page_and_api(
     assert study.status == Study.Status.DONE, f"{study.failure_reason}\n{celery_worker.log_tail()}"
     prediction = Prediction.objects.get(image__study=study)
     assert prediction.model_version == active_model
+    # The worker kept the study's current result (the worklist's triage key) in step.
+    assert study.latest_probability == pytest.approx(prediction.probability)
+    assert study.latest_label == prediction.label
 
     detail = api.get(body["status_url"]).json()
     [image] = detail["images"]

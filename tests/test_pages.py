@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from diagnostics.models import AuditEvent, Feedback, Prediction, Study
 from diagnostics.services.images import image_validate_upload
-from diagnostics.services.studies import study_create
+from diagnostics.services.studies import study_create, study_refresh_latest_result
 
 from .conftest import login_client
 from .factories import PatientFactory
@@ -50,6 +50,7 @@ def predict(study: Study, model_version, probability: float, *, role: str = Pred
         preprocessing_version=model_version.preprocessing_version,
         input_sha256=image.sha256,
     )
+    study_refresh_latest_result(study=study)
     Study.objects.filter(pk=study.pk).update(status=Study.Status.DONE)
     return prediction
 

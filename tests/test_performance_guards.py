@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from diagnostics.models import Feedback, Image, ModelVersion, Patient, Prediction, Study, User
+from diagnostics.services.studies import study_refresh_latest_result
 
 from .conftest import api_client_for, login_client
 from .factories import PatientFactory
@@ -56,6 +57,7 @@ def add_studies(
             )  # fmt: skip
             for _ in range(feedback):
                 Feedback.objects.create(prediction=prediction, clinician=user, agrees=True, confirmed_label="PNEUMONIA")
+        study_refresh_latest_result(study=study)
         studies.append(study)
     return studies
 

@@ -29,7 +29,9 @@ class StudyFilter(django_filters.FilterSet):
         field_name="created_at", help_text="created_after / created_before: dates, inclusive."
     )
     label = django_filters.ChoiceFilter(
-        field_name="latest_label", choices=Prediction.Label.choices, help_text="The latest AI label of the study."
+        field_name="latest_label",
+        choices=Prediction.Label.choices,
+        help_text="The study's current AI label (suspected when any of its films is).",
     )
     model_version = django_filters.NumberFilter(
         method="filter_model_version", help_text="Studies with an assessment by this model version (id)."

@@ -25,7 +25,7 @@ from ml.inference import ModelArtifactError, Predictor
 from ml.preprocessing import ImageDecodeError, load_for_model
 
 from .audit import audit_record
-from .studies import study_set_status
+from .studies import study_refresh_latest_result, study_set_status
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +161,7 @@ def studies_run_inference(*, studies: list[Study]) -> None:
         if study.pk in failures:
             study_set_status(study=study, status=Study.Status.FAILED, reason=failures[study.pk])
         else:
+            study_refresh_latest_result(study=study)
             study_set_status(study=study, status=Study.Status.DONE)
 
 

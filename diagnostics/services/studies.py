@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from diagnostics.events import study_finished
-from diagnostics.models import ApiToken, Image, Patient, Study, User
+from diagnostics.models import ApiToken, Image, Patient, Prediction, Study, User
 
 from .audit import audit_record
 from .images import ValidatedUpload, image_store
@@ -132,3 +132,24 @@ def study_set_status(
             study_id = study.pk
             transaction.on_commit(lambda: study_finished.send(sender=Study, study_id=study_id, status=status))
     return changed
+
+
+def study_refresh_latest_result(*, study: Study) -> None:
+    """Keep the study's current AI result (the worklist's triage key) in step with its predictions.
+
+    The result is the highest pneumonia probability among the study's images, from the model that
+    predicted them last (a later model's results replace an earlier one's), with that image's label:
+    a study is suspected when any of its films is. Call it where primary predictions are stored.
+    """
+    primary = Prediction.objects.filter(image__study=study, role=Prediction.Role.PRIMARY)
+    newest = primary.order_by("-created_at", "-pk").values("model_version_id").first()
+    best = (
+        primary.filter(model_version_id=newest["model_version_id"]).order_by("-probability", "-pk").first()
+        if newest
+        else None
+    )
+    study.latest_probability = best.probability if best else None
+    study.latest_label = best.label if best else None
+    Study.objects.filter(pk=study.pk).update(
+        latest_probability=study.latest_probability, latest_label=study.latest_label
+    )

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from diagnostics.models import ApiToken, CareTeam, ModelVersion, Patient, Prediction, Study, TrainingRun, User
 from diagnostics.services.api_tokens import api_token_issue
 from diagnostics.services.images import image_validate_upload
-from diagnostics.services.studies import study_create
+from diagnostics.services.studies import study_create, study_refresh_latest_result
 from tests.factories import PatientFactory, UserFactory
 from tests.images import chest_like_pixels, jpeg_bytes
 
@@ -70,7 +70,8 @@ def make_model_version(name: str, status: str = ModelVersion.Status.CANDIDATE, *
 
 
 def make_prediction(image, model_version: ModelVersion, *, probability: float, role: str = "primary") -> Prediction:
-    return Prediction.objects.create(
+    """What the inference worker stores, with a chosen probability (the worker itself is tested end to end)."""
+    prediction = Prediction.objects.create(
         image=image,
         model_version=model_version,
         role=role,
@@ -82,6 +83,8 @@ def make_prediction(image, model_version: ModelVersion, *, probability: float, r
         preprocessing_version=model_version.preprocessing_version,
         input_sha256="1" * 64,
     )
+    study_refresh_latest_result(study=image.study)
+    return prediction
 
 
 def make_study(user: User, patient: Patient, *, seed: int = 0, accession_number: str = "ACC-1") -> Study:
