@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -25,21 +26,30 @@ from ml.preprocessing import ImageDecodeError, decode_image_bytes
 from .htmx import is_htmx
 
 PENDING = (Study.Status.QUEUED, Study.Status.RUNNING)
-WORKLIST_LIMIT = 200
+# Rows per worklist page: a screenful or two to triage; more rows only cost rendering time.
+WORKLIST_LIMIT = 50
+# How far the study page's previous/next buttons follow the worklist order.
+STUDY_NAVIGATION_LIMIT = 200
 
 
 @login_required
 @require_GET
 def worklist(request: AuthenticatedHttpRequest) -> HttpResponse:
     filters = WorklistFilterForm(request.GET)
-    studies = list(filters.filter(study_list_for_user(user=request.user))[:WORKLIST_LIMIT])
+    page = Paginator(filters.filter(study_list_for_user(user=request.user)), WORKLIST_LIMIT).get_page(
+        request.GET.get("page")
+    )
+    studies = list(page.object_list)
+    querystring = filters.querystring()
     context = {
         "studies": studies,
+        "page": page,
         "filters": filters,
         "sort": filters.sort_key,
-        "querystring": filters.querystring(),
+        "querystring": querystring,
+        # The live refresh reloads the page being read, not the first one.
+        "refresh_querystring": filters.querystring(page=str(page.number)) if page.number > 1 else querystring,
         "pending": any(study.status in PENDING for study in studies),
-        "limit": WORKLIST_LIMIT,
         "columns": _sort_columns(filters),
     }
     template = "diagnostics/_worklist_table.html" if is_htmx(request) else "diagnostics/worklist.html"
@@ -185,7 +195,8 @@ def _study_context(request: AuthenticatedHttpRequest, study: Study) -> dict[str,
 def _neighbours(request: AuthenticatedHttpRequest, study: Study) -> dict[str, object]:
     """Previous and next study in the worklist order the clinician came from."""
     filters = WorklistFilterForm(request.GET)
-    ids = list(filters.filter(study_list_for_user(user=request.user)).values_list("pk", flat=True)[:WORKLIST_LIMIT])
+    studies = filters.filter(study_list_for_user(user=request.user))
+    ids = list(studies.values_list("pk", flat=True)[:STUDY_NAVIGATION_LIMIT])
     position = ids.index(study.pk) if study.pk in ids else None
     querystring = filters.querystring()
     return {

@@ -1,0 +1,112 @@
+"""The study's current AI result, kept on the study for the worklist: what it is, the backfill, the pages."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from django.apps import apps
+from django.urls import reverse
+
+from diagnostics.models import ModelVersion, Prediction, Study
+from diagnostics.services.images import image_validate_upload
+from diagnostics.services.studies import study_create, study_refresh_latest_result
+from diagnostics.views.studies import WORKLIST_LIMIT
+
+from .conftest import login_client
+from .images import jpeg_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+def model(name: str, threshold: float = 0.5) -> ModelVersion:
+    return ModelVersion.objects.create(
+        name=name, architecture="cnn", artifact_path=f"/nonexistent/{name}", sha256="0" * 64,
+        preprocessing_version="gray-squash-v1", threshold=threshold,
+    )  # fmt: skip
+
+
+def study_with_films(owner, patient, films: int) -> Study:
+    uploads = [image_validate_upload(filename=f"f{i}.jpeg", data=jpeg_bytes(seed=i)) for i in range(films)]
+    return study_create(user=owner, patient=patient, uploads=uploads)
+
+
+def store(image, model_version: ModelVersion, probability: float, role: str = Prediction.Role.PRIMARY) -> None:
+    """A prediction row as the worker writes it (without refreshing the study)."""
+    label = Prediction.Label.PNEUMONIA if probability >= model_version.threshold else Prediction.Label.NORMAL
+    Prediction.objects.create(
+        image=image, model_version=model_version, role=role, probability=probability,
+        threshold=model_version.threshold, label=label, latency_ms=1.0, model_sha256="0" * 64,
+        preprocessing_version="gray-squash-v1", input_sha256="0" * 64,
+    )  # fmt: skip
+
+
+def test_a_study_is_as_suspicious_as_its_most_suspicious_film(owner, patient):
+    study = study_with_films(owner, patient, 3)
+    first = model("first")
+    for image, probability in zip(study.images.order_by("pk"), (0.2, 0.8, 0.4), strict=True):
+        store(image, first, probability)
+    study_refresh_latest_result(study=study)
+    study.refresh_from_db()
+    assert (study.latest_probability, study.latest_label) == (pytest.approx(0.8), "PNEUMONIA")
+
+
+def test_the_model_that_predicted_last_decides_and_shadow_results_never_count(owner, patient):
+    study = study_with_films(owner, patient, 2)
+    old, new, shadow = model("old"), model("new", threshold=0.3), model("shadow")
+    images = list(study.images.order_by("pk"))
+    for image in images:
+        store(image, old, 0.9)
+    for image, probability in zip(images, (0.1, 0.35), strict=True):
+        store(image, new, probability)
+    for image in images:
+        store(image, shadow, 0.99, role=Prediction.Role.SHADOW)
+    study_refresh_latest_result(study=study)
+    study.refresh_from_db()
+    assert (study.latest_probability, study.latest_label) == (pytest.approx(0.35), "PNEUMONIA")
+
+
+def test_a_study_without_predictions_has_no_result(owner, patient):
+    study = study_with_films(owner, patient, 1)
+    study_refresh_latest_result(study=study)
+    study.refresh_from_db()
+    assert study.latest_probability is None and study.latest_label is None
+
+
+def test_the_migration_backfills_studies_predicted_before_it(owner, patient):
+    migration = importlib.import_module("diagnostics.migrations.0005_study_latest_ai_result")
+    first = model("first")
+    predicted, waiting = study_with_films(owner, patient, 2), study_with_films(owner, patient, 1)
+    for image, probability in zip(predicted.images.order_by("pk"), (0.6, 0.3), strict=True):
+        store(image, first, probability)
+    migration.backfill_latest_result(apps, schema_editor=None)
+    predicted.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (predicted.latest_probability, predicted.latest_label) == (pytest.approx(0.6), "PNEUMONIA")
+    assert waiting.latest_probability is None and waiting.latest_label is None
+
+
+def test_the_worklist_pages_through_studies_in_triage_order_keeping_the_filters(owner, patient):
+    first = model("first")
+    studies = [study_with_films(owner, patient, 1) for _ in range(WORKLIST_LIMIT + 3)]
+    for rank, study in enumerate(studies):
+        store(study.images.get(), first, rank / 100.0)
+        study_refresh_latest_result(study=study)
+    client = login_client(owner)
+    page_one = client.get(reverse("worklist"), {"status": "queued"}).content.decode()
+    assert f"Studies 1–{WORKLIST_LIMIT} of {len(studies)}" in page_one
+    most_suspicious = studies[-1]
+    assert f'href="/studies/{most_suspicious.pk}/' in page_one and f'href="/studies/{studies[0].pk}/' not in page_one
+    assert 'href="?status=queued&amp;page=2"' in page_one
+    page_two = client.get(reverse("worklist"), {"status": "queued", "page": "2"}).content.decode()
+    assert f"Studies {WORKLIST_LIMIT + 1}–{len(studies)} of {len(studies)}" in page_two
+    assert f'href="/studies/{studies[0].pk}/' in page_two and f'href="/studies/{most_suspicious.pk}/' not in page_two
+    # The live refresh of page 2 reloads page 2 (the studies are still queued: the page polls).
+    assert 'hx-get="/?status=queued&amp;page=2"' in page_two
+    # A page number past the end shows the last page rather than an error.
+    assert client.get(reverse("worklist"), {"page": "999"}).status_code == 200
