@@ -128,6 +128,15 @@ def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _decode_dicom(data: bytes) -> DecodedImage:
+    try:
+        return _read_dicom(data)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # pydicom reads elements lazily: a corrupt one can fail on any access
+        raise ImageDecodeError("The DICOM file is truncated or corrupt.") from exc
+
+
+def _read_dicom(data: bytes) -> DecodedImage:
     import pydicom  # lazy: only DICOM uploads pay for it
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 

@@ -6,9 +6,11 @@ Colour modes and DICOM variants have their own tests in tests/ml/test_preprocess
 from __future__ import annotations
 
 import numpy as np
+from django.core.exceptions import ValidationError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from diagnostics.services.images import image_validate_upload
 from ml.preprocessing import DecodedImage, ImageDecodeError, decode_image_bytes, load_for_model
 
 from .images import jpeg_bytes, png_bytes
@@ -19,6 +21,11 @@ SEEDS = [jpeg_bytes(size=64), png_bytes(size=64), png_bytes(size=48, mode="RGBA"
 
 
 def check(data: bytes) -> None:
+    # The web process's check (a JPEG decoded at a reduced scale) refuses with a reason or accepts.
+    try:
+        image_validate_upload(filename="fuzz", data=data)
+    except ValidationError as error:
+        assert error.messages and all(error.messages), "a refusal must say why"
     try:
         decoded = decode_image_bytes(data)
     except ImageDecodeError as error:
@@ -65,3 +72,13 @@ def test_truncated_real_images(seed_index, cut):
     data = SEEDS[seed_index]
     check(data[: cut % len(data)])
 
+
+
+def test_a_dicom_element_with_an_unknown_value_representation_is_refused_not_a_crash():
+    # Found by the fuzzer: pydicom reads elements lazily and raised NotImplementedError for a
+    # corrupt VR when the header was read after dcmread.
+    data = bytearray(SEEDS[3])
+    position = data.find(b"\x18\x00\x15\x00")  # (0018,0015) Body Part Examined, explicit VR
+    assert position > 0
+    data[position + 4 : position + 6] = b"Cn"
+    check(bytes(data))
