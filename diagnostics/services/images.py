@@ -14,6 +14,9 @@ from django.core.files.uploadedfile import UploadedFile
 from diagnostics.models import Image, Study, User
 from ml.preprocessing import DecodedImage, ImageDecodeError, decode_image_bytes
 
+# Smallest side a JPEG is decoded to when an upload is checked (see image_validate_upload).
+UPLOAD_CHECK_SIDE = 256
+
 
 @dataclass(frozen=True)
 class ValidatedUpload:
@@ -34,7 +37,9 @@ def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
     if len(data) > limit:
         raise ValidationError(f"{filename}: the file is larger than the {limit // (1024 * 1024)} MB limit.")
     try:
-        decoded = decode_image_bytes(data)
+        # Every byte of the file is decoded (a truncated or corrupt file is refused), but a big JPEG
+        # only at a reduced DCT scale: the web process needs the check and the size, not the pixels.
+        decoded = decode_image_bytes(data, target_size=UPLOAD_CHECK_SIDE)
     except ImageDecodeError as error:
         raise ValidationError(f"{filename}: {error}") from None
     return ValidatedUpload(
