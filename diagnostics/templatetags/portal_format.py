@@ -1,8 +1,14 @@
-"""How numbers are written for clinicians."""
+"""How numbers, times and study states are written for clinicians."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from django import template
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 register = template.Library()
 
@@ -22,3 +28,40 @@ def dicom_date(value: str | None) -> str:
     if len(text) == 8 and text.isdigit():
         return f"{text[:4]}-{text[4:6]}-{text[6:]}"
     return text
+
+
+@register.filter
+def time_tag(value: datetime | None) -> str:
+    """A moment as <time datetime="ISO">YYYY-MM-DD HH:MM</time> in the portal's time zone.
+
+    Same output as the `date` filter twice, at a tenth of its cost: the worklist writes one per row.
+    """
+    if value is None:
+        return ""
+    local = timezone.localtime(value) if timezone.is_aware(value) else value
+    return format_html('<time datetime="{}">{}</time>', local.isoformat(), local.strftime("%Y-%m-%d %H:%M"))
+
+
+# A study's status as an icon plus its word (never a colour alone); one markup per state, the word
+# filled in (and escaped) by format_html. A tag, not a template include: the worklist has one per row.
+_ICON = '<span class="status status-{status}"><svg class="icon" aria-hidden="true" focusable="false" ' \
+    'viewBox="0 0 16 16" width="16" height="16">{shapes}</svg> {{}}</span>'
+_STATUS_MARKUP = {
+    status: _ICON.format(status=status, shapes=shapes)
+    for status, shapes in {
+        "done": '<circle cx="8" cy="8" r="7" fill="currentColor"/>'
+        '<path d="M4.5 8.2l2.3 2.3 4.7-4.9" fill="none" stroke="#fff" stroke-width="1.8"/>',
+        "failed": '<circle cx="8" cy="8" r="7" fill="currentColor"/>'
+        '<path d="M5.2 5.2l5.6 5.6M10.8 5.2l-5.6 5.6" stroke="#fff" stroke-width="1.8"/>',
+        "running": '<circle cx="8" cy="8" r="6" fill="none" stroke="currentColor" stroke-width="2" '
+        'stroke-dasharray="28 10"/><path d="M12.5 1.5v4h-4" fill="none" stroke="currentColor" stroke-width="1.6"/>',
+        "queued": '<circle cx="8" cy="8" r="6.5" fill="none" stroke="currentColor" stroke-width="1.5"/>'
+        '<path d="M8 4v4.3l2.8 1.7" fill="none" stroke="currentColor" stroke-width="1.5"/>',
+    }.items()
+}
+
+
+@register.simple_tag
+def status_badge(study: Any) -> SafeString:
+    """`{% status_badge study %}`: the study's status word next to its icon."""
+    return format_html(_STATUS_MARKUP.get(study.status, _STATUS_MARKUP["queued"]), study.get_status_display())
