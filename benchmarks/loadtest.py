@@ -86,7 +86,10 @@ class Client:
         if self.think is not None:
             wait = self.think_random.uniform(*self.think)
             if time.time() + wait >= self.stop:
-                return False  # the request would start after the window: it would not be counted
+                # The request would start after the window. Sit out the rest of it: drawing again
+                # would keep only the short waits and send every client's request in the last second.
+                time.sleep(max(0.0, self.stop - time.time()))
+                return False
             time.sleep(wait)
         return time.time() < self.stop
 
