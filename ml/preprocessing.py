@@ -128,11 +128,13 @@ def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _decode_dicom(data: bytes) -> DecodedImage:
+    """pydicom raises many types for broken files, and reads elements lazily: a corrupt one can fail
+    at dcmread or at any later access. Every such failure is a refusal, never a crash."""
     try:
         return _read_dicom(data)
     except ImageDecodeError:
         raise
-    except Exception as exc:  # pydicom reads elements lazily: a corrupt one can fail on any access
+    except Exception as exc:
         raise ImageDecodeError("The DICOM file is truncated or corrupt.") from exc
 
 
@@ -140,10 +142,7 @@ def _read_dicom(data: bytes) -> DecodedImage:
     import pydicom  # lazy: only DICOM uploads pay for it
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-    except Exception as exc:  # pydicom raises many types for broken files
-        raise ImageDecodeError("The DICOM file is truncated or corrupt.") from exc
+    ds = pydicom.dcmread(io.BytesIO(data))  # a broken file: _decode_dicom refuses it
     if "PixelData" not in ds:
         raise ImageDecodeError("DICOM object has no pixel data (it is not an image).")
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:

@@ -73,7 +73,6 @@ def test_truncated_real_images(seed_index, cut):
     check(data[: cut % len(data)])
 
 
-
 def test_a_dicom_element_with_an_unknown_value_representation_is_refused_not_a_crash():
     # Found by the fuzzer: pydicom reads elements lazily and raised NotImplementedError for a
     # corrupt VR when the header was read after dcmread.
