@@ -56,14 +56,16 @@ def machine(admin_user, team) -> IssuedClient:
     return issue_client(admin=admin_user, team=team)
 
 
-def make_model_version(name: str, status: str = ModelVersion.Status.CANDIDATE, **extra: object) -> ModelVersion:
+def make_model_version(
+    name: str, status: str = ModelVersion.Status.CANDIDATE, *, threshold: float = 0.5, **extra: object
+) -> ModelVersion:
     return ModelVersion.objects.create(
         name=name,
         architecture="cnn",
         artifact_path=f"/nonexistent/{name}",
         sha256="0" * 64,
         preprocessing_version="gray-squash-v1",
-        threshold=0.5,
+        threshold=threshold,
         status=status,
         **extra,
     )
