@@ -31,8 +31,7 @@ def queries() -> dict[str, Callable[[], object]]:
     from diagnostics.views import studies as study_views
 
     rows = study_views.WORKLIST_LIMIT
-    # How far previous/next follows the worklist order (the worklist's page size where no own limit is set).
-    navigation = getattr(study_views, "STUDY_NAVIGATION_LIMIT", rows)
+    navigation = study_views.STUDY_NAVIGATION_LIMIT  # how far previous/next follows the worklist order
     page = PortalPagination.default_limit
     user = User.objects.get(username="bench-clinician")
     patient = Patient.objects.filter(team_id=user.team_id).order_by("pk").first()
