@@ -100,9 +100,7 @@ class Study(models.Model):
     # Optional URL an integrating system gave; notified (HMAC-signed) when the study finishes.
     callback_url = models.URLField(max_length=500, blank=True)
     # The machine credential that created the study: its secret signs the webhook.
-    api_token = models.ForeignKey(
-        "ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="studies"
-    )
+    api_token = models.ForeignKey("ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="studies")
     created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The study's current AI result, kept here (set by services.studies.study_refresh_latest_result
@@ -207,10 +205,23 @@ class Prediction(models.Model):
 
     image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="predictions")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
+
+    class Outcome(models.TextChoices):
+        SCORED = "scored", "Scored by the AI"
+        NOT_ANALYSABLE = "not_analysable", "Not analysable"
+
     role = models.CharField(max_length=7, choices=Role.choices, default=Role.PRIMARY, db_index=True)
-    probability = models.FloatField(help_text="Model probability of pneumonia, 0–1.")
+    # The input gate (ml.gate) runs before every score: a film it refuses is not analysable and
+    # carries no probability and no label, only the reason (the check that failed, in words).
+    outcome = models.CharField(max_length=14, choices=Outcome.choices, default=Outcome.SCORED, db_index=True)
+    gate_code = models.CharField(max_length=32, blank=True)
+    gate_reason = models.TextField(blank=True)
+    gate_measurements = models.JSONField(default=dict, blank=True)
+    # Set when the patient's age is outside the model card's intended population: shown, not hidden.
+    intended_use_warning = models.TextField(blank=True)
+    probability = models.FloatField(null=True, blank=True, help_text="Model probability of pneumonia, 0–1.")
     threshold = models.FloatField()
-    label = models.CharField(max_length=10, choices=Label.choices)
+    label = models.CharField(max_length=10, choices=Label.choices, blank=True)
     latency_ms = models.FloatField()
     # Enough to reproduce the result: exact model bytes, transform, and input bytes.
     model_sha256 = models.CharField(max_length=64)
@@ -223,13 +234,26 @@ class Prediction(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["image", "model_version"], name="one_prediction_per_image_and_model"),
+            models.CheckConstraint(
+                condition=(
+                    Q(outcome="scored", probability__isnull=False) & ~Q(label="")
+                    | Q(outcome="not_analysable", probability__isnull=True, label="")
+                ),
+                name="score_only_when_analysable",
+            ),
         ]
         ordering = ["-created_at"]
         # The API prediction list, newest first, stops after a page instead of sorting them all.
         indexes = [models.Index(F("created_at").desc(), F("id").desc(), name="prediction_newest_first")]
 
     def __str__(self) -> str:
+        if self.probability is None:
+            return f"not analysable: {self.gate_code} ({self.model_version_id})"
         return f"{self.label} p={self.probability:.3f} ({self.model_version_id})"
+
+    @property
+    def analysable(self) -> bool:
+        return self.outcome == self.Outcome.SCORED
 
 
 class AuditEvent(models.Model):

@@ -44,11 +44,7 @@ def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:
     )
     images = Image.objects.prefetch_related(Prefetch("predictions", queryset=predictions))
     try:
-        return (
-            study_list_for_user(user=user)
-            .prefetch_related(Prefetch("images", queryset=images))
-            .get(pk=study_id)
-        )
+        return study_list_for_user(user=user).prefetch_related(Prefetch("images", queryset=images)).get(pk=study_id)
     except (Study.DoesNotExist, ValueError, TypeError):
         raise Http404("No such study.") from None
 
@@ -57,9 +53,7 @@ def image_get_for_user(*, user: User | AnonymousUser, image_id: int) -> Image:
     if not user.is_authenticated or user.team_id is None:
         raise Http404("No such image.")
     try:
-        return Image.objects.select_related("study__patient").get(
-            pk=image_id, study__patient__team_id=user.team_id
-        )
+        return Image.objects.select_related("study__patient").get(pk=image_id, study__patient__team_id=user.team_id)
     except (Image.DoesNotExist, ValueError, TypeError):
         raise Http404("No such image.") from None
 
@@ -104,16 +98,22 @@ def training_run_get(*, run_id: int) -> TrainingRun:
 
 def shadow_comparison(*, shadow: ModelVersion, active: ModelVersion) -> dict[str, float | int | None]:
     """How a shadow model's predictions compare with the active model's on the same images."""
+    # Films both models scored: a film the gate refused has no probability to compare.
     pairs = list(
-        Prediction.objects.filter(model_version=shadow, image__predictions__model_version=active)
-        .values_list("probability", "label", "image__predictions__probability", "image__predictions__label")
+        Prediction.objects.filter(
+            model_version=shadow,
+            outcome=Prediction.Outcome.SCORED,
+            image__predictions__model_version=active,
+            image__predictions__outcome=Prediction.Outcome.SCORED,
+        ).values_list("probability", "label", "image__predictions__probability", "image__predictions__label")
     )
     if not pairs:
         return {"images": 0, "label_agreement": None, "mean_abs_probability_difference": None}
     return {
         "images": len(pairs),
         "label_agreement": sum(1 for _, s_label, _, a_label in pairs if s_label == a_label) / len(pairs),
-        "mean_abs_probability_difference": sum(abs(s - a) for s, _, a, _ in pairs) / len(pairs),
+        "mean_abs_probability_difference": sum(abs(s - a) for s, _, a, _ in pairs if s is not None and a is not None)
+        / len(pairs),
         "shadow_positive_rate": sum(1 for _, s_label, _, _ in pairs if s_label == "PNEUMONIA") / len(pairs),
         "active_positive_rate": sum(1 for _, _, _, a_label in pairs if a_label == "PNEUMONIA") / len(pairs),
     }

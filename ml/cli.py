@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-val-images", type=int)
     train.add_argument("--class-weighting", choices=["balanced", "none"], default="balanced")
     train.add_argument("--no-augment", action="store_true")
+    train.add_argument(
+        "--augmentation",
+        choices=["geometric", "acquisition"],
+        default="geometric",
+        help="geometric: zoom, rotation, flip, shift, shear; acquisition: also gamma, contrast, exposure, blur, noise",
+    )
     train.add_argument("--patience", type=int, default=3)
     train.add_argument("--bootstrap", type=int, default=1000)
     train.add_argument("--name")
@@ -130,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workdir", default="var/bench", help="exported and quantized models go here")
     bench.add_argument("--json", help="write the full report here")
 
+    gate = sub.add_parser("gate", help="the input gate: fit it into an artifact, make the non-chest corpus, report")
+    _add_data_flags(gate)
+    gate.add_argument("--artifact", help="artifact folder (fit writes gate.onnx and the manifest entry there)")
+    gate.add_argument("--fit", action="store_true", help="fit the learned check on the artifact's training films")
+    gate.add_argument("--make-corpus", metavar="DIR", help="write the project's non-chest corpus here")
+    gate.add_argument(
+        "--report",
+        action="store_true",
+        help="run the gate on the validation split, external/ and val/ (if present) and on --corpus",
+    )
+    gate.add_argument("--corpus", action="append", default=[], help="a folder of files that must all be refused")
+    gate.add_argument("--output", help="also write the report JSON here")
+
     split = sub.add_parser("split", help="show the patient-grouped split; optionally write the file list")
     _add_data_flags(split)
     split.add_argument("--val-fraction", type=float, default=0.2)
@@ -150,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "compare": _compare,
         "bench": _bench,
         "split": _split,
+        "gate": _gate,
     }
     return handler[args.command](args)
 
@@ -179,6 +199,7 @@ def _train(args: argparse.Namespace) -> int:
         max_val_images=args.max_val_images,
         class_weighting=args.class_weighting,
         augment=not args.no_augment,
+        augmentation_policy=args.augmentation,
         early_stopping_patience=args.patience,
         bootstrap_samples=args.bootstrap,
         name=args.name,
@@ -347,4 +368,47 @@ def _split(args: argparse.Namespace) -> int:
         ]
         Path(args.write).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from ml import data, gate, nonchest
+
+    if args.make_corpus:
+        written = nonchest.write_corpus(args.make_corpus)
+        print(f"{len(written)} files in {args.make_corpus}")
+    if (args.fit or args.report) and not args.artifact:
+        raise SystemExit("--fit and --report need --artifact")
+    if args.fit:
+        print(
+            json.dumps(
+                gate.fit_artifact_gate(args.artifact, require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")),
+                indent=2,
+            )
+        )
+    if args.report:
+        from ml.artifacts import read_manifest
+
+        folders: dict[str, list[Path]] = {}
+        data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, required=False, what="Data directory")
+        if data_dir is not None:  # chest films: the validation split, external/ and val/
+            config = read_manifest(args.artifact).get("config", {})
+            _, validation = data.grouped_split(
+                data.list_images(data_dir, "train"),
+                val_fraction=float(config.get("val_fraction", 0.2)),
+                seed=int(config.get("seed", 1337)),
+            )
+            folders["validation split (chest films)"] = [r.path for r in validation]
+            for split in ("external", "val"):
+                if (data_dir / split).is_dir():
+                    folders[f"{split}/ (chest films)"] = [r.path for r in data.list_images(data_dir, split)]
+        for corpus in args.corpus:
+            folders[f"{corpus} (not chest films: all must be refused)"] = sorted(
+                p for p in Path(corpus).iterdir() if p.is_file()
+            )
+        report = gate.gate_report(args.artifact, folders)
+        text = json.dumps(report, indent=2)
+        if args.output:
+            Path(args.output).write_text(text + "\n", encoding="utf-8")
+        print(text)
     return 0

@@ -9,7 +9,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ml.artifacts import CLASS_NAMES, ONNX_NAME, read_manifest, sha256_file
-from ml.preprocessing import PREPROCESSING_VERSION, load_for_model
+from ml.gate import ChestFilmCheck, GateError, GateResult, run_gate
+from ml.preprocessing import PREPROCESSING_VERSION, DecodedImage, decode_image_bytes, preprocess
 
 
 class ModelArtifactError(RuntimeError):
@@ -19,7 +20,9 @@ class ModelArtifactError(RuntimeError):
 class Predictor:
     """Probability of PNEUMONIA for chest films, from one verified ONNX artifact."""
 
-    def __init__(self, manifest: dict[str, Any], session: ort.InferenceSession, sha256: str):
+    def __init__(
+        self, manifest: dict[str, Any], session: ort.InferenceSession, sha256: str, chest_check: ChestFilmCheck
+    ):
         self.manifest = manifest
         self.name: str = str(manifest["name"])
         self.version: str = str(manifest["version"])
@@ -30,6 +33,7 @@ class Predictor:
         self.class_names: list[str] = list(manifest["class_names"])
         self.model_sha256: str = sha256
         self._session = session
+        self._chest_check = chest_check
         self._input_name = session.get_inputs()[0].name
 
     @classmethod
@@ -47,12 +51,16 @@ class Predictor:
                 f"Model file {onnx_path} does not match its manifest "
                 f"(sha256 {sha256[:12]}…, manifest says {str(manifest['onnx_sha256'])[:12]}…)."
             )
+        try:
+            chest_check = ChestFilmCheck.from_artifact(artifact_dir, manifest, sha256_of=sha256_file)
+        except GateError as exc:  # no score without the input gate
+            raise ModelArtifactError(str(exc)) from exc
         options = serving_session_options(threads=intra_op_threads, spin=spin)
         try:
             session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception hierarchy
             raise ModelArtifactError(f"Model file {onnx_path} cannot be loaded: {exc}") from exc
-        return cls(manifest, session, sha256)
+        return cls(manifest, session, sha256, chest_check)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) float32 in 0..255 (from ml.preprocessing) -> (N,) P(PNEUMONIA)."""
@@ -63,10 +71,25 @@ class Predictor:
         (output,) = self._session.run(None, {self._input_name: batch})
         return np.asarray(output, dtype=np.float64).reshape(len(batch))
 
-    def predict_bytes(self, data: bytes) -> float:
-        """Probability for one uploaded file; ImageDecodeError for unreadable uploads."""
-        image = load_for_model(data, input_size=self.input_size)
-        return float(self.predict_batch(image[None])[0])
+    def decode(self, data: bytes) -> DecodedImage:
+        """The file as this model reads it (the decode half of ml.preprocessing.load_for_model)."""
+        return decode_image_bytes(data, target_size=self.input_size)
+
+    def gate(self, decoded: DecodedImage, *, recorded_view: str = "") -> GateResult:
+        """Whether this film may be scored at all (ml.gate): run before every prediction."""
+        return run_gate(decoded, self._chest_check, recorded_view=recorded_view)
+
+    def tensor(self, decoded: DecodedImage) -> np.ndarray:
+        """The model input for a film that passed the gate (the other half of load_for_model)."""
+        return preprocess(decoded.pixels, input_size=self.input_size)
+
+    def predict_bytes(self, data: bytes) -> float | GateResult:
+        """Probability for one file, or the gate's refusal; ImageDecodeError for unreadable files."""
+        decoded = self.decode(data)
+        verdict = self.gate(decoded)
+        if not verdict.passed:
+            return verdict
+        return float(self.predict_batch(self.tensor(decoded)[None])[0])
 
     def label_for(self, probability: float) -> str:
         return self.class_names[1] if probability >= self.threshold else self.class_names[0]

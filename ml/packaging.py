@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ml import artifacts, export
+from ml.gate import GATE_FILE, INTENDED_AGE_YEARS
 from ml.inference import Predictor
 
 PLOTS = ("roc.png", "calibration.png")
@@ -47,7 +48,7 @@ def package_artifact(
         summary.pop("reliability_curve", None)
         manifest.setdefault("metrics", {}).setdefault("other_evaluations", {})[name] = summary
     if destination:
-        for name in (*PLOTS, artifacts.DATA_FILES_NAME):
+        for name in (*PLOTS, artifacts.DATA_FILES_NAME, GATE_FILE):
             if (artifact_dir / name).is_file():
                 shutil.copy2(artifact_dir / name, target / name)
         if include_keras:
@@ -108,6 +109,24 @@ def _weights(weights: dict[str, float] | None) -> str:
     return ", ".join(f"{names[int(k)]} {v:.2f}" for k, v in weights.items())
 
 
+def _gate_lines(manifest: dict[str, Any]) -> list[str]:
+    gate = manifest.get("gate")
+    if not gate:
+        return []
+    low, high = INTENDED_AGE_YEARS
+    return [
+        "## Input gate (ml/gate.py, gate.onnx)",
+        "- Before every score: DICOM Modality CR or DX, BodyPartExamined the chest when present, no lateral view; "
+        "then named pixel checks (resolution, colour, flat, dynamic range, noise); then a learned check: "
+        f"distance from the training films on {gate['components']} principal components of "
+        f"{gate['thumbnail_side']}×{gate['thumbnail_side']} thumbnails ({gate['fit_films']:,} training films; "
+        f"thresholds at the {gate['threshold_rule']}).",
+        "- A film that fails is *not analysable*: no probability, the reason shown instead.",
+        f"- Patients outside ages {low}–{high} get their result with an 'outside intended use' warning.",
+        "",
+    ]
+
+
 def render_model_card(manifest: dict[str, Any]) -> str:
     val = manifest["metrics"]["validation"]
     data = manifest["data"]
@@ -155,6 +174,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         f"p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms.",
         "",
         *_other_evaluations(manifest),
+        *_gate_lines(manifest),
         "## Limitations",
         *LIMITATIONS,
     ]

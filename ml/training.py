@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ml import artifacts, data, evaluation, export
+from ml import artifacts, data, evaluation, export, gate
 from ml.architectures import BuiltModel, build_model, resolve_weights, set_trainable
 from ml.config import StageConfig, TrainConfig
 from ml.progress import ProgressCallback, ProgressHook, TrainingCancelled, describe_device
@@ -201,6 +201,8 @@ def _train_into(
         "keras_sha256": artifacts.sha256_file(keras_path),
     }
     artifacts.write_manifest(artifact_dir, manifest)
+    # The input gate is part of the artifact: no model serves without it (ml.gate).
+    gate.fit_artifact_gate(artifact_dir, data_dir)
     return artifact_dir
 
 
@@ -342,6 +344,7 @@ def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, p
         batch_size=config.batch_size,
         training=True,
         augment=config.augment,
+        policy=config.augmentation_policy,
         seed=config.seed,
     )
     val_ds = data.make_dataset(split.x_val, split.y_val, batch_size=64, training=False, augment=False, seed=config.seed)
@@ -357,7 +360,8 @@ def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, p
         shuffle=False,
     )
     built.model.load_weights(checkpoint)
-    return {**_summarise(fit), "features_cached": False, "augmentation": config.augment}
+    augmentation = config.augmentation_policy if config.augment else False
+    return {**_summarise(fit), "features_cached": False, "augmentation": augmentation}
 
 
 def cached_features(built, images, records, split_name, config, cache_dir, list_digest):

@@ -39,6 +39,7 @@ class PatientFactory(factory.django.DjangoModelFactory):
     team = factory.SubFactory(CareTeamFactory)
     medical_record_number = factory.Sequence(lambda n: f"MRN{n:06d}")
     name = factory.Sequence(lambda n: f"Test Child {n}")
-    birth_date = datetime.date(2020, 5, 17)
+    # Three years old whenever the tests run: inside the model card's intended ages (1-5).
+    birth_date = factory.LazyFunction(lambda: datetime.date.today() - datetime.timedelta(days=3 * 365))
     sex = Patient.Sex.FEMALE
     created_by = factory.SubFactory(UserFactory, team=factory.SelfAttribute("..team"))

@@ -17,21 +17,16 @@ from diagnostics.services.feedback import feedback_record
 from .common import ListApi, request_user, service_errors
 from .filters import PredictionFilter
 from .selectors import feedback_list_for_prediction, prediction_list_for_user
+from .studies import PredictionOutputSerializer
 
 
-class PredictionDetailOutputSerializer(serializers.ModelSerializer):
-    model_version = serializers.CharField(source="model_version.name")
-    model_version_id = serializers.IntegerField()
+class PredictionDetailOutputSerializer(PredictionOutputSerializer):
     image_id = serializers.IntegerField()
     study_id = serializers.IntegerField(source="image.study_id")
     patient_id = serializers.IntegerField(source="image.study.patient_id")
 
-    class Meta:
-        model = Prediction
-        fields = [
-            "id", "image_id", "study_id", "patient_id", "probability", "threshold", "label", "model_version",
-            "model_version_id", "model_sha256", "preprocessing_version", "input_sha256", "latency_ms", "created_at",
-        ]
+    class Meta(PredictionOutputSerializer.Meta):
+        fields = ["image_id", "study_id", "patient_id", *PredictionOutputSerializer.Meta.fields]
 
 
 class FeedbackOutputSerializer(serializers.ModelSerializer):

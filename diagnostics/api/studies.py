@@ -14,7 +14,7 @@ from typing import Any
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.validators import URLValidator
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -57,13 +57,54 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 class PredictionOutputSerializer(serializers.ModelSerializer):
     model_version = serializers.CharField(source="model_version.name")
     model_version_id = serializers.IntegerField()
+    outcome = serializers.ChoiceField(
+        choices=Prediction.Outcome.choices,
+        help_text="`scored`, or `not_analysable`: the input gate refused the film, which then has no "
+        "probability and no label, only `not_analysable_reason`.",
+    )
+    probability = serializers.FloatField(allow_null=True, help_text="null when not analysable.")
+    label = serializers.SerializerMethodField()  # type: ignore[assignment]  # DRF stubs: Field.label is the title
+    not_analysable_check = serializers.SerializerMethodField()
+    not_analysable_reason = serializers.SerializerMethodField()
+    intended_use_warning = serializers.SerializerMethodField()
 
     class Meta:
         model = Prediction
         fields = [
-            "id", "probability", "threshold", "label", "model_version", "model_version_id", "model_sha256",
-            "preprocessing_version", "input_sha256", "latency_ms", "created_at",
+            "id",
+            "outcome",
+            "probability",
+            "threshold",
+            "label",
+            "not_analysable_check",
+            "not_analysable_reason",
+            "intended_use_warning",
+            "model_version",
+            "model_version_id",
+            "model_sha256",
+            "preprocessing_version",
+            "input_sha256",
+            "latency_ms",
+            "created_at",
         ]
+
+    @extend_schema_field(serializers.ChoiceField(choices=Prediction.Label.choices, allow_null=True))
+    def get_label(self, prediction: Prediction) -> str | None:
+        return prediction.label or None
+
+    @extend_schema_field(serializers.CharField(allow_null=True, help_text="The gate check that failed."))
+    def get_not_analysable_check(self, prediction: Prediction) -> str | None:
+        return prediction.gate_code or None
+
+    @extend_schema_field(serializers.CharField(allow_null=True, help_text="Why, in words for clinicians."))
+    def get_not_analysable_reason(self, prediction: Prediction) -> str | None:
+        return prediction.gate_reason or None
+
+    @extend_schema_field(
+        serializers.CharField(allow_null=True, help_text="Set when the patient is outside the intended ages.")
+    )
+    def get_intended_use_warning(self, prediction: Prediction) -> str | None:
+        return prediction.intended_use_warning or None
 
 
 class ImageOutputSerializer(serializers.ModelSerializer):
@@ -82,8 +123,17 @@ class StudySummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = Study
         fields = [
-            "id", "patient_id", "accession_number", "modality", "view_position", "status",
-            "failure_reason", "created_at", "status_changed_at", "latest_probability", "latest_label",
+            "id",
+            "patient_id",
+            "accession_number",
+            "modality",
+            "view_position",
+            "status",
+            "failure_reason",
+            "created_at",
+            "status_changed_at",
+            "latest_probability",
+            "latest_label",
         ]
 
 
@@ -350,8 +400,16 @@ class WebhookDeliveryOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookDelivery
         fields = [
-            "id", "url", "event", "status", "attempts", "last_response_code", "last_error", "payload",
-            "created_at", "delivered_at",
+            "id",
+            "url",
+            "event",
+            "status",
+            "attempts",
+            "last_response_code",
+            "last_error",
+            "payload",
+            "created_at",
+            "delivered_at",
         ]
 
 

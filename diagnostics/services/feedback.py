@@ -26,6 +26,8 @@ def feedback_record(
         raise PermissionDenied("This prediction belongs to another care team.")
     if prediction.role != Prediction.Role.PRIMARY:
         raise ValidationError("Feedback can only be given on an assessment shown to clinicians.")
+    if not prediction.analysable:
+        raise ValidationError("The AI did not assess this film (not analysable): there is no AI result to agree with.")
     if agrees:
         if confirmed_label not in (None, "", prediction.label):
             raise ValidationError({"confirmed_label": "Agreeing keeps the AI's label; choose 'correct' to change it."})

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 HEATMAP_MAX_SIDE = 512
 # The Keras model must reproduce the served (ONNX) probability, or its heatmap explains another model.
 KERAS_ONNX_TOLERANCE = 1e-3
+NOT_ANALYSABLE = "No heatmap: the AI did not assess this film (not analysable)."
 NO_KERAS_FILE = "No heatmap is available: this model's artifact has no Keras file to compute one from."
 NO_EXPLAIN_WORKER = (
     "No heatmap is available: this installation runs without a task queue, and heatmaps are computed "
@@ -93,7 +94,9 @@ def prediction_heatmap_state(*, prediction: Prediction) -> HeatmapState:
 def heatmap_enqueue_for_study(*, study_id: int) -> list[int]:
     """Send the study's primary predictions that lack a heatmap to the explain queue."""
     predictions = list(
-        Prediction.objects.filter(image__study_id=study_id, role=Prediction.Role.PRIMARY, heatmap="")
+        Prediction.objects.filter(
+            image__study_id=study_id, role=Prediction.Role.PRIMARY, outcome=Prediction.Outcome.SCORED, heatmap=""
+        )
         .select_related("model_version", "image__study__patient")
         .order_by("pk")
     )
@@ -140,6 +143,8 @@ def prediction_compute_heatmap(*, prediction_id: int) -> HeatmapState:
         return HeatmapState("ready")
     if prediction.role != Prediction.Role.PRIMARY:
         raise ValueError(f"Prediction {prediction_id} is a shadow prediction; clinicians never see it.")
+    if prediction.probability is None:
+        return _record_unavailable(prediction=prediction, reason=NOT_ANALYSABLE)
     if not model_version_has_keras_file(prediction.model_version):
         return _record_unavailable(prediction=prediction, reason=NO_KERAS_FILE)
     try:

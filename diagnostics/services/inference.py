@@ -7,6 +7,7 @@ promotion takes effect on the next task without restarting workers.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -21,8 +22,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from diagnostics.models import Image, ModelVersion, Prediction, Study
+from ml.gate import GateResult, intended_use_warning
 from ml.inference import ModelArtifactError, Predictor
-from ml.preprocessing import ImageDecodeError, load_for_model
+from ml.preprocessing import ImageDecodeError
 
 from .audit import audit_record
 from .studies import study_refresh_latest_result, study_set_status
@@ -187,8 +189,9 @@ class _DecodedUpload:
     study: Study
     image: Image
     input_sha256: str
-    tensor: np.ndarray
+    tensor: np.ndarray | None  # None: the gate refused the film
     decode_ms: float
+    verdict: GateResult
 
 
 def images_predict(
@@ -204,59 +207,106 @@ def images_predict(
     ]
     decoded: list[_DecodedUpload] = []
     failures: dict[int, str] = {}
-    for (study, image), outcome in zip(todo, _read_and_decode_all(todo, predictor.input_size), strict=True):
+    for (study, image), outcome in zip(todo, _read_and_decode_all(todo, predictor), strict=True):
         if isinstance(outcome, ImageDecodeError):
             failures[study.pk] = f"Image {image.pk} could not be read: {outcome}"
             continue
-        input_sha256, tensor, decode_ms = outcome
-        decoded.append(_DecodedUpload(study, image, input_sha256, tensor, decode_ms))
+        decoded.append(outcome)
     decoded = [item for item in decoded if item.study.pk not in failures]
+    for item in decoded:
+        if item.tensor is None:
+            _prediction_store(item, model_version, predictor, role, probability=None, model_ms=0.0)
+    scored = [item for item in decoded if item.tensor is not None]
     batch_size = settings.INFERENCE_MAX_BATCH
-    for start in range(0, len(decoded), batch_size):
-        chunk = decoded[start : start + batch_size]
+    for start in range(0, len(scored), batch_size):
+        chunk = scored[start : start + batch_size]
         started = time.perf_counter()
-        probabilities = predictor.predict_batch(np.stack([item.tensor for item in chunk]))
+        probabilities = predictor.predict_batch(np.stack([item.tensor for item in chunk if item.tensor is not None]))
         model_ms = (time.perf_counter() - started) * 1000.0
         for item, probability in zip(chunk, probabilities, strict=True):
-            Prediction.objects.get_or_create(
-                image=item.image,
-                model_version=model_version,
-                defaults={
-                    "role": role,
-                    "probability": float(probability),
-                    "threshold": predictor.threshold,
-                    "label": predictor.label_for(float(probability)),
-                    # This image's decoding plus the model call of the batch it was in.
-                    "latency_ms": item.decode_ms + model_ms,
-                    "model_sha256": predictor.model_sha256,
-                    "preprocessing_version": predictor.preprocessing_version,
-                    "input_sha256": item.input_sha256,
-                },
-            )
+            _prediction_store(item, model_version, predictor, role, probability=float(probability), model_ms=model_ms)
     return failures
 
 
-def _read_and_decode(image: Image, input_size: int) -> tuple[str, np.ndarray, float] | ImageDecodeError:
+def _prediction_store(
+    item: _DecodedUpload,
+    model_version: ModelVersion,
+    predictor: Predictor,
+    role: str,
+    *,
+    probability: float | None,
+    model_ms: float,
+) -> None:
+    """One Prediction per (image, model): a score, or the gate's reason and no score at all."""
+    verdict = item.verdict
+    prediction, created = Prediction.objects.get_or_create(
+        image=item.image,
+        model_version=model_version,
+        defaults={
+            "role": role,
+            "outcome": Prediction.Outcome.SCORED if probability is not None else Prediction.Outcome.NOT_ANALYSABLE,
+            "gate_code": verdict.code,
+            "gate_reason": verdict.reason,
+            "gate_measurements": verdict.measurements,
+            "intended_use_warning": intended_use_warning(_age_years(item.study, item.image)),
+            "probability": probability,
+            "threshold": predictor.threshold,
+            "label": predictor.label_for(probability) if probability is not None else "",
+            # This image's decoding plus the model call of the batch it was in.
+            "latency_ms": item.decode_ms + model_ms,
+            "model_sha256": predictor.model_sha256,
+            "preprocessing_version": predictor.preprocessing_version,
+            "input_sha256": item.input_sha256,
+        },
+    )
+    if created and probability is None and role == Prediction.Role.PRIMARY:
+        audit_record(
+            action="prediction.not_analysable",
+            target=prediction,
+            team_id=item.study.patient.team_id,
+            detail={"study": item.study.pk, "image": item.image.pk, "check": verdict.code, "reason": verdict.reason},
+        )
+
+
+def _age_years(study: Study, image: Image) -> float | None:
+    """The patient's age when the film was taken (DICOM StudyDate, else when the study was created)."""
+    taken = study.created_at.date()
+    study_date = str((image.dicom_metadata or {}).get("StudyDate", ""))
+    try:
+        taken = dt.datetime.strptime(study_date, "%Y%m%d").date()
+    except ValueError:
+        pass
+    birth = study.patient.birth_date
+    if birth is None or taken < birth:
+        return None
+    return (taken - birth).days / 365.25
+
+
+def _read_and_decode(study: Study, image: Image, predictor: Predictor) -> _DecodedUpload | ImageDecodeError:
+    """Decode, gate, and (if the gate passes) preprocess one film: the serving path of ml.preprocessing."""
     with image.file.open("rb") as handle:
         data = handle.read()
     started = time.perf_counter()
     try:
-        tensor = load_for_model(data, input_size=input_size)
+        decoded = predictor.decode(data)
     except ImageDecodeError as error:
         return error
-    return hashlib.sha256(data).hexdigest(), tensor, (time.perf_counter() - started) * 1000.0
+    verdict = predictor.gate(decoded, recorded_view=study.view_position)
+    tensor = predictor.tensor(decoded) if verdict.passed else None
+    decode_ms = (time.perf_counter() - started) * 1000.0
+    return _DecodedUpload(study, image, hashlib.sha256(data).hexdigest(), tensor, decode_ms, verdict)
 
 
 def _read_and_decode_all(
-    todo: list[tuple[Study, Image]], input_size: int
-) -> list[tuple[str, np.ndarray, float] | ImageDecodeError]:
+    todo: list[tuple[Study, Image]], predictor: Predictor
+) -> list[_DecodedUpload | ImageDecodeError]:
     """Read and decode a micro-batch's files, on several threads when there are several (Pillow
     decodes and resizes without the GIL). Only files are touched here, never the database."""
     threads = min(DECODE_THREADS, len(todo))
     if threads <= 1:
-        return [_read_and_decode(image, input_size) for _, image in todo]
+        return [_read_and_decode(study, image, predictor) for study, image in todo]
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
-        return list(pool.map(lambda item: _read_and_decode(item[1], input_size), todo))
+        return list(pool.map(lambda item: _read_and_decode(item[0], item[1], predictor), todo))
 
 
 def _inject_fault_delay() -> None:

@@ -17,16 +17,24 @@ from django.utils import timezone
 from diagnostics.models import Feedback, ModelVersion, Prediction
 
 BINS = 10  # probability histogram: 0–10 %, …, 90–100 %
+SCORED = Q(outcome=Prediction.Outcome.SCORED)
 
 
 class _Rates:
     """Rates shared by a week's summary and the whole model's: from counts the dataclasses hold."""
 
-    predictions: int
+    predictions: int  # films scored
+    not_analysable: int  # films the input gate refused (no score)
     suspected: int
     feedback: int
     overrides: int
     histogram: tuple[int, ...]
+
+    @property
+    def not_analysable_rate(self) -> float | None:
+        """Share of films refused by the input gate: a rise means new kinds of input (drift)."""
+        films = self.predictions + self.not_analysable
+        return self.not_analysable / films if films else None
 
     @property
     def suspected_rate(self) -> float | None:
@@ -45,6 +53,7 @@ class _Rates:
 class WeekSummary(_Rates):
     week: datetime.date
     predictions: int = 0
+    not_analysable: int = 0
     mean_probability: float | None = None
     suspected: int = 0
     histogram: tuple[int, ...] = ()
@@ -58,6 +67,7 @@ class ModelMonitoring(_Rates):
     weeks: list[WeekSummary] = field(default_factory=list)
     histogram: tuple[int, ...] = ()
     predictions: int = 0
+    not_analysable: int = 0
     suspected: int = 0
     feedback: int = 0
     overrides: int = 0
@@ -98,7 +108,8 @@ def model_monitoring(*, model_version: ModelVersion, weeks: int = 12) -> ModelMo
         .annotate(week=TruncWeek("created_at"))
         .values("week")
         .annotate(
-            n=Count("pk"),
+            n=Count("pk", filter=SCORED),
+            refused=Count("pk", filter=~SCORED),
             mean=Avg("probability"),
             suspected=Count("pk", filter=Q(label=Prediction.Label.PNEUMONIA)),
             **bins,
@@ -106,7 +117,10 @@ def model_monitoring(*, model_version: ModelVersion, weeks: int = 12) -> ModelMo
         .order_by("week")
     }
     totals = predictions.aggregate(
-        n=Count("pk"), suspected=Count("pk", filter=Q(label=Prediction.Label.PNEUMONIA)), **bins
+        n=Count("pk", filter=SCORED),
+        refused=Count("pk", filter=~SCORED),
+        suspected=Count("pk", filter=Q(label=Prediction.Label.PNEUMONIA)),
+        **bins,
     )
 
     # A clinician's verdict is their newest feedback on a prediction; earlier ones are history.
@@ -131,6 +145,7 @@ def model_monitoring(*, model_version: ModelVersion, weeks: int = 12) -> ModelMo
             WeekSummary(
                 week=week,
                 predictions=p_row.get("n", 0),
+                not_analysable=p_row.get("refused", 0),
                 mean_probability=p_row.get("mean"),
                 suspected=p_row.get("suspected", 0),
                 histogram=tuple(p_row.get(f"bin{i}", 0) for i in range(BINS)),
@@ -147,6 +162,7 @@ def model_monitoring(*, model_version: ModelVersion, weeks: int = 12) -> ModelMo
         weeks=summaries,
         histogram=tuple(totals[f"bin{i}"] for i in range(BINS)),
         predictions=totals["n"],
+        not_analysable=totals["refused"],
         suspected=totals["suspected"],
         feedback=feedback_totals["n"],
         overrides=feedback_totals["overrides"],

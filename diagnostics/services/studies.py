@@ -141,7 +141,11 @@ def study_refresh_latest_result(*, study: Study) -> None:
     predicted them last (a later model's results replace an earlier one's), with that image's label:
     a study is suspected when any of its films is. Call it where primary predictions are stored.
     """
-    primary = Prediction.objects.filter(image__study=study, role=Prediction.Role.PRIMARY)
+    # Films the input gate refused carry no score; the study's result is its scored films' (the
+    # study page says how many were not analysable).
+    primary = Prediction.objects.filter(
+        image__study=study, role=Prediction.Role.PRIMARY, outcome=Prediction.Outcome.SCORED
+    )
     newest = primary.order_by("-created_at", "-pk").values("model_version_id").first()
     best = (
         primary.filter(model_version_id=newest["model_version_id"]).order_by("-probability", "-pk").first()

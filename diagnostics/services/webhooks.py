@@ -89,9 +89,12 @@ def _study_payload(study: Study) -> dict[str, Any]:
                 "predictions": [
                     {
                         "id": prediction.pk,
-                        "label": prediction.label,
+                        "outcome": prediction.outcome,
+                        "label": prediction.label or None,
                         "probability": prediction.probability,
                         "threshold": prediction.threshold,
+                        "not_analysable_reason": prediction.gate_reason or None,
+                        "intended_use_warning": prediction.intended_use_warning or None,
                         "model_version": prediction.model_version.name,
                     }
                     for prediction in shown.order_by("-created_at", "-pk")
