@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from playwright.sync_api import expect
 
 from ..worker import CeleryWorker
 
@@ -84,6 +85,7 @@ def live_server(django_db_setup) -> Iterator[Any]:
 def page(browser, live_server) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="en-GB")
     context.set_default_timeout(30_000)  # generous: the machine may be busy
+    expect.set_options(timeout=30_000)  # the same for the auto-waiting assertions (default 5 s)
     page = context.new_page()
     # Script errors, and answers that mean a broken page (a 400 for a refused upload is expected).
     errors: list[str] = []

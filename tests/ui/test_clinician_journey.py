@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from django.urls import reverse
+from playwright.sync_api import expect
 
 from diagnostics.models import AuditEvent, Feedback, Prediction, Study, User
 from diagnostics.services.feedback import feedback_record
 
 from ..factories import UserFactory
-from ..images import jpeg_bytes, png_bytes
+from ..images import chest_like_pixels, jpeg_bytes, png_bytes
 from ..ml.conftest import dicom_bytes
 from ..test_pages import make_study, predict
 from .conftest import ARTIFACTS, assert_accessible, screenshot
@@ -62,12 +63,11 @@ def flip(label: str) -> str:
 
 
 def dicom_film() -> bytes:
+    """A real chest film as 12-bit DICOM (the input gate refuses drawn imitations)."""
     import numpy as np
 
-    pixels = np.zeros((96, 96), dtype=np.uint16) + 300
-    pixels[20:76, 10:40] = 2400
-    pixels[20:76, 56:86] = 2400
-    return dicom_bytes(pixels, window=(1500, 3000))
+    pixels = chest_like_pixels(256, seed=1).astype(np.uint16) * 16
+    return dicom_bytes(pixels, window=(2048, 4096))
 
 
 def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedback_and_exports_the_pdf(
@@ -89,19 +89,22 @@ def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedb
         ],
     )
     file_list = page.locator("[data-file-list]")
-    file_list.get_by_text("chest.jpeg (JPEG").wait_for()
-    assert "letter.png: refused, this file is not a JPEG, PNG or DICOM image." in file_list.inner_text()
+    # Every assertion on what the page's scripts write waits for it (expect retries until its timeout):
+    # a check that reads the DOM once races the script and fails now and then on a busy machine.
+    expect(file_list).to_contain_text("chest.jpeg (JPEG")
+    expect(file_list).to_contain_text("letter.png: refused, this file is not a JPEG, PNG or DICOM image.")
     # The DICOM header is read back by the server and offered for the study.
     metadata = page.locator("#dicom-metadata")
-    metadata.get_by_text("What the DICOM files say").wait_for()
-    assert "TEST-001" in metadata.inner_text() and "differs from this patient's record number" in metadata.inner_text()
-    assert "2024-01-02" in metadata.inner_text()
+    expect(metadata).to_contain_text("What the DICOM files say")
+    expect(metadata).to_contain_text("TEST-001")
+    expect(metadata).to_contain_text("differs from this patient's record number")
+    expect(metadata).to_contain_text("2024-01-02")
     assert_accessible(page, "02-upload-with-files")
     page.get_by_role("button", name=re.compile("Use view PA and modality CR")).click()
-    assert page.get_by_label("View position").input_value() == "PA"
+    expect(page.get_by_label("View position")).to_have_value("PA")
     page.get_by_label("Accession number (optional)").fill("ACC-UI-1")
     progress = page.locator("[data-upload-progress]")
-    assert progress.is_hidden()
+    expect(progress).to_be_hidden()
     # Report what the progress bar shows while the files go up (the page is left right after).
     page.evaluate(
         """() => document.addEventListener("htmx:xhr:progress", () => console.log(
@@ -118,36 +121,39 @@ def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedb
     screenshot(page, "03-study-queued")
     page.evaluate("() => { window.__sameDocument = true; }")
     status = page.locator("#study-status")
-    status.get_by_text("the AI assessment is ready").wait_for(timeout=120_000)
+    expect(status).to_contain_text("the AI assessment is ready", timeout=120_000)
     assert page.evaluate("() => window.__sameDocument === true"), "the page reloaded instead of updating in place"
-    assert status.get_attribute("role") == "status"
+    expect(status).to_have_attribute("role", "status")
 
     predictions = list(Prediction.objects.filter(image__study=study).order_by("image_id"))
     assert len(predictions) == 2
     first = page.locator(".image-result").first
-    finding = first.locator(".finding-text").inner_text()
-    assert finding.strip() in ("Pneumonia suspected", "No pneumonia suspected")
-    assert f"{predictions[0].probability:.3f}" in first.inner_text() and active_model.name in first.inner_text()
+    expect(first.locator(".finding-text")).to_have_text(
+        re.compile(r"^\s*(Pneumonia suspected|No pneumonia suspected)\s*$")
+    )
+    expect(first).to_contain_text(f"{predictions[0].probability:.3f}")
+    expect(first).to_contain_text(active_model.name)
 
     # The heatmaps arrive from the explain worker, again without a reload.
     overlay = first.locator("img.heatmap-overlay")
-    overlay.wait_for(state="visible", timeout=150_000)  # TensorFlow loads on the first task
-    page.locator(".image-result").nth(1).locator("img.heatmap-overlay").wait_for(state="visible", timeout=60_000)
+    expect(overlay).to_be_visible(timeout=150_000)  # TensorFlow loads on the first task
+    expect(page.locator(".image-result").nth(1).locator("img.heatmap-overlay")).to_be_visible(timeout=60_000)
     assert page.evaluate("() => window.__sameDocument === true")
-    assert overlay.evaluate("img => img.complete && img.naturalWidth > 0")
+    # Visible is not loaded: wait for the picture itself.
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle())
     assert all(p.heatmap for p in Prediction.objects.filter(image__study=study))
     # TensorFlow is in the explain worker's memory, and not in the inference worker's.
     assert maps_tensorflow(explain_worker) and not maps_tensorflow(celery_worker)
     opacity = first.get_by_label("Heatmap opacity")
     opacity.fill("80")
-    assert overlay.evaluate("img => getComputedStyle(img).opacity") == "0.8"
+    expect(overlay).to_have_css("opacity", "0.8")
     assert_accessible(page, "04-study-result-heatmap")
 
     # H hides and shows the overlay; with shortcuts switched off it does nothing.
     page.locator("body").press("h")
-    assert overlay.evaluate("img => getComputedStyle(img).visibility") == "hidden"
+    expect(overlay).to_have_css("visibility", "hidden")
     page.locator("body").press("h")
-    assert overlay.evaluate("img => getComputedStyle(img).visibility") == "visible"
+    expect(overlay).to_have_css("visibility", "visible")
 
     # Window/level on the DICOM film re-renders it through the chosen window.
     dicom_result = page.locator(".image-result").nth(1)
@@ -156,7 +162,7 @@ def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedb
         dicom_result.get_by_label("Window width (% of the film's range)").fill("20")
         dicom_result.get_by_label("Level (window centre, % of the film's range)").fill("30")
     assert windowed.value.status == 200
-    assert "wc=30" in xray.get_attribute("src")
+    expect(xray).to_have_attribute("src", re.compile(r"wc=30"))
     screenshot(page, "05-dicom-windowed")
 
     # Feedback: correct the AI's label, with a comment.
@@ -165,8 +171,8 @@ def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedb
     feedback.get_by_role("radio", name=re.compile(f"^{corrected}")).check()
     feedback.get_by_label("Comment (optional)").fill("Film rotated; reviewed by a consultant.")
     feedback.get_by_role("button", name="Record my reading").click()
-    page.locator(".feedback .success").first.wait_for()
-    assert "you corrected the AI" in page.locator(".feedback").first.inner_text()
+    expect(page.locator(".feedback .success").first).to_be_visible()
+    expect(page.locator(".feedback").first).to_contain_text("you corrected the AI")
     verdict = Feedback.objects.get()
     assert verdict.agrees is False and verdict.clinician == owner and verdict.prediction == predictions[0]
     assert_accessible(page, "06-feedback-recorded")
@@ -182,7 +188,7 @@ def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedb
     # Keyboard: J on the worklist moves to the first study, Enter opens it.
     page.goto(live_server.url + reverse("worklist"))
     page.locator("body").press("j")
-    assert page.evaluate("() => document.activeElement.hasAttribute('data-row-link')")
+    page.wait_for_function("() => document.activeElement && document.activeElement.hasAttribute('data-row-link')")
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(rf".*/studies/{study.pk}/$"))
     page.goto(live_server.url + reverse("worklist"))
@@ -200,12 +206,11 @@ def test_a_refused_upload_says_why_and_the_patient_and_model_pages_pass_axe(
     page.get_by_label("Choose files").set_input_files(
         [{"name": "broken.png", "mimeType": "image/png", "buffer": broken}]
     )
-    page.get_by_text("broken.png (PNG").wait_for()
+    expect(page.get_by_text("broken.png (PNG")).to_be_visible()
     page.get_by_role("button", name="Upload and assess").click()
     summary = page.locator("#upload-errors")
-    summary.wait_for()
-    assert "broken.png: The image is truncated or corrupt." in summary.inner_text()
-    assert page.evaluate("() => document.activeElement.id") == "upload-errors"
+    expect(summary).to_contain_text("broken.png: The image is truncated or corrupt.")
+    expect(summary).to_be_focused()  # portal.js moves focus there after the swap: wait for it
     assert not Study.objects.exists()
     assert_accessible(page, "08-upload-refused")
 
@@ -215,7 +220,7 @@ def test_a_refused_upload_says_why_and_the_patient_and_model_pages_pass_axe(
     page.get_by_label("Name").fill("Grace Hopper")
     page.get_by_label("Birth date").fill("2999-01-01")
     page.get_by_role("button", name="Register").click()
-    page.get_by_role("alert").get_by_text("The birth date cannot be in the future.").wait_for()
+    expect(page.get_by_role("alert")).to_contain_text("The birth date cannot be in the future.")
     assert_accessible(page, "09-patient-form-error")
 
     page.goto(live_server.url + reverse("patient_detail", args=[patient.pk]))
@@ -241,9 +246,9 @@ def test_a_refused_upload_says_why_and_the_patient_and_model_pages_pass_axe(
     page.get_by_role("link", name="Models").click()
     assert_accessible(page, "11-models")
     page.get_by_role("link", name=active_model.name).click()
-    page.get_by_role("heading", name="Validation", exact=False).first.wait_for()
-    in_use = page.locator("section[aria-labelledby=live-heading]").inner_text()
-    assert "50.0 % (1 of 2 readings corrected the AI)" in in_use
-    assert "Distribution of live probabilities" in in_use
+    expect(page.get_by_role("heading", name="Validation", exact=False).first).to_be_visible()
+    in_use = page.locator("section[aria-labelledby=live-heading]")
+    expect(in_use).to_contain_text("50.0 % (1 of 2 readings corrected the AI)")
+    expect(in_use).to_contain_text("Distribution of live probabilities")
     assert_accessible(page, "12-model-detail")
     assert page.js_errors == [], page.js_errors
