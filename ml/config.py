@@ -13,7 +13,7 @@ WEIGHTS_DIR_ENV = "IMAGENET_WEIGHTS_DIR"
 ARTIFACTS_DIR_ENV = "PNEUMONIA_ARTIFACTS_DIR"
 DEFAULT_ARTIFACTS_DIR = "runs"
 # Every architecture ml.architectures can build (kept here so callers need not import Keras).
-ARCHITECTURE_NAMES = ("cnn", "vgg16", "vgg19", "resnet50v2", "xception", "mobilenetv2")
+ARCHITECTURE_NAMES = ("cnn", "vgg16", "vgg19", "resnet50v2", "xception", "xception_mid", "mobilenetv2")
 
 
 @dataclass
@@ -44,6 +44,7 @@ class TrainConfig:
     max_val_images: int | None = None
     class_weighting: str = "balanced"  # "balanced" | "none"
     augment: bool = True
+    augmentation_policy: str = "geometric"  # "geometric" | "acquisition" (see ml.data.make_dataset)
     early_stopping_patience: int = 3
     reduce_lr_patience: int = 1
     bootstrap_samples: int = 1000

@@ -163,7 +163,10 @@ def make_dataset(
     training: bool,
     augment: bool,
     seed: int,
+    policy: str = "geometric",
 ) -> tf.data.Dataset:
+    """``policy``: "geometric" (the source projects' recipe) or "acquisition" (geometric, then
+    what differs between machines and periods: exposure, contrast, gamma, blur and noise)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
@@ -173,4 +176,32 @@ def make_dataset(
     if training and augment:
         aug = augmenter(seed)
         ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=1)
+        if policy == "acquisition":
+            ds = ds.map(lambda x, y: (acquisition_jitter(x), y), num_parallel_calls=1)
+        elif policy != "geometric":
+            raise ValueError(f"unknown augmentation policy {policy!r}")
     return ds.prefetch(1)
+
+
+def acquisition_jitter(images: tf.Tensor) -> tf.Tensor:
+    """Per film, on (N, S, S, 3) 0..255: gamma 0.7-1.4, contrast x0.75-1.3 about the film's mean,
+    brightness +-15 levels, a 3x3 blur for half the films, Gaussian noise sigma 0-4 levels.
+
+    Test-period NORMAL films score higher than training ones (docs/model-comparison.md): these are
+    the ways one radiography room, processing or period differs from another. No colour: films are gray.
+    """
+    import tensorflow as tf
+
+    n = tf.shape(images)[0]
+    x = tf.clip_by_value(images / 255.0, 0.0, 1.0)
+    gamma = tf.exp(tf.random.uniform([n, 1, 1, 1], tf.math.log(0.7), tf.math.log(1.4)))
+    x = tf.pow(x + 1e-6, gamma)
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    x = (x - mean) * tf.random.uniform([n, 1, 1, 1], 0.75, 1.3) + mean
+    x = x + tf.random.uniform([n, 1, 1, 1], -15.0 / 255, 15.0 / 255)
+    blurred = tf.nn.avg_pool2d(x, ksize=3, strides=1, padding="SAME")
+    x = tf.where(tf.random.uniform([n, 1, 1, 1]) < 0.5, blurred, x)
+    size = tf.shape(x)
+    noise = tf.random.normal([size[0], size[1], size[2], 1])  # one noise for the three gray channels
+    x = x + noise * tf.random.uniform([n, 1, 1, 1], 0.0, 4.0 / 255)
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
