@@ -1,7 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from diagnostics import lifecycle_admin  # noqa: F401  (registers the model-lifecycle screens)
+# The admin screens of this app live in three modules; Django loads this one, which loads the others.
+from diagnostics import (
+    api_token_admin,  # noqa: F401  (API tokens, webhook deliveries)
+    lifecycle_admin,  # noqa: F401  (model registry, promotion gate, training runs)
+)
 from diagnostics.models import AuditEvent, CareTeam, Image, Patient, Prediction, Study, User
 
 

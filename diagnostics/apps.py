@@ -7,6 +7,6 @@ class DiagnosticsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Django's own signals (logins) and system checks register by import. What follows a finished
+        # study (webhook, heatmaps) is not a signal: services.studies.study_finish queues it explicitly.
         from diagnostics import checks, signals  # noqa: F401  (deployment checks, audit receivers)
-        from diagnostics.api import admin, receivers  # noqa: F401  (API token admin, webhooks on finished studies)
-        from diagnostics.services import heatmaps  # noqa: F401  (heatmaps for finished studies)

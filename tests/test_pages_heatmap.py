@@ -18,11 +18,11 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image as PILImage
 
-from diagnostics.events import study_finished
 from diagnostics.models import AuditEvent, Study
 from diagnostics.services import heatmaps
 from diagnostics.services.heatmaps import prediction_compute_heatmap, prediction_heatmap_state
 from diagnostics.services.model_registry import model_version_activate, model_version_register
+from diagnostics.services.studies import study_queue_follow_ups
 from ml.artifacts import sha256_file
 
 from .conftest import login_client
@@ -199,9 +199,9 @@ def test_a_finished_study_sends_its_predictions_to_the_explain_queue(owner, pati
     broker.delete("explain")
     done, failed = make_study(owner, patient), make_study(owner, patient)
     prediction = predict(done, active_model, 0.4)
-    study_finished.send(sender=Study, study_id=failed.pk, status=Study.Status.FAILED)
+    study_queue_follow_ups(study_id=failed.pk, status=Study.Status.FAILED)
     assert broker.llen("explain") == 0
-    study_finished.send(sender=Study, study_id=done.pk, status=Study.Status.DONE)
+    study_queue_follow_ups(study_id=done.pk, status=Study.Status.DONE)
     [message] = broker.lrange("explain", 0, -1)
     body = json.loads(message)
     assert body["headers"]["task"] == "worker.tasks.compute_prediction_heatmap"
@@ -216,7 +216,7 @@ def test_without_a_task_queue_the_heatmap_is_recorded_as_unavailable_not_compute
     settings.CELERY_TASK_ALWAYS_EAGER = True
     study = make_study(owner, patient)
     prediction = predict(study, active_model, 0.4)
-    study_finished.send(sender=Study, study_id=study.pk, status=Study.Status.DONE)
+    study_queue_follow_ups(study_id=study.pk, status=Study.Status.DONE)
     state = prediction_heatmap_state(prediction=prediction)
     assert state.status == "unavailable" and "separate explain worker" in state.message
 

@@ -14,16 +14,14 @@ import datetime
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import DatabaseError
-from django.dispatch import receiver
 from django.utils import timezone
 
-from diagnostics.events import study_finished
-from diagnostics.models import AuditEvent, ModelVersion, Prediction, Study
+from diagnostics.models import AuditEvent, ModelVersion, Prediction
 from ml.preprocessing import ImageDecodeError
 
 from .audit import audit_record
@@ -110,12 +108,6 @@ def heatmap_enqueue_for_study(*, study_id: int) -> list[int]:
     for prediction in predictions:
         compute_prediction_heatmap.delay(prediction.pk)
     return [prediction.pk for prediction in predictions]
-
-
-@receiver(study_finished, dispatch_uid="heatmaps.explain_finished_study")
-def _explain_finished_study(sender: Any, study_id: int, status: str, **kwargs: Any) -> None:
-    if status == Study.Status.DONE:
-        heatmap_enqueue_for_study(study_id=study_id)
 
 
 _explainer_lock = threading.Lock()

@@ -27,7 +27,7 @@ from ml.inference import ModelArtifactError, Predictor
 from ml.preprocessing import ImageDecodeError
 
 from .audit import audit_record
-from .studies import study_refresh_latest_result, study_set_status
+from .studies import study_finish, study_refresh_latest_result, study_set_status
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def studies_run_inference(*, studies: list[Study]) -> None:
         failures = images_predict(studies=studies, model_version=active, predictor=predictor)
     except InferenceFailure as failure:
         for study in studies:
-            study_set_status(study=study, status=Study.Status.FAILED, reason=str(failure))
+            study_finish(study=study, status=Study.Status.FAILED, reason=str(failure))
         return
     except Exception:
         # Possibly transient (database, storage): give the studies back to the queue so a
@@ -161,10 +161,10 @@ def studies_run_inference(*, studies: list[Study]) -> None:
     studies_run_shadow(studies=done)
     for study in studies:
         if study.pk in failures:
-            study_set_status(study=study, status=Study.Status.FAILED, reason=failures[study.pk])
+            study_finish(study=study, status=Study.Status.FAILED, reason=failures[study.pk])
         else:
             study_refresh_latest_result(study=study)
-            study_set_status(study=study, status=Study.Status.DONE)
+            study_finish(study=study, status=Study.Status.DONE)
 
 
 def studies_run_shadow(*, studies: list[Study]) -> None:

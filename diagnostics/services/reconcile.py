@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from diagnostics.models import Study
 
-from .studies import study_enqueue_inference, study_set_status
+from .studies import study_enqueue_inference, study_finish, study_set_status
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def study_reconcile_stale(
                     f"The AI assessment did not complete after {study.attempts} attempts. "
                     "The image is kept; ask an administrator to check the inference workers, then re-upload."
                 )
-                if study_set_status(study=study, status=Study.Status.FAILED, reason=reason, expected=[study.status]):
+                if study_finish(study=study, status=Study.Status.FAILED, reason=reason, expected=[study.status]):
                     counts["failed"] += 1
                 continue
             reason = (

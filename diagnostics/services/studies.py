@@ -6,7 +6,6 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from diagnostics.events import study_finished
 from diagnostics.models import ApiToken, Image, Patient, Prediction, Study, User
 
 from .audit import audit_record
@@ -128,10 +127,29 @@ def study_set_status(
             team_id=study.patient.team_id,
             detail={"from": previous, "to": status, "reason": reason},
         )
-        if status in (Study.Status.DONE, Study.Status.FAILED):
-            study_id = study.pk
-            transaction.on_commit(lambda: study_finished.send(sender=Study, study_id=study_id, status=status))
     return changed
+
+
+def study_finish(*, study: Study, status: str, reason: str = "", expected: Sequence[str] | None = None) -> bool:
+    """Move a study to done or failed (see study_set_status) and, once that commits, queue what
+    follows: its callback webhook and, for a done study, its heatmaps. Returns whether it changed."""
+    if status not in (Study.Status.DONE, Study.Status.FAILED):
+        raise ValueError(f"A study finishes as done or failed, not {status!r}.")
+    changed = study_set_status(study=study, status=status, reason=reason, expected=expected)
+    if changed:
+        study_id = study.pk
+        transaction.on_commit(lambda: study_queue_follow_ups(study_id=study_id, status=status))
+    return changed
+
+
+def study_queue_follow_ups(*, study_id: int, status: str) -> None:
+    """What follows a finished study, queued for the workers (never done inline)."""
+    from .heatmaps import heatmap_enqueue_for_study
+    from .webhooks import webhook_enqueue_for_study
+
+    webhook_enqueue_for_study(study_id=study_id, status=status)
+    if status == Study.Status.DONE:
+        heatmap_enqueue_for_study(study_id=study_id)
 
 
 def study_refresh_latest_result(*, study: Study) -> None:

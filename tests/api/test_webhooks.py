@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from diagnostics.models import ApiToken, AuditEvent, Study, WebhookDelivery
-from diagnostics.services.studies import study_set_status
+from diagnostics.services.studies import study_finish
 from diagnostics.services.webhooks import WebhookNotDelivered, webhook_notify_study_finished
 from tests.images import jpeg_bytes
 from worker.tasks.webhooks import WEBHOOK_MAX_RETRIES, deliver_study_webhook
@@ -171,7 +171,7 @@ def test_a_finished_study_enqueues_a_delivery_only_if_it_has_a_callback(
     without = create_study(machine.client, patient, "")
     for study in (with_callback, without):
         with django_capture_on_commit_callbacks(execute=True):
-            study_set_status(study=study, status=Study.Status.FAILED, reason="No active AI model is registered.")
+            study_finish(study=study, status=Study.Status.FAILED, reason="No active AI model is registered.")
     assert sent == [(with_callback.pk, "failed")]
 
 

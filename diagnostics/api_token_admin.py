@@ -1,6 +1,6 @@
 """API tokens in the Django admin: issue (the key is shown once), list, revoke.
 
-Registered from DiagnosticsConfig.ready(). Writes go through the api_tokens
+Imported by diagnostics/admin.py, which Django's admin loads. Writes go through the api_tokens
 services, so the admin and the API issue and revoke tokens the same way.
 """
 
