@@ -12,6 +12,8 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
+from portal.settings.test import REDIS_OWNER_KEY
+
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "var" / "test-logs"
 
@@ -43,7 +45,12 @@ class CeleryWorker:
         return env
 
     def purge_queues(self) -> None:
-        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+        # This run's own database (portal/settings/test.py claims one per run); keep the claim.
+        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        owner = broker.get(REDIS_OWNER_KEY)
+        broker.flushdb()
+        if owner is not None:
+            broker.set(REDIS_OWNER_KEY, owner)
 
     def start(self, timeout: float = 60.0) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
