@@ -136,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workdir", default="var/bench", help="exported and quantized models go here")
     bench.add_argument("--json", help="write the full report here")
 
+    calibrate = sub.add_parser(
+        "calibrate", help="fold Platt scaling fitted on external/ into the model; threshold for a sensitivity there"
+    )
+    _add_data_flags(calibrate)
+    calibrate.add_argument("--artifact", required=True)
+    calibrate.add_argument("--split", default="external")
+    calibrate.add_argument("--min-sensitivity", type=float, default=0.95)
+    calibrate.add_argument("--bootstrap", type=int, default=1000)
+
     gate = sub.add_parser("gate", help="the input gate: fit it into an artifact, make the non-chest corpus, report")
     _add_data_flags(gate)
     gate.add_argument("--artifact", help="artifact folder (fit writes gate.onnx and the manifest entry there)")
@@ -170,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _bench,
         "split": _split,
         "gate": _gate,
+        "calibrate": _calibrate,
     }
     return handler[args.command](args)
 
@@ -367,6 +377,21 @@ def _split(args: argparse.Namespace) -> int:
             for r in rs
         ]
         Path(args.write).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from ml.calibration import calibrate_artifact
+
+    data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
+    summary = calibrate_artifact(
+        args.artifact,
+        data_dir,
+        split=args.split,
+        min_sensitivity=args.min_sensitivity,
+        bootstrap_samples=args.bootstrap,
+    )
     print(json.dumps(summary, indent=2))
     return 0
 

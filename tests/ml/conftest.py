@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ml.config import TrainConfig
+
 N_PATIENTS_PER_CLASS = 10
 
 
@@ -115,3 +117,15 @@ def dataset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 jpeg_bytes(synthetic_film(label, 5000 + 10 * label + i, size=96))
             )
     return root
+
+
+# A tiny real training run (cnn, 32 px, 1 epoch), shared by the training and calibration tests.
+QUICK = TrainConfig(architecture="cnn", input_size=32, epochs=1, batch_size=8, bootstrap_samples=20, seed=3)
+
+
+@pytest.fixture(scope="session")
+def artifact(dataset_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ml import training
+
+    root = tmp_path_factory.mktemp("runs")
+    return training.train(QUICK, data_dir=dataset_root, output_root=root, cache_dir=root / "cache", latency_runs=3)

@@ -15,16 +15,7 @@ from ml.inference import ModelArtifactError, Predictor
 from ml.preprocessing import PREPROCESSING_VERSION, load_for_model
 
 from ..images import FILMS_DIR
-
-QUICK = TrainConfig(architecture="cnn", input_size=32, epochs=1, batch_size=8, bootstrap_samples=20, seed=3)
-
-
-@pytest.fixture(scope="module")
-def artifact(dataset_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ml import training
-
-    root = tmp_path_factory.mktemp("runs")
-    return training.train(QUICK, data_dir=dataset_root, output_root=root, cache_dir=root / "cache", latency_runs=3)
+from .conftest import QUICK
 
 
 def test_artifact_has_model_files_and_a_complete_manifest(artifact: Path) -> None:

@@ -1,0 +1,55 @@
+"""Calibration on the external split, folded into the model (ml/calibration.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml import artifacts, calibration
+from ml.inference import Predictor
+
+
+def test_platt_fit_recovers_a_known_miscalibration():
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 2, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    overconfident = 1 / (1 + np.exp(-(3 * true_logit - 1)))  # the model says a*z+b with a=3, b=-1
+    a, b = calibration.fit_platt(y, overconfident)
+    assert a == pytest.approx(1 / 3, abs=0.05) and b == pytest.approx(1 / 3, abs=0.1)
+    fixed = calibration.apply_platt(overconfident, a, b)
+    from ml.evaluation import expected_calibration_error
+
+    assert expected_calibration_error(y, fixed) < expected_calibration_error(y, overconfident) / 2
+
+
+def test_threshold_for_sensitivity_is_the_highest_that_keeps_it():
+    y = np.array([1, 1, 1, 1, 0, 0])
+    prob = np.array([0.9, 0.8, 0.6, 0.3, 0.5, 0.1])
+    assert calibration.threshold_for_sensitivity(y, prob, 0.75) == 0.6  # 3 of 4 positives
+    assert calibration.threshold_for_sensitivity(y, prob, 1.0) == 0.3
+
+
+def test_calibrate_artifact_folds_platt_into_the_served_model(artifact: Path, dataset_root: Path, tmp_path: Path):
+    copy = tmp_path / "artifact"
+    shutil.copytree(artifact, copy)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train").symlink_to(dataset_root / "train")
+    (data / "external").symlink_to(dataset_root / "val")  # films the model never trained on
+    before = artifacts.read_manifest(copy)
+
+    summary = calibration.calibrate_artifact(copy, data, min_sensitivity=0.75, bootstrap_samples=20)
+
+    manifest = artifacts.read_manifest(copy)
+    assert manifest["calibration"]["a"] == summary["platt"]["a"] and "external" in manifest["calibration"]["fitted_on"]
+    assert manifest["threshold"] == summary["threshold"] and "sensitivity >= 0.75" in manifest["threshold_rule"]
+    assert manifest["onnx_sha256"] != before["onnx_sha256"]
+    assert manifest["metrics"]["external"]["sensitivity"] >= 0.75
+    assert manifest["metrics"]["uncalibrated"]["threshold"] == before["threshold"]
+    assert {"roc_auc", "ece", "ci95"} <= set(manifest["metrics"]["validation"])
+    Predictor.from_artifact(copy)  # still verifies and loads (gate included)
+    with pytest.raises(ValueError, match="calibrated already"):
+        calibration.calibrate_artifact(copy, data)
