@@ -57,3 +57,21 @@ def test_a_dicom_upload_is_predicted_and_its_patient_id_decides_nothing(owner, p
     assert study.status == Study.Status.DONE and study.patient == patient
     assert image.format == "DICOM" and image.dicom_metadata["PatientID"] == "9RG1"
     assert 0.0 <= Prediction.objects.get(image=image).probability <= 1.0
+
+
+@pytest.mark.parametrize("resample", [PILImage.Resampling.LANCZOS, PILImage.Resampling.BILINEAR])
+def test_a_full_size_film_and_its_224_px_copy_score_within_0_05(default_model_dir, resample):
+    """The served model reads a 1841x1955 film as it reads the same film downscaled by a standard
+    resampler to the 224 px the training films had (issue: full-size uploads)."""
+    import io
+
+    from ml.inference import Predictor
+
+    predictor = Predictor.from_artifact(default_model_dir)
+    full = predictor.predict_bytes(JPEG2000.read_bytes())
+    buffer = io.BytesIO()
+    small = PILImage.fromarray(decode_image_bytes(JPEG2000.read_bytes()).pixels).resize((224, 224), resample)
+    small.save(buffer, format="PNG")
+    downscaled = predictor.predict_bytes(buffer.getvalue())
+    assert isinstance(full, float) and isinstance(downscaled, float)
+    assert abs(full - downscaled) <= 0.05
