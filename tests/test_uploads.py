@@ -90,3 +90,34 @@ def jpeg_bytes_with_tail(tail: bytes) -> bytes:
     from .images import jpeg_bytes
 
     return jpeg_bytes() + tail
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_loser_of_a_same_key_race_answers_as_a_retry_and_leaves_no_file(
+    owner, patient, settings, tmp_path, monkeypatch
+):
+    """Two requests with one Idempotency-Key: the second passes the replay check before the first
+    commits, so its own insert of the key fails; its study rolls back and its files must go too."""
+    from diagnostics.services import studies
+    from diagnostics.services.images import image_validate_upload
+
+    settings.MEDIA_ROOT = tmp_path
+    files = [("chest.jpeg", jpeg_upload().read())]
+    fields = {"patient_id": patient.pk, "accession_number": "", "modality": "CR", "view_position": ""}
+    first = studies.study_accept(user=owner, patient=patient, files=files, fields=fields, idempotency_key="k-1")
+    stored = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    real_replay = studies.idempotency_replay
+    calls = []
+
+    def racing_replay(**kwargs):
+        calls.append(kwargs)
+        return None if len(calls) == 1 else real_replay(**kwargs)  # the first check saw no key yet
+
+    monkeypatch.setattr(studies, "idempotency_replay", racing_replay)
+    uploads = [image_validate_upload(filename=name, data=data) for name, data in files]
+    second = studies.study_accept(
+        user=owner, patient=patient, files=files, fields=fields, idempotency_key="k-1", uploads=uploads
+    )
+    assert second.replayed and second.study.pk == first.study.pk
+    assert Study.objects.count() == 1 and Image.objects.count() == 1
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == stored  # the loser's file is gone

@@ -11,7 +11,6 @@ import base64
 import binascii
 from typing import Any
 
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.validators import URLValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
@@ -25,15 +24,9 @@ from rest_framework.views import APIView
 from diagnostics.models import ApiToken, Image, Prediction, Study, User, WebhookDelivery
 from diagnostics.selectors import patient_get_for_user, study_get_for_user, study_list_for_user
 from diagnostics.services.audit import audit_record
-from diagnostics.services.idempotency import (
-    IdempotencyKeyReused,
-    idempotency_fingerprint,
-    idempotency_key_validate,
-    idempotency_replay,
-    study_create_idempotent,
-)
-from diagnostics.services.images import ValidatedUpload, image_validate_uploaded_files
-from diagnostics.services.studies import study_create
+from diagnostics.services.idempotency import IdempotencyKeyReused
+from diagnostics.services.images import ValidatedUpload
+from diagnostics.services.studies import study_accept
 
 from .common import ListApi, request_user, service_errors
 from .errors import ApiError, ErrorSerializer
@@ -209,59 +202,28 @@ def accept_study(
     files: list[tuple[str, bytes]],
     uploads: list[ValidatedUpload] | None = None,
 ) -> Response:
-    """Validate, create (at most once per Idempotency-Key) and queue a study; answer 202.
-
-    `uploads`: the files already validated by the caller, if it had to read them.
-    """
+    """Hand the request to services.studies.study_accept; answer 202 with where to poll."""
     user = request_user(request)
     patient = patient_get_for_user(user=user, patient_id=fields["patient_id"])
-    if fields["callback_url"] and not isinstance(request.auth, ApiToken):
-        raise serializers.ValidationError(
-            {"callback_url": "Webhooks are signed with an API token's secret: authenticate with a token to use one."}
-        )
-
-    validated = uploads
-
-    def validated_uploads() -> list[ValidatedUpload]:
-        nonlocal validated
-        if validated is None:
-            with service_errors("images"):
-                validated = image_validate_uploaded_files(files=[SimpleUploadedFile(n, d) for n, d in files])
-        return validated
-
-    def create() -> Study:
-        with service_errors():
-            return study_create(
+    raw_key = request.headers.get("Idempotency-Key")
+    try:
+        with service_errors("images"):
+            accepted = study_accept(
                 user=user,
                 patient=patient,
-                uploads=validated_uploads(),
-                accession_number=fields["accession_number"],
-                modality=fields["modality"],
-                view_position=fields["view_position"],
-                callback_url=fields["callback_url"],
+                files=files,
+                fields=fields,
                 api_token=request.auth if isinstance(request.auth, ApiToken) else None,
+                idempotency_key=raw_key,
+                uploads=uploads,
             )
-
-    replayed = False
-    raw_key = request.headers.get("Idempotency-Key")
-    if raw_key is None:
-        study = create()
-    else:
-        with service_errors():
-            key = idempotency_key_validate(key=raw_key)
-        fingerprint = idempotency_fingerprint(fields=fields, files=files)
-        try:
-            result = idempotency_replay(user=user, key=key, request_sha256=fingerprint)
-            if result is None:
-                validated_uploads()  # refuse bad files before taking the key
-                result = study_create_idempotent(user=user, key=key, request_sha256=fingerprint, create=create)
-        except IdempotencyKeyReused as reused:
-            raise ApiError(status_code=422, code="idempotency_key_reused", message=str(reused)) from None
-        study, replayed = result.study, result.replayed
+    except IdempotencyKeyReused as reused:
+        raise ApiError(status_code=422, code="idempotency_key_reused", message=str(reused)) from None
+    study = accepted.study
     status_url = reverse("api_study_detail", kwargs={"study_id": study.pk}, request=request)
     headers = {"Location": status_url}
     if raw_key is not None:
-        headers["Idempotent-Replayed"] = "true" if replayed else "false"
+        headers["Idempotent-Replayed"] = "true" if accepted.replayed else "false"
     body = StudyAcceptedSerializer({"id": study.pk, "status": study.status, "status_url": status_url}).data
     return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
@@ -370,15 +332,8 @@ class StudyDicomCreateApi(APIView):
         data = dict(query.validated_data)
         body = request.data if isinstance(request.data, bytes) else b""
         filename = data.pop("filename")
-        with service_errors("images"):
-            uploads = image_validate_uploaded_files(files=[SimpleUploadedFile(filename, body)])
-        tags = uploads[0].decoded.metadata
-        if "modality" not in data:
-            data["modality"] = tags.get("Modality") if tags.get("Modality") in Study.Modality.values else "CR"
-        if "view_position" not in data:
-            position = tags.get("ViewPosition", "")
-            data["view_position"] = position if position in Study.ViewPosition.values else ""
-        return accept_study(request, fields=data, files=[(filename, body)], uploads=uploads)
+        # Modality and view position the query leaves out come from the file's tags (study_accept).
+        return accept_study(request, fields=data, files=[(filename, body)])
 
 
 class StudyDetailApi(APIView):

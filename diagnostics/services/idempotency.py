@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
 
 from diagnostics.models import IdempotencyRecord, Study, User
 
@@ -74,32 +73,15 @@ def idempotency_replay(*, user: User, key: str, request_sha256: str) -> Idempote
     return None if record is None else _replay(record, key=key, request_sha256=request_sha256)
 
 
-def study_create_idempotent(
-    *, user: User, key: str, request_sha256: str, create: Callable[[], Study]
-) -> IdempotentResult:
-    """Run `create` (a call of study_create) once per (user, key).
-
-    The study and the key commit together, so two concurrent requests with one
-    key cannot both create a study: the loser's transaction rolls back (its
-    inference task, queued on commit, is never sent) and it answers as a retry.
-    """
-    replay = idempotency_replay(user=user, key=key, request_sha256=request_sha256)
-    if replay is not None:
-        return replay
-    try:
-        with transaction.atomic():
-            study = create()
-            IdempotencyRecord.objects.create(user=user, key=key, request_sha256=request_sha256, study=study)
-            audit_record(
-                action="study.idempotency_key_recorded",
-                actor=user,
-                target=study,
-                team_id=user.team_id,
-                detail={"key": key, "request_sha256": request_sha256},
-            )
-    except IntegrityError:
-        record = IdempotencyRecord.objects.select_related("study").filter(user=user, key=key).first()
-        if record is None:
-            raise
-        return _replay(record, key=key, request_sha256=request_sha256)
-    return IdempotentResult(study=study, replayed=False)
+def idempotency_key_record(*, user: User, key: str, request_sha256: str, study: Study) -> None:
+    """Remember that `key` created `study`. Call in the study's transaction: the study and the key
+    commit together, so of two concurrent requests with one key the second's IntegrityError rolls
+    its study back (its inference task, queued on commit, is never sent)."""
+    IdempotencyRecord.objects.create(user=user, key=key, request_sha256=request_sha256, study=study)
+    audit_record(
+        action="study.idempotency_key_recorded",
+        actor=user,
+        target=study,
+        team_id=user.team_id,
+        detail={"key": key, "request_sha256": request_sha256},
+    )

@@ -42,9 +42,7 @@ def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
         decoded = decode_image_bytes(data, target_size=UPLOAD_CHECK_SIDE)
     except ImageDecodeError as error:
         raise ValidationError(f"{filename}: {error}") from None
-    return ValidatedUpload(
-        filename=filename, data=data, decoded=decoded, sha256=hashlib.sha256(data).hexdigest()
-    )
+    return ValidatedUpload(filename=filename, data=data, decoded=decoded, sha256=hashlib.sha256(data).hexdigest())
 
 
 def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
@@ -70,15 +68,42 @@ def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
     return image
 
 
-def image_validate_uploaded_files(*, files: Iterable[UploadedFile]) -> list[ValidatedUpload]:
-    """Validate every uploaded file before anything is stored; all refusals are reported together."""
+def dicom_study_fields(tags: dict[str, str]) -> dict[str, str]:
+    """The study fields one file's DICOM tags give: modality and view position, upper-cased, and only
+    values the portal records (a CT file gives no modality; the input gate refuses it later)."""
+    fields = {}
+    modality = str(tags.get("Modality", "")).strip().upper()
+    view = str(tags.get("ViewPosition", "")).strip().upper()
+    if modality in Study.Modality.values:
+        fields["modality"] = modality
+    if view and view in Study.ViewPosition.values:
+        fields["view_position"] = view
+    return fields
+
+
+def dicom_study_defaults(*, uploads: Iterable[ValidatedUpload]) -> dict[str, str]:
+    """The study fields the uploads' DICOM tags give; the first file that gives a field wins."""
+    defaults: dict[str, str] = {}
+    for upload in uploads:
+        for name, value in dicom_study_fields(upload.decoded.metadata).items():
+            defaults.setdefault(name, value)
+    return defaults
+
+
+def image_validate_files(*, files: Iterable[tuple[str, bytes]]) -> list[ValidatedUpload]:
+    """Validate every (name, bytes) file before anything is stored; all refusals are reported together."""
     uploads: list[ValidatedUpload] = []
     errors: list[str] = []
-    for uploaded in files:
+    for name, data in files:
         try:
-            uploads.append(image_validate_upload(filename=uploaded.name or "upload", data=uploaded.read()))
+            uploads.append(image_validate_upload(filename=name or "upload", data=data))
         except ValidationError as error:
             errors.extend(error.messages)
     if errors:
         raise ValidationError(errors)
     return uploads
+
+
+def image_validate_uploaded_files(*, files: Iterable[UploadedFile]) -> list[ValidatedUpload]:
+    """image_validate_files for Django's uploaded files."""
+    return image_validate_files(files=((uploaded.name or "upload", uploaded.read()) for uploaded in files))

@@ -1,15 +1,86 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from diagnostics.models import ApiToken, Image, Patient, Prediction, Study, User
 
 from .audit import audit_record
-from .images import ValidatedUpload, image_store
+from .idempotency import idempotency_fingerprint, idempotency_key_record, idempotency_key_validate, idempotency_replay
+from .images import ValidatedUpload, dicom_study_defaults, image_store, image_validate_files
+
+
+@dataclass(frozen=True)
+class AcceptedStudy:
+    study: Study
+    replayed: bool  # True: an earlier request with the same Idempotency-Key created it
+
+
+def study_accept(
+    *,
+    user: User,
+    patient: Patient,
+    files: Sequence[tuple[str, bytes]],
+    fields: dict[str, str | int],
+    api_token: ApiToken | None = None,
+    idempotency_key: str | None = None,
+    uploads: Sequence[ValidatedUpload] | None = None,
+) -> AcceptedStudy:
+    """The one way a study enters the portal, whatever the channel (upload page, API, DICOM).
+
+    `patient` comes from an access-checked selector. `fields` holds accession_number, modality,
+    view_position and callback_url, plus whatever identifies the request for its idempotency
+    fingerprint (the API's patient_id); modality and view position it lacks come from the files'
+    DICOM tags (modality else CR). `uploads`: the files already validated by the caller.
+    With an `idempotency_key`, a retry of the same request gets the same study back
+    (IdempotencyKeyReused for another request), checked before the files are decoded again.
+    """
+    if fields.get("callback_url") and api_token is None:
+        raise ValidationError(
+            {"callback_url": "Webhooks are signed with an API token's secret: authenticate with a token to use one."}
+        )
+    fields = dict(fields)
+    if "modality" not in fields or "view_position" not in fields:
+        uploads = uploads if uploads is not None else image_validate_files(files=files)
+        fields = {"modality": Study.Modality.CR, "view_position": "", **dicom_study_defaults(uploads=uploads), **fields}
+    key = fingerprint = None
+    if idempotency_key is not None:
+        key = idempotency_key_validate(key=idempotency_key)
+        fingerprint = idempotency_fingerprint(fields=fields, files=files)
+        replay = idempotency_replay(user=user, key=key, request_sha256=fingerprint)
+        if replay is not None:
+            return AcceptedStudy(study=replay.study, replayed=True)
+    uploads = uploads if uploads is not None else image_validate_files(files=files)
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            study = study_create(
+                user=user,
+                patient=patient,
+                uploads=uploads,
+                accession_number=str(fields.get("accession_number", "")),
+                modality=str(fields["modality"]),
+                view_position=str(fields["view_position"]),
+                callback_url=str(fields.get("callback_url", "")),
+                api_token=api_token,
+            )
+            written = list(study.images.values_list("file", flat=True))
+            if key is not None and fingerprint is not None:
+                idempotency_key_record(user=user, key=key, request_sha256=fingerprint, study=study)
+    except IntegrityError:
+        # A concurrent request with the same key won and its study stands: this one's rows rolled
+        # back, so its files go too, and it answers as a retry of the winner.
+        for name in written:
+            Image.file.field.storage.delete(name)
+        replay = idempotency_replay(user=user, key=key, request_sha256=fingerprint) if key and fingerprint else None
+        if replay is None:
+            raise
+        return AcceptedStudy(study=replay.study, replayed=True)
+    return AcceptedStudy(study=study, replayed=False)
 
 
 def study_create(

@@ -18,9 +18,9 @@ from diagnostics.models import Feedback, Image, Prediction, Study
 from diagnostics.selectors import patient_get_for_user, study_get_for_user, study_list_for_user
 from diagnostics.services.audit import audit_record
 from diagnostics.services.heatmaps import HeatmapState, prediction_heatmap_state
-from diagnostics.services.images import image_validate_uploaded_files
+from diagnostics.services.images import dicom_study_fields
 from diagnostics.services.reports import study_report_pdf
-from diagnostics.services.studies import study_create
+from diagnostics.services.studies import study_accept
 from ml.preprocessing import ImageDecodeError, decode_image_bytes
 
 from .htmx import is_htmx
@@ -81,15 +81,12 @@ def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRespons
     form = StudyUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
-            uploads = image_validate_uploaded_files(files=form.cleaned_data["images"])
-            study = study_create(
+            study = study_accept(
                 user=request.user,
                 patient=patient,
-                uploads=uploads,
-                accession_number=form.cleaned_data["accession_number"],
-                modality=form.cleaned_data["modality"],
-                view_position=form.cleaned_data["view_position"],
-            )
+                files=[(uploaded.name or "upload", uploaded.read()) for uploaded in form.cleaned_data["images"]],
+                fields={name: form.cleaned_data[name] for name in ("accession_number", "modality", "view_position")},
+            ).study
         except ValidationError as error:
             for message in error.messages:
                 form.add_error("images", message)
@@ -117,13 +114,11 @@ class DicomSummary:
 
     @property
     def view_position(self) -> str:
-        value = self.metadata.get("ViewPosition", "").upper()
-        return value if value in Study.ViewPosition.values else ""
+        return dicom_study_fields(self.metadata).get("view_position", "")
 
     @property
     def modality(self) -> str:
-        value = self.metadata.get("Modality", "").upper()
-        return value if value in Study.Modality.values else ""
+        return dicom_study_fields(self.metadata).get("modality", "")
 
 
 @login_required
