@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--report", default="docs/model-comparison.md")
     compare.add_argument("--plots-dir", default="docs/ml")
     compare.add_argument(
-        "--also-evaluate", default="val", help="also run every row on this split folder if present ('' to skip)"
+        "--also-evaluate",
+        default="external,val",
+        help="also run every row on these split folders if present, comma-separated ('' to skip)",
     )
     compare.add_argument(
         "--render-only", action="store_true", help="rebuild the report from <plots-dir>/comparison.json"
