@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run setup test lint typecheck services worker worker-training worker-explain beat compose-check clean
+.PHONY: help run setup test test-fast lint typecheck services worker worker-training worker-explain beat compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -28,6 +28,9 @@ services:  ## start PostgreSQL and Redis on 127.0.0.1 if they are not running
 
 test: $(VENV)/.installed services  ## run the whole test suite against real PostgreSQL, Redis and a Celery worker
 	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed services  ## the quick loop: everything but the e2e, slow and browser tests (about a minute)
+	$(PY) -m pytest -m "not e2e and not slow and not browser" -q
 
 lint: $(VENV)/.installed  ## ruff and bandit
 	$(VENV)/bin/ruff check .

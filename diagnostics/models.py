@@ -1,4 +1,4 @@
-"""Tables of the clinical domain. Writes go through services.py, reads through selectors.py."""
+"""Tables of the clinical domain. Writes go through services/, reads through selectors.py."""
 
 from __future__ import annotations
 

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # fresh Django processes (subprocess)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -6,6 +6,7 @@ Colour modes and DICOM variants have their own tests in tests/ml/test_preprocess
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from django.core.exceptions import ValidationError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -57,6 +58,7 @@ def test_a_right_magic_number_with_garbage_after_it(magic, tail):
     check(magic + tail)
 
 
+@pytest.mark.slow  # hypothesis: many decodes of real films
 @FUZZ
 @given(st.sampled_from(range(len(SEEDS))), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=12))
 def test_mutated_real_images(seed_index, mutations):

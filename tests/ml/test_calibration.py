@@ -32,6 +32,7 @@ def test_threshold_for_sensitivity_is_the_highest_that_keeps_it():
     assert calibration.threshold_for_sensitivity(y, prob, 1.0) == 0.3
 
 
+@pytest.mark.slow  # a real training run, calibrated and re-exported
 def test_calibrate_artifact_folds_platt_into_the_served_model(artifact: Path, dataset_root: Path, tmp_path: Path):
     copy = tmp_path / "artifact"
     shutil.copytree(artifact, copy)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ml.comparison import run_comparison
+
+pytestmark = pytest.mark.slow  # a real training run per row
 
 
 def test_the_report_has_the_external_split_beside_validation(dataset_root: Path, tmp_path: Path) -> None:

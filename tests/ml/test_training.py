@@ -17,6 +17,8 @@ from ml.preprocessing import PREPROCESSING_VERSION, load_for_model
 from ..images import FILMS_DIR
 from .conftest import QUICK
 
+pytestmark = pytest.mark.slow  # real TensorFlow training and ONNX export
+
 
 def test_artifact_has_model_files_and_a_complete_manifest(artifact: Path) -> None:
     manifest = artifacts.read_manifest(artifact)

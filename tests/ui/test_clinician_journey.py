@@ -24,7 +24,7 @@ from ..ml.conftest import dicom_bytes
 from ..test_pages import make_study, predict
 from .conftest import ARTIFACTS, assert_accessible, screenshot
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "correct horse battery"
 

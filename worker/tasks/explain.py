@@ -1,7 +1,7 @@
 """Grad-CAM heatmaps, on their own `explain` queue.
 
-The worker that consumes this queue is the only process that imports TensorFlow (lazily, on
-its first task, so never before a prefork pool forks); the inference worker stays on ONNX
+This worker and the training worker are the only processes that import TensorFlow (lazily, on
+their first task, so never before a prefork pool forks); the inference worker stays on ONNX
 Runtime. Start it with `celery -A worker worker -Q explain` (`make worker-explain`).
 """
 
