@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run setup test test-fast lint typecheck services worker worker-training worker-explain beat compose-check clean
+.PHONY: help run setup test test-fast lint typecheck services worker worker-maintenance worker-training worker-explain beat compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -41,6 +41,9 @@ typecheck: $(VENV)/.installed  ## mypy
 
 worker: $(VENV)/.installed  ## a Celery worker for the inference queue (needs CELERY_BROKER_URL)
 	$(VENV)/bin/celery -A worker worker -Q inference -l info
+
+worker-maintenance: $(VENV)/.installed  ## a Celery worker for beat's housekeeping (the reconciler)
+	$(VENV)/bin/celery -A worker worker -Q maintenance --concurrency 1 -l info
 
 worker-training: $(VENV)/.installed  ## a Celery worker for retraining runs (loads TensorFlow)
 	$(VENV)/bin/celery -A worker worker -Q training --concurrency 1 --prefetch-multiplier 1 -l info

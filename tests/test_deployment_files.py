@@ -23,6 +23,8 @@ def test_docker_compose_config_accepts_the_stack():
     env = dict(os.environ, SECRET_KEY="compose-check")
     result = subprocess.run([*compose_command(), "config"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    for service in ("db", "redis", "web", "worker-inference", "worker-training", "beat"):
+    for service in (
+        "db", "redis", "web", "worker-inference", "worker-maintenance", "worker-training", "worker-explain", "beat"
+    ):
         assert f"  {service}:" in result.stdout
     assert "appendonly" in result.stdout  # queued work survives a Redis restart

@@ -174,14 +174,7 @@ CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_DEFAULT_QUEUE = "inference"
-CELERY_TASK_ROUTES = {
-    "worker.tasks.run_study_inference": {"queue": "inference"},
-    "worker.tasks.reconcile_stuck_studies": {"queue": "inference"},
-    "worker.tasks.run_training": {"queue": "training"},
-    "worker.tasks.scheduled_retraining": {"queue": "training"},
-    "worker.tasks.compute_prediction_heatmap": {"queue": "explain"},
-}
+# Queues, routes and per-task options: worker/queues.py (set on the app in worker/celery_app.py).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -15,7 +15,8 @@ from diagnostics.models import ApiToken, AuditEvent, Study, WebhookDelivery
 from diagnostics.services.studies import study_finish
 from diagnostics.services.webhooks import WebhookNotDelivered, webhook_notify_study_finished
 from tests.images import jpeg_bytes
-from worker.tasks.webhooks import WEBHOOK_MAX_RETRIES, deliver_study_webhook
+from worker.queues import WEBHOOK_MAX_RETRIES
+from worker.tasks.webhooks import deliver_study_webhook
 
 from .conftest import make_model_version, make_prediction
 from .webhook_receiver import WebhookReceiver

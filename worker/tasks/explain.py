@@ -9,19 +9,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .options import RETRY_ON_DATABASE_ERRORS
+from worker.queues import options
 
 
-@shared_task(
-    name="worker.tasks.compute_prediction_heatmap",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    **RETRY_ON_DATABASE_ERRORS,
-    # The first task of a process also loads TensorFlow and the Keras model.
-    soft_time_limit=180,
-    time_limit=240,
-    ignore_result=True,
-)
+@shared_task(**options("worker.tasks.compute_prediction_heatmap"))
 def compute_prediction_heatmap(prediction_id: int) -> None:
     from diagnostics.services.heatmaps import prediction_compute_heatmap
 

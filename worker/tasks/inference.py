@@ -2,29 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init
 
-from .options import RETRY_ON_DATABASE_ERRORS
+from worker.queues import INFERENCE, options
 
 
-@shared_task(
-    name="worker.tasks.run_study_inference",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    **RETRY_ON_DATABASE_ERRORS,
-    soft_time_limit=120,
-    time_limit=180,
-)
+@shared_task(**options("worker.tasks.run_study_inference"))
 def run_study_inference(study_id: int) -> None:
     from diagnostics.services.inference import study_run_inference
 
     study_run_inference(study_id=study_id)
 
 
+_consumed_queues: set[str] = set()
+
+
+@celeryd_after_setup.connect
+def _remember_consumed_queues(sender: object, instance: Any, **_: object) -> None:
+    # Before the pool forks: its processes inherit what the worker consumes (-Q).
+    selected = instance.app.amqp.queues.consume_from
+    _consumed_queues.update(selected.keys() if selected else {INFERENCE})
+
+
 @worker_process_init.connect
 def _load_model_once_per_process(**_: object) -> None:
-    # Each worker process loads the ONNX model before its first task, not per task.
+    # Each inference worker process loads the ONNX model before its first task, not per task;
+    # the training and explain workers serve no ONNX model and skip it.
+    if INFERENCE not in _consumed_queues:
+        return
     from django.db import connections
 
     from diagnostics.services.inference import preload_serving_models

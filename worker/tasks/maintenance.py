@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from worker.queues import options
 
-@shared_task(
-    name="worker.tasks.reconcile_stuck_studies",
-    acks_late=True,
-    soft_time_limit=60,
-    time_limit=90,
-    ignore_result=True,
-)
+
+@shared_task(**options("worker.tasks.reconcile_stuck_studies"))
 def reconcile_stuck_studies() -> dict[str, int]:
     from diagnostics.services.reconcile import study_reconcile_stale
     from diagnostics.services.training import training_run_reconcile_stale

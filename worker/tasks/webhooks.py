@@ -8,22 +8,14 @@ from celery import shared_task
 from django.db import DatabaseError, InterfaceError
 
 from diagnostics.services.webhooks import WebhookNotDelivered
-
-# Backoff 30 s, 1, 2, 4, … min, capped at 1 h, with jitter: about 4 h over 9 attempts.
-WEBHOOK_MAX_RETRIES = 8
+from worker.queues import options
 
 
+# Options and backoff in worker/queues.py; the exception list names a service's error, so it stays here.
 @shared_task(
     bind=True,
-    name="worker.tasks.deliver_study_webhook",
-    acks_late=True,
     autoretry_for=(WebhookNotDelivered, DatabaseError, InterfaceError),
-    retry_backoff=30,
-    retry_backoff_max=3600,
-    retry_jitter=True,
-    max_retries=WEBHOOK_MAX_RETRIES,
-    soft_time_limit=60,
-    time_limit=90,
+    **options("worker.tasks.deliver_study_webhook"),
 )
 def deliver_study_webhook(self: Any, study_id: int, status: str) -> None:
     from diagnostics.services.webhooks import webhook_notify_study_finished

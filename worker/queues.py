@@ -1,0 +1,87 @@
+"""Every Celery task's queue and options in one table: what runs where, how long it may take and how
+it retries. The task decorators take their options from here (``options``), and the app routes by it
+(``ROUTES``, set in worker/celery_app.py).
+
+Queues and the workers that consume them (Makefile, docker-compose.yml):
+
+- ``inference``: studies to predict (ONNX Runtime), and webhook notifications (I/O only).
+- ``maintenance``: beat's housekeeping (the stale-study and stale-training-run reconciler), on its own
+  queue so that it still runs when the inference queue is stuck.
+- ``training``: retraining runs (TensorFlow), one at a time.
+- ``explain``: Grad-CAM heatmaps (TensorFlow).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError
+
+INFERENCE, MAINTENANCE, TRAINING, EXPLAIN = "inference", "maintenance", "training", "explain"
+
+# Retry only what a retry can fix: the database or its connection going away.
+RETRY_ON_DATABASE_ERRORS: dict[str, Any] = {
+    "autoretry_for": (DatabaseError, InterfaceError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "max_retries": 5,
+}
+# A task that a dying worker had taken is handed to another worker, not lost.
+AT_LEAST_ONCE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
+
+# Webhooks: backoff 30 s, 1, 2, 4, … min, capped at 1 h, with jitter: about 4 h over 9 attempts.
+WEBHOOK_MAX_RETRIES = 8
+
+TASKS: dict[str, dict[str, Any]] = {
+    "worker.tasks.run_study_inference": {
+        "queue": INFERENCE,
+        **AT_LEAST_ONCE,
+        **RETRY_ON_DATABASE_ERRORS,
+        "soft_time_limit": 120,
+        "time_limit": 180,
+    },
+    "worker.tasks.deliver_study_webhook": {
+        "queue": INFERENCE,
+        "acks_late": True,
+        "retry_backoff": 30,
+        "retry_backoff_max": 3600,
+        "retry_jitter": True,
+        "max_retries": WEBHOOK_MAX_RETRIES,
+        "soft_time_limit": 60,
+        "time_limit": 90,
+    },
+    "worker.tasks.reconcile_stuck_studies": {
+        "queue": MAINTENANCE,
+        "acks_late": True,
+        "soft_time_limit": 60,
+        "time_limit": 90,
+        "ignore_result": True,
+    },
+    "worker.tasks.run_training": {
+        "queue": TRAINING,
+        **AT_LEAST_ONCE,
+        # No autoretry: a failed training is recorded with its error for the admin to read;
+        # re-running hours of work automatically would hide the cause.
+        "soft_time_limit": settings.TRAINING_SOFT_TIME_LIMIT_SECONDS,
+        "time_limit": settings.TRAINING_SOFT_TIME_LIMIT_SECONDS + 300,
+        "ignore_result": True,
+    },
+    "worker.tasks.scheduled_retraining": {"queue": TRAINING, "acks_late": True, "ignore_result": True},
+    "worker.tasks.compute_prediction_heatmap": {
+        "queue": EXPLAIN,
+        **AT_LEAST_ONCE,
+        **RETRY_ON_DATABASE_ERRORS,
+        # The first task of a process also loads TensorFlow and the Keras model.
+        "soft_time_limit": 180,
+        "time_limit": 240,
+        "ignore_result": True,
+    },
+}
+
+ROUTES = {name: {"queue": spec["queue"]} for name, spec in TASKS.items()}
+
+
+def options(name: str) -> dict[str, Any]:
+    """The shared_task keyword arguments of task `name` (its queue goes to ROUTES instead)."""
+    return {"name": name, **{key: value for key, value in TASKS[name].items() if key != "queue"}}
