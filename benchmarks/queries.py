@@ -24,10 +24,9 @@ def queries() -> dict[str, Callable[[], object]]:
     from django.core.paginator import Paginator
 
     from diagnostics.api.pagination import PortalPagination
-    from diagnostics.api.selectors import prediction_list_for_user
     from diagnostics.forms import WorklistFilterForm
     from diagnostics.models import Patient, User
-    from diagnostics.selectors import patient_list_for_user, study_list_for_user
+    from diagnostics.selectors import patient_list_for_user, prediction_list_for_user, study_list_for_user
     from diagnostics.views import studies as study_views
 
     rows = study_views.WORKLIST_LIMIT

@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from diagnostics.models import ModelVersion, PromotionGate, TrainingRun, User
-from diagnostics.selectors import shadow_comparison
+from diagnostics.selectors import model_version_active, shadow_comparison
 from diagnostics.services.model_registry import (
     model_version_archive,
     model_version_evaluate,
@@ -79,7 +79,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:
         model_version = get_object_or_404(ModelVersion, pk=object_id)
-        active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+        active = model_version_active()
         context = {
             "model_version": model_version,
             "active": active,

@@ -64,17 +64,22 @@ def detect_format(data: bytes) -> str:
     raise ImageDecodeError("This file is not a JPEG, PNG or DICOM image.")
 
 
-def decode_image_bytes(data: bytes, *, target_size: int | None = None) -> DecodedImage:
+def decode_image_bytes(
+    data: bytes, *, target_size: int | None = None, window: tuple[float, float] | None = None
+) -> DecodedImage:
     """Decode an upload to 8-bit grayscale in display orientation.
 
     ``target_size`` lets big JPEGs decode at a reduced DCT scale (never below target_size);
     the training loader passes the same value so train and serve see the same pixels.
+    ``window``: for display only, a DICOM film through a linear window (centre, width) given in
+    percent of its stored value range, instead of the file's own VOI LUT (the clinician's
+    window/level). Never used on the way to the model.
     """
     if not data:
         raise ImageDecodeError("The file is empty.")
     fmt = detect_format(data)
     if fmt == "DICOM":
-        return _decode_dicom(data)
+        return _decode_dicom(data, window)
     return _decode_raster(data, fmt, target_size)
 
 
@@ -156,18 +161,18 @@ def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def _decode_dicom(data: bytes) -> DecodedImage:
+def _decode_dicom(data: bytes, window: tuple[float, float] | None = None) -> DecodedImage:
     """pydicom raises many types for broken files, and reads elements lazily: a corrupt one can fail
     at dcmread or at any later access. Every such failure is a refusal, never a crash."""
     try:
-        return _read_dicom(data)
+        return _read_dicom(data, window)
     except ImageDecodeError:
         raise
     except Exception as exc:
         raise ImageDecodeError("The DICOM file is truncated or corrupt.") from exc
 
 
-def _read_dicom(data: bytes) -> DecodedImage:
+def _read_dicom(data: bytes, window: tuple[float, float] | None = None) -> DecodedImage:
     import pydicom  # lazy: only DICOM uploads pay for it
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -187,6 +192,11 @@ def _read_dicom(data: bytes) -> DecodedImage:
             f"compression, transfer syntax {ds.file_meta.get('TransferSyntaxUID', '?')})."
         ) from exc
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if window is not None:
+        if raw.ndim != 2:
+            raise ImageDecodeError("Window/level applies to single-frame grayscale DICOM only.")
+        pixels = _windowed(apply_modality_lut(raw, ds).astype(np.float64), window, photometric == "MONOCHROME1")
+        return DecodedImage(pixels=pixels, format="DICOM", width=cols, height=rows, metadata=_dicom_metadata(ds))
     if raw.ndim == 3:
         if photometric.startswith("MONOCHROME"):
             raise ImageDecodeError("Multi-frame DICOM is not supported; upload a single radiograph.")
@@ -208,6 +218,17 @@ def _read_dicom(data: bytes) -> DecodedImage:
         metadata=_dicom_metadata(ds),
         chroma=chroma,
     )
+
+
+def _windowed(values: np.ndarray, window: tuple[float, float], monochrome1: bool) -> np.ndarray:
+    """Stored values (after the modality LUT) through a linear window in percent of their range."""
+    low, high = float(values.min()), float(values.max())
+    span = max(high - low, 1e-6)
+    centre, width = low + span * window[0] / 100.0, span * window[1] / 100.0
+    scaled = np.clip((values - (centre - width / 2.0)) / width, 0.0, 1.0) * 255.0
+    if monochrome1:  # bright bone is stored low: invert, as the unwindowed path does
+        scaled = 255.0 - scaled
+    return np.rint(scaled).astype(np.uint8)
 
 
 def _dicom_metadata(ds: object) -> dict[str, str]:

@@ -19,8 +19,9 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from diagnostics.models import AuditEvent, Study
+from diagnostics.selectors.heatmaps import prediction_heatmap_state
 from diagnostics.services import heatmaps
-from diagnostics.services.heatmaps import prediction_compute_heatmap, prediction_heatmap_state
+from diagnostics.services.heatmaps import prediction_compute_heatmap
 from diagnostics.services.model_registry import model_version_activate, model_version_register
 from diagnostics.services.studies import study_queue_follow_ups
 from ml.artifacts import sha256_file

@@ -11,9 +11,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from diagnostics.models import Feedback, Prediction, User
+from diagnostics.selectors.monitoring import model_monitoring
 from diagnostics.services.feedback import feedback_record
 from diagnostics.services.model_registry import model_version_register
-from diagnostics.services.monitoring import model_monitoring
 
 from .conftest import login_client
 from .factories import UserFactory

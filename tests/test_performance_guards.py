@@ -115,7 +115,7 @@ def test_study_page_queries_do_not_grow_with_readings_or_other_studies(owner, pa
 
 def test_study_page_queries_grow_by_at_most_one_per_image(owner, patient, active_model, film_name):
     """Images of one study (at most 20): prediction and readings are prefetched; only the heatmap's
-    state is looked up per image (services/heatmaps.py reads its audit event), a bounded cost."""
+    state is looked up per image (selectors/heatmaps.py reads its audit event), a bounded cost."""
     client = login_client(owner)
     [one] = add_studies(user=owner, patient=patient, model=active_model, film_name=film_name, count=1, feedback=1)
     [five] = add_studies(

@@ -11,12 +11,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from diagnostics.models import Feedback, Prediction, User
-from diagnostics.selectors import prediction_get_for_user
+from diagnostics.selectors import feedback_list_for_prediction, prediction_get_for_user, prediction_list_for_user
 from diagnostics.services.feedback import feedback_record
 
 from .common import ListApi, request_user, service_errors
 from .filters import PredictionFilter
-from .selectors import feedback_list_for_prediction, prediction_list_for_user
 from .studies import PredictionOutputSerializer
 
 

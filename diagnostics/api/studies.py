@@ -22,7 +22,12 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from diagnostics.models import ApiToken, Image, Prediction, Study, User, WebhookDelivery
-from diagnostics.selectors import patient_get_for_user, study_get_for_user, study_list_for_user
+from diagnostics.selectors import (
+    patient_get_for_user,
+    study_get_for_user,
+    study_list_for_user,
+    webhook_delivery_list_for_study,
+)
 from diagnostics.services.audit import audit_record
 from diagnostics.services.idempotency import IdempotencyKeyReused
 from diagnostics.services.images import ValidatedUpload
@@ -32,7 +37,6 @@ from .common import ListApi, request_user, service_errors
 from .errors import ApiError, ErrorSerializer
 from .filters import StudyFilter
 from .parsers import DicomParser
-from .selectors import webhook_delivery_list_for_study
 
 MAX_IMAGES_PER_STUDY = 20
 

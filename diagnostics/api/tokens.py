@@ -13,12 +13,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from diagnostics.models import ApiToken, CareTeam, User
+from diagnostics.selectors import api_token_get, api_token_list
 from diagnostics.services.api_tokens import api_token_issue, api_token_revoke
 
 from .common import ListApi, request_user, service_errors
 from .filters import ApiTokenFilter
 from .permissions import IsPortalAdmin
-from .selectors import api_token_get, api_token_list
 
 ADMIN_ONLY = [IsAuthenticated, IsPortalAdmin]
 

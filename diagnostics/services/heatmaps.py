@@ -10,18 +10,22 @@ so, and never shows a made-up picture.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import DatabaseError
-from django.utils import timezone
 
-from diagnostics.models import AuditEvent, ModelVersion, Prediction
+from diagnostics.models import ModelVersion, Prediction
+from diagnostics.selectors.heatmaps import (
+    NO_KERAS_FILE,
+    STORED,
+    UNAVAILABLE,
+    HeatmapState,
+    model_version_has_keras_file,
+)
 from ml.preprocessing import ImageDecodeError
 
 from .audit import audit_record
@@ -35,59 +39,10 @@ HEATMAP_MAX_SIDE = 512
 # The Keras model must reproduce the served (ONNX) probability, or its heatmap explains another model.
 KERAS_ONNX_TOLERANCE = 1e-3
 NOT_ANALYSABLE = "No heatmap: the AI did not assess this film (not analysable)."
-NO_KERAS_FILE = "No heatmap is available: this model's artifact has no Keras file to compute one from."
 NO_EXPLAIN_WORKER = (
     "No heatmap is available: this installation runs without a task queue, and heatmaps are computed "
     "by a separate explain worker."
 )
-
-# Past this, the page says the heatmap is late (the explain worker may be down) and keeps waiting.
-HEATMAP_SLOW_AFTER = datetime.timedelta(minutes=5)
-SLOW_HEATMAP = (
-    "The heatmap is taking longer than usual: the explain worker may be busy or stopped. "
-    "The AI result above does not depend on it."
-)
-
-STORED = "prediction.heatmap_stored"
-UNAVAILABLE = "prediction.heatmap_unavailable"
-
-
-@dataclass(frozen=True)
-class HeatmapState:
-    status: str  # "ready" | "pending" | "unavailable"
-    message: str = ""
-    blank: bool = False  # ready, but Grad-CAM found no region that raised the estimate
-
-    @property
-    def ready(self) -> bool:
-        return self.status == "ready"
-
-    @property
-    def pending(self) -> bool:
-        return self.status == "pending"
-
-
-def model_version_has_keras_file(model_version: ModelVersion) -> bool:
-    return bool((model_version.manifest.get("files") or {}).get("keras"))
-
-
-def prediction_heatmap_state(*, prediction: Prediction) -> HeatmapState:
-    """Where the heatmap of an (access-checked) prediction stands, for the page."""
-    events = AuditEvent.objects.filter(
-        object_type=Prediction._meta.label, object_id=str(prediction.pk), action__in=(STORED, UNAVAILABLE)
-    )
-    if prediction.heatmap:
-        stored = events.filter(action=STORED).first()
-        return HeatmapState("ready", blank=bool(stored and stored.detail.get("blank")))
-    if not model_version_has_keras_file(prediction.model_version):
-        return HeatmapState("unavailable", NO_KERAS_FILE)
-    unavailable = events.filter(action=UNAVAILABLE).first()
-    if unavailable is not None:
-        return HeatmapState("unavailable", str(unavailable.detail.get("reason", "")))
-    if timezone.now() - prediction.created_at > HEATMAP_SLOW_AFTER:
-        return HeatmapState("pending", SLOW_HEATMAP)
-    return HeatmapState("pending")
-
 
 def heatmap_enqueue_for_study(*, study_id: int) -> list[int]:
     """Send the study's primary predictions that lack a heatmap to the explain queue."""

@@ -22,6 +22,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from diagnostics.models import Image, ModelVersion, Prediction, Study
+from diagnostics.selectors import model_version_active
 from ml.gate import GateResult, intended_use_warning
 from ml.inference import ModelArtifactError, Predictor
 from ml.preprocessing import ImageDecodeError
@@ -134,7 +135,7 @@ def studies_run_inference(*, studies: list[Study]) -> None:
     """Finish claimed (running) studies: done with predictions, or failed with a reason."""
     try:
         _inject_fault_delay()
-        active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+        active = model_version_active()
         if active is None:
             raise InferenceFailure(NO_ACTIVE_MODEL)
         try:

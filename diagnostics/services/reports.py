@@ -18,10 +18,11 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from diagnostics.models import Image, Prediction, Study, User
-from ml.preprocessing import ImageDecodeError, decode_image_bytes
+from diagnostics.selectors import study_film_results
+from diagnostics.selectors.heatmaps import HeatmapState
+from ml.preprocessing import decode_image_bytes
 
 from .audit import audit_record
-from .heatmaps import HeatmapState, prediction_heatmap_state
 
 PREVIEW_SIZE = 1024
 REPORT_IMAGE_SIZE = 480
@@ -56,35 +57,11 @@ def image_read_bytes(*, image: Image) -> bytes:
 def image_display_pixels(*, image: Image, max_side: int = PREVIEW_SIZE, window: Window | None = None) -> np.ndarray:
     """(H, W) uint8 of a stored film for display: the file's own window, or `window` for DICOM."""
     data = image_read_bytes(image=image)
-    if window is not None and image.format == Image.Format.DICOM:
-        pixels = _dicom_windowed(data, window)
-    else:
-        pixels = decode_image_bytes(data, target_size=max_side).pixels
+    dicom_window = (window.centre, window.width) if window is not None and image.format == Image.Format.DICOM else None
+    pixels = decode_image_bytes(data, target_size=max_side, window=dicom_window).pixels
     picture = PILImage.fromarray(pixels)
     picture.thumbnail((max_side, max_side))
     return np.asarray(picture)
-
-
-def _dicom_windowed(data: bytes, window: Window) -> np.ndarray:
-    """Stored values through the modality LUT, then a linear window chosen by the clinician."""
-    import pydicom
-    from pydicom.pixels import apply_modality_lut
-
-    try:
-        dataset = pydicom.dcmread(io.BytesIO(data))
-        values = apply_modality_lut(dataset.pixel_array, dataset).astype(np.float64)
-    except Exception as error:  # pydicom raises many types; the file was accepted at upload
-        raise ImageDecodeError(f"The DICOM pixel data cannot be windowed: {error}") from None
-    if values.ndim != 2:
-        raise ImageDecodeError("Window/level applies to single-frame grayscale DICOM only.")
-    low, high = float(values.min()), float(values.max())
-    span = max(high - low, 1e-6)
-    centre = low + span * window.centre / 100.0
-    width = span * window.width / 100.0
-    scaled = np.clip((values - (centre - width / 2.0)) / width, 0.0, 1.0) * 255.0
-    if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        scaled = 255.0 - scaled
-    return np.rint(scaled).astype(np.uint8)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -118,15 +95,16 @@ def _data_uri(png: bytes) -> str:
 
 def _report_images(study: Study) -> list[ReportImage]:
     images = []
-    for number, image in enumerate(study.images.all(), start=1):
-        film = image_display_pixels(image=image, max_side=REPORT_IMAGE_SIZE)
-        prediction = next(iter(image.predictions.all()), None)  # primary ones only, newest first
-        heatmap = prediction_heatmap_state(prediction=prediction) if prediction else None
+    for result in study_film_results(study=study):
+        film = image_display_pixels(image=result.image, max_side=REPORT_IMAGE_SIZE)
         overlay_uri = ""
-        if prediction is not None and heatmap is not None and heatmap.ready:
-            with prediction.heatmap.open("rb") as handle:
+        if result.prediction is not None and result.heatmap is not None and result.heatmap.ready:
+            with result.prediction.heatmap.open("rb") as handle:
                 overlay_uri = _data_uri(png_bytes(overlay_pixels(film=film, heatmap_png=handle.read())))
-        images.append(ReportImage(number, image, prediction, _data_uri(png_bytes(film)), overlay_uri, heatmap))
+        film_uri = _data_uri(png_bytes(film))
+        images.append(
+            ReportImage(result.number, result.image, result.prediction, film_uri, overlay_uri, result.heatmap)
+        )
     return images
 
 

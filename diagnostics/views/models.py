@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.models import ModelVersion
 from diagnostics.selectors import model_version_list
-from diagnostics.services.monitoring import model_monitoring
+from diagnostics.selectors.monitoring import model_monitoring
 
 # Validation metrics shown, in order, with how to print them.
 METRICS = [

@@ -14,8 +14,8 @@ from django.views.decorators.http import require_GET, require_POST
 from diagnostics.forms import FeedbackForm
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import prediction_get_for_user, study_get_for_user
+from diagnostics.selectors.heatmaps import prediction_heatmap_state
 from diagnostics.services.feedback import feedback_record
-from diagnostics.services.heatmaps import prediction_heatmap_state
 
 from .htmx import is_htmx
 from .studies import image_results

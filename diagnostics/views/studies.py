@@ -15,9 +15,9 @@ from django.views.decorators.http import require_GET, require_POST
 from diagnostics.forms import DicomInspectForm, FeedbackForm, StudyUploadForm, WorklistFilterForm
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.models import Feedback, Image, Prediction, Study
-from diagnostics.selectors import patient_get_for_user, study_get_for_user, study_list_for_user
+from diagnostics.selectors import patient_get_for_user, study_film_results, study_get_for_user, study_list_for_user
+from diagnostics.selectors.heatmaps import HeatmapState
 from diagnostics.services.audit import audit_record
-from diagnostics.services.heatmaps import HeatmapState, prediction_heatmap_state
 from diagnostics.services.images import dicom_study_fields
 from diagnostics.services.reports import study_report_pdf
 from diagnostics.services.studies import study_accept
@@ -167,14 +167,13 @@ class ImageResult:
 
 def image_results(*, study: Study, feedback_forms: dict[int, FeedbackForm] | None = None) -> list[ImageResult]:
     results = []
-    for number, image in enumerate(study.images.all(), start=1):
-        prediction = next(iter(image.predictions.all()), None)  # primary only, newest first
-        heatmap = prediction_heatmap_state(prediction=prediction) if prediction else None
+    for film in study_film_results(study=study):
+        prediction = film.prediction
         feedback = list(prediction.feedback.all()) if prediction else []  # prefetched, newest first
         form = None
         if prediction is not None:
             form = (feedback_forms or {}).get(prediction.pk) or FeedbackForm(auto_id=f"id_p{prediction.pk}_%s")
-        results.append(ImageResult(number, image, prediction, heatmap, feedback, form))
+        results.append(ImageResult(film.number, film.image, prediction, film.heatmap, feedback, form))
     return results
 
 

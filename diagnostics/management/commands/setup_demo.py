@@ -13,7 +13,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from diagnostics.models import CareTeam, ModelVersion, User
+from diagnostics.models import CareTeam, User
+from diagnostics.selectors import model_version_active
 from diagnostics.services.model_registry import model_version_activate, model_version_register
 
 DEMO_USERS = (
@@ -51,7 +52,7 @@ class Command(BaseCommand):
         self._activate_bundled_model()
 
     def _activate_bundled_model(self) -> None:
-        if ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).exists():
+        if model_version_active() is not None:
             return
         model_dir = settings.DEFAULT_MODEL_DIR
         if not (model_dir / "manifest.json").is_file():

@@ -1,17 +1,34 @@
-"""Every read of clinical data goes through a function here that checks access.
+"""Every read goes through a function here; reads of clinical data check access.
 
 A user sees only the patients, studies and images of their own care team; a
 lookup outside it raises Http404, so another team's record is indistinguishable
-from one that does not exist.
+from one that does not exist. Clinical lists never include shadow predictions.
+Beside this module: `monitoring` (a model's live use, for admins) and `heatmaps`
+(where a prediction's heatmap stands).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 
-from diagnostics.models import Feedback, Image, ModelVersion, Patient, Prediction, Study, TrainingRun, User
+from diagnostics.models import (
+    ApiToken,
+    Feedback,
+    Image,
+    ModelVersion,
+    Patient,
+    Prediction,
+    Study,
+    TrainingRun,
+    User,
+    WebhookDelivery,
+)
+
+from .heatmaps import HeatmapState, prediction_heatmap_state
 
 
 def patient_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Patient]:
@@ -47,6 +64,25 @@ def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:
         return study_list_for_user(user=user).prefetch_related(Prefetch("images", queryset=images)).get(pk=study_id)
     except (Study.DoesNotExist, ValueError, TypeError):
         raise Http404("No such study.") from None
+
+
+@dataclass(frozen=True)
+class FilmResult:
+    number: int  # 1-based, in upload order, as the pages and the PDF number films
+    image: Image
+    prediction: Prediction | None  # the newest assessment shown to clinicians
+    heatmap: HeatmapState | None
+
+
+def study_film_results(*, study: Study) -> list[FilmResult]:
+    """The films of a study from study_get_for_user (predictions prefetched) with their newest shown
+    assessment and its heatmap's state: what the study page and the PDF report both show."""
+    results = []
+    for number, image in enumerate(study.images.all(), start=1):
+        prediction = next(iter(image.predictions.all()), None)  # primary only, newest first
+        heatmap = prediction_heatmap_state(prediction=prediction) if prediction else None
+        results.append(FilmResult(number, image, prediction, heatmap))
+    return results
 
 
 def image_get_for_user(*, user: User | AnonymousUser, image_id: int) -> Image:
@@ -117,3 +153,36 @@ def shadow_comparison(*, shadow: ModelVersion, active: ModelVersion) -> dict[str
         "shadow_positive_rate": sum(1 for _, s_label, _, _ in pairs if s_label == "PNEUMONIA") / len(pairs),
         "active_positive_rate": sum(1 for _, _, _, a_label in pairs if a_label == "PNEUMONIA") / len(pairs),
     }
+
+
+# --- API lists (the same access rules; token and delivery reads are for views that checked the caller) ---
+
+
+def prediction_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Prediction]:
+    """The team's predictions shown to clinicians (never shadow ones), newest first."""
+    if not user.is_authenticated or user.team_id is None:
+        return Prediction.objects.none()
+    return Prediction.objects.filter(
+        role=Prediction.Role.PRIMARY, image__study__patient__team_id=user.team_id
+    ).select_related("image__study", "model_version")
+
+
+def feedback_list_for_prediction(*, prediction: Prediction) -> QuerySet[Feedback]:
+    """Feedback on an access-checked prediction, newest (the current verdict) first."""
+    return prediction.feedback.select_related("clinician").order_by("-created_at", "-pk")
+
+
+def webhook_delivery_list_for_study(*, study: Study) -> QuerySet[WebhookDelivery]:
+    """Notifications for an access-checked study, newest first."""
+    return study.webhook_deliveries.order_by("-created_at", "-pk")
+
+
+def api_token_list() -> QuerySet[ApiToken]:
+    return ApiToken.objects.select_related("user", "team", "created_by")
+
+
+def api_token_get(*, token_id: int) -> ApiToken:
+    try:
+        return api_token_list().get(pk=token_id)
+    except (ApiToken.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such API token.") from None
