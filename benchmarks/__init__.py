@@ -1,6 +1,6 @@
 """Benchmarks of the whole portal on this machine; `make bench` runs them all.
 
-- `ml.bench` (``python -m ml bench``): models, the GEMM ceiling, JPEG decoding, int8 variants;
+- `benchmarks.models` (``python -m ml bench``): models, the GEMM ceiling, JPEG decoding, int8 variants;
 - `benchmarks.serving`: upload-to-stored-prediction latency with a real gunicorn, Celery worker,
   Redis and PostgreSQL;
 - `benchmarks.loadtest`: pages and API under 1, 10 and 50 concurrent clients with 10,000 studies;

@@ -311,7 +311,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from ml import bench
+    from benchmarks import models as bench  # benchmark code lives in benchmarks/, not in the ml library
     from ml.inference import Predictor
 
     artifacts = list(args.artifact) or (["ml/default_model"] if not args.search else [])
@@ -352,10 +352,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if extras:
-        print(bench.render_text(report))
-    else:  # the one-artifact form prints what it always printed, plus batch 16 and GFLOP/s
-        print(json.dumps(bench.legacy_summary(report, threads=args.threads, runs=args.runs), indent=2))
+    print(bench.render_text(report))
     return 0
 
 

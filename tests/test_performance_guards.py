@@ -1,7 +1,7 @@
 """Performance guards: list pages and API lists run a number of queries that does not grow with rows.
 
 Each guard renders a page with a few rows, then with more rows, and requires the same number of
-queries. A tiny smoke test of the benchmark code (ml.bench) runs on a two-layer ONNX model.
+queries. A tiny smoke test of the benchmark code (benchmarks/models.py) runs on a two-layer ONNX model.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def tiny_onnx(path: Path) -> Path:
 
 
 def test_bench_counts_flops_and_times_a_tiny_model(tmp_path):
-    from ml import bench
+    from benchmarks import models as bench
 
     path = tiny_onnx(tmp_path / "tiny.onnx")
     flops = bench.count_flops(path)
@@ -192,7 +192,7 @@ def test_bench_counts_flops_and_times_a_tiny_model(tmp_path):
 
 
 def test_bench_decodes_the_synthetic_film_both_ways():
-    from ml import bench
+    from benchmarks import models as bench
     from ml.preprocessing import load_for_model
 
     film = bench.synthetic_film(400, 340)

@@ -14,7 +14,7 @@
   (``ml.preprocessing.load_for_model``, Pillow ``draft``);
 - optionally an int8 variant of the default model, with its AUC on the manifest's validation split.
 
-Every model is measured in its own fresh process (``python -m ml.bench --job``), so its peak RSS
+Every model is measured in its own fresh process (``python -m benchmarks.models --job``), so its peak RSS
 is its own and TensorFlow never shares a process with ONNX Runtime. No Django here.
 """
 
@@ -713,7 +713,7 @@ def run_job(job: dict[str, Any], *, env: dict[str, str] | None = None, timeout: 
     child_env.update(env or {})
     root = Path(__file__).resolve().parent.parent
     completed = subprocess.run(  # noqa: S603 - our own interpreter and module, no shell
-        [sys.executable, "-m", "ml.bench", "--job", json.dumps(job)],
+        [sys.executable, "-m", "benchmarks.models", "--job", json.dumps(job)],
         cwd=root,
         env=child_env,
         capture_output=True,
@@ -965,25 +965,6 @@ def _ratios(slow: dict[str, Any], fast: dict[str, Any]) -> dict[str, float | Non
         other = fast.get("batches", {}).get(batch)
         out[batch] = stats["p50_ms"] / other["p50_ms"] if other and other["p50_ms"] > 0 else None
     return out
-
-
-def legacy_summary(report: dict[str, Any], *, threads: int, runs: int) -> dict[str, Any]:
-    """The first model's batch-1 latency in the shape `python -m ml bench` printed before."""
-    model = report["models"][0]
-    one = model["onnxruntime"]["batches"]["1"]
-    return {
-        "model": model["name"].split(" (")[0],
-        "p50_ms": one["p50_ms"],
-        "p95_ms": one["p95_ms"],
-        "threads": threads,
-        "runs": one["runs"],
-        "batch": 1,
-        "images_per_s": {b: s["images_per_s"] for b, s in model["onnxruntime"]["batches"].items()},
-        "gflops_per_image": model["flops"]["gflops_per_image"],
-        "gflops_per_s": {b: s["gflops_per_s"] for b, s in model["onnxruntime"]["batches"].items()},
-        "ceiling_gflops": report["ceiling"].get("best_gflops"),
-        "peak_rss_mb": model["onnxruntime"]["peak_rss_mb"],
-    }
 
 
 def render_text(report: dict[str, Any]) -> str:
