@@ -20,6 +20,15 @@ from .images import chest_like_pixels, encode, jpeg_bytes
 from .worker import CeleryWorker
 
 
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path) -> Path:
+    """Every test stores its uploads in a folder of its own (the workers it starts get it from the
+    environment, tests/worker.py), so no test sees another's files and none is left behind."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    return settings.MEDIA_ROOT
+
+
 @pytest.fixture
 def team(db):
     return CareTeamFactory(name="Paediatrics A")

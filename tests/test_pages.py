@@ -24,11 +24,6 @@ pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 def make_study(user, patient, *, accession: str = "", data: bytes | None = None, name: str = "chest.jpeg") -> Study:
     upload = image_validate_upload(filename=name, data=data if data is not None else jpeg_bytes())
     return study_create(user=user, patient=patient, uploads=[upload], accession_number=accession)

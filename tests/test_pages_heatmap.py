@@ -33,11 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
-@pytest.fixture(autouse=True)
 def fresh_explainer(monkeypatch):
     """Each test loads its own model: the process-wide cache must not leak between tests."""
     monkeypatch.setattr(heatmaps, "_explainer", None)

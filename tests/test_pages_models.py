@@ -22,11 +22,6 @@ from .test_pages import make_study, predict
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 @pytest.fixture
 def admin(team) -> User:
     return UserFactory(username="root-admin", role=User.Role.ADMIN, team=team, is_staff=True)

@@ -27,11 +27,6 @@ from .images import jpeg_bytes
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 @pytest.fixture
 def film_name() -> str:
     return default_storage.save("guards/film.jpeg", ContentFile(jpeg_bytes(size=64)))

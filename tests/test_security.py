@@ -71,8 +71,7 @@ def test_a_correct_login_is_audited(owner, client):
 
 
 @pytest.mark.django_db
-def test_an_oversized_upload_is_refused_before_the_body_is_read(owner, patient, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
+def test_an_oversized_upload_is_refused_before_the_body_is_read(owner, patient, settings, media_root):
     settings.UPLOAD_MAX_BYTES = 1024
     big = SimpleUploadedFile("big.jpeg", b"\xff\xd8\xff" + b"0" * (3 * 1024 * 1024), content_type="image/jpeg")
     response = api_client_for(owner).post(
@@ -80,19 +79,18 @@ def test_an_oversized_upload_is_refused_before_the_body_is_read(owner, patient, 
     )
     assert response.status_code == 413
     assert "larger than the" in response.content.decode()
-    assert not Study.objects.exists() and list(tmp_path.rglob("*")) == []
+    assert not Study.objects.exists() and list(media_root.rglob("*")) == []
 
 
 @pytest.mark.django_db
-def test_an_upload_that_passes_the_declared_size_is_stopped_while_streaming(owner, patient, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
+def test_an_upload_that_passes_the_declared_size_is_stopped_while_streaming(owner, patient, settings, media_root):
     settings.UPLOAD_MAX_BYTES = 4096  # the request's Content-Length stays under limit + envelope
     image = SimpleUploadedFile("chest.jpeg", jpeg_bytes(size=256), content_type="image/jpeg")
     assert image.size > 4096
     response = login_client(owner).post(reverse("study_new", args=[patient.pk]), {"modality": "CR", "images": [image]})
     assert response.status_code == 413
     assert "larger than the" in response.content.decode()
-    assert not Image.objects.exists() and list(tmp_path.rglob("*")) == []
+    assert not Image.objects.exists() and list(media_root.rglob("*")) == []
 
 
 @pytest.mark.django_db

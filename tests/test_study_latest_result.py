@@ -20,11 +20,6 @@ from .images import jpeg_bytes
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 def study_with_films(owner, patient, films: int) -> Study:
     uploads = [image_validate_upload(filename=f"f{i}.jpeg", data=jpeg_bytes(seed=i)) for i in range(films)]
     return study_create(user=owner, patient=patient, uploads=uploads)

@@ -14,19 +14,17 @@ from .images import png_bytes
 pytestmark = pytest.mark.django_db
 
 
-def test_page_refuses_a_non_image_with_a_clear_message(owner, patient, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
+def test_page_refuses_a_non_image_with_a_clear_message(owner, patient, settings, media_root):
     client = login_client(owner)
     fake = SimpleUploadedFile("chest.jpeg", b"%PDF-1.7 this is a PDF, not an X-ray", content_type="image/jpeg")
     response = client.post(reverse("study_new", args=[patient.pk]), {"modality": "CR", "images": [fake]})
     assert response.status_code == 400
     assert "chest.jpeg: This file is not a JPEG, PNG or DICOM image" in response.content.decode()
     assert not Study.objects.exists() and not Image.objects.exists()
-    assert list(tmp_path.rglob("*")) == []
+    assert list(media_root.rglob("*")) == []
 
 
-def test_one_bad_file_refuses_the_whole_study(owner, patient, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
+def test_one_bad_file_refuses_the_whole_study(owner, patient, settings, media_root):
     api = api_client_for(owner)
     empty = SimpleUploadedFile("empty.png", b"", content_type="image/png")
     response = api.post(
@@ -34,11 +32,10 @@ def test_one_bad_file_refuses_the_whole_study(owner, patient, settings, tmp_path
     )
     assert response.status_code == 400
     assert "empty.png: the file is empty." in str(response.json())
-    assert not Study.objects.exists() and list(tmp_path.rglob("*")) == []
+    assert not Study.objects.exists() and list(media_root.rglob("*")) == []
 
 
-def test_page_upload_stores_the_image_under_a_random_name(owner, patient, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
+def test_page_upload_stores_the_image_under_a_random_name(owner, patient, settings, media_root):
     client = login_client(owner)
     png = SimpleUploadedFile("Ada_Lovelace_MRN-A-1.png", png_bytes(size=300, mode="RGBA"), content_type="image/png")
     response = client.post(
@@ -53,11 +50,10 @@ def test_page_upload_stores_the_image_under_a_random_name(owner, patient, settin
     assert AuditEvent.objects.filter(action="study.created", object_id=str(study.pk), actor=owner).exists()
 
 
-def test_a_failure_after_the_files_are_written_leaves_no_file_behind(owner, patient, settings, tmp_path, monkeypatch):
+def test_a_failure_after_the_files_are_written_leaves_no_file_behind(owner, patient, settings, media_root, monkeypatch):
     from diagnostics.services import studies
     from diagnostics.services.images import image_validate_upload
 
-    settings.MEDIA_ROOT = tmp_path
     uploads = [image_validate_upload(filename=f"{i}.png", data=png_bytes(seed=i)) for i in range(2)]
 
     def audit_fails(**kwargs):
@@ -67,13 +63,12 @@ def test_a_failure_after_the_files_are_written_leaves_no_file_behind(owner, pati
     with pytest.raises(RuntimeError):
         studies.study_create(user=owner, patient=patient, uploads=uploads)
     assert not Study.objects.exists() and not Image.objects.exists()
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert [p for p in media_root.rglob("*") if p.is_file()] == []
 
 
-def test_a_polyglot_is_judged_by_what_it_decodes_as_and_only_ever_served_re_encoded(owner, patient, settings, tmp_path):
+def test_a_polyglot_is_judged_by_what_it_decodes_as_and_only_ever_served_re_encoded(owner, patient, media_root):
     from diagnostics.services.images import image_validate_upload
 
-    settings.MEDIA_ROOT = tmp_path
     with pytest.raises(Exception, match="not a JPEG, PNG or DICOM"):
         image_validate_upload(filename="x.gif", data=b"GIF89a/*<script>alert(1)</script>*/")
     html_tail = b"<html><script>alert(document.cookie)</script></html>"
@@ -94,18 +89,17 @@ def jpeg_bytes_with_tail(tail: bytes) -> bytes:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_loser_of_a_same_key_race_answers_as_a_retry_and_leaves_no_file(
-    owner, patient, settings, tmp_path, monkeypatch
+    owner, patient, settings, media_root, monkeypatch
 ):
     """Two requests with one Idempotency-Key: the second passes the replay check before the first
     commits, so its own insert of the key fails; its study rolls back and its files must go too."""
     from diagnostics.services import studies
     from diagnostics.services.images import image_validate_upload
 
-    settings.MEDIA_ROOT = tmp_path
     files = [("chest.jpeg", jpeg_upload().read())]
     fields = {"patient_id": patient.pk, "accession_number": "", "modality": "CR", "view_position": ""}
     first = studies.study_accept(user=owner, patient=patient, files=files, fields=fields, idempotency_key="k-1")
-    stored = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    stored = sorted(p for p in media_root.rglob("*") if p.is_file())
     real_replay = studies.idempotency_replay
     calls = []
 
@@ -120,4 +114,4 @@ def test_the_loser_of_a_same_key_race_answers_as_a_retry_and_leaves_no_file(
     )
     assert second.replayed and second.study.pk == first.study.pk
     assert Study.objects.count() == 1 and Image.objects.count() == 1
-    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == stored  # the loser's file is gone
+    assert sorted(p for p in media_root.rglob("*") if p.is_file()) == stored  # the loser's file is gone

@@ -21,11 +21,6 @@ from tests.factories import PatientFactory, UserFactory
 from tests.images import chest_like_pixels, jpeg_bytes
 
 
-@pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 @pytest.fixture
 def admin_user(db) -> User:
     """An administrator who belongs to no care team: admin powers, no clinical data."""

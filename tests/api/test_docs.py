@@ -30,7 +30,6 @@ def blocks(language: str) -> list[str]:
 def test_the_guides_curl_examples_work(
     portal_server, admin_user, team, active_model, celery_worker, tmp_path, settings
 ):
-    settings.MEDIA_ROOT = tmp_path / "media"
     assert shutil.which("curl"), "the guide's examples need curl"
     script = blocks("sh")
     assert len(script) >= 10, "the guide lost its examples"

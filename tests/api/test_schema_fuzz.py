@@ -129,7 +129,6 @@ def fuzz(strategy, base_url: str, headers: dict[str, str], checks: list) -> None
 
 @pytest.fixture
 def settings_override(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
     # The fuzzer sends a few hundred requests a minute per client: above the production default.
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
