@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +20,23 @@ from .factories import CareTeamFactory, PatientFactory, UserFactory
 from .images import chest_like_pixels, encode, jpeg_bytes
 from .worker import CeleryWorker
 
+# A request as htmx sends it (the pages answer with a fragment).
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def bare_environment(**settings: str) -> dict[str, str]:
+    """A process environment with nothing of the portal's configuration but `settings`."""
+    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
+    env.update(settings)
+    return env
+
 
 @pytest.fixture(autouse=True)
-def media_root(settings, tmp_path) -> Path:
+def media_root(settings, tmp_path_factory) -> Path:
     """Every test stores its uploads in a folder of its own (the workers it starts get it from the
-    environment, tests/worker.py), so no test sees another's files and none is left behind."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.MEDIA_ROOT.mkdir()
+    environment, tests/worker.py), so no test sees another's files; it is not inside tmp_path, so a
+    test's own tmp_path stays empty."""
+    settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")
     return settings.MEDIA_ROOT
 
 

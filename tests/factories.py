@@ -1,4 +1,4 @@
-"""factory_boy factories for the clinical domain."""
+"""factory_boy factories for every model the tests build; studies and readings go through the services."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import datetime
 
 import factory
 
-from diagnostics.models import CareTeam, Patient, User
+from diagnostics.models import CareTeam, Feedback, ModelVersion, Patient, Prediction, Study, User
+from ml.preprocessing import PREPROCESSING_VERSION
+
+from .images import jpeg_bytes
 
 
 class CareTeamFactory(factory.django.DjangoModelFactory):
@@ -43,3 +46,104 @@ class PatientFactory(factory.django.DjangoModelFactory):
     birth_date = factory.LazyFunction(lambda: datetime.date.today() - datetime.timedelta(days=3 * 365))
     sex = Patient.Sex.FEMALE
     created_by = factory.SubFactory(UserFactory, team=factory.SelfAttribute("..team"))
+
+
+class AdminFactory(UserFactory):
+    """A portal administrator (staff, the Models page and the Django admin), in no care team by default."""
+
+    username = factory.Sequence(lambda n: f"admin{n}")
+    role = User.Role.ADMIN
+    team = None
+    is_staff = True
+
+
+class StudyFactory(factory.django.DjangoModelFactory):
+    """A study created the way every channel creates one (services.studies.study_accept), with real films:
+    by default one JPEG from tests/fixtures/films, or ``films=[(name, bytes), ...]``."""
+
+    class Meta:
+        model = Study
+
+    patient = factory.SubFactory(PatientFactory)
+    created_by = factory.SelfAttribute("patient.created_by")
+    accession_number = ""
+    modality = Study.Modality.CR
+    view_position = ""
+    seed = 0  # which real film, with a faint noise of its own (tests/images.py)
+    films: list[tuple[str, bytes]] | None = None
+
+    @classmethod
+    def _create(cls, model_class, *, patient, created_by, seed, films, **fields):  # noqa: ANN001, ANN206
+        from diagnostics.services.studies import study_accept
+
+        return study_accept(
+            user=created_by,
+            patient=patient,
+            files=films or [("chest.jpeg", jpeg_bytes(seed=seed))],
+            fields=fields,
+        ).study
+
+
+class ModelVersionFactory(factory.django.DjangoModelFactory):
+    """A registry row with no artifact on disk: for pages and permissions, not for inference."""
+
+    class Meta:
+        model = ModelVersion
+
+    name = factory.Sequence(lambda n: f"cnn@{n}")
+    architecture = "cnn"
+    artifact_path = factory.LazyAttribute(lambda o: f"/nonexistent/{o.name}")
+    sha256 = "0" * 64
+    preprocessing_version = PREPROCESSING_VERSION
+    threshold = 0.5
+    status = ModelVersion.Status.CANDIDATE
+
+
+class PredictionFactory(factory.django.DjangoModelFactory):
+    """What the inference worker stores, with a chosen probability (the worker itself is tested end to
+    end): the label follows the model's threshold and the study's current result is refreshed.
+    ``study=`` picks the study's one film; ``finish_study=True`` also marks the study done."""
+
+    class Meta:
+        model = Prediction
+
+    model_version = factory.SubFactory(ModelVersionFactory)
+    probability = 0.5
+    role = Prediction.Role.PRIMARY
+    latency_ms = 5.0
+
+    @classmethod
+    def _create(cls, model_class, *, study=None, image=None, finish_study=False, **fields):  # noqa: ANN001, ANN206
+        from diagnostics.services.studies import study_refresh_latest_result
+
+        image = image if image is not None else study.images.get()
+        model_version = fields["model_version"]
+        probability = fields["probability"]
+        prediction = Prediction.objects.create(
+            image=image,
+            threshold=model_version.threshold,
+            label=Prediction.Label.PNEUMONIA if probability >= model_version.threshold else Prediction.Label.NORMAL,
+            model_sha256=model_version.sha256,
+            preprocessing_version=model_version.preprocessing_version,
+            input_sha256=image.sha256,
+            **fields,
+        )
+        study_refresh_latest_result(study=image.study)
+        if finish_study:
+            Study.objects.filter(pk=image.study_id).update(status=Study.Status.DONE)
+        return prediction
+
+
+class FeedbackFactory(factory.django.DjangoModelFactory):
+    """A clinician's reading, recorded through services.feedback (agreeing unless told otherwise)."""
+
+    class Meta:
+        model = Feedback
+
+    @classmethod
+    def _create(cls, model_class, *, prediction, clinician, agrees=True, confirmed_label=None, **fields):  # noqa: ANN001, ANN206
+        from diagnostics.services.feedback import feedback_record
+
+        return feedback_record(
+            user=clinician, prediction=prediction, agrees=agrees, confirmed_label=confirmed_label, **fields
+        )

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from .conftest import bare_environment
+
 pytestmark = pytest.mark.slow  # fresh Django processes (subprocess)
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def bare_environment(**settings: str) -> dict[str, str]:
-    """A process environment with nothing of the portal's configuration but `settings`."""
-    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
-    env.update(settings)
-    return env
 
 PROBE = """
 import json, django

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.urls import reverse
 
 from diagnostics.models import Prediction, Study
 
 from .conftest import api_client_for, jpeg_upload, login_client
+from .worker import wait_for_study
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def wait_for_study(study_id: int, worker, timeout: float = 60.0) -> Study:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        study = Study.objects.get(pk=study_id)
-        if study.status in (Study.Status.DONE, Study.Status.FAILED):
-            return study
-        time.sleep(0.2)
-    raise AssertionError(f"study {study_id} still {study.status} after {timeout}s; worker log:\n{worker.log_tail()}")
 
 
 def test_api_upload_is_predicted_by_the_worker_and_shown_on_page_and_api(

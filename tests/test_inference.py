@@ -5,23 +5,17 @@ from __future__ import annotations
 import pytest
 
 from diagnostics.models import AuditEvent, ModelVersion, Prediction, Study
-from diagnostics.services.images import image_validate_upload
 from diagnostics.services.inference import NO_ACTIVE_MODEL, study_run_inference
 from diagnostics.services.model_registry import model_version_activate, model_version_register
-from diagnostics.services.studies import study_create
 
+from .factories import StudyFactory
 from .images import jpeg_bytes, png_bytes
 
 pytestmark = pytest.mark.django_db
 
 
-def make_study(owner, patient, *images: bytes) -> Study:
-    uploads = [image_validate_upload(filename=f"img{i}", data=data) for i, data in enumerate(images)]
-    return study_create(user=owner, patient=patient, uploads=uploads)
-
-
 def test_without_an_active_model_the_study_fails_with_a_clear_reason(owner, patient):
-    study = make_study(owner, patient, jpeg_bytes())
+    study = StudyFactory(created_by=owner, patient=patient, films=[("img0", jpeg_bytes())])
     study_run_inference(study_id=study.pk)
     study.refresh_from_db()
     assert study.status == Study.Status.FAILED
@@ -33,7 +27,7 @@ def test_without_an_active_model_the_study_fails_with_a_clear_reason(owner, pati
 
 def test_every_image_gets_one_prediction_with_its_provenance(owner, patient, active_model):
     first, second = jpeg_bytes(seed=1), png_bytes(seed=2)
-    study = make_study(owner, patient, first, second)
+    study = StudyFactory(created_by=owner, patient=patient, films=[("img0", first), ("img1", second)])
     study_run_inference(study_id=study.pk)
     study.refresh_from_db()
     assert study.status == Study.Status.DONE, study.failure_reason
@@ -51,7 +45,7 @@ def test_every_image_gets_one_prediction_with_its_provenance(owner, patient, act
 
 
 def test_running_the_task_twice_stores_one_prediction(owner, patient, active_model):
-    study = make_study(owner, patient, jpeg_bytes())
+    study = StudyFactory(created_by=owner, patient=patient, films=[("img0", jpeg_bytes())])
     study_run_inference(study_id=study.pk)
     study_run_inference(study_id=study.pk)  # a redelivered message: the study is no longer queued
     Study.objects.filter(pk=study.pk).update(status=Study.Status.QUEUED)  # even if re-queued by hand
@@ -67,7 +61,7 @@ def test_a_tampered_model_file_fails_the_study_instead_of_predicting(owner, pati
     shutil.copytree(default_model_dir, copy)
     model_version = model_version_activate(model_version=model_version_register(artifact_dir=copy))
     (copy / "model.onnx").write_bytes(b"not a model any more")
-    study = make_study(owner, patient, jpeg_bytes())
+    study = StudyFactory(created_by=owner, patient=patient, films=[("img0", jpeg_bytes())])
     study_run_inference(study_id=study.pk)
     study.refresh_from_db()
     assert study.status == Study.Status.FAILED
@@ -94,8 +88,10 @@ def test_activating_a_model_archives_the_previous_one(default_model_dir, tmp_pat
 
 
 def test_waiting_studies_are_predicted_together_in_one_micro_batch(owner, patient, active_model):
-    studies = [make_study(owner, patient, jpeg_bytes(seed=seed)) for seed in range(3)]
-    broken = make_study(owner, patient, jpeg_bytes(seed=9))
+    studies = [
+        StudyFactory(created_by=owner, patient=patient, films=[("img0", jpeg_bytes(seed=seed))]) for seed in range(3)
+    ]
+    broken = StudyFactory(created_by=owner, patient=patient, films=[("img0", jpeg_bytes(seed=9))])
     with broken.images.get().file.open("wb") as handle:  # the stored file went bad after upload
         handle.write(b"\xff\xd8\xff" + b"\0" * 64)
     study_run_inference(study_id=studies[0].pk)
@@ -112,7 +108,9 @@ def test_waiting_studies_are_predicted_together_in_one_micro_batch(owner, patien
 
 def test_the_batch_size_bounds_how_many_studies_one_task_claims(owner, patient, active_model, settings):
     settings.INFERENCE_MAX_BATCH = 2
-    studies = [make_study(owner, patient, jpeg_bytes(seed=seed)) for seed in range(3)]
+    studies = [
+        StudyFactory(created_by=owner, patient=patient, films=[("img0", jpeg_bytes(seed=seed))]) for seed in range(3)
+    ]
     study_run_inference(study_id=studies[0].pk)
     statuses = sorted(Study.objects.values_list("status", flat=True))
     assert statuses == ["done", "done", "queued"]

@@ -18,7 +18,7 @@ from ml import nonchest
 
 from .conftest import api_client_for, jpeg_upload, login_client
 from .images import FILMS_DIR
-from .test_end_to_end import wait_for_study
+from .worker import wait_for_study
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

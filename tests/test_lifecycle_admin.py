@@ -8,14 +8,14 @@ from django.urls import reverse
 from diagnostics.models import ModelVersion, TrainingRun, User
 
 from .conftest import copy_model_artifact, login_client
-from .factories import UserFactory
+from .factories import AdminFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def admin_user(team) -> User:
-    return UserFactory(username="root", team=team, role=User.Role.ADMIN, is_staff=True, is_superuser=True)
+    return AdminFactory(username="root", team=team, is_superuser=True)
 
 
 @pytest.fixture

@@ -11,43 +11,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from diagnostics.models import AuditEvent, Feedback, Prediction, Study
-from diagnostics.services.images import image_validate_upload
-from diagnostics.services.studies import study_create, study_refresh_latest_result
 
-from .conftest import login_client
-from .factories import PatientFactory
-from .images import jpeg_bytes
-from .ml.conftest import dicom_bytes
+from .conftest import HTMX, login_client
+from .factories import PatientFactory, PredictionFactory, StudyFactory
+from .images import dicom_bytes, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 
-HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-def make_study(user, patient, *, accession: str = "", data: bytes | None = None, name: str = "chest.jpeg") -> Study:
-    upload = image_validate_upload(filename=name, data=data if data is not None else jpeg_bytes())
-    return study_create(user=user, patient=patient, uploads=[upload], accession_number=accession)
-
-
-def predict(study: Study, model_version, probability: float, *, role: str = Prediction.Role.PRIMARY) -> Prediction:
-    """What the inference worker stores, with a chosen probability (the worker itself is tested end to end)."""
-    image = study.images.get()
-    label = Prediction.Label.PNEUMONIA if probability >= model_version.threshold else Prediction.Label.NORMAL
-    prediction = Prediction.objects.create(
-        image=image,
-        model_version=model_version,
-        role=role,
-        probability=probability,
-        threshold=model_version.threshold,
-        label=label,
-        latency_ms=5.0,
-        model_sha256=model_version.sha256,
-        preprocessing_version=model_version.preprocessing_version,
-        input_sha256=image.sha256,
-    )
-    study_refresh_latest_result(study=study)
-    Study.objects.filter(pk=study.pk).update(status=Study.Status.DONE)
-    return prediction
 
 
 def study_ids_in(html: str, studies: list[Study]) -> list[int]:
@@ -59,13 +29,13 @@ def study_ids_in(html: str, studies: list[Study]) -> list[int]:
 @pytest.fixture
 def four_studies(owner, patient, team, active_model):
     other_patient = PatientFactory(team=team, created_by=owner, name="Blaise Pascal", medical_record_number="MRN-B")
-    low = make_study(owner, patient, accession="LOW")
-    high = make_study(owner, other_patient, accession="HIGH")
-    waiting = make_study(owner, patient, accession="WAIT")
-    middle = make_study(owner, other_patient, accession="MID")
-    predict(low, active_model, 0.10)
-    predict(high, active_model, 0.95)
-    predict(middle, active_model, 0.70)
+    low = StudyFactory(created_by=owner, patient=patient, accession_number="LOW")
+    high = StudyFactory(created_by=owner, patient=other_patient, accession_number="HIGH")
+    waiting = StudyFactory(created_by=owner, patient=patient, accession_number="WAIT")
+    middle = StudyFactory(created_by=owner, patient=other_patient, accession_number="MID")
+    PredictionFactory(study=low, model_version=active_model, probability=0.10, finish_study=True)
+    PredictionFactory(study=high, model_version=active_model, probability=0.95, finish_study=True)
+    PredictionFactory(study=middle, model_version=active_model, probability=0.70, finish_study=True)
     return {"low": low, "high": high, "waiting": waiting, "middle": middle}
 
 
@@ -141,7 +111,7 @@ def test_study_links_carry_the_worklist_order_to_previous_and_next(owner, four_s
 
 
 def test_live_status_answers_204_until_the_status_changes_then_the_new_results(owner, patient, active_model):
-    study = make_study(owner, patient)
+    study = StudyFactory(created_by=owner, patient=patient)
     client = login_client(owner)
     page = client.get(reverse("study_detail", args=[study.pk])).content.decode()
     assert f'hx-get="/studies/{study.pk}/live/?seen=queued" hx-trigger="every 2s"' in page
@@ -153,7 +123,7 @@ def test_live_status_answers_204_until_the_status_changes_then_the_new_results(o
     running = client.get(live, {"seen": "queued"}, **HTMX).content.decode()
     assert "?seen=running" in running and 'hx-swap-oob="innerHTML"' in running and "Running" in running
 
-    prediction = predict(study, active_model, 0.91)
+    prediction = PredictionFactory(study=study, model_version=active_model, probability=0.91, finish_study=True)
     done = client.get(live, {"seen": "running"}, **HTMX).content.decode()
     assert 'hx-trigger="every 2s" hx-swap="outerHTML">' not in done.split('id="study-results"')[1].split(">")[0]
     assert "Pneumonia suspected" in done and f"{prediction.probability:.3f}" in done and active_model.name in done
@@ -164,7 +134,7 @@ def test_live_status_answers_204_until_the_status_changes_then_the_new_results(o
 
 
 def test_failed_study_shows_its_reason_live(owner, patient):
-    study = make_study(owner, patient)
+    study = StudyFactory(created_by=owner, patient=patient)
     Study.objects.filter(pk=study.pk).update(
         status=Study.Status.FAILED, failure_reason="No active AI model is registered."
     )
@@ -173,8 +143,8 @@ def test_failed_study_shows_its_reason_live(owner, patient):
 
 
 def test_shadow_predictions_never_reach_the_result_page(owner, patient, active_model, tmp_path):
-    study = make_study(owner, patient)
-    predict(study, active_model, 0.2)
+    study = StudyFactory(created_by=owner, patient=patient)
+    PredictionFactory(study=study, model_version=active_model, probability=0.2, finish_study=True)
     shadow_model = type(active_model).objects.create(
         name="shadow@1",
         architecture="cnn",
@@ -184,7 +154,9 @@ def test_shadow_predictions_never_reach_the_result_page(owner, patient, active_m
         threshold=0.5,
         status="shadow",
     )
-    shadow = predict(study, shadow_model, 0.99, role=Prediction.Role.SHADOW)
+    shadow = PredictionFactory(
+        study=study, model_version=shadow_model, probability=0.99, role=Prediction.Role.SHADOW, finish_study=True
+    )
     client = login_client(owner)
     html = client.get(reverse("study_detail", args=[study.pk])).content.decode()
     assert "shadow@1" not in html and "0.990" not in html
@@ -193,8 +165,8 @@ def test_shadow_predictions_never_reach_the_result_page(owner, patient, active_m
 
 
 def test_outsider_reaches_none_of_the_new_endpoints(outsider, owner, patient, active_model):
-    study = make_study(owner, patient)
-    prediction = predict(study, active_model, 0.8)
+    study = StudyFactory(created_by=owner, patient=patient)
+    prediction = PredictionFactory(study=study, model_version=active_model, probability=0.8, finish_study=True)
     client = login_client(outsider)
     for url in (
         reverse("study_live", args=[study.pk]),
@@ -262,7 +234,7 @@ def test_dicom_window_level_renders_the_film_through_the_chosen_window(owner, pa
     import numpy as np
     from PIL import Image as PILImage
 
-    study = make_study(owner, patient, data=_dicom_upload().read(), name="film.dcm")
+    study = StudyFactory(created_by=owner, patient=patient, films=[("film.dcm", _dicom_upload().read())])
     image = study.images.get()
     client = login_client(owner)
     url = reverse("image_preview", args=[image.pk])
@@ -283,8 +255,10 @@ def test_dicom_window_level_renders_the_film_through_the_chosen_window(owner, pa
 
 
 def test_feedback_agree_and_correct_are_stored_audited_and_shown(owner, member, patient, active_model):
-    study = make_study(owner, patient)
-    prediction = predict(study, active_model, 0.9)  # pneumonia suspected
+    study = StudyFactory(created_by=owner, patient=patient)
+    prediction = PredictionFactory(
+        study=study, model_version=active_model, probability=0.9, finish_study=True
+    )  # pneumonia suspected
     url = reverse("feedback_submit", args=[prediction.pk])
 
     agree = login_client(owner).post(
@@ -303,8 +277,8 @@ def test_feedback_agree_and_correct_are_stored_audited_and_shown(owner, member, 
 
 
 def test_feedback_refuses_a_subtype_for_a_normal_reading_and_stores_nothing(owner, patient, active_model):
-    study = make_study(owner, patient)
-    prediction = predict(study, active_model, 0.9)
+    study = StudyFactory(created_by=owner, patient=patient)
+    prediction = PredictionFactory(study=study, model_version=active_model, probability=0.9, finish_study=True)
     response = login_client(owner).post(
         reverse("feedback_submit", args=[prediction.pk]), {"confirmed_label": "NORMAL", "subtype": "viral"}, **HTMX
     )
@@ -316,8 +290,8 @@ def test_feedback_refuses_a_subtype_for_a_normal_reading_and_stores_nothing(owne
 def test_pdf_report_has_the_facts_and_the_disclaimer_and_each_export_is_audited(owner, patient, active_model):
     from pypdf import PdfReader
 
-    study = make_study(owner, patient, accession="ACC-77")
-    prediction = predict(study, active_model, 0.83)
+    study = StudyFactory(created_by=owner, patient=patient, accession_number="ACC-77")
+    prediction = PredictionFactory(study=study, model_version=active_model, probability=0.83, finish_study=True)
     client = login_client(owner)
     response = client.get(reverse("study_report", args=[study.pk]))
     assert response.status_code == 200 and response["Content-Type"] == "application/pdf"

@@ -26,8 +26,8 @@ from diagnostics.services.model_registry import model_version_activate, model_ve
 from diagnostics.services.studies import study_queue_follow_ups
 from ml.artifacts import sha256_file
 
-from .conftest import login_client
-from .test_pages import HTMX, make_study, predict
+from .conftest import HTMX, login_client
+from .factories import PredictionFactory, StudyFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,10 +108,10 @@ def test_grad_cam_refuses_a_keras_file_that_does_not_match_its_manifest(tmp_path
 def test_heatmap_is_stored_served_to_the_team_only_and_shown_over_the_film(owner, outsider, patient, active_model):
     from ml.inference import Predictor
 
-    study = make_study(owner, patient)
+    study = StudyFactory(created_by=owner, patient=patient)
     image = study.images.get()
     probability = Predictor.from_artifact(active_model.artifact_path).predict_bytes(image.file.read())
-    prediction = predict(study, active_model, probability)
+    prediction = PredictionFactory(study=study, model_version=active_model, probability=probability, finish_study=True)
     state = prediction_compute_heatmap(prediction_id=prediction.pk)
     prediction.refresh_from_db()
     assert state.ready and prediction.heatmap.name.startswith("heatmaps/")
@@ -144,8 +144,8 @@ def test_heatmap_is_stored_served_to_the_team_only_and_shown_over_the_film(owner
 
 @pytest.mark.django_db
 def test_a_pending_heatmap_polls_with_no_content_until_it_is_ready(owner, patient, active_model):
-    study = make_study(owner, patient)
-    prediction = predict(study, active_model, 0.5)
+    study = StudyFactory(created_by=owner, patient=patient)
+    prediction = PredictionFactory(study=study, model_version=active_model, probability=0.5, finish_study=True)
     client = login_client(owner)
     assert prediction_heatmap_state(prediction=prediction).pending
     assert client.get(reverse("heatmap_panel", args=[prediction.pk]), **HTMX).status_code == 204
@@ -163,8 +163,8 @@ def test_an_artifact_without_a_keras_file_says_no_heatmap_is_available(owner, pa
     manifest["version"] += "-onnx-only"
     (folder / "manifest.json").write_text(json.dumps(manifest))
     model_version = model_version_activate(model_version=model_version_register(artifact_dir=folder))
-    study = make_study(owner, patient)
-    prediction = predict(study, model_version, 0.7)
+    study = StudyFactory(created_by=owner, patient=patient)
+    prediction = PredictionFactory(study=study, model_version=model_version, probability=0.7, finish_study=True)
 
     state = prediction_compute_heatmap(prediction_id=prediction.pk)
     prediction.refresh_from_db()
@@ -180,8 +180,10 @@ def test_an_artifact_without_a_keras_file_says_no_heatmap_is_available(owner, pa
 
 @pytest.mark.django_db
 def test_a_keras_model_that_disagrees_with_the_served_probability_gets_no_heatmap(owner, patient, active_model):
-    study = make_study(owner, patient)
-    prediction = predict(study, active_model, 0.999)  # not what this model says for the film
+    study = StudyFactory(created_by=owner, patient=patient)
+    prediction = PredictionFactory(
+        study=study, model_version=active_model, probability=0.999, finish_study=True
+    )  # not what this model says for the film
     state = prediction_compute_heatmap(prediction_id=prediction.pk)
     prediction.refresh_from_db()
     assert state.status == "unavailable" and "different probability" in state.message and not prediction.heatmap
@@ -193,8 +195,8 @@ def test_a_keras_model_that_disagrees_with_the_served_probability_gets_no_heatma
 def test_a_finished_study_sends_its_predictions_to_the_explain_queue(owner, patient, active_model):
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     broker.delete("explain")
-    done, failed = make_study(owner, patient), make_study(owner, patient)
-    prediction = predict(done, active_model, 0.4)
+    done, failed = StudyFactory(created_by=owner, patient=patient), StudyFactory(created_by=owner, patient=patient)
+    prediction = PredictionFactory(study=done, model_version=active_model, probability=0.4, finish_study=True)
     study_queue_follow_ups(study_id=failed.pk, status=Study.Status.FAILED)
     assert broker.llen("explain") == 0
     study_queue_follow_ups(study_id=done.pk, status=Study.Status.DONE)
@@ -210,8 +212,8 @@ def test_without_a_task_queue_the_heatmap_is_recorded_as_unavailable_not_compute
     owner, patient, active_model, settings
 ):
     settings.CELERY_TASK_ALWAYS_EAGER = True
-    study = make_study(owner, patient)
-    prediction = predict(study, active_model, 0.4)
+    study = StudyFactory(created_by=owner, patient=patient)
+    prediction = PredictionFactory(study=study, model_version=active_model, probability=0.4, finish_study=True)
     study_queue_follow_ups(study_id=study.pk, status=Study.Status.DONE)
     state = prediction_heatmap_state(prediction=prediction)
     assert state.status == "unavailable" and "separate explain worker" in state.message
@@ -237,8 +239,8 @@ def test_the_web_app_and_the_task_modules_never_import_tensorflow():
 
 @pytest.mark.django_db
 def test_a_heatmap_that_is_late_says_so_and_one_that_fails_says_why(owner, patient, active_model, monkeypatch):
-    study = make_study(owner, patient)
-    prediction = predict(study, active_model, 0.5)
+    study = StudyFactory(created_by=owner, patient=patient)
+    prediction = PredictionFactory(study=study, model_version=active_model, probability=0.5, finish_study=True)
     type(prediction).objects.filter(pk=prediction.pk).update(created_at=timezone.now() - datetime.timedelta(minutes=6))
     prediction.refresh_from_db()
     late = prediction_heatmap_state(prediction=prediction)

@@ -16,15 +16,14 @@ from diagnostics.services.feedback import feedback_record
 from diagnostics.services.model_registry import model_version_register
 
 from .conftest import login_client
-from .factories import UserFactory
-from .test_pages import make_study, predict
+from .factories import AdminFactory, PredictionFactory, StudyFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def admin(team) -> User:
-    return UserFactory(username="root-admin", role=User.Role.ADMIN, team=team, is_staff=True)
+    return AdminFactory(username="root-admin", team=team)
 
 
 def test_only_administrators_reach_the_model_pages(owner, admin, active_model):
@@ -78,7 +77,15 @@ def test_monitoring_counts_live_probabilities_by_week_and_the_override_rate(
     owner, member, patient, admin, active_model
 ):
     probabilities = [0.05, 0.15, 0.95, 1.0]
-    predictions = [predict(make_study(owner, patient), active_model, p) for p in probabilities]
+    predictions = [
+        PredictionFactory(
+            study=StudyFactory(created_by=owner, patient=patient),
+            model_version=active_model,
+            probability=p,
+            finish_study=True,
+        )
+        for p in probabilities
+    ]
     # Two of them a fortnight ago.
     two_weeks_ago = timezone.now() - datetime.timedelta(days=14)
     Prediction.objects.filter(pk__in=[predictions[0].pk, predictions[1].pk]).update(created_at=two_weeks_ago)

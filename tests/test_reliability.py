@@ -10,14 +10,12 @@ from django.conf import settings
 from django.urls import reverse
 
 from diagnostics.models import AuditEvent, ModelVersion, Prediction, Study
-from diagnostics.services.images import image_validate_upload
 from diagnostics.services.inference import study_run_inference
 from diagnostics.services.model_registry import model_version_activate, model_version_register
 from diagnostics.services.reconcile import study_reconcile_stale
-from diagnostics.services.studies import study_create
 
 from .conftest import api_client_for, copy_model_artifact, login_client
-from .images import jpeg_bytes
+from .factories import StudyFactory
 from .worker import CeleryWorker
 
 
@@ -31,11 +29,6 @@ def wait_for_status(study_id: int, statuses: tuple[str, ...], worker: CeleryWork
     raise AssertionError(f"study {study_id} is {study.status}, not {statuses}; worker log:\n{worker.log_tail()}")
 
 
-def make_study(owner, patient) -> Study:
-    upload = image_validate_upload(filename="chest.jpeg", data=jpeg_bytes())
-    return study_create(user=owner, patient=patient, uploads=[upload])
-
-
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_task_leaves_no_study_stuck(owner, patient, active_model, django_db_setup):
@@ -44,7 +37,7 @@ def test_a_worker_killed_mid_task_leaves_no_study_stuck(owner, patient, active_m
     slow.purge_queues()
     slow.start()
     try:
-        study = make_study(owner, patient)  # commits, so the task goes to Redis
+        study = StudyFactory(created_by=owner, patient=patient)  # commits, so the task goes to Redis
         wait_for_status(study.pk, (Study.Status.RUNNING,), slow)
         slow.kill()  # SIGKILL while the study is claimed: no clean-up runs
     finally:
@@ -71,7 +64,7 @@ def test_a_worker_killed_mid_task_leaves_no_study_stuck(owner, patient, active_m
 
 @pytest.mark.django_db
 def test_the_reconciler_fails_a_study_after_the_attempt_limit_with_a_reason(owner, patient):
-    study = make_study(owner, patient)
+    study = StudyFactory(created_by=owner, patient=patient)
     Study.objects.filter(pk=study.pk).update(
         status=Study.Status.RUNNING, attempts=3, status_changed_at=study.created_at - datetime.timedelta(hours=1)
     )
@@ -85,9 +78,9 @@ def test_the_reconciler_fails_a_study_after_the_attempt_limit_with_a_reason(owne
 
 @pytest.mark.django_db
 def test_the_reconciler_leaves_fresh_and_finished_studies_alone(owner, patient, active_model):
-    finished = make_study(owner, patient)
+    finished = StudyFactory(created_by=owner, patient=patient)
     study_run_inference(study_id=finished.pk)
-    fresh = make_study(owner, patient)
+    fresh = StudyFactory(created_by=owner, patient=patient)
     assert study_reconcile_stale() == {"requeued": 0, "failed": 0}
     assert Study.objects.get(pk=fresh.pk).status == Study.Status.QUEUED
 
@@ -97,7 +90,7 @@ def test_a_shadow_model_predicts_but_clinicians_never_see_it(owner, patient, act
     artifact = copy_model_artifact(default_model_dir, tmp_path / "m", version_suffix="b")
     shadow = model_version_register(artifact_dir=artifact)
     ModelVersion.objects.filter(pk=shadow.pk).update(status=ModelVersion.Status.SHADOW)
-    study = make_study(owner, patient)
+    study = StudyFactory(created_by=owner, patient=patient)
     study_run_inference(study_id=study.pk)
     assert Study.objects.get(pk=study.pk).status == Study.Status.DONE
     roles = dict(Prediction.objects.filter(image__study=study).values_list("model_version_id", "role"))
@@ -113,13 +106,13 @@ def test_a_shadow_model_predicts_but_clinicians_never_see_it(owner, patient, act
 def test_a_running_worker_uses_a_newly_promoted_model_without_restart(
     owner, patient, active_model, default_model_dir, tmp_path, celery_worker
 ):
-    first = make_study(owner, patient)
+    first = StudyFactory(created_by=owner, patient=patient)
     wait_for_status(first.pk, (Study.Status.DONE,), celery_worker)
     challenger = model_version_register(
         artifact_dir=copy_model_artifact(default_model_dir, tmp_path / "m", version_suffix="new")
     )
     model_version_activate(model_version=challenger)
-    second = make_study(owner, patient)
+    second = StudyFactory(created_by=owner, patient=patient)
     wait_for_status(second.pk, (Study.Status.DONE,), celery_worker)
     assert Prediction.objects.get(image__study=first).model_version == active_model
     assert Prediction.objects.get(image__study=second).model_version == challenger

@@ -15,9 +15,8 @@ from django.urls import reverse
 from diagnostics.models import AuditEvent, Image, Study
 from diagnostics.services.audit import audit_record
 
-from .conftest import api_client_for, login_client
+from .conftest import api_client_for, bare_environment, login_client
 from .images import jpeg_bytes
-from .test_embedded_default import bare_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ from diagnostics.services.images import image_validate_upload
 from diagnostics.services.studies import study_create, study_refresh_latest_result
 from diagnostics.views.studies import WORKLIST_LIMIT
 
-from .api.conftest import make_model_version
 from .conftest import login_client
+from .factories import ModelVersionFactory
 from .images import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +37,7 @@ def store(image, model_version: ModelVersion, probability: float, role: str = Pr
 
 def test_a_study_is_as_suspicious_as_its_most_suspicious_film(owner, patient):
     study = study_with_films(owner, patient, 3)
-    first = make_model_version("first")
+    first = ModelVersionFactory(name="first")
     for image, probability in zip(study.images.order_by("pk"), (0.2, 0.8, 0.4), strict=True):
         store(image, first, probability)
     study_refresh_latest_result(study=study)
@@ -48,7 +48,9 @@ def test_a_study_is_as_suspicious_as_its_most_suspicious_film(owner, patient):
 def test_the_model_that_predicted_last_decides_and_shadow_results_never_count(owner, patient):
     study = study_with_films(owner, patient, 2)
     old, new, shadow = (
-        make_model_version("old"), make_model_version("new", threshold=0.3), make_model_version("shadow")
+        ModelVersionFactory(name="old"),
+        ModelVersionFactory(name="new", threshold=0.3),
+        ModelVersionFactory(name="shadow"),
     )
     images = list(study.images.order_by("pk"))
     for image in images:
@@ -71,7 +73,7 @@ def test_a_study_without_predictions_has_no_result(owner, patient):
 
 def test_the_migration_backfills_studies_predicted_before_it(owner, patient):
     migration = importlib.import_module("diagnostics.migrations.0005_study_latest_ai_result")
-    first = make_model_version("first")
+    first = ModelVersionFactory(name="first")
     predicted, waiting = study_with_films(owner, patient, 2), study_with_films(owner, patient, 1)
     for image, probability in zip(predicted.images.order_by("pk"), (0.6, 0.3), strict=True):
         store(image, first, probability)
@@ -83,7 +85,7 @@ def test_the_migration_backfills_studies_predicted_before_it(owner, patient):
 
 
 def test_the_worklist_pages_through_studies_in_triage_order_keeping_the_filters(owner, patient):
-    first = make_model_version("first")
+    first = ModelVersionFactory(name="first")
     studies = [study_with_films(owner, patient, 1) for _ in range(WORKLIST_LIMIT + 3)]
     for rank, study in enumerate(studies):
         store(study.images.get(), first, rank / 100.0)

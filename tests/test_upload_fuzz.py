@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from diagnostics.services.images import image_validate_upload
 from ml.preprocessing import DecodedImage, ImageDecodeError, decode_image_bytes, load_for_model
 
-from .images import jpeg_bytes, png_bytes
-from .ml.conftest import dicom_bytes
+from .images import dicom_bytes, jpeg_bytes, png_bytes
 
 DICOM_PIXELS = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 3  # 12-bit ramp
 SEEDS = [jpeg_bytes(size=64), png_bytes(size=64), png_bytes(size=48, mode="RGBA"), dicom_bytes(DICOM_PIXELS)]

@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
+from diagnostics.models import Study
 from portal.settings.test import REDIS_OWNER_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,3 +97,14 @@ class CeleryWorker:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for_study(study_id: int, worker: CeleryWorker, timeout: float = 60.0) -> Study:
+    """Poll until the study is done or failed; on time-out, show the worker's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        study = Study.objects.get(pk=study_id)
+        if study.status in (Study.Status.DONE, Study.Status.FAILED):
+            return study
+        time.sleep(0.2)
+    raise AssertionError(f"study {study_id} still {study.status} after {timeout}s; worker log:\n{worker.log_tail()}")

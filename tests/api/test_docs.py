@@ -16,7 +16,8 @@ from diagnostics.models import Feedback, Patient, Study
 from diagnostics.services.webhooks import webhook_signature
 from tests.images import jpeg_bytes
 
-from .conftest import dicom_bytes, issue_client
+from ..images import dicom_bytes
+from .conftest import issue_client
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 

@@ -21,7 +21,8 @@ from diagnostics.models import ApiToken, AuditEvent
 from tests.conftest import api_client_for, jpeg_upload
 from tests.images import jpeg_bytes
 
-from .conftest import Clinical, dicom_bytes
+from ..images import dicom_bytes
+from .conftest import Clinical
 
 pytestmark = pytest.mark.django_db
 

@@ -19,9 +19,10 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from diagnostics.models import Study, User
-from tests.factories import CareTeamFactory, PatientFactory, UserFactory
+from tests.factories import AdminFactory, CareTeamFactory, PatientFactory, UserFactory
 
-from .conftest import issue_client, make_model_version, make_prediction, make_study
+from ..factories import ModelVersionFactory, PredictionFactory, StudyFactory
+from .conftest import issue_client
 
 pytestmark = pytest.mark.slow  # a live server fuzzed by schemathesis
 
@@ -53,11 +54,11 @@ def _tenant(letter: str, admin: User, shadow_model, active_model) -> Tenant:
     patient = PatientFactory(
         team=team, created_by=clinician, name=f"Patient Secret{letter}", medical_record_number=f"MRN-SECRET-{letter}"
     )
-    study = make_study(clinician, patient, accession_number=f"ACC-SECRET-{letter}")
+    study = StudyFactory(created_by=clinician, patient=patient, accession_number=f"ACC-SECRET-{letter}")
     Study.objects.filter(pk=study.pk).update(status=Study.Status.DONE)
     image = study.images.get()
-    prediction = make_prediction(image, active_model, probability=0.7)
-    make_prediction(image, shadow_model, probability=SHADOW_PROBABILITY, role="shadow")
+    prediction = PredictionFactory(image=image, model_version=active_model, probability=0.7)
+    PredictionFactory(image=image, model_version=shadow_model, probability=SHADOW_PROBABILITY, role="shadow")
     issued = issue_client(admin=admin, team=team, name=f"HIS {letter}")
     return Tenant(
         key=issued.key,
@@ -81,8 +82,11 @@ def answers_not_found(ctx, response, case) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_schemathesis_finds_no_server_error_schema_violation_or_cross_team_read(portal_server, settings_override):
-    admin = UserFactory(username="fuzz-admin", role=User.Role.ADMIN, team=None, is_staff=True)
-    active, shadow = make_model_version("cnn@fuzz", "active"), make_model_version("cnn@fuzz-shadow", "shadow")
+    admin = AdminFactory(username="fuzz-admin")
+    active, shadow = (
+        ModelVersionFactory(name="cnn@fuzz", status="active"),
+        ModelVersionFactory(name="cnn@fuzz-shadow", status="shadow"),
+    )
     tenants = {letter: _tenant(letter, admin, shadow, active) for letter in "AB"}
 
     schema = schemathesis.openapi.from_url(f"{portal_server}/api/v1/schema/?format=json")

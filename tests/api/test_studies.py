@@ -12,7 +12,8 @@ from diagnostics.models import AuditEvent, IdempotencyRecord, Image, Study
 from tests.conftest import api_client_for, jpeg_upload
 from tests.images import jpeg_bytes, png_bytes
 
-from .conftest import dicom_bytes, make_model_version, make_prediction, make_study
+from ..factories import ModelVersionFactory, PredictionFactory, StudyFactory
+from ..images import dicom_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -70,7 +71,7 @@ def test_a_raw_dicom_body_creates_a_study_with_modality_and_view_from_its_tags(m
     response = machine.client.generic(
         "POST",
         f"/api/v1/studies/dicom/?patient_id={patient.pk}&accession_number=ACC-D",
-        dicom_bytes(modality="DX", view_position="AP"),
+        dicom_bytes(modality="DX", view_position="AP", patient_id="MRN-A-1"),
         content_type="application/dicom",
     )
     assert response.status_code == 202, response.content
@@ -83,7 +84,7 @@ def test_a_raw_dicom_body_creates_a_study_with_modality_and_view_from_its_tags(m
     response = machine.client.generic(
         "POST",
         f"/api/v1/studies/dicom/?patient_id={patient.pk}&modality=CR&view_position=PA",
-        dicom_bytes(modality="DX", view_position="AP"),
+        dicom_bytes(modality="DX", view_position="AP", patient_id="MRN-A-1"),
         content_type="application/dicom",
     )
     study = Study.objects.get(pk=response.json()["id"])
@@ -201,12 +202,12 @@ def worklist(owner, patient, other_patient):
     from tests.factories import PatientFactory
 
     second_patient = PatientFactory(team=patient.team, created_by=owner, name="Bea Second")
-    old_model, new_model = make_model_version("cnn@old"), make_model_version("cnn@new")
-    positive = make_study(owner, patient, seed=1, accession_number="A-POS")
-    negative = make_study(owner, second_patient, seed=2, accession_number="A-NEG")
-    queued = make_study(owner, patient, seed=3, accession_number="A-QUEUED")
-    make_prediction(positive.images.get(), new_model, probability=0.91)
-    make_prediction(negative.images.get(), old_model, probability=0.07)
+    old_model, new_model = ModelVersionFactory(name="cnn@old"), ModelVersionFactory(name="cnn@new")
+    positive = StudyFactory(created_by=owner, patient=patient, seed=1, accession_number="A-POS")
+    negative = StudyFactory(created_by=owner, patient=second_patient, seed=2, accession_number="A-NEG")
+    queued = StudyFactory(created_by=owner, patient=patient, seed=3, accession_number="A-QUEUED")
+    PredictionFactory(image=positive.images.get(), model_version=new_model, probability=0.91)
+    PredictionFactory(image=negative.images.get(), model_version=old_model, probability=0.07)
     Study.objects.filter(pk__in=[positive.pk, negative.pk]).update(status=Study.Status.DONE)
     Study.objects.filter(pk=positive.pk).update(created_at=datetime.datetime(2024, 3, 1, 12, tzinfo=datetime.UTC))
     Study.objects.filter(pk=negative.pk).update(created_at=datetime.datetime(2024, 3, 5, 12, tzinfo=datetime.UTC))

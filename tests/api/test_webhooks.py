@@ -18,7 +18,7 @@ from tests.images import jpeg_bytes
 from worker.queues import WEBHOOK_MAX_RETRIES
 from worker.tasks.webhooks import deliver_study_webhook
 
-from .conftest import make_model_version, make_prediction
+from ..factories import ModelVersionFactory, PredictionFactory
 from .webhook_receiver import WebhookReceiver
 
 
@@ -48,8 +48,10 @@ def create_study(client, patient, callback_url: str) -> Study:
 def finish(study: Study) -> Study:
     """As the worker does: primary and shadow predictions, then done."""
     image = study.images.get()
-    make_prediction(image, make_model_version("cnn@1", "active"), probability=0.87)
-    make_prediction(image, make_model_version("cnn@2", "shadow"), probability=0.02, role="shadow")
+    PredictionFactory(image=image, model_version=ModelVersionFactory(name="cnn@1", status="active"), probability=0.87)
+    PredictionFactory(
+        image=image, model_version=ModelVersionFactory(name="cnn@2", status="shadow"), probability=0.02, role="shadow"
+    )
     Study.objects.filter(pk=study.pk).update(status=Study.Status.DONE, status_changed_at=timezone.now())
     study.refresh_from_db()
     return study
@@ -102,7 +104,10 @@ def test_failed_attempts_are_retried_by_the_task_until_delivered(machine, patien
         assert len(receiver.received) == 3
     delivery = WebhookDelivery.objects.get(study=study)
     assert (delivery.status, delivery.attempts, delivery.last_response_code, delivery.last_error) == (
-        "delivered", 3, 200, ""
+        "delivered",
+        3,
+        200,
+        "",
     )
     assert AuditEvent.objects.filter(action="webhook.attempt_failed", object_id=str(delivery.pk)).count() == 2
 
@@ -114,9 +119,7 @@ def test_a_delivery_is_given_up_after_the_last_retry(machine, patient):
         deliver_study_webhook.apply(args=(study.pk, "done"))
         assert len(receiver.received) == WEBHOOK_MAX_RETRIES + 1
     delivery = WebhookDelivery.objects.get(study=study)
-    assert (delivery.status, delivery.attempts, delivery.last_response_code) == (
-        "failed", WEBHOOK_MAX_RETRIES + 1, 500
-    )
+    assert (delivery.status, delivery.attempts, delivery.last_response_code) == ("failed", WEBHOOK_MAX_RETRIES + 1, 500)
     assert delivery.last_error.startswith("HTTP 500")
     assert AuditEvent.objects.filter(action="webhook.failed", object_id=str(delivery.pk)).count() == 1
 
@@ -197,7 +200,6 @@ def test_the_worker_notifies_the_callback_url_when_the_prediction_is_ready(
         time.sleep(0.1)
         delivery.refresh_from_db()
     assert delivery.status == "delivered" and delivery.attempts == 1
-
 
 
 def test_the_webhook_is_signed_with_the_token_that_created_the_study():

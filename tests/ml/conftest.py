@@ -11,69 +11,20 @@ from PIL import Image
 
 from ml.config import TrainConfig
 
+from ..images import dicom_bytes
+
 N_PATIENTS_PER_CLASS = 10
 
 
-def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 
-def png_bytes(image: Image.Image) -> bytes:
+def encode_png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def dicom_bytes(
-    pixels: np.ndarray,
-    *,
-    photometric: str = "MONOCHROME2",
-    frames: int = 1,
-    with_pixels: bool = True,
-    slope: float | None = None,
-    intercept: float | None = None,
-    window: tuple[float, float] | None = None,
-    bits_stored: int = 12,
-) -> bytes:
-    """A minimal valid DICOM Part 10 file (explicit VR little endian, 16-bit unsigned)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientID = "TEST-001"
-    ds.StudyDate = "20240102"
-    ds.Modality = "CR"
-    ds.ViewPosition = "PA"
-    ds.BodyPartExamined = "CHEST"
-    if with_pixels:
-        arr = np.asarray(pixels, dtype=np.uint16)
-        ds.Rows, ds.Columns = arr.shape[-2:]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = photometric
-        ds.BitsAllocated = 16
-        ds.BitsStored = bits_stored
-        ds.HighBit = bits_stored - 1
-        ds.PixelRepresentation = 0
-        if frames > 1:
-            ds.NumberOfFrames = frames
-            arr = np.stack([arr] * frames)
-        if slope is not None:
-            ds.RescaleSlope = slope
-            ds.RescaleIntercept = intercept or 0
-        if window is not None:
-            ds.WindowCenter, ds.WindowWidth = window
-        ds.PixelData = arr.tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
 
 
@@ -102,11 +53,11 @@ def dataset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for m in range(2):
             seed += 1
             prefix = "NORMAL2-IM" if p % 2 else "IM"
-            (normal / f"{prefix}-{p:04d}-{m + 1:04d}.jpeg").write_bytes(jpeg_bytes(synthetic_film(0, seed)))
+            (normal / f"{prefix}-{p:04d}-{m + 1:04d}.jpeg").write_bytes(encode_jpeg(synthetic_film(0, seed)))
             kind = "bacteria" if m == 0 else "virus"
             seed += 1
-            (pneumonia / f"person{p}_{kind}_{seed}.jpeg").write_bytes(jpeg_bytes(synthetic_film(1, seed)))
-    (normal / "IM-0900-0001.png").write_bytes(png_bytes(synthetic_film(0, 999)))
+            (pneumonia / f"person{p}_{kind}_{seed}.jpeg").write_bytes(encode_jpeg(synthetic_film(1, seed)))
+    (normal / "IM-0900-0001.png").write_bytes(encode_png(synthetic_film(0, 999)))
     film = np.asarray(synthetic_film(1, 998).convert("L"), dtype=np.uint16) * 16
     (pneumonia / "person900_bacteria_1.dcm").write_bytes(dicom_bytes(film))
     val = root / "val"
@@ -114,7 +65,7 @@ def dataset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (val / name).mkdir(parents=True)
         for i in range(4):
             (val / name / f"IM-{500 + 10 * label + i:04d}-0001.jpeg").write_bytes(
-                jpeg_bytes(synthetic_film(label, 5000 + 10 * label + i, size=96))
+                encode_jpeg(synthetic_film(label, 5000 + 10 * label + i, size=96))
             )
     return root
 

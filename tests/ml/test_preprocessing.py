@@ -11,7 +11,8 @@ from PIL import Image
 
 from ml import preprocessing
 from ml.preprocessing import ImageDecodeError, decode_image_bytes, load_for_model, preprocess
-from tests.ml.conftest import dicom_bytes, jpeg_bytes, png_bytes
+from tests.images import dicom_bytes
+from tests.ml.conftest import encode_jpeg, encode_png
 
 
 def test_serving_modules_do_not_import_tensorflow() -> None:
@@ -22,8 +23,8 @@ def test_serving_modules_do_not_import_tensorflow() -> None:
 
 def test_format_is_detected_by_content_not_name() -> None:
     gray = Image.new("L", (20, 10), 77)
-    assert decode_image_bytes(jpeg_bytes(gray)).format == "JPEG"
-    decoded = decode_image_bytes(png_bytes(gray))
+    assert decode_image_bytes(encode_jpeg(gray)).format == "JPEG"
+    decoded = decode_image_bytes(encode_png(gray))
     assert (decoded.format, decoded.width, decoded.height) == ("PNG", 20, 10)
     assert decoded.pixels.shape == (10, 20) and decoded.pixels.dtype == np.uint8
     assert decode_image_bytes(dicom_bytes(np.full((8, 8), 100))).format == "DICOM"
@@ -36,7 +37,7 @@ def test_unknown_content_is_refused_with_a_readable_message(payload: bytes) -> N
 
 
 def test_truncated_jpeg_is_refused() -> None:
-    data = jpeg_bytes(Image.effect_noise((256, 256), 50))
+    data = encode_jpeg(Image.effect_noise((256, 256), 50))
     with pytest.raises(ImageDecodeError, match="truncated or corrupt"):
         decode_image_bytes(data[: len(data) // 2])
 
@@ -45,7 +46,7 @@ def test_truncated_jpeg_is_refused() -> None:
 def test_every_colour_mode_becomes_8bit_gray(mode: str) -> None:
     level = 255 if mode == "1" else 200  # 1-bit would dither any other gray
     image = Image.new("RGB", (12, 9), (level, level, level)).convert(mode)
-    data = png_bytes(image) if mode != "CMYK" else jpeg_bytes(image)
+    data = encode_png(image) if mode != "CMYK" else encode_jpeg(image)
     pixels = decode_image_bytes(data).pixels
     assert pixels.shape == (9, 12) and pixels.dtype == np.uint8
     assert abs(int(pixels.mean()) - level) <= 3
@@ -53,7 +54,7 @@ def test_every_colour_mode_becomes_8bit_gray(mode: str) -> None:
 
 def test_16bit_png_is_stretched_not_clipped() -> None:
     ramp = (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)  # 12-bit data
-    pixels = decode_image_bytes(png_bytes(Image.fromarray(ramp))).pixels
+    pixels = decode_image_bytes(encode_png(Image.fromarray(ramp))).pixels
     assert pixels.min() == 0 and pixels.max() == 255
 
 
@@ -86,17 +87,17 @@ def test_dicom_without_pixels_or_multiframe_is_refused() -> None:
 def test_pixel_limit_is_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(preprocessing, "MAX_PIXELS", 100)
     with pytest.raises(ImageDecodeError, match="too large"):
-        decode_image_bytes(png_bytes(Image.new("L", (20, 20))))
+        decode_image_bytes(encode_png(Image.new("L", (20, 20))))
 
 
 def test_decompression_bomb_warning_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # warns above 300, errors above 600
     with pytest.raises(ImageDecodeError, match="too large"):
-        decode_image_bytes(png_bytes(Image.new("L", (20, 20))))
+        decode_image_bytes(encode_png(Image.new("L", (20, 20))))
 
 
 def test_big_jpeg_decodes_at_reduced_scale_but_reports_original_size() -> None:
-    data = jpeg_bytes(Image.effect_noise((1024, 800), 40))
+    data = encode_jpeg(Image.effect_noise((1024, 800), 40))
     decoded = decode_image_bytes(data, target_size=128)
     assert (decoded.width, decoded.height) == (1024, 800)
     assert decoded.pixels.shape == (200, 256)  # 1/4 scale: smallest DCT scale >= 128 px
@@ -114,6 +115,6 @@ def test_preprocess_squashes_to_three_identical_channels() -> None:
 
 
 def test_load_for_model_is_decode_then_preprocess() -> None:
-    data = jpeg_bytes(Image.effect_noise((300, 200), 40))
+    data = encode_jpeg(Image.effect_noise((300, 200), 40))
     expected = preprocess(decode_image_bytes(data, target_size=64).pixels, input_size=64)
     np.testing.assert_array_equal(load_for_model(data, input_size=64), expected)

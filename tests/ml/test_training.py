@@ -202,11 +202,11 @@ def test_a_cancelled_run_stops_and_leaves_no_artifact(dataset_root: Path, tmp_pa
 
 def test_extra_films_join_training_only(dataset_root: Path, tmp_path: Path) -> None:
     from ml import training
-    from tests.ml.conftest import jpeg_bytes, synthetic_film
+    from tests.ml.conftest import encode_jpeg, synthetic_film
 
     extra_path = tmp_path / "feedback" / "NORMAL" / "portal-image-1.jpeg"
     extra_path.parent.mkdir(parents=True)
-    extra_path.write_bytes(jpeg_bytes(synthetic_film(0, 4242)))
+    extra_path.write_bytes(encode_jpeg(synthetic_film(0, 4242)))
     extra = [data.ImageRecord(extra_path, 0, "portal-patient-1")]
     split = training.load_split(QUICK, dataset_root, extra)
     assert extra_path in [r.path for r in split.train]

@@ -15,13 +15,11 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import expect
 
-from diagnostics.models import AuditEvent, Feedback, Prediction, Study, User
+from diagnostics.models import AuditEvent, Feedback, Prediction, Study
 from diagnostics.services.feedback import feedback_record
 
-from ..factories import UserFactory
-from ..images import chest_like_pixels, jpeg_bytes, png_bytes
-from ..ml.conftest import dicom_bytes
-from ..test_pages import make_study, predict
+from ..factories import AdminFactory, PredictionFactory, StudyFactory
+from ..images import chest_like_pixels, dicom_bytes, jpeg_bytes, png_bytes
 from .conftest import ARTIFACTS, assert_accessible, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -230,7 +228,12 @@ def test_a_refused_upload_says_why_and_the_patient_and_model_pages_pass_axe(
 
     # Some live use for the model page: three predictions, two readings of which one overrides the AI.
     for probability, agrees in ((0.92, True), (0.15, False), (0.55, None)):
-        prediction = predict(make_study(owner, patient), active_model, probability)
+        prediction = PredictionFactory(
+            study=StudyFactory(created_by=owner, patient=patient),
+            model_version=active_model,
+            probability=probability,
+            finish_study=True,
+        )
         if agrees is not None:
             feedback_record(
                 user=owner,
@@ -238,7 +241,7 @@ def test_a_refused_upload_says_why_and_the_patient_and_model_pages_pass_axe(
                 agrees=agrees,
                 confirmed_label=None if agrees else flip(prediction.label),
             )
-    admin = UserFactory(username="ada-admin", role=User.Role.ADMIN, team=team, is_staff=True)
+    admin = AdminFactory(username="ada-admin", team=team)
     page.context.clear_cookies()
     page.goto(live_server.url + reverse("login"))
     assert_accessible(page, "00-login")
