@@ -22,32 +22,50 @@ class CareTeamAdmin(admin.ModelAdmin):
     search_fields = ("name",)
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Clinical records are written through the services (access rules, audit log), never here:
+    the admin shows them; patients and studies are registered and changed on the portal's pages."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Patient)
-class PatientAdmin(admin.ModelAdmin):
+class PatientAdmin(ReadOnlyAdmin):
     list_display = ("name", "medical_record_number", "team", "birth_date", "created_at")
     list_filter = ("team",)
     search_fields = ("name", "medical_record_number")
 
 
 @admin.register(Study)
-class StudyAdmin(admin.ModelAdmin):
+class StudyAdmin(ReadOnlyAdmin):
     list_display = ("id", "patient", "status", "attempts", "created_at")
     list_filter = ("status",)
-    readonly_fields = ("status", "failure_reason", "attempts", "status_changed_at")
 
 
 @admin.register(Image)
-class ImageAdmin(admin.ModelAdmin):
+class ImageAdmin(ReadOnlyAdmin):
     list_display = ("id", "study", "format", "width", "height", "created_at")
-    readonly_fields = ("file", "sha256", "width", "height", "format", "size_bytes", "dicom_metadata")
+    # The file is stored outside the web root with no URL (views serve it, access-checked): show its
+    # stored name, not a link, which Django's admin cannot build without MEDIA_URL.
+    exclude = ("file",)
+    readonly_fields = ("stored_as",)
+
+    @admin.display(description="Stored as")
+    def stored_as(self, image: Image) -> str:
+        return image.file.name
 
 
 @admin.register(Prediction)
-class PredictionAdmin(admin.ModelAdmin):
-    list_display = ("id", "image", "model_version", "probability", "label", "created_at")
-
-    def has_change_permission(self, request, obj=None):
-        return False
+class PredictionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "image", "model_version", "outcome", "probability", "label", "created_at")
+    list_filter = ("outcome", "role")
 
 
 @admin.register(AuditEvent)

@@ -75,7 +75,7 @@ def test_redis_restarted_while_studies_are_queued(owner, patient, active_model, 
 
 def test_postgres_connection_dropped_during_a_task(owner, patient, active_model, django_db_setup):
     database = settings.DATABASES["default"]["NAME"]
-    worker = CeleryWorker(database_name=database, extra_env={"INFERENCE_FAULT_DELAY_SECONDS": "3"})
+    worker = CeleryWorker(database_name=database, hold_claimed_studies_s=3)
     worker.purge_queues()
     worker.start()
     try:

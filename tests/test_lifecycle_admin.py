@@ -93,7 +93,7 @@ def test_admins_search_the_audit_log_and_cannot_edit_it(admin_user, owner, patie
     from diagnostics.models import AuditEvent
     from diagnostics.services.audit import audit_record
 
-    audit_record(action="patient.viewed", actor=owner, target=patient, team=patient.team)
+    audit_record(action="patient.viewed", actor=owner, target=patient, team_id=patient.team_id)
     client = login_client(admin_user)
     listing = client.get(reverse("admin:diagnostics_auditevent_changelist"), {"q": "patient.viewed"})
     assert listing.status_code == 200 and "patient.viewed" in listing.content.decode()

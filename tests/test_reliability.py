@@ -33,7 +33,7 @@ def wait_for_status(study_id: int, statuses: tuple[str, ...], worker: CeleryWork
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_task_leaves_no_study_stuck(owner, patient, active_model, django_db_setup):
     database = settings.DATABASES["default"]["NAME"]
-    slow = CeleryWorker(database_name=database, extra_env={"INFERENCE_FAULT_DELAY_SECONDS": "120"})
+    slow = CeleryWorker(database_name=database, hold_claimed_studies_s=120)
     slow.purge_queues()
     slow.start()
     try:

@@ -21,11 +21,18 @@ LOG_DIR = ROOT / "var" / "test-logs"
 
 class CeleryWorker:
     def __init__(
-        self, *, database_name: str, queues: str = "inference", extra_env: dict[str, str] | None = None
+        self,
+        *,
+        database_name: str,
+        queues: str = "inference",
+        extra_env: dict[str, str] | None = None,
+        hold_claimed_studies_s: float = 0,
     ) -> None:
         self.database_name = database_name
         self.queues = queues
         self.extra_env = extra_env or {}
+        # Chaos tests: keep each claimed study running this long (tests/fault_injection.py).
+        self.hold_claimed_studies_s = hold_claimed_studies_s
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = LOG_DIR / "celery-worker.log"
 
@@ -43,6 +50,8 @@ class CeleryWorker:
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
+        if self.hold_claimed_studies_s:
+            env["TEST_HOLD_CLAIMED_STUDIES_S"] = str(self.hold_claimed_studies_s)
         return env
 
     def purge_queues(self) -> None:
@@ -64,6 +73,7 @@ class CeleryWorker:
                 "-Q", self.queues, "--pool=solo", "--concurrency=1",
                 "--without-gossip", "--without-mingle", "--without-heartbeat",
                 "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h", "-l", "info",
+                *(["--include", "tests.fault_injection"] if self.hold_claimed_studies_s else []),
             ],
             cwd=ROOT,
             env=self.environment(),

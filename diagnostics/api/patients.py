@@ -76,5 +76,7 @@ class PatientDetailApi(APIView):
     def get(self, request: Request, patient_id: int) -> Response:
         user = request_user(request)
         patient = patient_get_for_user(user=user, patient_id=patient_id)
-        audit_record(action="patient.viewed", actor=user, target=patient, team=patient.team, detail={"via": "api"})
+        audit_record(
+            action="patient.viewed", actor=user, target=patient, team_id=patient.team_id, detail={"via": "api"}
+        )
         return Response(PatientOutputSerializer(patient).data)

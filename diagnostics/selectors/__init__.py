@@ -144,7 +144,13 @@ def shadow_comparison(*, shadow: ModelVersion, active: ModelVersion) -> dict[str
         ).values_list("probability", "label", "image__predictions__probability", "image__predictions__label")
     )
     if not pairs:
-        return {"images": 0, "label_agreement": None, "mean_abs_probability_difference": None}
+        return {
+            "images": 0,
+            "label_agreement": None,
+            "mean_abs_probability_difference": None,
+            "shadow_positive_rate": None,
+            "active_positive_rate": None,
+        }
     return {
         "images": len(pairs),
         "label_agreement": sum(1 for _, s_label, _, a_label in pairs if s_label == a_label) / len(pairs),

@@ -96,7 +96,7 @@ def api_token_issue(*, actor: User, name: str, team: CareTeam, user: User | None
             action="api_token.issued",
             actor=actor,
             target=token,
-            team=team,
+            team_id=team.pk,
             detail={"name": token.name, "user": user.username, "prefix": prefix},
         )
     return IssuedApiToken(token=token, key=key)

@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
-from diagnostics.models import AuditEvent, CareTeam, User
+from diagnostics.models import AuditEvent, User
 
 
 def audit_record(
@@ -13,7 +13,6 @@ def audit_record(
     action: str,
     actor: User | AnonymousUser | None = None,
     target: models.Model | None = None,
-    team: CareTeam | None = None,
     team_id: int | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
@@ -23,6 +22,6 @@ def audit_record(
         actor=actor if isinstance(actor, User) else None,
         object_type=target._meta.label if target is not None else "",
         object_id=str(target.pk) if target is not None else "",
-        team_id=team.pk if team is not None else team_id,
+        team_id=team_id,
         detail=detail or {},
     )

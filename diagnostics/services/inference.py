@@ -134,7 +134,6 @@ def study_run_inference(*, study_id: int) -> None:
 def studies_run_inference(*, studies: list[Study]) -> None:
     """Finish claimed (running) studies: done with predictions, or failed with a reason."""
     try:
-        _inject_fault_delay()
         active = model_version_active()
         if active is None:
             raise InferenceFailure(NO_ACTIVE_MODEL)
@@ -308,10 +307,3 @@ def _read_and_decode_all(
         return [_read_and_decode(study, image, predictor) for study, image in todo]
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
         return list(pool.map(lambda item: _read_and_decode(item[0], item[1], predictor), todo))
-
-
-def _inject_fault_delay() -> None:
-    # Fault testing only (default 0): holds a claimed study in `running` so a chaos
-    # test can kill the worker mid-task. See tests/test_reliability.py.
-    if settings.INFERENCE_FAULT_DELAY_SECONDS:
-        time.sleep(settings.INFERENCE_FAULT_DELAY_SECONDS)

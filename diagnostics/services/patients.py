@@ -40,5 +40,5 @@ def patient_create(
         raise ValidationError(
             {"medical_record_number": f"A patient with record number {mrn} already exists in your team."}
         ) from None
-    audit_record(action="patient.created", actor=user, target=patient, team=patient.team)
+    audit_record(action="patient.created", actor=user, target=patient, team_id=patient.team_id)
     return patient

@@ -107,59 +107,33 @@ def study_create(
         from .webhooks import webhook_url_check
 
         webhook_url_check(url=callback_url)
-    stored: list[Image] = []
+    stored: list[Image] = []  # files written so far: removed again if the rows roll back
     try:
         with transaction.atomic():
-            study = _study_create_rows(
-                user=user,
+            study = Study.objects.create(
                 patient=patient,
-                uploads=uploads,
-                stored=stored,
-                accession_number=accession_number,
+                accession_number=accession_number.strip(),
                 modality=modality,
                 view_position=view_position,
                 callback_url=callback_url,
                 api_token=api_token,
+                created_by=user,
             )
+            for upload in uploads:
+                stored.append(image_store(study=study, upload=upload, user=user))
+            audit_record(
+                action="study.created",
+                actor=user,
+                target=study,
+                team_id=patient.team_id,
+                detail={"images": [image.pk for image in stored], "status": study.status},
+            )
+            study_enqueue_inference(study=study)
     except Exception:
         # The rows rolled back: remove the files written for them, so nothing is half-stored.
         for image in stored:
             image.file.storage.delete(image.file.name)
         raise
-    return study
-
-
-def _study_create_rows(
-    *,
-    user: User,
-    patient: Patient,
-    uploads: Sequence[ValidatedUpload],
-    stored: list[Image],
-    accession_number: str,
-    modality: str,
-    view_position: str,
-    callback_url: str,
-    api_token: ApiToken | None,
-) -> Study:
-    study = Study.objects.create(
-        patient=patient,
-        accession_number=accession_number.strip(),
-        modality=modality,
-        view_position=view_position,
-        callback_url=callback_url,
-        api_token=api_token,
-        created_by=user,
-    )
-    for upload in uploads:
-        stored.append(image_store(study=study, upload=upload, user=user))
-    audit_record(
-        action="study.created",
-        actor=user,
-        target=study,
-        team=patient.team,
-        detail={"images": [image.pk for image in stored], "status": study.status},
-    )
-    study_enqueue_inference(study=study)
     return study
 
 

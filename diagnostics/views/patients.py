@@ -43,6 +43,6 @@ def patient_new(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 def patient_detail(request: AuthenticatedHttpRequest, patient_id: int) -> HttpResponse:
     patient = patient_get_for_user(user=request.user, patient_id=patient_id)
-    audit_record(action="patient.viewed", actor=request.user, target=patient, team=patient.team)
+    audit_record(action="patient.viewed", actor=request.user, target=patient, team_id=patient.team_id)
     studies = study_list_for_user(user=request.user).filter(patient=patient)
     return render(request, "diagnostics/patient_detail.html", {"patient": patient, "studies": studies})

@@ -201,8 +201,6 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": RECONCILE_EVERY_SECONDS},
     },
 }
-# Fault testing only: seconds a worker sleeps after claiming a study (chaos tests set it).
-INFERENCE_FAULT_DELAY_SECONDS = float(env_str("INFERENCE_FAULT_DELAY_SECONDS", "0"))
 
 REST_FRAMEWORK = {
     # Machine clients send an ApiToken (diagnostics/api/authentication.py); the browser uses its session.
