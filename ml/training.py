@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 INTENDED_USE = (
     "Decision support for clinicians reviewing pediatric (age 1-5) frontal chest radiographs: "
     "estimates the probability of pneumonia (bacterial or viral) versus a normal film. Not a "
-    "diagnosis; not validated on adults, lateral views, other devices or sites, or on the "
-    "official Kermany test split. Every prediction must be reviewed by a qualified clinician."
+    "diagnosis; not validated on adults, lateral views, or other devices and sites. Films that are "
+    "not frontal chest radiographs are refused by the input gate. Every prediction must be "
+    "reviewed by a qualified clinician."
 )
 PARITY_IMAGES = 64
 
