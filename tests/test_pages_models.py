@@ -57,6 +57,16 @@ def test_model_page_shows_validation_metrics_confusion_matrix_and_plots(admin, a
     assert plot["Content-Type"] == "image/png" and b"".join(plot.streaming_content).startswith(b"\x89PNG")
 
 
+def test_model_page_shows_the_external_split_beside_validation_with_its_calibration(admin, active_model):
+    external = active_model.metrics["external"]  # the bundled model was calibrated on external/
+    html = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
+    assert "External: films of a new period" in html
+    low, high = external["ci95"]["roc_auc"]
+    assert f"{external['roc_auc']:.3f}" in html and f"{low:.3f}–{high:.3f}" in html
+    assert f"{external['ece_crossfit']:.3f} cross-fitted" in html
+    assert reverse("model_plot", args=[active_model.pk, "calibration_external"]) in html
+
+
 def test_a_plot_is_served_only_if_the_manifest_names_it_inside_the_artifact(admin, default_model_dir, tmp_path):
     folder = tmp_path / "artifact"
     shutil.copytree(default_model_dir, folder)

@@ -30,7 +30,12 @@ METRICS = [
     ("f1", "F1"),
     ("ece", "Expected calibration error"),
 ]
-PLOT_TITLES = {"roc": "ROC curve (validation)", "calibration": "Calibration (reliability) curve (validation)"}
+PLOT_TITLES = {
+    "roc": "ROC curve (validation)",
+    "calibration": "Calibration (reliability) curve (validation)",
+    "roc_external": "ROC curve (external: films of a new period)",
+    "calibration_external": "Calibration (reliability) curve (external)",
+}
 
 
 def admin_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
@@ -63,12 +68,7 @@ def model_list(request: AuthenticatedHttpRequest) -> HttpResponse:
 def model_detail(request: AuthenticatedHttpRequest, model_id: int) -> HttpResponse:
     model_version = _model_version(model_id)
     validation = (model_version.metrics or {}).get("validation") or {}
-    ci95 = validation.get("ci95") or {}
-    metrics = [
-        {"label": label, "value": validation.get(key), "ci": ci95.get(key)}
-        for key, label in METRICS
-        if key in validation
-    ]
+    external = (model_version.metrics or {}).get("external") or {}
     plots = [
         {"kind": kind, "title": PLOT_TITLES.get(kind, kind.title())}
         for kind in (model_version.manifest.get("plots") or {})
@@ -77,12 +77,23 @@ def model_detail(request: AuthenticatedHttpRequest, model_id: int) -> HttpRespon
     context = {
         "model_version": model_version,
         "validation": validation,
-        "metrics": metrics,
+        "metrics": _metric_rows(validation),
         "confusion": validation.get("confusion_matrix"),
+        "external": external,
+        "external_metrics": _metric_rows(external),
+        "calibration": model_version.manifest.get("calibration"),
         "plots": plots,
         "monitoring": model_monitoring(model_version=model_version),
     }
     return render(request, "diagnostics/model_detail.html", context)
+
+
+def _metric_rows(summary: dict) -> list[dict]:
+    """Label, value and 95 % interval of each metric an evaluation summary holds."""
+    ci95 = summary.get("ci95") or {}
+    return [
+        {"label": label, "value": summary.get(key), "ci": ci95.get(key)} for key, label in METRICS if key in summary
+    ]
 
 
 def _plot_path(model_version: ModelVersion, kind: str) -> Path | None:

@@ -92,3 +92,25 @@ def test_augmentation_happens_only_in_training(dataset_root: Path) -> None:
     originals = {img.tobytes() for img in images}
     changed = sum(img.tobytes() not in originals for img in augmented)
     assert changed == len(images)
+
+
+def test_no_external_or_val_file_enters_a_training_list(dataset_root: Path, tmp_path: Path) -> None:
+    """Training reads <data>/train only: a copy of the same films under external/ never joins it, and the
+    bundled model's file list (data_files.txt, with each file's sha256) names train/ files only."""
+    import shutil
+
+    from ml import training
+    from tests.ml.conftest import QUICK
+
+    data_root = tmp_path / "data"
+    shutil.copytree(dataset_root / "train", data_root / "train")
+    shutil.copytree(dataset_root / "val", data_root / "external")
+    split = training.load_split(QUICK, data_root)
+    used = {r.path.resolve() for r in [*split.train, *split.val]}
+    assert used and all((data_root / "train") in path.parents for path in used)
+    assert not any((data_root / "external") in path.parents for path in used)
+
+    bundled = Path(__file__).resolve().parents[2] / "ml" / "default_model" / "data_files.txt"
+    rows = [line.split("\t") for line in bundled.read_text().splitlines()]
+    assert {split_name for split_name, *_ in rows} == {"train", "validation"}
+    assert all(relpath.startswith("train/") for _, _, relpath, _ in rows)
