@@ -195,6 +195,22 @@ class ModelVersion(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # The score is called a probability only where it is calibrated on films of a new period (the
+    # external split) with an expected calibration error at most this; otherwise it is an "AI score".
+    PROBABILITY_MAX_ECE = 0.05
+
+    @property
+    def external_ece(self) -> float | None:
+        """Cross-fitted ECE on the external split when measured (the fair figure), else the in-sample one."""
+        external = (self.metrics or {}).get("external") or {}
+        value = external.get("ece_crossfit", external.get("ece"))
+        return float(value) if value is not None else None
+
+    @property
+    def score_is_probability(self) -> bool:
+        ece = self.external_ece
+        return ece is not None and ece <= self.PROBABILITY_MAX_ECE
+
 
 class Prediction(models.Model):
     Label = PredictionLabel

@@ -16,7 +16,7 @@ from diagnostics.services.feedback import feedback_record
 from diagnostics.services.model_registry import model_version_register
 
 from .conftest import login_client
-from .factories import AdminFactory, PredictionFactory, StudyFactory
+from .factories import AdminFactory, ModelVersionFactory, PredictionFactory, StudyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -130,3 +130,27 @@ def test_monitoring_counts_live_probabilities_by_week_and_the_override_rate(
 def test_a_model_with_no_use_yet_says_so(admin, active_model):
     html = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
     assert "no readings yet" in html and "has made no predictions in the last 12 weeks" in html
+
+
+def test_the_score_is_called_a_probability_only_when_calibrated_on_external(admin, active_model, owner, patient):
+    """The bundled model is calibrated on external/ (ECE <= 0.05): probability. A model without that
+    figure shows an 'AI score', on the page and in the API."""
+    from .conftest import api_client_for
+
+    assert active_model.score_is_probability
+    calibrated = PredictionFactory(
+        study=StudyFactory(created_by=owner, patient=patient), model_version=active_model, probability=0.8
+    )
+    uncalibrated_model = ModelVersionFactory(metrics={"validation": {"ece": 0.01}})
+    assert not uncalibrated_model.score_is_probability
+    scored = PredictionFactory(
+        study=StudyFactory(created_by=owner, patient=patient, seed=1), model_version=uncalibrated_model, probability=0.8
+    )
+    client = login_client(owner)
+    calibrated_page = client.get(reverse("study_detail", args=[calibrated.image.study_id])).content.decode()
+    score_page = client.get(reverse("study_detail", args=[scored.image.study_id])).content.decode()
+    assert "The probability of pneumonia is" in calibrated_page and "AI score" not in calibrated_page
+    assert "The AI score is" in score_page and "not a calibrated probability" in score_page
+    api = api_client_for(owner)
+    body = api.get(reverse("api_prediction_detail", kwargs={"prediction_id": scored.pk})).json()
+    assert body["probability_calibrated"] is False

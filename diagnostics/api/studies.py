@@ -59,7 +59,13 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
         help_text="`scored`, or `not_analysable`: the input gate refused the film, which then has no "
         "probability and no label, only `not_analysable_reason`.",
     )
-    probability = serializers.FloatField(allow_null=True, help_text="null when not analysable.")
+    probability = serializers.FloatField(
+        allow_null=True,
+        help_text="null when not analysable. A calibrated probability only where `probability_calibrated` "
+        "is true (the model's expected calibration error on films of a new period is at most 0.05); "
+        "otherwise an AI score that ranks films by suspicion.",
+    )
+    probability_calibrated = serializers.BooleanField(source="model_version.score_is_probability")
     label = serializers.SerializerMethodField()  # type: ignore[assignment]  # DRF stubs: Field.label is the title
     not_analysable_check = serializers.SerializerMethodField()
     not_analysable_reason = serializers.SerializerMethodField()
@@ -71,6 +77,7 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
             "id",
             "outcome",
             "probability",
+            "probability_calibrated",
             "threshold",
             "label",
             "not_analysable_check",
