@@ -150,7 +150,7 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_portal(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.models import synthetic_film
+    from benchmarks.models import synthetic_film, upload_films
 
     from .loadtest import run_level
     from .serving import run_serving
@@ -186,7 +186,7 @@ def run_portal(args: argparse.Namespace) -> dict[str, Any]:
         worker.start()
         web.wait_for_http(f"{base_url}/login/")
         worker.wait_for_log(" ready.")
-        films = [synthetic_film(seed=seed) for seed in range(4)]
+        films = upload_films(args.films_dir)
         portal["serving"] = run_serving(
             base_url=base_url,
             token=creds["api_token"],

@@ -504,6 +504,24 @@ def _constant_inputs_to_initializers(onnx_path: Path, model: Any) -> list[str]:
 # JPEG decoding: naive against the serving path
 
 
+def upload_films(films_dir: str | None, *, width: int = 2000, height: int = 1700) -> list[bytes]:
+    """Films for the upload benchmarks: the real full-size films of `films_dir` if given, else the real
+    chest films the tests ship (tests/fixtures/films) enlarged to a full-size film's pixels. Never drawn
+    ones: the input gate refuses those, and a refused film is never given to the model."""
+    if films_dir:
+        paths = sorted(p for p in Path(films_dir).rglob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
+        if paths:
+            return [p.read_bytes() for p in paths]
+    from PIL import Image
+
+    films = []
+    for path in sorted((Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "films").glob("*.jpeg")):
+        buffer = io.BytesIO()
+        Image.open(path).convert("L").resize((width, height), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=90)
+        films.append(buffer.getvalue())
+    return films
+
+
 def synthetic_film(width: int = 2000, height: int = 1700, *, seed: int = 0, quality: int = 90) -> bytes:
     """A full-size grayscale JPEG with a film's structure (body, lungs, ribs, noise), ~0.3-0.6 MB."""
     from PIL import Image

@@ -18,7 +18,7 @@ import requests
 
 POLL_SECONDS = 0.002
 PREDICTION_SQL = (
-    "SELECT p.latency_ms FROM diagnostics_prediction p JOIN diagnostics_image i ON p.image_id = i.id "
+    "SELECT p.latency_ms, p.outcome FROM diagnostics_prediction p JOIN diagnostics_image i ON p.image_id = i.id "
     "WHERE i.study_id = %s AND p.role = 'primary' LIMIT 1"
 )
 
@@ -56,10 +56,11 @@ def one_upload(base_url: str, token: str, patient_id: int, film: bytes, name: st
             study_id = upload(session, base_url, patient_id=patient_id, film=film, name=name)
             accepted = time.perf_counter()
             seen = wait_for_prediction(cursor, study_id)
-            worker_ms = None
+            worker_ms = outcome = None
             if seen is not None:
                 cursor.execute(PREDICTION_SQL, [study_id])
-                worker_ms = float(cursor.fetchone()[0])
+                latency, outcome = cursor.fetchone()
+                worker_ms = float(latency)
     finally:
         connection.close()
         session.close()
@@ -70,6 +71,8 @@ def one_upload(base_url: str, token: str, patient_id: int, film: bytes, name: st
         "after_accept_ms": (seen - accepted) * 1000.0 if seen is not None else None,
         # Stored by the worker: this image's decode plus its batch's model call.
         "worker_decode_model_ms": worker_ms,
+        # "scored", or "not_analysable" when the input gate refused the film (then no model call was timed).
+        "outcome": outcome,
     }
 
 
@@ -143,6 +146,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "uploads": len(rows),
         "timed_out": len(rows) - len(done),
+        # Only scored films time the model: a refused one would make the figures look faster than serving is.
+        "not_analysable": sum(1 for row in rows if row.get("outcome") == "not_analysable"),
         **{f"{key}_p{q}": pct(key, q) for key in ("total_ms", "api_ms", "after_accept_ms") for q in (50, 95, 99)},
         "worker_decode_model_ms_p50": pct("worker_decode_model_ms", 50),
         "total_ms_max": max((row["total_ms"] for row in done), default=None),
