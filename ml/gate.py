@@ -411,6 +411,15 @@ def gate_report(artifact_dir: str | Path, folders: dict[str, list[Path]]) -> dic
 INTENDED_AGE_YEARS = (1, 5)
 
 
+def dicom_age_years(value: str) -> float | None:
+    """DICOM PatientAge ("004Y", "018M", "003W", "010D") in years; None if absent or malformed."""
+    value = str(value or "").strip().upper()
+    units = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}
+    if len(value) == 4 and value[:3].isdigit() and value[3] in units:
+        return int(value[:3]) / units[value[3]]
+    return None
+
+
 def intended_use_warning(age_years: float | None) -> str:
     """'' inside the intended population (or when the age is unknown), else the warning text."""
     low, high = INTENDED_AGE_YEARS

@@ -29,6 +29,7 @@ EXIF_ORIENTATION = 0x0112
 
 DICOM_METADATA_TAGS = (
     "PatientID",
+    "PatientAge",  # e.g. "004Y": the input gate's intended-use check reads it
     "StudyDate",
     "ViewPosition",
     "Modality",

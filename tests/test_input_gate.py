@@ -69,6 +69,7 @@ def test_a_ct_slice_beside_a_chest_film_is_not_analysable_and_the_study_result_i
     client = login_client(owner)
     page = client.get(reverse("study_detail", args=[study.pk])).content.decode()
     assert "Not analysable" in page and "CT image" in page
+    assert "1 of 2 films not analysable" in page  # the study's result says it ignores the refused film
     pdf = client.get(reverse("study_report", args=[study.pk]))
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
 
@@ -86,6 +87,8 @@ def test_a_study_of_only_refused_files_is_done_not_analysable_and_never_sorted_a
     assert prediction.outcome == Prediction.Outcome.NOT_ANALYSABLE
     worklist = client.get(reverse("worklist")).content.decode()
     assert "Not analysable" in worklist
+    page = client.get(reverse("study_detail", args=[study.pk])).content.decode()
+    assert "the AI could read none of this study" in page
 
 
 def test_an_adult_patient_gets_a_result_with_an_outside_intended_use_warning(
@@ -106,3 +109,17 @@ def test_an_adult_patient_gets_a_result_with_an_outside_intended_use_warning(
     assert "Outside intended use" in page
     body = api_client_for(owner).get(reverse("api_study_detail", kwargs={"study_id": study.pk})).json()
     assert "84 years" in body["images"][0]["predictions"][0]["intended_use_warning"]
+
+
+def test_an_adult_age_in_the_dicom_header_is_flagged_even_when_the_record_says_child(
+    owner, patient, active_model, celery_worker
+):
+    film = np.asarray(Image.open(sorted(FILMS_DIR.glob("*.jpeg"))[0]), dtype=np.uint16) * 16
+    dicom = nonchest.dicom_file(film, Modality="CR", BodyPartExamined="CHEST", PatientAge="045Y")
+    client = login_client(owner)
+    upload = SimpleUploadedFile("adult.dcm", dicom, content_type="application/dicom")
+    client.post(reverse("study_new", args=[patient.pk]), {"modality": "CR", "images": [upload]})
+    study = wait_for_study(Study.objects.get().pk, celery_worker)
+    [prediction] = Prediction.objects.filter(image__study=study)
+    assert prediction.outcome == Prediction.Outcome.SCORED
+    assert "45 years" in prediction.intended_use_warning

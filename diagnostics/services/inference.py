@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from diagnostics.models import Image, ModelVersion, Prediction, Study
 from diagnostics.selectors import model_version_active
-from ml.gate import GateResult, intended_use_warning
+from ml.gate import GateResult, dicom_age_years, intended_use_warning
 from ml.inference import ModelArtifactError, Predictor
 from ml.preprocessing import ImageDecodeError
 
@@ -248,7 +248,7 @@ def _prediction_store(
             "gate_code": verdict.code,
             "gate_reason": verdict.reason,
             "gate_measurements": verdict.measurements,
-            "intended_use_warning": intended_use_warning(_age_years(item.study, item.image)),
+            "intended_use_warning": _intended_use_warning(item.study, item.image),
             "probability": probability,
             "threshold": predictor.threshold,
             "label": predictor.label_for(probability) if probability is not None else "",
@@ -266,6 +266,12 @@ def _prediction_store(
             team_id=item.study.patient.team_id,
             detail={"study": item.study.pk, "image": item.image.pk, "check": verdict.code, "reason": verdict.reason},
         )
+
+
+def _intended_use_warning(study: Study, image: Image) -> str:
+    """The warning for the age the patient's record gives, else the one the DICOM header gives."""
+    from_record = intended_use_warning(_age_years(study, image))
+    return from_record or intended_use_warning(dicom_age_years((image.dicom_metadata or {}).get("PatientAge", "")))
 
 
 def _age_years(study: Study, image: Image) -> float | None:

@@ -178,11 +178,14 @@ def image_results(*, study: Study, feedback_forms: dict[int, FeedbackForm] | Non
 
 
 def _study_context(request: AuthenticatedHttpRequest, study: Study) -> dict[str, object]:
+    results = image_results(study=study)
     return {
         "study": study,
         "patient": study.patient,
         "pending": study.status in PENDING,
-        "results": image_results(study=study),
+        "results": results,
+        # Films the input gate refused: the study's result comes from the others, and the page says so.
+        "refused_films": sum(1 for r in results if r.prediction is not None and not r.prediction.analysable),
     }
 
 

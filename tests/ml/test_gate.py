@@ -157,3 +157,10 @@ def test_decode_records_colourfulness_only_for_colour_pictures():
     colour = io.BytesIO()
     nonchest.colourful_picture().save(colour, format="JPEG")
     assert decode_image_bytes(colour.getvalue(), target_size=128).chroma > gate.MAX_CHROMA
+
+
+def test_dicom_patient_age_is_read_in_years():
+    assert gate.dicom_age_years("004Y") == 4
+    assert gate.dicom_age_years("018M") == 1.5
+    assert gate.dicom_age_years("010D") == pytest.approx(10 / 365.25)
+    assert gate.dicom_age_years("") is None and gate.dicom_age_years("4 years") is None
