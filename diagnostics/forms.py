@@ -4,9 +4,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, QuerySet
 
 from diagnostics.models import TRIAGE_KEY, Feedback, Patient, Prediction, Study
+from diagnostics.selectors import study_list_filter
 
 
 class PatientForm(forms.ModelForm):
@@ -63,6 +64,11 @@ class WorklistFilterForm(forms.Form):
         ("patient", "Patient name A–Z"),
         ("status", "Status"),
     ]
+    SUSPICION_LABELS = {
+        "suspected": Prediction.Label.PNEUMONIA,
+        "not_suspected": Prediction.Label.NORMAL,
+        "awaiting": "awaiting",
+    }
     SUSPICION_CHOICES = [
         ("", "Any"),
         ("suspected", "Pneumonia suspected"),
@@ -91,27 +97,17 @@ class WorklistFilterForm(forms.Form):
         return self.value("sort") or "triage"
 
     def filter(self, studies: QuerySet[Study]) -> QuerySet[Study]:
-        """Apply the filters and the order to an access-checked study queryset."""
-        if query := (self.value("q") or "").strip():
-            studies = studies.filter(
-                Q(patient__name__icontains=query) | Q(patient__medical_record_number__icontains=query)
-            )
-        if status := self.value("status"):
-            studies = studies.filter(status=status)
-        # latest_label and latest_probability: the study's current AI result (indexed for triage).
-        suspicion = self.value("suspicion")
-        if suspicion == "suspected":
-            studies = studies.filter(Q(latest_label=Prediction.Label.PNEUMONIA))
-        elif suspicion == "not_suspected":
-            studies = studies.filter(Q(latest_label=Prediction.Label.NORMAL))
-        elif suspicion == "awaiting":
-            studies = studies.filter(Q(latest_probability__isnull=True))
-        if (minimum := self.value("min_probability")) is not None:
-            studies = studies.filter(Q(latest_probability__gte=minimum / 100.0))
-        if date_from := self.value("date_from"):
-            studies = studies.filter(created_at__date__gte=date_from)
-        if date_to := self.value("date_to"):
-            studies = studies.filter(created_at__date__lte=date_to)
+        """Apply the filters (selectors.study_list_filter, as the API does) and the order."""
+        minimum = self.value("min_probability")
+        studies = study_list_filter(
+            studies,
+            query=self.value("q") or "",
+            status=self.value("status") or "",
+            label=self.SUSPICION_LABELS.get(self.value("suspicion") or "", ""),
+            min_probability=minimum / 100.0 if minimum is not None else None,
+            created_from=self.value("date_from"),
+            created_to=self.value("date_to"),
+        )
         return studies.order_by(*self.SORTS[self.sort_key], "-pk")
 
     def querystring(self, **overrides: str) -> str:

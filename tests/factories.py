@@ -6,7 +6,7 @@ import datetime
 
 import factory
 
-from diagnostics.models import CareTeam, Feedback, ModelVersion, Patient, Prediction, Study, User
+from diagnostics.models import CareTeam, Feedback, ModelVersion, Patient, Prediction, Study, TrainingRun, User
 from ml.preprocessing import PREPROCESSING_VERSION
 
 from .images import jpeg_bytes
@@ -102,7 +102,8 @@ class ModelVersionFactory(factory.django.DjangoModelFactory):
 class PredictionFactory(factory.django.DjangoModelFactory):
     """What the inference worker stores, with a chosen probability (the worker itself is tested end to
     end): the label follows the model's threshold and the study's current result is refreshed.
-    ``study=`` picks the study's one film; ``finish_study=True`` also marks the study done."""
+    ``study=`` picks the study's one film; ``finish_study=True`` also marks the study done;
+    ``refresh_study=False`` stores the row alone, as the worker does before it refreshes the study."""
 
     class Meta:
         model = Prediction
@@ -113,7 +114,7 @@ class PredictionFactory(factory.django.DjangoModelFactory):
     latency_ms = 5.0
 
     @classmethod
-    def _create(cls, model_class, *, study=None, image=None, finish_study=False, **fields):  # noqa: ANN001, ANN206
+    def _create(cls, model_class, *, study=None, image=None, finish_study=False, refresh_study=True, **fields):  # noqa: ANN001, ANN206, E501
         from diagnostics.services.studies import study_refresh_latest_result
 
         image = image if image is not None else study.images.get()
@@ -128,10 +129,19 @@ class PredictionFactory(factory.django.DjangoModelFactory):
             input_sha256=image.sha256,
             **fields,
         )
-        study_refresh_latest_result(study=image.study)
+        if refresh_study:  # False: leave the study's current result as it was (tests of the refresh itself)
+            study_refresh_latest_result(study=image.study)
         if finish_study:
             Study.objects.filter(pk=image.study_id).update(status=Study.Status.DONE)
         return prediction
+
+
+class TrainingRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TrainingRun
+
+    architecture = "cnn"
+    config = factory.LazyFunction(lambda: {"epochs": 1})
 
 
 class FeedbackFactory(factory.django.DjangoModelFactory):

@@ -13,7 +13,7 @@ from django.utils import timezone
 from diagnostics.models import AuditEvent, Feedback, Prediction, Study
 
 from .conftest import HTMX, login_client
-from .factories import PatientFactory, PredictionFactory, StudyFactory
+from .factories import ModelVersionFactory, PatientFactory, PredictionFactory, StudyFactory
 from .images import dicom_bytes, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
@@ -145,15 +145,7 @@ def test_failed_study_shows_its_reason_live(owner, patient):
 def test_shadow_predictions_never_reach_the_result_page(owner, patient, active_model, tmp_path):
     study = StudyFactory(created_by=owner, patient=patient)
     PredictionFactory(study=study, model_version=active_model, probability=0.2, finish_study=True)
-    shadow_model = type(active_model).objects.create(
-        name="shadow@1",
-        architecture="cnn",
-        artifact_path=str(tmp_path),
-        sha256="0" * 64,
-        preprocessing_version=active_model.preprocessing_version,
-        threshold=0.5,
-        status="shadow",
-    )
+    shadow_model = ModelVersionFactory(name="shadow@1", artifact_path=str(tmp_path), status="shadow")
     shadow = PredictionFactory(
         study=study, model_version=shadow_model, probability=0.99, role=Prediction.Role.SHADOW, finish_study=True
     )

@@ -8,45 +8,34 @@ import pytest
 from django.apps import apps
 from django.urls import reverse
 
-from diagnostics.models import ModelVersion, Prediction, Study
-from diagnostics.services.images import image_validate_upload
-from diagnostics.services.studies import study_create, study_refresh_latest_result
+from diagnostics.models import Prediction
+from diagnostics.services.studies import study_refresh_latest_result
 from diagnostics.views.studies import WORKLIST_LIMIT
 
 from .conftest import login_client
-from .factories import ModelVersionFactory
+from .factories import ModelVersionFactory, PredictionFactory, StudyFactory
 from .images import jpeg_bytes
+
+
+def films(count: int) -> list[tuple[str, bytes]]:
+    return [(f"f{i}.jpeg", jpeg_bytes(seed=i)) for i in range(count)]
+
 
 pytestmark = pytest.mark.django_db
 
 
-def study_with_films(owner, patient, films: int) -> Study:
-    uploads = [image_validate_upload(filename=f"f{i}.jpeg", data=jpeg_bytes(seed=i)) for i in range(films)]
-    return study_create(user=owner, patient=patient, uploads=uploads)
-
-
-def store(image, model_version: ModelVersion, probability: float, role: str = Prediction.Role.PRIMARY) -> None:
-    """A prediction row as the worker writes it (without refreshing the study)."""
-    label = Prediction.Label.PNEUMONIA if probability >= model_version.threshold else Prediction.Label.NORMAL
-    Prediction.objects.create(
-        image=image, model_version=model_version, role=role, probability=probability,
-        threshold=model_version.threshold, label=label, latency_ms=1.0, model_sha256="0" * 64,
-        preprocessing_version="gray-squash-v1", input_sha256="0" * 64,
-    )  # fmt: skip
-
-
 def test_a_study_is_as_suspicious_as_its_most_suspicious_film(owner, patient):
-    study = study_with_films(owner, patient, 3)
+    study = StudyFactory(created_by=owner, patient=patient, films=films(3))
     first = ModelVersionFactory(name="first")
     for image, probability in zip(study.images.order_by("pk"), (0.2, 0.8, 0.4), strict=True):
-        store(image, first, probability)
+        PredictionFactory(image=image, model_version=first, probability=probability, refresh_study=False)
     study_refresh_latest_result(study=study)
     study.refresh_from_db()
     assert (study.latest_probability, study.latest_label) == (pytest.approx(0.8), "PNEUMONIA")
 
 
 def test_the_model_that_predicted_last_decides_and_shadow_results_never_count(owner, patient):
-    study = study_with_films(owner, patient, 2)
+    study = StudyFactory(created_by=owner, patient=patient, films=films(2))
     old, new, shadow = (
         ModelVersionFactory(name="old"),
         ModelVersionFactory(name="new", threshold=0.3),
@@ -54,18 +43,20 @@ def test_the_model_that_predicted_last_decides_and_shadow_results_never_count(ow
     )
     images = list(study.images.order_by("pk"))
     for image in images:
-        store(image, old, 0.9)
+        PredictionFactory(image=image, model_version=old, probability=0.9, refresh_study=False)
     for image, probability in zip(images, (0.1, 0.35), strict=True):
-        store(image, new, probability)
+        PredictionFactory(image=image, model_version=new, probability=probability, refresh_study=False)
     for image in images:
-        store(image, shadow, 0.99, role=Prediction.Role.SHADOW)
+        PredictionFactory(
+            image=image, model_version=shadow, probability=0.99, role=Prediction.Role.SHADOW, refresh_study=False
+        )
     study_refresh_latest_result(study=study)
     study.refresh_from_db()
     assert (study.latest_probability, study.latest_label) == (pytest.approx(0.35), "PNEUMONIA")
 
 
 def test_a_study_without_predictions_has_no_result(owner, patient):
-    study = study_with_films(owner, patient, 1)
+    study = StudyFactory(created_by=owner, patient=patient, films=films(1))
     study_refresh_latest_result(study=study)
     study.refresh_from_db()
     assert study.latest_probability is None and study.latest_label is None
@@ -74,9 +65,12 @@ def test_a_study_without_predictions_has_no_result(owner, patient):
 def test_the_migration_backfills_studies_predicted_before_it(owner, patient):
     migration = importlib.import_module("diagnostics.migrations.0005_study_latest_ai_result")
     first = ModelVersionFactory(name="first")
-    predicted, waiting = study_with_films(owner, patient, 2), study_with_films(owner, patient, 1)
+    predicted, waiting = (
+        StudyFactory(created_by=owner, patient=patient, films=films(2)),
+        StudyFactory(created_by=owner, patient=patient, films=films(1)),
+    )
     for image, probability in zip(predicted.images.order_by("pk"), (0.6, 0.3), strict=True):
-        store(image, first, probability)
+        PredictionFactory(image=image, model_version=first, probability=probability, refresh_study=False)
     migration.backfill_latest_result(apps, schema_editor=None)
     predicted.refresh_from_db()
     waiting.refresh_from_db()
@@ -86,9 +80,9 @@ def test_the_migration_backfills_studies_predicted_before_it(owner, patient):
 
 def test_the_worklist_pages_through_studies_in_triage_order_keeping_the_filters(owner, patient):
     first = ModelVersionFactory(name="first")
-    studies = [study_with_films(owner, patient, 1) for _ in range(WORKLIST_LIMIT + 3)]
+    studies = [StudyFactory(created_by=owner, patient=patient, films=films(1)) for _ in range(WORKLIST_LIMIT + 3)]
     for rank, study in enumerate(studies):
-        store(study.images.get(), first, rank / 100.0)
+        PredictionFactory(image=study.images.get(), model_version=first, probability=rank / 100.0, refresh_study=False)
         study_refresh_latest_result(study=study)
     client = login_client(owner)
     page_one = client.get(reverse("worklist"), {"status": "queued"}).content.decode()

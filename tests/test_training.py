@@ -25,6 +25,7 @@ from diagnostics.services.training import (
 from ml.architectures import ARCHITECTURES
 from ml.config import ARCHITECTURE_NAMES
 
+from .factories import TrainingRunFactory
 from .images import jpeg_bytes
 from .worker import CeleryWorker
 
@@ -106,7 +107,7 @@ def test_clinician_confirmed_labels_become_training_films(owner, patient, active
 
 @pytest.mark.django_db
 def test_a_run_with_no_progress_for_too_long_is_failed(dataset):
-    run = TrainingRun.objects.create(architecture="cnn", status=TrainingRun.Status.RUNNING, config={})
+    run = TrainingRunFactory(status=TrainingRun.Status.RUNNING, config={})
     TrainingRun.objects.filter(pk=run.pk).update(progress={"updated_at": "2020-01-01T00:00:00+00:00"})
     assert training_run_reconcile_stale(stale_after_seconds=60) == 1
     run.refresh_from_db()

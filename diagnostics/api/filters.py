@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import django_filters
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 
 from diagnostics.models import ApiToken, ModelVersion, Patient, Prediction, Study, TrainingRun
+from diagnostics.selectors import study_list_filter
 
 
 class PatientFilter(django_filters.FilterSet):
@@ -50,12 +51,29 @@ class StudyFilter(django_filters.FilterSet):
         model = Study
         fields = ["patient", "status", "accession_number"]
 
-    def filter_model_version(self, queryset: QuerySet[Study], name: str, value: int) -> QuerySet[Study]:
-        # Only predictions shown to clinicians count: a shadow model's id must not reveal which studies it saw.
-        shown = Prediction.objects.filter(
-            image__study=OuterRef("pk"), model_version_id=value, role=Prediction.Role.PRIMARY
+    def filter_queryset(self, queryset: QuerySet[Study]) -> QuerySet[Study]:
+        """The fields above describe the query (and the schema); the filtering itself is
+        selectors.study_list_filter, the one the worklist page applies."""
+        data = self.form.cleaned_data
+        created = data.get("created")
+        studies = study_list_filter(
+            queryset,
+            patient_id=_int_or_none(data.get("patient")),
+            status=data.get("status") or "",
+            label=data.get("label") or "",
+            created_from=created.start if created else None,
+            created_to=created.stop if created else None,
+            accession_number=data.get("accession_number") or "",
+            model_version_id=_int_or_none(data.get("model_version")),
         )
-        return queryset.filter(Exists(shown))
+        return self.filters["ordering"].filter(studies, data.get("ordering"))
+
+    def filter_model_version(self, queryset: QuerySet[Study], name: str, value: int) -> QuerySet[Study]:
+        return queryset  # applied by filter_queryset (study_list_filter); declared for the schema
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if value is not None else None  # type: ignore[call-overload]
 
 
 class PredictionFilter(django_filters.FilterSet):

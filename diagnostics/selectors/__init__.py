@@ -9,10 +9,11 @@ Beside this module: `monitoring` (a model's live use, for admins) and `heatmaps`
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.http import Http404
 
 from diagnostics.models import (
@@ -49,6 +50,50 @@ def study_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Study]:
     if not user.is_authenticated or user.team_id is None:
         return Study.objects.none()
     return Study.objects.filter(patient__team_id=user.team_id).select_related("patient")
+
+
+def study_list_filter(
+    studies: QuerySet[Study],
+    *,
+    query: str = "",
+    patient_id: int | None = None,
+    status: str = "",
+    label: str = "",
+    min_probability: float | None = None,
+    created_from: datetime.date | None = None,
+    created_to: datetime.date | None = None,
+    accession_number: str = "",
+    model_version_id: int | None = None,
+) -> QuerySet[Study]:
+    """The one study-list filter: the worklist page and the API's study list both apply it to an
+    access-checked queryset. `label`: the study's current AI label (PNEUMONIA when any film is
+    suspected), or "awaiting" for studies with no AI result; dates are inclusive."""
+    if query := query.strip():
+        studies = studies.filter(Q(patient__name__icontains=query) | Q(patient__medical_record_number__icontains=query))
+    if patient_id is not None:
+        studies = studies.filter(patient_id=patient_id)
+    if status:
+        studies = studies.filter(status=status)
+    # latest_label and latest_probability: the study's current AI result (indexed for triage).
+    if label == "awaiting":
+        studies = studies.filter(latest_probability__isnull=True)
+    elif label:
+        studies = studies.filter(latest_label=label)
+    if min_probability is not None:
+        studies = studies.filter(latest_probability__gte=min_probability)
+    if created_from is not None:
+        studies = studies.filter(created_at__date__gte=created_from)
+    if created_to is not None:
+        studies = studies.filter(created_at__date__lte=created_to)
+    if accession_number:
+        studies = studies.filter(accession_number=accession_number)
+    if model_version_id is not None:
+        # Only predictions shown to clinicians count: a shadow model's id must not reveal which studies it saw.
+        shown = Prediction.objects.filter(
+            image__study=OuterRef("pk"), model_version_id=model_version_id, role=Prediction.Role.PRIMARY
+        )
+        studies = studies.filter(Exists(shown))
+    return studies
 
 
 def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:

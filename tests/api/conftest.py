@@ -13,9 +13,15 @@ from rest_framework.test import APIClient
 
 from diagnostics.models import ApiToken, CareTeam, ModelVersion, Patient, Prediction, Study, TrainingRun, User
 from diagnostics.services.api_tokens import api_token_issue
-from tests.factories import AdminFactory, PatientFactory
 
-from ..factories import ModelVersionFactory, PredictionFactory, StudyFactory
+from ..factories import (
+    AdminFactory,
+    ModelVersionFactory,
+    PatientFactory,
+    PredictionFactory,
+    StudyFactory,
+    TrainingRunFactory,
+)
 
 
 @pytest.fixture
@@ -79,7 +85,7 @@ def clinical(owner, patient, admin_user) -> Clinical:
     shadow_prediction = PredictionFactory(
         image=image, model_version=shadow, probability=0.11, role=Prediction.Role.SHADOW
     )
-    run = TrainingRun.objects.create(architecture="cnn", config={"epochs": 1}, requested_by=admin_user)
+    run = TrainingRunFactory(requested_by=admin_user)
     return Clinical(patient, study, prediction, shadow_prediction, active, previous, candidate, shadow, run)
 
 
