@@ -10,12 +10,14 @@ import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import DatabaseError, connection, transaction
+from django.test import Client
 from django.urls import reverse
 
 from diagnostics.models import AuditEvent, Image, Study
 from diagnostics.services.audit import audit_record
 
 from .conftest import api_client_for, bare_environment, login_client
+from .factories import StudyFactory
 from .images import jpeg_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,3 +159,19 @@ def test_pages_carry_the_idle_warning_and_keepalive_extends_the_session(owner, c
     assert response.cookies["sessionid"]["max-age"] == settings.SESSION_COOKIE_AGE  # expiry pushed forward
     client.logout()
     assert client.post(reverse("session_keepalive")).status_code == 302
+
+
+def test_patient_data_is_never_cached_and_no_page_may_run_inline_script(owner, patient):
+    import re
+
+    study = StudyFactory(created_by=owner, patient=patient)
+    client = login_client(owner)
+    for url in (reverse("worklist"), reverse("study_detail", args=[study.pk]), reverse("patient_list")):
+        response = client.get(url)
+        assert response["Cache-Control"] == "no-store, private", url
+        policy = response["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", response.content.decode()), url  # no inline script
+    api = api_client_for(owner)
+    assert api.get(reverse("api_study_detail", kwargs={"study_id": study.pk}))["Cache-Control"] == "no-store, private"
+    assert "script-src 'self'" in Client().get(reverse("login"))["Content-Security-Policy"]  # anonymous pages too

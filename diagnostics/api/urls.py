@@ -1,12 +1,13 @@
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from . import account, model_versions, patients, predictions, studies, tokens, training_runs
 from .errors import api_not_found
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api_schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    # The split view serves Swagger UI's start-up script as a file: no inline script (CSP).
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
     path("me/", account.MeApi.as_view(), name="api_me"),
     path("patients/", patients.PatientListCreateApi.as_view(), name="api_patient_list"),
     path("patients/<int:patient_id>/", patients.PatientDetailApi.as_view(), name="api_patient_detail"),
