@@ -59,7 +59,24 @@ def webhook_url_allowed(url: str) -> bool:
         addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)}
     except (socket.gaierror, UnicodeError):
         return False
-    return bool(addresses) and all(ipaddress.ip_address(str(address).split("%")[0]).is_global for address in addresses)
+    return bool(addresses) and all(public_address(str(address)) for address in addresses)
+
+
+# NAT64 prefixes (RFC 6052, RFC 8215) embed an IPv4 address in the last 32 bits: judge that one.
+NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def public_address(text: str) -> bool:
+    """A globally routable unicast address: not private, loopback, link-local, shared, documentation,
+    reserved, unspecified or multicast (Python's is_global alone lets 224.0.0.0/4 through), and for
+    IPv4-mapped or NAT64 IPv6 addresses, the IPv4 address inside must be public too."""
+    address = ipaddress.ip_address(text.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return public_address(str(address.ipv4_mapped))
+        if any(address in prefix for prefix in NAT64_PREFIXES):
+            return public_address(str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)))
+    return address.is_global and not (address.is_multicast or address.is_reserved or address.is_unspecified)
 
 
 def webhook_url_check(*, url: str) -> None:
@@ -210,7 +227,8 @@ def webhook_notify_study_finished(*, study_id: int, status: str, final: bool) ->
         _record_attempt(delivery, delivered=False, final=final, response_code=None, error=str(error))
     else:
         ok = 200 <= response.status_code < 300
-        failure = "" if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+        # The status code only: a receiver's error body may echo anything, and the API returns last_error.
+        failure = "" if ok else f"HTTP {response.status_code}"
         _record_attempt(delivery, delivered=ok, final=final, response_code=response.status_code, error=failure)
         if ok:
             return delivery

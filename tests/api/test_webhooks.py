@@ -213,3 +213,31 @@ def test_the_webhook_is_signed_with_the_token_that_created_the_study():
     assert api_token_signing_secret(user=nobody, token=creator) == "creator-secret"
     creator.revoked_at = timezone.now()
     assert api_token_signing_secret(user=nobody, token=creator) is None  # a revoked token signs nothing
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "224.0.0.1",  # multicast: Python's is_global says True
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b:1::a00:1",  # local-use NAT64 of 10.0.0.1
+        "::ffff:127.0.0.1",
+        "240.0.0.1",
+        "192.0.2.10",
+        "2001:db8::1",
+        "100.64.0.1",
+        "0.0.0.0",  # noqa: S104 - an address to refuse, not one to bind
+        "169.254.169.254",
+    ],
+)
+def test_no_non_public_address_is_a_webhook_target(address):
+    from diagnostics.services.webhooks import public_address
+
+    assert not public_address(address)
+
+
+def test_public_addresses_are_webhook_targets():
+    from diagnostics.services.webhooks import public_address
+
+    assert public_address("93.184.216.34") and public_address("2606:4700::1111")
+    assert public_address("64:ff9b::5db8:d822")  # NAT64 of a public IPv4 address
