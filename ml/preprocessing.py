@@ -20,6 +20,12 @@ PREPROCESSING_VERSION = "gray-squash-v1"
 
 # Anything bigger is not a plain chest film; refuse it before decoding (decompression bombs).
 MAX_PIXELS = 60_000_000
+# And the decoded pixel data (rows x columns x samples x bytes per sample), counted before decoding:
+# a 7745x7745 16-bit RGB DICOM is 360 MB although it has fewer pixels than MAX_PIXELS. A full-size
+# 16-bit chest film (4280x3520) is 30 MB.
+MAX_DECODED_BYTES = 48 * 1024 * 1024
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "RGB": 3,
+                    "YCbCr": 3, "RGBA": 4, "CMYK": 4, "I": 4, "F": 4}  # fmt: skip
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG"
@@ -98,6 +104,7 @@ def _decode_raster(data: bytes, fmt: str, target_size: int | None) -> DecodedIma
             jpeg_chroma = _jpeg_chroma(data) if fmt == "JPEG" and image.mode != "L" else None
             if fmt == "JPEG" and target_size:
                 image.draft("L", (target_size, target_size))
+            _check_decoded_bytes(image.size[0] * image.size[1] * _BYTES_PER_PIXEL.get(image.mode, 4))
             image = ImageOps.exif_transpose(image)
             image.load()
             chroma = colourfulness(image) if jpeg_chroma is None else jpeg_chroma
@@ -135,6 +142,14 @@ def _jpeg_chroma(data: bytes) -> float:
     probe: Image.Image = Image.open(io.BytesIO(data))
     probe.draft("RGB", (64, 64))
     return colourfulness(probe)
+
+
+def _check_decoded_bytes(size: int) -> None:
+    if size > MAX_DECODED_BYTES:
+        raise ImageDecodeError(
+            f"The image holds too much pixel data to process safely ({size / 2**20:.0f} MB decoded; "
+            f"limit {MAX_DECODED_BYTES // 2**20} MB)."
+        )
 
 
 def _to_gray(image: Image.Image) -> np.ndarray:
@@ -185,6 +200,8 @@ def _read_dicom(data: bytes, window: tuple[float, float] | None = None) -> Decod
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if rows * cols > MAX_PIXELS:
         raise ImageDecodeError(f"The image is too large ({cols}x{rows} pixels).")
+    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
+    _check_decoded_bytes(rows * cols * samples * max(1, (bits + 7) // 8))
     try:
         raw = ds.pixel_array
     except Exception as exc:  # missing codec, truncated pixel data, bad header

@@ -115,3 +115,13 @@ def test_the_loser_of_a_same_key_race_answers_as_a_retry_and_leaves_no_file(
     assert second.replayed and second.study.pk == first.study.pk
     assert Study.objects.count() == 1 and Image.objects.count() == 1
     assert sorted(p for p in media_root.rglob("*") if p.is_file()) == stored  # the loser's file is gone
+
+
+def test_the_page_takes_at_most_as_many_films_per_study_as_the_api(owner, patient, media_root):
+    from diagnostics.services.studies import MAX_IMAGES_PER_STUDY
+
+    films = [jpeg_upload(name=f"f{i}.jpeg", seed=i) for i in range(MAX_IMAGES_PER_STUDY + 1)]
+    response = login_client(owner).post(reverse("study_new", args=[patient.pk]), {"modality": "CR", "images": films})
+    assert response.status_code == 400
+    assert f"at most {MAX_IMAGES_PER_STUDY} images" in response.content.decode()
+    assert not Study.objects.exists() and list(media_root.rglob("*")) == []

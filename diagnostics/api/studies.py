@@ -31,14 +31,12 @@ from diagnostics.selectors import (
 from diagnostics.services.audit import audit_record
 from diagnostics.services.idempotency import IdempotencyKeyReused
 from diagnostics.services.images import ValidatedUpload
-from diagnostics.services.studies import study_accept
+from diagnostics.services.studies import MAX_IMAGES_PER_STUDY, study_accept
 
 from .common import ListApi, request_user, service_errors
 from .errors import ApiError, ErrorSerializer
 from .filters import StudyFilter
 from .parsers import DicomParser
-
-MAX_IMAGES_PER_STUDY = 20
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",

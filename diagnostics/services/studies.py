@@ -13,6 +13,10 @@ from .audit import audit_record
 from .idempotency import idempotency_fingerprint, idempotency_key_record, idempotency_key_validate, idempotency_replay
 from .images import ValidatedUpload, dicom_study_defaults, image_store, image_validate_files
 
+# Films in one study, from any channel: every film is decoded to check it, so an unbounded count is
+# an unbounded amount of work and memory for one request.
+MAX_IMAGES_PER_STUDY = 20
+
 
 @dataclass(frozen=True)
 class AcceptedStudy:
@@ -42,6 +46,10 @@ def study_accept(
     if fields.get("callback_url") and api_token is None:
         raise ValidationError(
             {"callback_url": "Webhooks are signed with an API token's secret: authenticate with a token to use one."}
+        )
+    if len(files) > MAX_IMAGES_PER_STUDY:
+        raise ValidationError(
+            f"A study takes at most {MAX_IMAGES_PER_STUDY} images ({len(files)} were sent); split them into studies."
         )
     fields = dict(fields)
     if "modality" not in fields or "view_position" not in fields:

@@ -118,3 +118,36 @@ def test_load_for_model_is_decode_then_preprocess() -> None:
     data = encode_jpeg(Image.effect_noise((300, 200), 40))
     expected = preprocess(decode_image_bytes(data, target_size=64).pixels, input_size=64)
     np.testing.assert_array_equal(load_for_model(data, input_size=64), expected)
+
+
+def test_decoded_size_is_budgeted_by_bytes_before_decoding():
+    """Pixels x samples x bytes, not pixels alone: a 16-bit RGB DICOM under MAX_PIXELS can still be
+    hundreds of MB decoded (the red team's 7745x7745 file took a worker to 2.4 GB)."""
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    from ml.preprocessing import MAX_DECODED_BYTES
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows = ds.Columns = 4000  # 16M pixels: under MAX_PIXELS, but 96 MB as 16-bit RGB
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = b"\0" * 16  # never read: refused from the header
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(ImageDecodeError, match="too much pixel data"):
+        decode_image_bytes(buffer.getvalue())
+    wide = Image.new("I;16", (6000, 5000))  # a 16-bit PNG of 30M pixels: 57 MB decoded
+    png = io.BytesIO()
+    wide.save(png, format="PNG")
+    with pytest.raises(ImageDecodeError, match="too much pixel data"):
+        decode_image_bytes(png.getvalue())
+    assert MAX_DECODED_BYTES >= 4280 * 3520 * 2  # a full-size 16-bit chest film still fits
