@@ -69,18 +69,9 @@ class PredictionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):  # append-only: not even the admin edits or deletes an event
     list_display = ("created_at", "actor", "action", "object_type", "object_id", "team")
     list_filter = ("action", "object_type", "team")
     search_fields = ("action", "object_type", "object_id", "actor__username", "detail")
     date_hierarchy = "created_at"
     list_select_related = ("actor", "team")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
