@@ -37,8 +37,17 @@ def _jpeg(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def dicom_file(pixels: np.ndarray, **tags: str) -> bytes:
-    """A DICOM Part 10 file of 16-bit monochrome pixels with the given tags (Modality etc.)."""
+def dicom_file(
+    pixels: np.ndarray | None,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 12,
+    frames: int = 1,
+    **tags: object,
+) -> bytes:
+    """A DICOM Part 10 file (explicit VR little endian) of 16-bit monochrome ``pixels`` (None: a header
+    with no pixel data) and the given tags (Modality, RescaleSlope, WindowCenter, ...). The corpus here
+    and the tests (tests/images.py) write their DICOM files with it."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -51,11 +60,15 @@ def dicom_file(pixels: np.ndarray, **tags: str) -> bytes:
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     for name, value in tags.items():
         setattr(ds, name, value)
-    arr = np.asarray(pixels, dtype=np.uint16)
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = arr.tobytes()
+    if pixels is not None:
+        arr = np.asarray(pixels, dtype=np.uint16)
+        ds.Rows, ds.Columns = arr.shape[-2:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+        if frames > 1:
+            ds.NumberOfFrames = frames
+            arr = np.stack([arr] * frames)
+        ds.PixelData = arr.tobytes()
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

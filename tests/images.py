@@ -61,42 +61,21 @@ def dicom_bytes(
 ) -> bytes:
     """A minimal valid DICOM Part 10 file (explicit VR little endian, 16-bit unsigned): ``pixels``, or by
     default a real chest film (12-bit, ``size`` px), with the header tags given."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from ml.nonchest import dicom_file
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientID = patient_id
-    ds.StudyDate = "20240102"
-    ds.Modality = modality
-    ds.ViewPosition = view_position
-    ds.BodyPartExamined = "CHEST"
-    if with_pixels:
-        if pixels is None:
-            pixels = chest_like_pixels(size).astype(np.uint16) * 16
-        arr = np.asarray(pixels, dtype=np.uint16)
-        ds.Rows, ds.Columns = arr.shape[-2:]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = photometric
-        ds.BitsAllocated = 16
-        ds.BitsStored = bits_stored
-        ds.HighBit = bits_stored - 1
-        ds.PixelRepresentation = 0
-        if frames > 1:
-            ds.NumberOfFrames = frames
-            arr = np.stack([arr] * frames)
-        if slope is not None:
-            ds.RescaleSlope = slope
-            ds.RescaleIntercept = intercept or 0
-        if window is not None:
-            ds.WindowCenter, ds.WindowWidth = window
-        ds.PixelData = arr.tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    tags: dict[str, object] = {
+        "PatientID": patient_id,
+        "StudyDate": "20240102",
+        "Modality": modality,
+        "ViewPosition": view_position,
+        "BodyPartExamined": "CHEST",
+    }
+    if slope is not None:
+        tags |= {"RescaleSlope": slope, "RescaleIntercept": intercept or 0}
+    if window is not None:
+        tags |= {"WindowCenter": window[0], "WindowWidth": window[1]}
+    if with_pixels and pixels is None:
+        pixels = chest_like_pixels(size).astype(np.uint16) * 16
+    return dicom_file(
+        pixels if with_pixels else None, photometric=photometric, bits_stored=bits_stored, frames=frames, **tags
+    )
