@@ -16,7 +16,7 @@ from django.urls import reverse
 from diagnostics.models import AuditEvent, Image, Study
 from diagnostics.services.audit import audit_record
 
-from .conftest import api_client_for, bare_environment, login_client
+from .conftest import api_client_for, bare_environment, jpeg_upload, login_client
 from .factories import StudyFactory
 from .images import jpeg_bytes
 
@@ -175,3 +175,29 @@ def test_patient_data_is_never_cached_and_no_page_may_run_inline_script(owner, p
     api = api_client_for(owner)
     assert api.get(reverse("api_study_detail", kwargs={"study_id": study.pk}))["Cache-Control"] == "no-store, private"
     assert "script-src 'self'" in Client().get(reverse("login"))["Content-Security-Policy"]  # anonymous pages too
+
+
+def test_with_redis_down_reads_work_and_a_new_study_is_stored_for_the_reconciler(
+    owner, patient, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    from worker.tasks import run_study_inference
+
+    # The throttle counters' Redis and the broker both unreachable.
+    unreachable = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:9/0"}
+    settings.CACHES = {**settings.CACHES, "api_throttle": unreachable}
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:9. Connection refused.")
+
+    monkeypatch.setattr(run_study_inference, "delay", broker_down)
+    api = api_client_for(owner)
+    assert api.get(reverse("api_me")).status_code == 200  # was a 500 for every call
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            reverse("api_study_list"), {"patient_id": patient.pk, "images": [jpeg_upload()]}, format="multipart"
+        )
+    assert response.status_code == 202, response.content  # stored: never a 500 for a saved study
+    study = Study.objects.get(pk=response.json()["id"])
+    assert study.status == Study.Status.QUEUED  # the reconciler sends it once the broker is back

@@ -6,6 +6,7 @@ process shares them. Rates are read per request, so tests can change them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.cache import caches
@@ -15,11 +16,22 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from diagnostics.models import ApiToken
 
+logger = logging.getLogger(__name__)
+
 
 class _PortalThrottle(SimpleRateThrottle):
     def __init__(self) -> None:
         self.cache = caches["api_throttle"]
         super().__init__()
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        # Fail open: with the counters' store (Redis) down, reads and writes go on unthrottled
+        # rather than every API call answering 500.
+        try:
+            return super().allow_request(request, view)
+        except Exception:  # the cache backend raises its client's own errors
+            logger.warning("Rate-limit counters unavailable: request allowed without throttling", exc_info=True)
+            return True
 
     def get_rate(self) -> str | None:
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from diagnostics.models import ApiToken, Image, Patient, Prediction, Study, User
 from .audit import audit_record
 from .idempotency import idempotency_fingerprint, idempotency_key_record, idempotency_key_validate, idempotency_replay
 from .images import ValidatedUpload, dicom_study_defaults, image_store, image_validate_files
+
+logger = logging.getLogger(__name__)
 
 # Films in one study, from any channel: every film is decoded to check it, so an unbounded count is
 # an unbounded amount of work and memory for one request.
@@ -146,10 +149,24 @@ def study_create(
 
 
 def study_enqueue_inference(*, study: Study) -> None:
-    """Send the study to the inference queue once the current transaction commits."""
+    """Send the study to the inference queue once the current transaction commits.
+
+    The study row is the outbox: it is saved as `queued` first, so when the broker is down the
+    request still succeeds (the study is stored, not lost) and the reconciler re-sends it later.
+    """
+    study_id = study.pk
+    transaction.on_commit(lambda: _send_to_inference(study_id))
+
+
+def _send_to_inference(study_id: int) -> None:
+    from kombu.exceptions import OperationalError
+
     from worker.tasks import run_study_inference  # the worker package imports services
 
-    run_study_inference.delay_on_commit(study.pk)
+    try:
+        run_study_inference.delay(study_id)
+    except OperationalError:
+        logger.warning("Broker unreachable: study %s stays queued; the reconciler will send it", study_id)
 
 
 def study_set_status(
