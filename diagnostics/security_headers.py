@@ -6,6 +6,7 @@
 - ``Cache-Control: no-store`` on every answer to a signed-in user and on every API answer: pages
   and JSON carry patient data, which no browser or proxy cache may keep (Back then reloads the page
   instead of showing a cached fragment). Static files (served earlier by WhiteNoise) keep theirs.
+- ``Vary: HX-Request``: the worklist answers htmx with a fragment and a browser with the whole page.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
+from django.utils.cache import patch_vary_headers
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -40,4 +42,6 @@ class SecurityHeadersMiddleware:
         user = getattr(request, "user", None)
         if request.path.startswith("/api/") or (user is not None and user.is_authenticated):
             response["Cache-Control"] = "no-store, private"
+        # htmx asks for a fragment of the same URL: a cache must never answer one with the other.
+        patch_vary_headers(response, ("HX-Request",))
         return response

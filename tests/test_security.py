@@ -169,6 +169,7 @@ def test_patient_data_is_never_cached_and_no_page_may_run_inline_script(owner, p
     for url in (reverse("worklist"), reverse("study_detail", args=[study.pk]), reverse("patient_list")):
         response = client.get(url)
         assert response["Cache-Control"] == "no-store, private", url
+        assert "HX-Request" in response["Vary"], url
         policy = response["Content-Security-Policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", response.content.decode()), url  # no inline script
