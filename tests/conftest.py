@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from diagnostics.models import ModelVersion, User
 from diagnostics.services.model_registry import model_version_activate, model_version_register, promotion_gate_get
 
-from .factories import CareTeamFactory, PatientFactory, UserFactory
+from .factories import ApiTokenFactory, CareTeamFactory, PatientFactory, UserFactory
 from .images import chest_like_pixels, encode, jpeg_bytes
 from .worker import CeleryWorker
 
@@ -82,21 +82,10 @@ def login_client(user: User) -> Client:
 def api_client_for(user: User) -> APIClient:
     """An API client sending a real ApiToken that acts as `user` (a clinician in most tests).
 
-    The row is written directly: api_token_issue gives tokens only to API client accounts.
+    The row comes from ApiTokenFactory: api_token_issue gives tokens only to API client accounts.
     """
-    from diagnostics.models import ApiToken
-    from diagnostics.services.api_tokens import api_token_hash
-
     key = f"pdp_{secrets.token_urlsafe(6)[:8]}{secrets.token_urlsafe(32)}"
-    ApiToken.objects.create(
-        name=f"test token of {user.username}",
-        user=user,
-        team_id=user.team_id,
-        prefix=key[4:12],
-        key_sha256=api_token_hash(key),
-        webhook_secret=secrets.token_hex(32),
-        created_by=user,
-    )
+    ApiTokenFactory(user=user, key=key)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     return client

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import datetime
+import secrets
 
 import factory
 
-from diagnostics.models import CareTeam, Feedback, ModelVersion, Patient, Prediction, Study, TrainingRun, User
+from diagnostics.models import (
+    ApiToken,
+    CareTeam,
+    Feedback,
+    ModelVersion,
+    Patient,
+    Prediction,
+    Study,
+    TrainingRun,
+    User,
+    WebhookDelivery,
+)
 from ml.preprocessing import PREPROCESSING_VERSION
 
 from .images import jpeg_bytes
@@ -142,6 +154,42 @@ class TrainingRunFactory(factory.django.DjangoModelFactory):
 
     architecture = "cnn"
     config = factory.LazyFunction(lambda: {"epochs": 1})
+
+
+class ApiTokenFactory(factory.django.DjangoModelFactory):
+    """A token row for `user` with the given `key` (the API client sends it as a Bearer key). Written
+    directly: the service issues tokens only to API-client accounts, tests also act as clinicians."""
+
+    class Meta:
+        model = ApiToken
+
+    user = factory.SubFactory(UserFactory)
+    team = factory.SelfAttribute("user.team")
+    created_by = factory.SelfAttribute("user")
+    name = factory.LazyAttribute(lambda o: f"test token of {o.user.username}")
+    webhook_secret = factory.LazyFunction(lambda: secrets.token_hex(32))
+
+    class Params:
+        key = factory.LazyFunction(lambda: f"pdp_{secrets.token_urlsafe(6)[:8]}{secrets.token_urlsafe(32)}")
+
+    prefix = factory.LazyAttribute(lambda o: o.key[4:12])
+    key_sha256 = factory.LazyAttribute(lambda o: _token_hash(o.key))
+
+
+def _token_hash(key: str) -> str:
+    from diagnostics.services.api_tokens import api_token_hash
+
+    return api_token_hash(key)
+
+
+class WebhookDeliveryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WebhookDelivery
+
+    study = factory.SubFactory(StudyFactory)
+    url = "https://his.example/hook"
+    event = "study.finished"
+    payload = factory.LazyFunction(lambda: {"status": "done"})
 
 
 class FeedbackFactory(factory.django.DjangoModelFactory):

@@ -13,7 +13,7 @@ from diagnostics.models import ApiToken, AuditEvent, User
 from diagnostics.services.api_tokens import api_token_hash
 from tests.factories import CareTeamFactory, UserFactory
 
-from ..factories import StudyFactory
+from ..factories import StudyFactory, WebhookDeliveryFactory
 from .conftest import token_client
 
 pytestmark = pytest.mark.django_db
@@ -173,13 +173,10 @@ def test_the_django_admin_refuses_an_account_of_another_team(admin_user, team, o
 
 
 def test_webhook_deliveries_are_visible_read_only_in_the_django_admin(admin_user, machine, patient):
-    from diagnostics.models import WebhookDelivery
 
 
     study = StudyFactory(created_by=machine.token.user, patient=patient)
-    delivery = WebhookDelivery.objects.create(
-        study=study, url="https://his.example/hook", event="study.finished", payload={"status": "done"}
-    )
+    delivery = WebhookDeliveryFactory(study=study)
     browser = Client()
     browser.force_login(admin_user)
     assert "https://his.example/hook" in browser.get("/admin/diagnostics/webhookdelivery/").content.decode()
