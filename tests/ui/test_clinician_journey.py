@@ -255,3 +255,38 @@ def test_a_refused_upload_says_why_and_the_patient_and_model_pages_pass_axe(
     expect(in_use).to_contain_text("Distribution of live probabilities")
     assert_accessible(page, "12-model-detail")
     assert page.js_errors == [], page.js_errors
+
+
+def test_back_after_filtering_the_worklist_shows_the_whole_worklist_page(
+    page, live_server, owner, patient, active_model
+):
+    """htmx answers the filter with a fragment of the worklist's own URL; Back from a study must show the
+    whole page again (header, filters, table), not the fragment from a cache (no-store, Vary: HX-Request)."""
+    suspected = PredictionFactory(
+        study=StudyFactory(created_by=owner, patient=patient, accession_number="ACC-HIGH"),
+        model_version=active_model,
+        probability=0.95,
+        finish_study=True,
+    )
+    PredictionFactory(
+        study=StudyFactory(created_by=owner, patient=patient, seed=1, accession_number="ACC-LOW"),
+        model_version=active_model,
+        probability=0.01,
+        finish_study=True,
+    )
+    log_in(page, live_server, owner.username)
+    page.goto(live_server.url + reverse("worklist"))
+    page.get_by_label("AI assessment").select_option("suspected")
+    page.wait_for_url(re.compile(r".*suspicion=suspected.*"))
+    table = page.locator("#worklist-table")
+    expect(table).not_to_contain_text("ACC-LOW")
+    table.get_by_role("link", name=re.compile("ACC-HIGH")).click()
+    page.wait_for_url(re.compile(rf".*/studies/{suspected.image.study_id}/.*"))
+    page.go_back()
+    page.wait_for_url(re.compile(r".*suspicion=suspected.*"))
+    expect(page.get_by_role("heading", name="Worklist")).to_be_visible()
+    expect(page.get_by_role("search", name="Filter the worklist")).to_be_visible()
+    expect(page.get_by_role("navigation").first).to_be_visible()
+    expect(page.locator("#worklist-table")).to_contain_text("ACC-HIGH")
+    expect(page.locator("#worklist-table")).not_to_contain_text("ACC-LOW")
+    assert page.js_errors == [], page.js_errors
