@@ -51,15 +51,60 @@ def webhook_url_allowed(url: str) -> bool:
     unless its host is in WEBHOOK_ALLOWED_HOSTS. Checked when the study is created and again before
     each delivery, so a name that later resolves inside the hospital network is refused (SSRF)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    if parts.hostname in settings.WEBHOOK_ALLOWED_HOSTS:
+    if parts.scheme in ("http", "https") and parts.hostname in settings.WEBHOOK_ALLOWED_HOSTS:
         return True
+    return webhook_checked_address(url) is not None
+
+
+def webhook_checked_address(url: str) -> str | None:
+    """The address a delivery to `url` connects to, resolved once and checked (None: refused).
+
+    The delivery connects to exactly this address (webhook_post): a second lookup could answer
+    differently (DNS rebinding) and reach an address that was never checked."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)}
+        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
     except (socket.gaierror, UnicodeError):
-        return False
-    return bool(addresses) and all(public_address(str(address)) for address in addresses)
+        return None
+    addresses = [str(info[4][0]).split("%")[0] for info in infos]
+    if not addresses:
+        return None
+    if parts.hostname not in settings.WEBHOOK_ALLOWED_HOSTS and not all(public_address(a) for a in addresses):
+        return None
+    return addresses[0]
+
+
+class _PinnedAdapter(requests.adapters.HTTPAdapter):
+    """Connects to the URL's (checked) address while TLS still checks the certificate of the name."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["server_hostname"] = self.hostname  # SNI, and the name the certificate must carry
+        kwargs["assert_hostname"] = self.hostname
+        super().init_poolmanager(*args, **kwargs)
+
+
+def webhook_post(url: str, address: str, *, body: bytes, headers: dict[str, str]) -> requests.Response:
+    """POST to `url`, connecting to `address` (from webhook_checked_address), with the URL's own Host."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    pinned_url = parts._replace(netloc=netloc).geturl()
+    host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
+    with requests.Session() as session:
+        session.mount(f"{parts.scheme}://", _PinnedAdapter(str(parts.hostname)))
+        return session.post(
+            pinned_url,
+            data=body,
+            headers={**headers, "Host": str(host_header)},
+            timeout=TIMEOUT_SECONDS,
+            allow_redirects=False,
+        )
 
 
 # NAT64 prefixes (RFC 6052, RFC 8215) embed an IPv4 address in the last 32 bits: judge that one.
@@ -220,9 +265,11 @@ def webhook_notify_study_finished(*, study_id: int, status: str, final: bool) ->
         SIGNATURE_HEADER: webhook_signature(secret=secret, timestamp=timestamp, body=body),
     }
     try:
-        response = requests.post(
-            delivery.url, data=body, headers=headers, timeout=TIMEOUT_SECONDS, allow_redirects=False
-        )
+        # Resolved and checked once more, and that very address is the one connected to.
+        address = webhook_checked_address(delivery.url)
+        if address is None:
+            raise requests.ConnectionError("The callback host no longer resolves to an allowed address.")
+        response = webhook_post(delivery.url, address, body=body, headers=headers)
     except requests.RequestException as error:
         _record_attempt(delivery, delivered=False, final=final, response_code=None, error=str(error))
     else:

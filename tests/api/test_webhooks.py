@@ -241,3 +241,83 @@ def test_public_addresses_are_webhook_targets():
 
     assert public_address("93.184.216.34") and public_address("2606:4700::1111")
     assert public_address("64:ff9b::5db8:d822")  # NAT64 of a public IPv4 address
+
+
+@pytest.mark.django_db
+def test_a_delivery_connects_to_the_address_it_checked_so_dns_rebinding_reaches_nothing(machine, patient, monkeypatch):
+    """The name answers a public address twice (at creation and to the delivery's check), then 127.0.0.1
+    (rebinding): the delivery connects only to an address it checked, so it reaches nothing local."""
+    import socket
+
+    from diagnostics.services import webhooks
+
+    monkeypatch.setattr(webhooks, "TIMEOUT_SECONDS", 2)
+    real_getaddrinfo = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "rebind.example":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        lookups.append(host)
+        address = "192.0.2.44" if len(lookups) <= 2 else "127.0.0.1"  # creation and first check; then rebound
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(webhooks, "public_address", lambda address: address == "192.0.2.44")  # stands for public
+    with WebhookReceiver() as receiver:
+        port = receiver.url.split(":")[-1].split("/")[0]
+        study = finish(create_study(machine.client, patient, f"http://rebind.example:{port}/hook"))
+        webhook_notify_study_finished(study_id=study.pk, status="done", final=True)
+        assert receiver.received == []  # the old code looked the name up again and posted to 127.0.0.1
+    assert len(lookups) == 3
+    delivery = WebhookDelivery.objects.get(study=study)
+    assert delivery.status == "failed" and delivery.last_response_code is None
+
+
+def test_https_to_a_pinned_address_still_checks_the_certificate_of_the_name(tmp_path, monkeypatch):
+    """webhook_post connects to the checked address but speaks TLS to the name: SNI, the certificate's
+    name and the Host header are the URL's; a certificate for another name is refused."""
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    from diagnostics.services.webhooks import webhook_post
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "his.crt", tmp_path / "his.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=his.example", "-addext", "subjectAltName=DNS:his.example"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # trust the test certificate, as a hospital CA would be
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            hosts.append(self.headers.get("Host", ""))
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        response = webhook_post(f"https://his.example:{port}/hook", "127.0.0.1", body=b"{}", headers={})
+        assert response.status_code == 204 and hosts == [f"his.example:{port}"]
+        with pytest.raises(requests.exceptions.SSLError):
+            webhook_post(f"https://other.example:{port}/hook", "127.0.0.1", body=b"{}", headers={})
+    finally:
+        server.shutdown()
