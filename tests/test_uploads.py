@@ -125,3 +125,30 @@ def test_the_page_takes_at_most_as_many_films_per_study_as_the_api(owner, patien
     assert response.status_code == 400
     assert f"at most {MAX_IMAGES_PER_STUDY} images" in response.content.decode()
     assert not Study.objects.exists() and list(media_root.rglob("*")) == []
+
+
+def test_a_full_disk_answers_507_with_a_reason_and_leaves_no_file(owner, patient, media_root, monkeypatch):
+    """The disk fills up in the middle of writing the film: the page and the API say why (507), no
+    study is stored and no empty or truncated file is left (Django's storage used to leave one)."""
+    import errno
+
+    from django.core.files.base import ContentFile
+
+    from diagnostics.services import images
+
+    class FullDisk(ContentFile):
+        def chunks(self, chunk_size=None):
+            yield self.read(10)  # a first chunk is written, then the device is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(images, "ContentFile", FullDisk)
+    page = login_client(owner).post(
+        reverse("study_new", args=[patient.pk]), {"modality": "CR", "images": [jpeg_upload()]}
+    )
+    assert page.status_code == 507 and "cannot store images right now" in page.content.decode()
+    api = api_client_for(owner).post(
+        reverse("api_study_list"), {"patient_id": patient.pk, "images": [jpeg_upload()]}, format="multipart"
+    )
+    assert api.status_code == 507 and api.json()["error"]["code"] == "storage_unavailable"
+    assert not Study.objects.exists() and not Image.objects.exists()
+    assert [p for p in media_root.rglob("*") if p.is_file()] == []

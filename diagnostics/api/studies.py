@@ -30,7 +30,7 @@ from diagnostics.selectors import (
 )
 from diagnostics.services.audit import audit_record
 from diagnostics.services.idempotency import IdempotencyKeyReused
-from diagnostics.services.images import ValidatedUpload
+from diagnostics.services.images import StorageUnavailable, ValidatedUpload
 from diagnostics.services.studies import MAX_IMAGES_PER_STUDY, study_accept
 
 from .common import ListApi, request_user, service_errors
@@ -228,6 +228,8 @@ def accept_study(
             )
     except IdempotencyKeyReused as reused:
         raise ApiError(status_code=422, code="idempotency_key_reused", message=str(reused)) from None
+    except StorageUnavailable as unavailable:
+        raise ApiError(status_code=507, code="storage_unavailable", message=str(unavailable)) from None
     study = accepted.study
     status_url = reverse("api_study_detail", kwargs={"study_id": study.pk}, request=request)
     headers = {"Location": status_url}

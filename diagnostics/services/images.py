@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -14,8 +15,20 @@ from django.core.files.uploadedfile import UploadedFile
 from diagnostics.models import Image, Study, User
 from ml.preprocessing import DecodedImage, ImageDecodeError, decode_image_bytes
 
+logger = logging.getLogger(__name__)
+
 # Smallest side a JPEG is decoded to when an upload is checked (see image_validate_upload).
 UPLOAD_CHECK_SIDE = 256
+
+
+class StorageUnavailable(Exception):
+    """The upload could not be written (storage full, read-only or gone); nothing was stored."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The portal cannot store images right now (its storage is full or not writable), so nothing was "
+            "stored. Please try again later; the error is in the portal's log."
+        )
 
 
 @dataclass(frozen=True)
@@ -59,7 +72,11 @@ def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
         dicom_metadata=dict(decoded.metadata),
         uploaded_by=user,
     )
-    image.file.save("upload", ContentFile(upload.data), save=False)
+    try:
+        image.file.save("upload", ContentFile(upload.data), save=False)
+    except OSError as error:  # the storage removed its partial file (diagnostics/storage.py)
+        logger.error("Cannot write an upload to %s: %s", settings.MEDIA_ROOT, error)
+        raise StorageUnavailable() from error
     try:
         image.save()
     except Exception:

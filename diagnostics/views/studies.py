@@ -18,7 +18,7 @@ from diagnostics.models import Feedback, Image, Prediction, Study
 from diagnostics.selectors import patient_get_for_user, study_film_results, study_get_for_user, study_list_for_user
 from diagnostics.selectors.heatmaps import HeatmapState
 from diagnostics.services.audit import audit_record
-from diagnostics.services.images import dicom_study_fields
+from diagnostics.services.images import StorageUnavailable, dicom_study_fields
 from diagnostics.services.reports import study_report_pdf
 from diagnostics.services.studies import study_accept
 from ml.preprocessing import ImageDecodeError, decode_image_bytes
@@ -79,6 +79,7 @@ def _sort_columns(filters: WorklistFilterForm) -> dict[str, dict[str, str]]:
 def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpResponse:
     patient = patient_get_for_user(user=request.user, patient_id=patient_id)
     form = StudyUploadForm(request.POST or None, request.FILES or None)
+    storage_failed = False
     if request.method == "POST" and form.is_valid():
         try:
             study = study_accept(
@@ -90,8 +91,9 @@ def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRespons
         except ValidationError as error:
             for message in error.messages:
                 form.add_error("images", message)
-        except PermissionDenied as error:
+        except (PermissionDenied, StorageUnavailable) as error:
             form.add_error(None, str(error))
+            storage_failed = isinstance(error, StorageUnavailable)
         else:
             messages.success(request, "Study uploaded and queued for AI assessment.")
             if is_htmx(request):
@@ -100,7 +102,7 @@ def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRespons
                 response["HX-Redirect"] = reverse("study_detail", args=[study.pk])
                 return response
             return redirect("study_detail", study_id=study.pk)
-    status = 400 if request.method == "POST" else 200
+    status = (507 if storage_failed else 400) if request.method == "POST" else 200
     template = "diagnostics/_upload_form.html" if is_htmx(request) else "diagnostics/study_form.html"
     context = {"form": form, "patient": patient, "upload_max_bytes": settings.UPLOAD_MAX_BYTES}
     return render(request, template, context, status=status)

@@ -230,6 +230,12 @@ REST_FRAMEWORK = {
     },
 }
 # Throttle counters must be shared by every web process: Redis when one is configured.
+# Uploads and heatmaps: a failed write (disk full) leaves no partial file (diagnostics/storage.py).
+STORAGES = {
+    "default": {"BACKEND": "diagnostics.storage.UploadStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "api_throttle": (

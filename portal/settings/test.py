@@ -79,6 +79,6 @@ SECURE_SSL_REDIRECT = False
 WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1", "localhost", "his.example"]
 SECURE_HSTS_SECONDS = 0
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {"BACKEND": "diagnostics.storage.UploadStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
