@@ -108,13 +108,8 @@ def calibrate_artifact(
     layer = model.get_layer(FINAL_LAYER)
     kernel, bias = layer.get_weights()
     layer.set_weights([kernel * a, bias * a + b])
-    parity_x = x_val[: min(64, len(x_val))]
-    keras_prob = model.predict(parity_x, verbose=0)
+    onnx_path, _ = export.export_verified(model, artifact_dir / artifacts.ONNX_NAME, x_val[:64])
     model.save(artifact_dir / artifacts.KERAS_NAME)
-    onnx_path = export.export_onnx(model, artifact_dir / artifacts.ONNX_NAME)
-    parity = export.parity_max_abs_diff(keras_prob, onnx_path, parity_x)
-    if parity > export.PARITY_ATOL:
-        raise RuntimeError(f"ONNX export disagrees with Keras by {parity:.2e} after calibration")
     manifest["onnx_sha256"] = artifacts.sha256_file(onnx_path)
     manifest["keras_sha256"] = artifacts.sha256_file(artifact_dir / artifacts.KERAS_NAME)
     artifacts.write_manifest(artifact_dir, manifest)  # the predictor below verifies the new file

@@ -45,6 +45,20 @@ def parity_max_abs_diff(keras_prob: np.ndarray, onnx_path: str | Path, images: n
     return float(np.max(np.abs(onnx_prob - keras_prob.reshape(-1))))
 
 
+def export_verified(model: keras.Model, onnx_path: str | Path, images: np.ndarray) -> tuple[Path, float]:
+    """Export `model` to ONNX and check it gives Keras' probabilities on `images` (within PARITY_ATOL).
+
+    Keras predicts first: that also "calls" a model whose head alone was fitted, which export needs.
+    Returns the ONNX path and the largest difference; RuntimeError when they disagree.
+    """
+    keras_prob = model.predict(images, verbose=0)
+    path = export_onnx(model, onnx_path)
+    parity = parity_max_abs_diff(keras_prob, path, images)
+    if parity > PARITY_ATOL:
+        raise RuntimeError(f"ONNX export disagrees with Keras by {parity:.2e} (> {PARITY_ATOL})")
+    return path, parity
+
+
 def measure_latency(onnx_path: str | Path, input_size: int, *, threads: int = 2, runs: int = 30) -> dict[str, float]:
     """Batch-of-one latency in ms (what a portal upload costs), after warm-up."""
     session = onnx_session(onnx_path, threads)
