@@ -65,11 +65,11 @@ MAX_CLIPPED = 0.6  # share of pixels at pure black or white: a saturated or most
 MIN_STRUCTURE = 0.5  # mean correlation of neighbouring pixels at 128 px: films ~0.97, noise ~0
 STRUCTURE_SIDE = 128
 
-# Learned check: thumbnail side, principal components, threshold percentile and margin.
+# Learned check: thumbnail side, principal components, and the training films' percentile that sets
+# both thresholds.
 THUMBNAIL_SIDE = 32
 COMPONENTS = 24
 THRESHOLD_PERCENTILE = 99.9
-THRESHOLD_MARGIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -284,8 +284,8 @@ def fit_gate(vectors: np.ndarray, output_path: str | Path) -> dict[str, Any]:
     _write_onnx(output_path, mean, components, variances)
     residual, mahalanobis = _numpy_scores(x, mean, components, variances)
     thresholds = {
-        "residual": float(np.percentile(residual, THRESHOLD_PERCENTILE) * THRESHOLD_MARGIN),
-        "mahalanobis": float(np.percentile(mahalanobis, THRESHOLD_PERCENTILE) * THRESHOLD_MARGIN),
+        "residual": float(np.percentile(residual, THRESHOLD_PERCENTILE)),
+        "mahalanobis": float(np.percentile(mahalanobis, THRESHOLD_PERCENTILE)),
     }
     return {
         "version": GATE_VERSION,
@@ -294,7 +294,7 @@ def fit_gate(vectors: np.ndarray, output_path: str | Path) -> dict[str, Any]:
         "components": k,
         "explained_variance": round(float(variances.sum() / (singular**2 / (len(x) - 1)).sum()), 4),
         "thresholds": thresholds,
-        "threshold_rule": f"{THRESHOLD_PERCENTILE}th percentile of the training films x {THRESHOLD_MARGIN}",
+        "threshold_rule": f"{THRESHOLD_PERCENTILE}th percentile of the training films",
         "fit_films": len(x),
     }
 

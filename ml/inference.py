@@ -83,13 +83,19 @@ class Predictor:
         """The model input for a film that passed the gate (the other half of load_for_model)."""
         return preprocess(decoded.pixels, input_size=self.input_size)
 
+    def prepare(self, data: bytes, *, recorded_view: str = "") -> tuple[GateResult, np.ndarray | None]:
+        """Decode, gate and (only if the gate passes) preprocess one file: the serving path, in one place.
+        ImageDecodeError for unreadable files."""
+        decoded = self.decode(data)
+        verdict = self.gate(decoded, recorded_view=recorded_view)
+        return verdict, self.tensor(decoded) if verdict.passed else None
+
     def predict_bytes(self, data: bytes) -> float | GateResult:
         """Probability for one file, or the gate's refusal; ImageDecodeError for unreadable files."""
-        decoded = self.decode(data)
-        verdict = self.gate(decoded)
-        if not verdict.passed:
+        verdict, tensor = self.prepare(data)
+        if tensor is None:
             return verdict
-        return float(self.predict_batch(self.tensor(decoded)[None])[0])
+        return float(self.predict_batch(tensor[None])[0])
 
     def label_for(self, probability: float) -> str:
         return self.class_names[1] if probability >= self.threshold else self.class_names[0]

@@ -213,17 +213,17 @@ def images_predict(
             continue
         decoded.append(outcome)
     decoded = [item for item in decoded if item.study.pk not in failures]
+    scored = [(item, item.tensor) for item in decoded if item.tensor is not None]
     for item in decoded:
         if item.tensor is None:
             _prediction_store(item, model_version, predictor, role, probability=None, model_ms=0.0)
-    scored = [item for item in decoded if item.tensor is not None]
     batch_size = settings.INFERENCE_MAX_BATCH
     for start in range(0, len(scored), batch_size):
         chunk = scored[start : start + batch_size]
         started = time.perf_counter()
-        probabilities = predictor.predict_batch(np.stack([item.tensor for item in chunk if item.tensor is not None]))
+        probabilities = predictor.predict_batch(np.stack([tensor for _, tensor in chunk]))
         model_ms = (time.perf_counter() - started) * 1000.0
-        for item, probability in zip(chunk, probabilities, strict=True):
+        for (item, _), probability in zip(chunk, probabilities, strict=True):
             _prediction_store(item, model_version, predictor, role, probability=float(probability), model_ms=model_ms)
     return failures
 
@@ -294,11 +294,9 @@ def _read_and_decode(study: Study, image: Image, predictor: Predictor) -> _Decod
         data = handle.read()
     started = time.perf_counter()
     try:
-        decoded = predictor.decode(data)
+        verdict, tensor = predictor.prepare(data, recorded_view=study.view_position)
     except ImageDecodeError as error:
         return error
-    verdict = predictor.gate(decoded, recorded_view=study.view_position)
-    tensor = predictor.tensor(decoded) if verdict.passed else None
     decode_ms = (time.perf_counter() - started) * 1000.0
     return _DecodedUpload(study, image, hashlib.sha256(data).hexdigest(), tensor, decode_ms, verdict)
 

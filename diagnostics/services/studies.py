@@ -79,8 +79,8 @@ def study_accept(
                 callback_url=str(fields.get("callback_url", "")),
                 api_token=api_token,
             )
-            written = list(study.images.values_list("file", flat=True))
             if key is not None and fingerprint is not None:
+                written = list(study.images.values_list("file", flat=True))  # to remove if the key is taken
                 idempotency_key_record(user=user, key=key, request_sha256=fingerprint, study=study)
     except IntegrityError:
         # A concurrent request with the same key won and its study stands: this one's rows rolled
