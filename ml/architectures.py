@@ -38,6 +38,7 @@ class ArchSpec:
     # use the full application's ImageNet weights file (``weights_of``).
     truncate_after_add: int | None = None
     weights_of: str | None = None
+    has_imagenet_weights: bool = True  # False: a from-scratch-only variant
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -59,6 +60,31 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         dropout=0.2,
         partial_unfreeze=("block5_conv3", "block5_conv4"),
         default_input_size=128,
+    ),
+    # From-scratch variants of the source projects' VGGs: the same convolutions and head with
+    # BatchNormalization after every convolution, without which VGG trained from random weights here
+    # stalls at chance. No ImageNet weights exist for them; layer names match VGG's, so the partial
+    # stage opens the same layers.
+    "vgg16_bn": ArchSpec(
+        "vgg16_bn",
+        lambda **kw: _vgg_bn((2, 2, 3, 3, 3), "vgg16_bn", **kw),
+        "caffe",
+        None,
+        partial_unfreeze=("block5_conv2", "block5_conv3"),
+        default_input_size=128,
+        has_imagenet_weights=False,
+    ),
+    "vgg19_bn": ArchSpec(
+        "vgg19_bn",
+        lambda **kw: _vgg_bn((2, 2, 4, 4, 4), "vgg19_bn", **kw),
+        "caffe",
+        None,
+        pooling="flatten",
+        head_units=(4608, 1152),
+        dropout=0.2,
+        partial_unfreeze=("block5_conv3", "block5_conv4"),
+        default_input_size=128,
+        has_imagenet_weights=False,
     ),
     "resnet50v2": ArchSpec(
         "resnet50v2",
@@ -112,9 +138,10 @@ def resolve_weights(architecture: str, weights: str, weights_dir: str | Path | N
     Raises WeightsNotFoundError naming the expected file when weights were asked for.
     """
     spec = ARCHITECTURES[architecture]
-    if weights == "none" or (weights == "auto" and spec.application is None):
+    from_scratch_only = spec.application is None or not spec.has_imagenet_weights
+    if weights == "none" or (weights == "auto" and from_scratch_only):
         return None
-    if spec.application is None:
+    if from_scratch_only:
         raise WeightsNotFoundError(f"Architecture '{architecture}' is trained from scratch; use --weights none.")
     weights_dir = weights_dir or os.environ.get(WEIGHTS_DIR_ENV)
     if weights in ("imagenet", "auto", "local"):
@@ -165,8 +192,11 @@ class BuiltModel:
     weights_source: str | None
 
 
-def build_model(architecture: str, *, input_size: int, weights: str | None, seed: int) -> BuiltModel:
-    """``weights`` is the output of resolve_weights."""
+def build_model(
+    architecture: str, *, input_size: int, weights: str | None, seed: int, pretrained: bool | None = None
+) -> BuiltModel:
+    """``weights`` is the output of resolve_weights; ``pretrained`` (default: weights given) keeps the
+    backbone's BatchNorm in inference mode, also for weights loaded afterwards (a warm start)."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture '{architecture}'; choose from {sorted(ARCHITECTURES)}")
     keras.utils.set_random_seed(seed)
@@ -179,7 +209,8 @@ def build_model(architecture: str, *, input_size: int, weights: str | None, seed
     else:
         backbone = _application(spec, input_size, weights)
         # training=False keeps BatchNorm in inference mode while a pretrained base is tuned.
-        x = backbone(x, training=False) if weights else backbone(x)
+        pretrained = weights is not None if pretrained is None else pretrained
+        x = backbone(x, training=False) if pretrained else backbone(x)
     pool = (
         keras.layers.Flatten(name="flatten")
         if spec.pooling == "flatten"
@@ -236,6 +267,25 @@ def _small_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
         x = keras.layers.Activation("relu", name=f"relu{i}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
     return keras.layers.Conv2D(128, 3, padding="same", activation="relu", name="conv_last")(x)
+
+
+def _vgg_bn(
+    convs_per_block: tuple[int, ...], name: str, *, include_top: bool, weights: str | None, input_shape: tuple
+) -> keras.Model:
+    """VGG (16: 2,2,3,3,3 convolutions; 19: 2,2,4,4,4) with BatchNorm, as a headless backbone."""
+    if weights is not None:
+        raise ValueError(f"{name} has no pretrained weights; it trains from scratch (--weights none)")
+    assert not include_top
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for block, (convs, filters) in enumerate(zip(convs_per_block, (64, 128, 256, 512, 512), strict=True), start=1):
+        for conv in range(1, convs + 1):
+            layer = f"block{block}_conv{conv}"
+            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=layer)(x)
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"{layer}_bn")(x)
+            x = keras.layers.Activation("relu", name=f"{layer}_relu")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    return keras.Model(inputs, x, name=f"{name}_backbone")
 
 
 def _head_layers(spec: ArchSpec) -> list[keras.layers.Layer]:

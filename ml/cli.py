@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=3)
     train.add_argument("--bootstrap", type=int, default=1000)
     train.add_argument("--name")
+    train.add_argument("--split-seed", type=int, help="the patient split's seed if not --seed (ensemble members)")
+    train.add_argument("--init-weights", help="start from this .weights.h5 of the same architecture and size")
+    train.add_argument("--soft-labels", help="distil: 'relpath<TAB>probability' teacher scores for the training films")
+    train.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher in the target")
+    train.add_argument("--max-fit-minutes", type=float, help="stop fitting after this long, keeping the best weights")
 
     evaluate = sub.add_parser("evaluate", help="run an artifact (ONNX) on a folder; print JSON")
     _add_data_flags(evaluate)
@@ -84,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bootstrap", type=int, default=1000)
     evaluate.add_argument("--plots-dir")
     evaluate.add_argument("--output", help="also write the JSON here")
+    evaluate.add_argument("--keras", action="store_true", help="predict with model.keras (before ONNX export)")
+
+    scores = sub.add_parser("teacher-scores", help="mean score of artifacts (Keras) on a split: soft labels to distil")
+    _add_data_flags(scores)
+    scores.add_argument("--artifact", action="append", required=True, help="teacher artifact folder (repeatable)")
+    scores.add_argument("--split", default="train")
+    scores.add_argument("--output", required=True, help="'relpath<TAB>probability' lines go here")
 
     export = sub.add_parser("export", help="re-export ONNX from model.keras, verify parity, package for serving")
     export.add_argument("--artifact", required=True)
@@ -182,8 +194,33 @@ def main(argv: list[str] | None = None) -> int:
         "split": _split,
         "gate": _gate,
         "calibrate": _calibrate,
+        "teacher-scores": _teacher_scores,
     }
     return handler[args.command](args)
+
+
+def _teacher_scores(args: argparse.Namespace) -> int:
+    """Distillation targets: the teachers' mean Keras score on every film of a split."""
+    import numpy as np
+
+    from ml import data
+    from ml.artifacts import read_manifest
+    from ml.evaluation import keras_probabilities
+
+    data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
+    records = data.list_images(data_dir, args.split)
+    sizes = {int(read_manifest(a)["input_size"]) for a in args.artifact}
+    scores = np.zeros(len(records))
+    for size in sizes:
+        images = data.load_images(records, input_size=size)
+        for artifact in args.artifact:
+            if int(read_manifest(artifact)["input_size"]) == size:
+                scores += keras_probabilities(artifact, images)
+    scores /= len(args.artifact)
+    lines = [f"{r.relpath(data_dir)}\t{p:.6f}" for r, p in zip(records, scores, strict=True)]
+    Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(json.dumps({"films": len(records), "teachers": len(args.artifact), "output": args.output}))
+    return 0
 
 
 def _output_root(args: argparse.Namespace) -> Path:
@@ -215,6 +252,11 @@ def _train(args: argparse.Namespace) -> int:
         early_stopping_patience=args.patience,
         bootstrap_samples=args.bootstrap,
         name=args.name,
+        split_seed=args.split_seed,
+        init_weights=args.init_weights,
+        soft_labels=args.soft_labels,
+        distill_alpha=args.distill_alpha,
+        max_fit_seconds=args.max_fit_minutes * 60 if args.max_fit_minutes else None,
     )
     config.optimizer = args.optimizer
     data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
@@ -244,8 +286,10 @@ def _train(args: argparse.Namespace) -> int:
                 "sensitivity": val["sensitivity"],
                 "specificity": val["specificity"],
                 "threshold": manifest["threshold"],
-                "latency_p50_ms": manifest["metrics"]["latency"]["p50_ms"],
+                "latency_p50_ms": (manifest["metrics"]["latency"] or {}).get("p50_ms"),
                 "training_seconds": manifest["training_seconds"],
+                "trained_on": manifest["trained_on"],
+                "onnx_pending": manifest.get("onnx_pending"),
             },
             indent=2,
         )
@@ -259,9 +303,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
     try:
-        summary = evaluate_artifact(
-            args.artifact, data_dir, args.split, bootstrap_samples=args.bootstrap, plots_dir=args.plots_dir
-        )
+        if args.keras:
+            from ml.evaluation import evaluate_keras_artifact
+
+            summary = evaluate_keras_artifact(args.artifact, data_dir, args.split, bootstrap_samples=args.bootstrap)
+        else:
+            summary = evaluate_artifact(
+                args.artifact, data_dir, args.split, bootstrap_samples=args.bootstrap, plots_dir=args.plots_dir
+            )
     except (ModelArtifactError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,9 @@ WEIGHTS_DIR_ENV = "IMAGENET_WEIGHTS_DIR"
 ARTIFACTS_DIR_ENV = "PNEUMONIA_ARTIFACTS_DIR"
 DEFAULT_ARTIFACTS_DIR = "runs"
 # Every architecture ml.architectures can build (kept here so callers need not import Keras).
-ARCHITECTURE_NAMES = ("cnn", "vgg16", "vgg19", "resnet50v2", "xception", "xception_mid", "mobilenetv2")
+ARCHITECTURE_NAMES = (
+    "cnn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "resnet50v2", "xception", "xception_mid", "mobilenetv2",
+)  # fmt: skip
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainConfig:
     fine_tune_stages: list[StageConfig] = field(default_factory=list)
     val_fraction: float = 0.2
     seed: int = 1337
+    split_seed: int | None = None  # the patient split's seed when it must differ from `seed` (ensemble members)
     max_train_images: int | None = None  # compute budget for heavy from-scratch rows
     max_val_images: int | None = None
     class_weighting: str = "balanced"  # "balanced" | "none"
@@ -50,6 +53,18 @@ class TrainConfig:
     bootstrap_samples: int = 1000
     threshold_rule: str = "youden"
     name: str | None = None
+    # Warm start: a .weights.h5 of the same architecture and size (e.g. a trained artifact's) to begin from.
+    init_weights: str | None = None
+    # Distillation: "relpath<TAB>probability" lines of a teacher's scores on the training films; the
+    # training target becomes (1 - distill_alpha) * label + distill_alpha * teacher.
+    soft_labels: str | None = None
+    distill_alpha: float = 0.5
+    # Wall-clock budget for all fitting; when spent, training stops and keeps its best weights (recorded).
+    max_fit_seconds: float | None = None
+
+    @property
+    def patient_split_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

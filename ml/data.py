@@ -1,4 +1,4 @@
-"""Folder loading, patient ids, the patient-grouped split and tf.data pipelines."""
+"""Folder loading, patient ids, the patient-grouped split and training batches."""
 
 from __future__ import annotations
 
@@ -7,15 +7,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ml.artifacts import CLASS_NAMES, sha256_file
 from ml.preprocessing import load_for_model
-
-if TYPE_CHECKING:
-    import tensorflow as tf
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom"}
 
@@ -133,75 +129,3 @@ def data_file_lines(root: Path, splits: dict[str, Sequence[ImageRecord]]) -> lis
         for r in records:
             lines.append(f"{split}\t{CLASS_NAMES[r.label]}\t{r.relpath(root)}\t{sha256_file(r.path)}")
     return lines
-
-
-def augmenter(seed: int) -> tf.keras.Sequential:
-    """Training-only augmentation (zoom, rotation, flip, shift, shear); never in the model."""
-    import keras
-
-    # Reflect, not black, at the borders: black fill darkened ~17% of each training film, which
-    # shifted BatchNorm statistics away from un-augmented validation/serving films (the first
-    # run's validation predictions collapsed to one class while training AUC rose).
-    # Horizontal flips are in the source projects' recipe; pneumonia labels do not depend on side.
-    return keras.Sequential(
-        [
-            keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed),
-            keras.layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1),
-            keras.layers.RandomFlip("horizontal", seed=seed + 2),
-            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
-            keras.layers.RandomShear(x_factor=0.1, y_factor=0.1, fill_mode="reflect", seed=seed + 4),
-        ],
-        name="augmentation",
-    )
-
-
-def make_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    *,
-    batch_size: int,
-    training: bool,
-    augment: bool,
-    seed: int,
-    policy: str = "geometric",
-) -> tf.data.Dataset:
-    """``policy``: "geometric" (the source projects' recipe) or "acquisition" (geometric, then
-    what differs between machines and periods: exposure, contrast, gamma, blur and noise)."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if training:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if training and augment:
-        aug = augmenter(seed)
-        ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=1)
-        if policy == "acquisition":
-            ds = ds.map(lambda x, y: (acquisition_jitter(x), y), num_parallel_calls=1)
-        elif policy != "geometric":
-            raise ValueError(f"unknown augmentation policy {policy!r}")
-    return ds.prefetch(1)
-
-
-def acquisition_jitter(images: tf.Tensor) -> tf.Tensor:
-    """Per film, on (N, S, S, 3) 0..255: gamma 0.7-1.4, contrast x0.75-1.3 about the film's mean,
-    brightness +-15 levels, a 3x3 blur for half the films, Gaussian noise sigma 0-4 levels.
-
-    Test-period NORMAL films score higher than training ones (docs/model-comparison.md): these are
-    the ways one radiography room, processing or period differs from another. No colour: films are gray.
-    """
-    import tensorflow as tf
-
-    n = tf.shape(images)[0]
-    x = tf.clip_by_value(images / 255.0, 0.0, 1.0)
-    gamma = tf.exp(tf.random.uniform([n, 1, 1, 1], tf.math.log(0.7), tf.math.log(1.4)))
-    x = tf.pow(x + 1e-6, gamma)
-    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-    x = (x - mean) * tf.random.uniform([n, 1, 1, 1], 0.75, 1.3) + mean
-    x = x + tf.random.uniform([n, 1, 1, 1], -15.0 / 255, 15.0 / 255)
-    blurred = tf.nn.avg_pool2d(x, ksize=3, strides=1, padding="SAME")
-    x = tf.where(tf.random.uniform([n, 1, 1, 1]) < 0.5, blurred, x)
-    size = tf.shape(x)
-    noise = tf.random.normal([size[0], size[1], size[2], 1])  # one noise for the three gray channels
-    x = x + noise * tf.random.uniform([n, 1, 1, 1], 0.0, 4.0 / 255)
-    return tf.clip_by_value(x, 0.0, 1.0) * 255.0

@@ -196,6 +196,40 @@ def save_plots(y_true: np.ndarray, prob: np.ndarray, out_dir: str | Path, *, tit
     return {"roc": "roc.png", "calibration": "calibration.png"}
 
 
+def keras_probabilities(artifact_dir: str | Path, images: np.ndarray) -> np.ndarray:
+    """P(PNEUMONIA) from an artifact's model.keras, on whichever Keras backend runs here: for
+    models trained on a GPU backend before their ONNX export (never the serving path)."""
+    import keras
+
+    from ml.artifacts import KERAS_NAME
+
+    model = keras.saving.load_model(Path(artifact_dir) / KERAS_NAME, compile=False)
+    return model.predict(images, batch_size=64, verbose=0).reshape(-1).astype(np.float64)
+
+
+def evaluate_keras_artifact(
+    artifact_dir: str | Path, data_dir: str | Path, split: str, *, bootstrap_samples: int = 1000
+) -> dict[str, Any]:
+    """Like evaluate_artifact, but through model.keras (an artifact whose ONNX is not exported yet)."""
+    from ml.artifacts import read_manifest
+    from ml.data import labels_of, list_images, load_images
+
+    manifest = read_manifest(artifact_dir)
+    records = list_images(data_dir, split)
+    prob = keras_probabilities(artifact_dir, load_images(records, input_size=int(manifest["input_size"])))
+    summary = evaluate_predictions(
+        labels_of(records),
+        prob,
+        float(manifest["threshold"]),
+        groups=[r.patient for r in records],
+        bootstrap_samples=bootstrap_samples,
+        seed=0,
+    )
+    summary.update({"model": manifest["name"], "model_version": manifest["version"], "split": split,
+                    "data_dir": str(data_dir), "predicted_by": "keras (ONNX not exported yet)"})  # fmt: skip
+    return summary
+
+
 def evaluate_artifact(
     artifact_dir: str | Path,
     data_dir: str | Path,

@@ -21,7 +21,14 @@ class TrainingCancelled(Exception):
 
 
 def describe_device() -> str:
-    """Where TensorFlow trains: the GPU if one is visible, else the CPU."""
+    """Where Keras trains: the GPU if its backend sees one, else the CPU."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            count = torch.cuda.device_count()
+            return f"GPU: {torch.cuda.get_device_name(0)}" + (f" (+{count - 1} more)" if count > 1 else "")
+        return "CPU"
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")

@@ -45,20 +45,41 @@ class SplitData:
 
 def load_split(config: TrainConfig, data_dir: Path, extra_train_records: Sequence[data.ImageRecord] = ()) -> SplitData:
     records = data.list_images(data_dir, "train")
-    train, val = data.grouped_split(records, val_fraction=config.val_fraction, seed=config.seed)
-    train = data.subsample(train, limit=config.max_train_images, seed=config.seed)
+    split_seed = config.patient_split_seed
+    train, val = data.grouped_split(records, val_fraction=config.val_fraction, seed=split_seed)
+    train = data.subsample(train, limit=config.max_train_images, seed=split_seed)
     # Extra films (clinician-confirmed uploads) only ever train: validation stays comparable across runs.
     train = [*train, *extra_train_records]
-    val = data.subsample(val, limit=config.max_val_images, seed=config.seed)
+    val = data.subsample(val, limit=config.max_val_images, seed=split_seed)
     size = config.input_size
+    y_train = data.labels_of(train)
+    if config.soft_labels:
+        teacher = read_soft_labels(Path(config.soft_labels), data_dir, train)
+        y_train = ((1 - config.distill_alpha) * y_train + config.distill_alpha * teacher).astype(np.float32)
     return SplitData(
         train,
         val,
         data.load_images(train, input_size=size),
-        data.labels_of(train),
+        y_train,
         data.load_images(val, input_size=size),
         data.labels_of(val),
     )
+
+
+def read_soft_labels(path: Path, data_dir: Path, records: Sequence[data.ImageRecord]) -> np.ndarray:
+    """A teacher's probability for each training film, from 'relpath<TAB>probability' lines.
+
+    Every training film must have one: a teacher that skipped films would silently turn them into
+    hard labels."""
+    scores: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            relpath, probability = line.split("\t")
+            scores[relpath] = float(probability)
+    missing = [r.relpath(data_dir) for r in records if r.relpath(data_dir) not in scores]
+    if missing:
+        raise ValueError(f"{path}: no teacher score for {len(missing)} training films, e.g. {missing[0]}")
+    return np.array([scores[r.relpath(data_dir)] for r in records], dtype=np.float32)
 
 
 def train(
@@ -124,22 +145,31 @@ def _train_into(
     list_name, list_digest = artifacts.write_data_file_list(artifact_dir, file_lines)
 
     keras.utils.set_random_seed(config.seed)
-    built = build_model(config.architecture, input_size=config.input_size, weights=weights, seed=config.seed)
+    pretrained = weights is not None or bool(config.init_weights)
+    built = build_model(
+        config.architecture, input_size=config.input_size, weights=weights, seed=config.seed, pretrained=pretrained
+    )
+    if config.init_weights:
+        built.model.load_weights(config.init_weights)
     class_weight = data.balanced_class_weights(split.train) if config.class_weighting == "balanced" else None
     fit_started = time.perf_counter()
-    history = run_stages(
-        built, config, split, class_weight, weights is not None, artifact_dir, cache_dir, list_digest, progress
-    )
+    history = run_stages(built, config, split, class_weight, pretrained, artifact_dir, cache_dir, list_digest, progress)
     fit_seconds = time.perf_counter() - fit_started
 
-    onnx_path, parity = export.export_verified(
-        built.model, artifact_dir / artifacts.ONNX_NAME, split.x_val[:PARITY_IMAGES]
-    )
     keras_path = artifact_dir / artifacts.KERAS_NAME
     built.model.save(keras_path)
-
-    # Validation metrics come from the exported ONNX model: the model the portal serves.
-    val_prob = export.onnx_predict(export.onnx_session(onnx_path), split.x_val)
+    if exports_onnx_here():
+        onnx_path: Path | None
+        onnx_path, parity = export.export_verified(
+            built.model, artifact_dir / artifacts.ONNX_NAME, split.x_val[:PARITY_IMAGES]
+        )
+        # Validation metrics come from the exported ONNX model: the model the portal serves.
+        val_prob = export.onnx_predict(export.onnx_session(onnx_path), split.x_val)
+    else:
+        # Trained on another Keras backend (PyTorch on a GPU): ONNX export needs TensorFlow, so
+        # `python -m ml export` re-exports on a TensorFlow machine, checks parity and re-evaluates.
+        onnx_path, parity = None, None
+        val_prob = built.model.predict(split.x_val, batch_size=64, verbose=0).reshape(-1)
     threshold = evaluation.choose_threshold(split.y_val, val_prob, rule=config.threshold_rule)
     metrics = evaluation.evaluate_predictions(
         split.y_val,
@@ -150,7 +180,7 @@ def _train_into(
         seed=config.seed,
     )
     plots = evaluation.save_plots(split.y_val, val_prob, artifact_dir, title=config.architecture)
-    latency = export.measure_latency(onnx_path, config.input_size, runs=latency_runs)
+    latency = export.measure_latency(onnx_path, config.input_size, runs=latency_runs) if onnx_path else None
     np.save(artifact_dir / "val_probabilities.npy", val_prob.astype(np.float32))
 
     manifest = {
@@ -163,7 +193,7 @@ def _train_into(
         "threshold": threshold,
         "threshold_rule": f"{config.threshold_rule} on the validation split",
         "metrics": {"validation": metrics, "onnx_keras_max_abs_diff": parity, "latency": latency},
-        "weights": {"requested": config.weights, "source": _weights_label(weights)},
+        "weights": {"requested": config.weights, "source": _weights_label(weights, config.init_weights)},
         "data": {
             "data_dir": str(data_dir),
             "source_split": "train",
@@ -185,6 +215,7 @@ def _train_into(
         "history": history,
         "code_version": code_version,
         "training_seconds": round(fit_seconds, 1),
+        "trained_on": {"backend": keras.backend.backend(), "device": describe_device()},
         "timing_seconds": {
             "load_images": round(load_seconds, 1),
             "fit": round(fit_seconds, 1),
@@ -194,16 +225,30 @@ def _train_into(
         "intended_use": INTENDED_USE,
         "plots": plots,
         "files": {"onnx": artifacts.ONNX_NAME, "keras": artifacts.KERAS_NAME},
-        "onnx_sha256": artifacts.sha256_file(onnx_path),
+        "onnx_sha256": artifacts.sha256_file(onnx_path) if onnx_path else None,
         "keras_sha256": artifacts.sha256_file(keras_path),
     }
+    if onnx_path is None:
+        manifest["onnx_pending"] = (
+            f"trained on the {keras.backend.backend()} backend: run `python -m ml export --artifact <this folder>` "
+            "with TensorFlow to write and verify model.onnx; validation figures above are Keras predictions"
+        )
     artifacts.write_manifest(artifact_dir, manifest)
     # The input gate is part of the artifact: no model serves without it (ml.gate).
     gate.fit_artifact_gate(artifact_dir, data_dir)
     return artifact_dir
 
 
-def _weights_label(weights: str | None) -> str:
+def exports_onnx_here() -> bool:
+    """ONNX export (tf2onnx) needs the TensorFlow backend."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
+def _weights_label(weights: str | None, init_weights: str | None = None) -> str:
+    if init_weights:
+        return f"initialised from {Path(init_weights).name} sha256={artifacts.sha256_file(init_weights)}"
     if weights is None:
         return "none (random initialisation, trained from scratch)"
     if weights == "imagenet":
@@ -236,17 +281,23 @@ def run_stages(
     history: list[dict[str, Any]] = []
     checkpoint_dir = artifact_dir / "checkpoints"
     checkpoint_dir.mkdir()
+    budget = TimeBudget(config.max_fit_seconds)
     for stage in stages_for(config, pretrained):
         if stage.epochs <= 0:
+            continue
+        if budget.spent() and history:  # the first stage always trains at least one epoch
+            history.append({"stage": stage.name, "skipped": "time budget spent"})
             continue
         set_trainable(built, stage.name)
         started = time.perf_counter()
         if stage.name == "head" and built.backbone is not None:
             record = _fit_head_on_cached_features(
-                built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest, progress
+                built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest, progress, budget
             )
         else:
-            record = _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, progress)
+            record = _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, progress, budget)
+        record["stopped_by_time_budget"] = budget.stopped_training
+        budget.stopped_training = False
         record.update(
             {
                 "stage": stage.name,
@@ -270,11 +321,38 @@ def _optimizer(stage: StageConfig) -> Any:
     return keras.optimizers.Adam(learning_rate=stage.learning_rate)
 
 
-def _callbacks(config: TrainConfig, checkpoint: Path, stage: StageConfig, progress: ProgressHook | None) -> list[Any]:
+class TimeBudget:
+    """A wall-clock budget over all stages: ends an epoch's fit when spent (best weights are kept)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.stopped_training = False
+
+    def spent(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def callback(self) -> Any:
+        import keras
+
+        budget = self
+
+        class StopWhenSpent(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                if budget.spent():
+                    budget.stopped_training = True
+                    self.model.stop_training = True
+
+        return StopWhenSpent()
+
+
+def _callbacks(
+    config: TrainConfig, checkpoint: Path, stage: StageConfig, progress: ProgressHook | None, budget: TimeBudget
+) -> list[Any]:
     import keras
 
     reporting = [ProgressCallback(progress, stage=stage.name, epochs=stage.epochs)] if progress else []
     return reporting + [
+        budget.callback(),
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.early_stopping_patience),
         keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.3, patience=config.reduce_lr_patience, min_lr=1e-6
@@ -305,7 +383,7 @@ def _summarise(fit_history: Any) -> dict[str, Any]:
 
 
 def _fit_head_on_cached_features(
-    built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest, progress
+    built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest, progress, budget
 ):
     # A frozen backbone gives the same features every epoch: compute them once (augmentation
     # would change them, so this stage trains without it) and an epoch costs seconds.
@@ -326,7 +404,7 @@ def _fit_head_on_cached_features(
         epochs=stage.epochs,
         batch_size=config.batch_size,
         class_weight=class_weight,
-        callbacks=_callbacks(config, checkpoint, stage, progress),
+        callbacks=_callbacks(config, checkpoint, stage, progress, budget),
         verbose=2,
         shuffle=True,
     )
@@ -334,8 +412,10 @@ def _fit_head_on_cached_features(
     return {**_summarise(fit), "features_cached": True, "augmentation": False, **feature_record}
 
 
-def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, progress):
-    train_ds = data.make_dataset(
+def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, progress, budget):
+    from ml import batches
+
+    train_ds = batches.make_dataset(
         split.x_train,
         split.y_train,
         batch_size=config.batch_size,
@@ -344,7 +424,9 @@ def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, p
         policy=config.augmentation_policy,
         seed=config.seed,
     )
-    val_ds = data.make_dataset(split.x_val, split.y_val, batch_size=64, training=False, augment=False, seed=config.seed)
+    val_ds = batches.make_dataset(
+        split.x_val, split.y_val, batch_size=64, training=False, augment=False, seed=config.seed
+    )
     checkpoint = checkpoint_dir / f"{stage.name}.weights.h5"
     _compile(built.model, stage)
     fit = built.model.fit(
@@ -352,7 +434,7 @@ def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, p
         validation_data=val_ds,
         epochs=stage.epochs,
         class_weight=class_weight,
-        callbacks=_callbacks(config, checkpoint, stage, progress),
+        callbacks=_callbacks(config, checkpoint, stage, progress, budget),
         verbose=2,
         shuffle=False,
     )

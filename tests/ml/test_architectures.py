@@ -58,6 +58,25 @@ def test_vgg19_head_follows_the_source_recipe() -> None:
     assert built.model.output_shape == (None, 1)
 
 
+@pytest.mark.parametrize(("arch", "convs"), [("vgg16_bn", 13), ("vgg19_bn", 16)])
+def test_batchnorm_vggs_keep_vgg_layout_and_train_from_scratch_only(arch: str, convs: int, tmp_path: Path) -> None:
+    """The from-scratch VGGs: VGG's convolutions (and names, so the partial stage opens the same
+    layers), each followed by BatchNorm; asking for ImageNet weights is refused with a reason."""
+    import keras
+
+    built = build_model(arch, input_size=32, weights=None, seed=0)
+    assert built.backbone is not None
+    layers = built.backbone.layers
+    conv_names = [layer.name for layer in layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(conv_names) == convs and conv_names[-1] == f"block5_conv{3 if arch == 'vgg16_bn' else 4}"
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in layers) == convs
+    assert built.model.output_shape == (None, 1)
+    for weights in ("imagenet", "local", str(tmp_path)):
+        with pytest.raises(WeightsNotFoundError, match="trained from scratch"):
+            resolve_weights(arch, weights, tmp_path)
+    assert resolve_weights(arch, "auto", tmp_path) is None
+
+
 def test_normalisation_is_inside_the_model() -> None:
     import numpy as np
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml import data
+from ml import batches, data
 from ml.data import ImageRecord, grouped_split, patient_id
 from ml.preprocessing import load_for_model
 
@@ -75,8 +75,8 @@ def test_training_loader_yields_exactly_the_serving_tensor(dataset_root: Path) -
     """The tensors a model trains and validates on equal load_for_model(bytes): no skew."""
     records = data.list_images(dataset_root, "train")
     images = data.load_images(records, input_size=48)
-    ds = data.make_dataset(images, data.labels_of(records), batch_size=7, training=False, augment=True, seed=0)
-    batched = np.concatenate([x.numpy() for x, _ in ds])
+    ds = batches.make_dataset(images, data.labels_of(records), batch_size=7, training=False, augment=True, seed=0)
+    batched = np.concatenate([ds[i][0] for i in range(len(ds))])
     for i, record in enumerate(records):
         served = load_for_model(record.path.read_bytes(), input_size=48)
         np.testing.assert_array_equal(batched[i], served)
@@ -87,8 +87,8 @@ def test_augmentation_happens_only_in_training(dataset_root: Path) -> None:
     records = data.list_images(dataset_root, "train")[:8]
     images = data.load_images(records, input_size=48)
     labels = data.labels_of(records)
-    train_ds = data.make_dataset(images, labels, batch_size=8, training=True, augment=True, seed=0)
-    augmented = next(iter(train_ds))[0].numpy()
+    train_ds = batches.make_dataset(images, labels, batch_size=8, training=True, augment=True, seed=0)
+    augmented = train_ds[0][0]
     originals = {img.tobytes() for img in images}
     changed = sum(img.tobytes() not in originals for img in augmented)
     assert changed == len(images)
@@ -114,3 +114,22 @@ def test_no_external_or_val_file_enters_a_training_list(dataset_root: Path, tmp_
     rows = [line.split("\t") for line in bundled.read_text().splitlines()]
     assert {split_name for split_name, *_ in rows} == {"train", "validation"}
     assert all(relpath.startswith("train/") for _, _, relpath, _ in rows)
+
+
+def test_acquisition_batches_stay_films_and_keep_soft_labels(dataset_root: Path) -> None:
+    """The acquisition policy changes every film but keeps shape, dtype and the 0..255 range; labels
+    (soft teacher probabilities when distilling) pass through untouched, and each epoch reshuffles."""
+    records = data.list_images(dataset_root, "train")[:12]
+    images = data.load_images(records, input_size=32)
+    soft = np.linspace(0.05, 0.95, len(records)).astype(np.float32)
+    ds = batches.make_dataset(images, soft, batch_size=6, training=True, augment=True, seed=3, policy="acquisition")
+    x, y = ds[0]
+    assert x.shape == (6, 32, 32, 3) and x.dtype == np.float32
+    assert x.min() >= 0.0 and x.max() <= 255.0
+    assert set(np.round(y, 4)) <= set(np.round(soft, 4))
+    first_epoch = np.concatenate([ds[i][1] for i in range(len(ds))])
+    ds.on_epoch_end()
+    second_epoch = np.concatenate([ds[i][1] for i in range(len(ds))])
+    assert sorted(first_epoch) == sorted(second_epoch) == sorted(soft)
+    with pytest.raises(ValueError, match="policy"):
+        batches.make_dataset(images, soft, batch_size=6, training=True, augment=True, seed=3, policy="colour")

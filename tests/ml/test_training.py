@@ -268,3 +268,81 @@ def test_pretrained_backbone_trains_its_head_on_cached_features_and_exports(
     assert len(list(cache.glob("features-tiny-*.npy"))) == 2  # train and validation
     assert manifest["metrics"]["onnx_keras_max_abs_diff"] <= 1e-4
     assert Predictor.from_artifact(out).architecture == "tiny"
+
+
+def test_a_warm_started_distilled_run_within_a_time_budget(
+    dataset_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--init-weights starts from another model's weights (a pretrained run: head first), --soft-labels
+    mixes a teacher's scores into the targets, and a spent --max-fit-minutes ends fitting with the best
+    weights kept and the remaining stages recorded as skipped."""
+    import dataclasses
+
+    from ml import architectures, training
+
+    spec = architectures.ArchSpec("tiny", _tiny_backbone, "tf", None, partial_unfreeze=("block2_conv",))
+    monkeypatch.setitem(architectures.ARCHITECTURES, "tiny", spec)
+    start = architectures.build_model("tiny", input_size=32, weights=None, seed=5, pretrained=True)
+    init = tmp_path / "start.weights.h5"
+    start.model.save_weights(init)
+
+    records = data.list_images(dataset_root, "train")
+    teacher = tmp_path / "teacher.tsv"
+    teacher.write_text("".join(f"{r.relpath(dataset_root)}\t0.25\n" for r in records))
+    config = dataclasses.replace(
+        QUICK, architecture="tiny", init_weights=str(init), soft_labels=str(teacher), distill_alpha=0.4,
+        fine_tune_stages=[StageConfig("partial", 3, 1e-4)], max_fit_seconds=0.0,
+    )  # fmt: skip
+    split = training.load_split(config, dataset_root)
+    hard = data.labels_of(split.train)
+    np.testing.assert_allclose(split.y_train, 0.6 * hard + 0.4 * 0.25, rtol=1e-6)
+
+    out = training.train(config, data_dir=dataset_root, output_root=tmp_path / "runs", latency_runs=2)
+    manifest = artifacts.read_manifest(out)
+    head, partial = manifest["history"]
+    assert head["stage"] == "head" and head["features_cached"]  # warm start counts as pretrained
+    assert head["epochs_run"] == 1 and head["stopped_by_time_budget"]
+    assert partial == {"stage": "partial", "skipped": "time budget spent"}
+    assert manifest["weights"]["source"].startswith("initialised from start.weights.h5 sha256=")
+    assert manifest["trained_on"] == {"backend": "tensorflow", "device": "CPU"}
+
+    teacher.write_text("train/NORMAL/nobody.jpeg\t0.5\n")
+    with pytest.raises(ValueError, match="no teacher score"):
+        training.load_split(config, dataset_root)
+
+
+def test_a_run_trained_without_tensorflow_is_exported_afterwards(
+    dataset_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On another Keras backend (PyTorch on a GPU machine) training writes model.keras and no ONNX;
+    `python -m ml export` later writes the ONNX, checks parity, measures latency and clears the flag."""
+    from ml import training
+    from ml.cli import main
+
+    monkeypatch.setattr(training, "exports_onnx_here", lambda: False)
+    out = training.train(QUICK, data_dir=dataset_root, output_root=tmp_path, latency_runs=2)
+    manifest = artifacts.read_manifest(out)
+    assert not (out / artifacts.ONNX_NAME).exists() and manifest["onnx_pending"]
+    assert manifest["onnx_sha256"] is None and manifest["metrics"]["latency"] is None
+    with pytest.raises(ModelArtifactError):
+        Predictor.from_artifact(out)
+
+    assert main(["export", "--artifact", str(out)]) == 0
+    manifest = artifacts.read_manifest(out)
+    assert "onnx_pending" not in manifest and manifest["metrics"]["onnx_keras_max_abs_diff"] <= 1e-4
+    assert manifest["metrics"]["latency"]["p50_ms"] > 0
+    Predictor.from_artifact(out)
+
+    assert main(["evaluate", "--keras", "--data-dir", str(dataset_root), "--artifact", str(out), "--split", "val",
+                 "--bootstrap", "10", "--output", str(tmp_path / "keras.json")]) == 0  # fmt: skip
+    onnx_summary = json.loads(_evaluate_json(dataset_root, out, tmp_path))
+    keras_summary = json.loads((tmp_path / "keras.json").read_text())
+    assert keras_summary["roc_auc"] == pytest.approx(onnx_summary["roc_auc"], abs=1e-6)
+
+
+def _evaluate_json(dataset_root: Path, artifact: Path, tmp_path: Path) -> str:
+    from ml.cli import main
+
+    main(["evaluate", "--data-dir", str(dataset_root), "--artifact", str(artifact), "--split", "val",
+          "--bootstrap", "10", "--output", str(tmp_path / "onnx.json")])  # fmt: skip
+    return (tmp_path / "onnx.json").read_text()
