@@ -23,3 +23,11 @@ class DicomParser(BaseParser):
         if len(data) > limit:
             raise ParseError(f"The file is larger than the {limit // (1024 * 1024)} MB limit.")
         return data
+
+
+class OctetStreamDicomParser(DicomParser):
+    """The same file sent as `application/octet-stream`: the one binary body every OpenAPI client
+    generator can send (openapi-python-client skips an operation whose only body is application/dicom).
+    The file is judged by its content either way."""
+
+    media_type = "application/octet-stream"

@@ -1,7 +1,10 @@
-"""OpenAPI generation: every operation documents the errors it can answer, in the one error shape."""
+"""OpenAPI generation: every operation documents the errors it can answer, in the one error shape,
+with the response headers a client acts on; the schema must generate a usable client as it is
+(tests/api/test_generated_client.py generates one with openapi-python-client and runs the workflow)."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
@@ -27,6 +30,22 @@ _ERRORS: dict[str, tuple[str, str, str]] = {
     ),
     "415": ("The body's Content-Type is not one this endpoint accepts.", "unsupported_media_type", ""),
     "429": ("Too many requests from this client; retry after the Retry-After header.", "throttled", ""),
+}
+
+_ERROR_HEADERS: dict[str, dict[str, Any]] = {
+    "401": {
+        "WWW-Authenticate": {
+            "description": "The scheme to authenticate with: `Bearer` (an API token).",
+            "schema": {"type": "string"},
+        }
+    },
+    "429": {
+        "Retry-After": {
+            "description": "Seconds to wait before the next request.",
+            "schema": {"type": "integer", "minimum": 0},
+            "required": True,
+        }
+    },
 }
 
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -67,6 +86,7 @@ class PortalAutoSchema(AutoSchema):
             description, error_code, message = _ERRORS[code]
             responses[code] = {
                 "description": description,
+                **({"headers": _ERROR_HEADERS[code]} if code in _ERROR_HEADERS else {}),
                 "content": {
                     "application/json": {
                         "schema": error_ref,
@@ -77,3 +97,28 @@ class PortalAutoSchema(AutoSchema):
                 },
             }
         return responses
+
+    def _get_request_body(self, direction: Any = "request") -> dict[str, Any] | None:
+        body = super()._get_request_body(direction)
+        # A raw file body (application/dicom) is the whole request: generators must not make it optional.
+        if body and all(media.get("schema", {}).get("format") == "binary" for media in body["content"].values()):
+            body["required"] = True
+        return body
+
+    def _insert_field_validators(self, field: Any, schema: dict[str, Any]) -> None:
+        super()._insert_field_validators(field, schema)
+        # drf-spectacular offers a blank alternative to a formatted string (a URL that may be "") as
+        # oneOf [formatted, maxLength 0]; "" matches both (format is an annotation), which oneOf forbids.
+        if "oneOf" in schema and {"type": "string", "maxLength": 0} in schema["oneOf"]:
+            schema["anyOf"] = schema.pop("oneOf")
+
+    def _get_callbacks(self) -> dict[str, Any]:
+        callbacks = super()._get_callbacks()
+        # drf-spectacular's callbacks declare no parameters; a webhook's request has signed headers.
+        for callback in self.get_callbacks():
+            headers = getattr(callback, "headers", None)
+            if not headers:
+                continue
+            for operation in callbacks[callback.name][callback.path].values():
+                operation["parameters"] = copy.deepcopy(headers)
+        return callbacks

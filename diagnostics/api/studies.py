@@ -36,7 +36,8 @@ from diagnostics.services.studies import MAX_IMAGES_PER_STUDY, study_accept
 from .common import ListApi, request_user, service_errors
 from .errors import ApiError, ErrorSerializer
 from .filters import StudyFilter
-from .parsers import DicomParser
+from .parsers import DicomParser, OctetStreamDicomParser
+from .webhooks import STUDY_FINISHED_FROM_BODY, STUDY_FINISHED_FROM_QUERY
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
@@ -47,6 +48,26 @@ IDEMPOTENCY_KEY = OpenApiParameter(
         "the first one created instead of creating another; the same key with a different body answers 422."
     ),
 )
+# Response headers of a 202 (drf-spectacular declares an OpenApiParameter with `response` as one).
+ACCEPTED_HEADERS = [
+    OpenApiParameter(
+        "Location",
+        OpenApiTypes.URI,
+        OpenApiParameter.HEADER,
+        response=[202],
+        required=True,
+        description="The study's status URL (the same as status_url).",
+    ),
+    OpenApiParameter(
+        "Idempotent-Replayed",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[202],
+        enum=["true", "false"],
+        description="Only when the request had an Idempotency-Key: `true` when this answer is the study an earlier "
+        "request with the key created, `false` when this request created it.",
+    ),
+]
 
 
 class PredictionOutputSerializer(serializers.ModelSerializer):
@@ -170,6 +191,8 @@ class StudyFieldsSerializer(serializers.Serializer):
 
 
 class MultipartStudyInputSerializer(StudyFieldsSerializer):
+    """A study and its films as multipart parts named `images` (JPEG, PNG or DICOM)."""
+
     # Empty files are let through so the service refuses them with the same message as the pages.
     images = serializers.ListField(
         child=serializers.FileField(allow_empty_file=True), allow_empty=False, max_length=MAX_IMAGES_PER_STUDY
@@ -188,6 +211,8 @@ class Base64ImageSerializer(serializers.Serializer):
 
 
 class JsonStudyInputSerializer(StudyFieldsSerializer):
+    """A study and its films, base64-encoded, in one JSON body."""
+
     images = serializers.ListField(child=Base64ImageSerializer(), allow_empty=False, max_length=MAX_IMAGES_PER_STUDY)
 
 
@@ -290,9 +315,10 @@ class StudyListCreateApi(ListApi):
     @extend_schema(
         operation_id="studies_create",
         summary="Create a study from uploaded X-rays (multipart, or JSON with base64 images)",
-        parameters=[IDEMPOTENCY_KEY],
+        parameters=[IDEMPOTENCY_KEY, *ACCEPTED_HEADERS],
         request={"multipart/form-data": MultipartStudyInputSerializer, "application/json": JsonStudyInputSerializer},
         responses={202: _ACCEPTED, 404: _NO_PATIENT, 422: _KEY_REUSED},
+        callbacks=[STUDY_FINISHED_FROM_BODY],
         examples=[
             OpenApiExample(
                 "JSON with a base64 image",
@@ -324,18 +350,20 @@ class StudyListCreateApi(ListApi):
 
 
 class StudyDicomCreateApi(APIView):
-    parser_classes = [DicomParser]
+    parser_classes = [DicomParser, OctetStreamDicomParser]
 
     @extend_schema(
         operation_id="studies_create_dicom",
         summary="Create a study from one DICOM file sent as the request body",
         description=(
-            "For integrations that forward a DICOM Part 10 file as is: `Content-Type: application/dicom`, "
+            "For integrations that forward a DICOM Part 10 file as is: `Content-Type: application/dicom` "
+            "(or `application/octet-stream`, for client generators that send no other binary type), "
             "the study's fields in the query string. Modality and view position default to the file's tags."
         ),
-        parameters=[DicomStudyQuerySerializer, IDEMPOTENCY_KEY],
-        request={"application/dicom": OpenApiTypes.BINARY},
+        parameters=[DicomStudyQuerySerializer, IDEMPOTENCY_KEY, *ACCEPTED_HEADERS],
+        request={"application/dicom": OpenApiTypes.BINARY, "application/octet-stream": OpenApiTypes.BINARY},
         responses={202: _ACCEPTED, 404: _NO_PATIENT, 422: _KEY_REUSED},
+        callbacks=[STUDY_FINISHED_FROM_QUERY],
     )
     def post(self, request: Request) -> Response:
         query = DicomStudyQuerySerializer(data=request.query_params)
@@ -363,6 +391,10 @@ class StudyDetailApi(APIView):
 
 
 class WebhookDeliveryOutputSerializer(serializers.ModelSerializer):
+    payload = serializers.JSONField(
+        help_text="The JSON body sent: a StudyFinishedEvent (the studyFinished callback of studies_create)."
+    )
+
     class Meta:
         model = WebhookDelivery
         fields = [

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -35,8 +42,21 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = [
-            "id", "status", "architecture", "trigger", "config", "progress", "cancel_requested", "device", "error",
-            "data_summary", "requested_by", "model_versions", "created_at", "started_at", "finished_at",
+            "id",
+            "status",
+            "architecture",
+            "trigger",
+            "config",
+            "progress",
+            "cancel_requested",
+            "device",
+            "error",
+            "data_summary",
+            "requested_by",
+            "model_versions",
+            "created_at",
+            "started_at",
+            "finished_at",
         ]
 
 
@@ -75,9 +95,17 @@ class TrainingRunListStartApi(ListApi):
         operation_id="training_runs_create",
         summary="Start a training run (queued for a training worker)",
         request=InputSerializer,
-        responses={
-            202: OpenApiResponse(TrainingRunOutputSerializer, description="Queued; poll the Location URL.")
-        },
+        parameters=[
+            OpenApiParameter(
+                "Location",
+                OpenApiTypes.URI,
+                OpenApiParameter.HEADER,
+                response=[202],
+                required=True,
+                description="The run's URL, to poll for progress.",
+            )
+        ],
+        responses={202: OpenApiResponse(TrainingRunOutputSerializer, description="Queued; poll the Location URL.")},
         examples=[
             OpenApiExample(
                 "Fine-tune on dataset and feedback",
