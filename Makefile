@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run setup test test-fast lint typecheck services worker worker-maintenance worker-training worker-explain beat compose-check clean
+.PHONY: help run setup test test-fast lint typecheck services worker worker-maintenance worker-training worker-explain beat dicom-receiver compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -23,7 +23,7 @@ setup: $(VENV)/.installed  ## create the virtualenv, migrate, create demo users,
 run: setup  ## set up and run the portal on the embedded default (SQLite, tasks in process)
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
-services:  ## start PostgreSQL and Redis on 127.0.0.1 if they are not running
+services:  ## start PostgreSQL, Redis and the Orthanc PACS on 127.0.0.1 if they are not running
 	./scripts/ensure-services.sh
 
 test: $(VENV)/.installed services  ## run the whole test suite against real PostgreSQL, Redis and a Celery worker
@@ -53,6 +53,9 @@ worker-explain: $(VENV)/.installed  ## a Celery worker for Grad-CAM heatmaps (lo
 
 beat: $(VENV)/.installed  ## the Celery beat scheduler
 	$(VENV)/bin/celery -A worker beat -l info
+
+dicom-receiver: $(VENV)/.installed  ## the DICOM receiver PACSes send films to (C-STORE SCP, port DICOM_PORT, 11112)
+	$(PY) manage.py dicom_receiver
 
 BENCH_FILMS ?= ../shared/data/chest_xray/val
 BENCH_DATA ?= $(or $(PNEUMONIA_DATA_DIR),../shared/data/chest_xray)

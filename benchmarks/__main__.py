@@ -132,7 +132,7 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
     films = sorted(p for p in Path(args.films_dir).rglob("*.jpeg")) if args.films_dir else []
     search = [args.search] if args.search and Path(args.search).is_dir() else []
     data_dir = Path(args.data_dir) if args.data_dir and Path(args.data_dir).is_dir() else None
-    log("models: benchmarks.models (GEMM ceiling, every model, TensorFlow vs ONNX Runtime, decode, int8)")
+    log("models: benchmarks.models (GEMM ceiling, every model, TensorFlow vs ONNX Runtime, decode, int8, variants)")
     return bench.run_benchmark(
         artifacts=["ml/default_model"],
         search=search,
@@ -144,6 +144,7 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
         decode=True,
         films=films,
         quantize_data_dir=data_dir,
+        serving_variants_data_dir=data_dir,
         workdir=WORKDIR,
         log=log,
     )

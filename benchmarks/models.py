@@ -12,7 +12,9 @@
   TensorFlow (``tf.function``) on the same model and threads, as a ratio to ONNX Runtime;
 - JPEG decoding of a full-size film: naive (full decode, resize) against the serving path
   (``ml.preprocessing.load_for_model``, Pillow ``draft``);
-- optionally an int8 variant of the default model, with its AUC on the manifest's validation split.
+- optionally an int8 variant of the default model, with its AUC on the manifest's validation split;
+- optionally the serving variants (``ml.variants``: fp32, int8, bf16) of the default model, checked on
+  ``<data>/external`` against fp32 and timed in the same run, with the choice a worker makes on this CPU.
 
 Every model is measured in its own fresh process (``python -m benchmarks.models --job``), so its peak RSS
 is its own and TensorFlow never shares a process with ONNX Runtime. No Django here.
@@ -712,7 +714,7 @@ def quantize_default(
         "tolerance": QUANTIZATION_AUC_TOLERANCE,
         "bf16": "not measured: this CPU has no AVX-512 BF16 or AMX instructions"
         if not (machine_info()["flags"]["avx512_bf16"] or machine_info()["flags"]["amx_bf16"])
-        else "not measured",
+        else "not measured here (see the serving variants, ml/variants.py)",
         "variants": rows,
     }
 
@@ -760,6 +762,11 @@ def _job_main(job: dict[str, Any]) -> dict[str, Any]:
         return export_architecture(job["architecture"], job["input_size"], job["out_dir"])
     if kind == "quantize":
         return quantize_default(job["artifact_dir"], job["data_dir"], job["out_dir"], threads=job["threads"])
+    if kind == "serving_variants":
+        from ml.variants import select
+
+        return select(job["artifact_dir"], data_dir=job["data_dir"], cache_dir=Path(job["cache_dir"]),
+                      threads=job["threads"], spin=False, force=True)  # fmt: skip
     if kind == "decode":
         return decode_benchmark(films=[Path(p) for p in job.get("films", [])], runs=job.get("runs", 15))
     raise ValueError(f"unknown job kind {kind!r}")
@@ -865,6 +872,7 @@ def run_benchmark(
     decode: bool = True,
     films: Sequence[Path] = (),
     quantize_data_dir: Path | None = None,
+    serving_variants_data_dir: Path | None = None,
     workdir: Path = Path("var/bench"),
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
@@ -964,6 +972,17 @@ def run_benchmark(
             variant["onnxruntime"] = speed
             variant["speedup_vs_fp32"] = _ratios(default["onnxruntime"], speed)
         report["quantized"] = quant
+    if default is not None and serving_variants_data_dir is not None and default.get("artifact"):
+        log("serving variants of the default model (fp32, int8, bf16) on external/")
+        report["serving_variants"] = run_job(
+            {
+                "kind": "serving_variants",
+                "artifact_dir": default["artifact"],
+                "data_dir": str(serving_variants_data_dir),
+                "cache_dir": str(workdir / "variants"),
+                "threads": threads,
+            }  # fmt: skip
+        )
     report["load_average_end"] = list(os.getloadavg())
     report["seconds"] = time.perf_counter() - started
     return report
@@ -1005,6 +1024,12 @@ def render_text(report: dict[str, Any]) -> str:
         if "tensorflow_over_onnxruntime" in model:
             parts.append(f"TF/ORT {model['tensorflow_over_onnxruntime']}")
         lines.append("; ".join(parts))
+    variants = report.get("serving_variants")
+    if variants:
+        from ml.variants import render
+
+        lines.append("Serving variants of the first model:")
+        lines.append(render(variants) if "variants" in variants else f"failed: {variants.get('error', '?')[-400:]}")
     return "\n".join(lines)
 
 

@@ -84,6 +84,7 @@ def render(results: dict[str, Any], *, plot_name: str | None) -> str:
         lines += default_model_section(models)
         lines += decode_section(models)
         lines += quantized_section(models)
+        lines += serving_variants_section(models, page_cpu=_page_machine(results).get("cpu_model"))
     portal = results.get("portal")
     if portal:
         lines += serving_section(portal)
@@ -94,8 +95,13 @@ def render(results: dict[str, Any], *, plot_name: str | None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _page_machine(results: dict[str, Any]) -> dict[str, Any]:
+    machine: dict[str, Any] = results.get("machine_at_start") or results.get("models", {}).get("machine", {})
+    return machine
+
+
 def machine_section(results: dict[str, Any]) -> list[str]:
-    machine = results.get("machine_at_start") or results.get("models", {}).get("machine", {})
+    machine = _page_machine(results)
     flags = machine.get("flags", {})
     present = [flag for flag, on in flags.items() if on]
     absent = [flag for flag, on in flags.items() if not on]
@@ -671,7 +677,7 @@ def quantized_section(models: dict[str, Any]) -> list[str]:
         "patient-grouped validation split listed in the model's `data_files.txt` (checked by sha256), scored by "
         f"ONNX Runtime; the manifest records fp32 AUC {fmt(quant['manifest_validation_auc'], 4)}. Static "
         f"quantization calibrated on {quant['calibration_images']} training films (never validation); QDQ, "
-        "per-channel int8 weights with reduced range (no VNNI on this CPU), uint8 activations. Dynamic: int8 "
+        "per-channel int8 weights with reduced range (7-bit: safe without VNNI), uint8 activations. Dynamic: int8 "
         f"weights, activations quantized at run time. bf16: {quant['bf16']}.",
         "",
         *table(
@@ -688,6 +694,78 @@ def quantized_section(models: dict[str, Any]) -> list[str]:
             rows,
         ),
         verdict,
+        "",
+    ]
+
+
+def serving_variants_section(models: dict[str, Any], *, page_cpu: str | None = None) -> list[str]:
+    """The serving variants (ml/variants.py) of the default model: checks on external/, speed, the choice."""
+    entry = models.get("serving_variants")
+    title = "## Serving variants on this CPU: fp32, int8, bf16 (ml/variants.py)"
+    if not entry:
+        return []
+    if "variants" not in entry:
+        return [title, "", f"Failed: {entry.get('error', '?')[-400:]}", ""]
+    ident, tolerances, external = entry["identity"], entry["tolerances"], entry["external"]
+    elsewhere = (
+        f" **Measured on another machine than the rest of this page** ({page_cpu} there)."
+        if page_cpu and page_cpu != ident["cpu_model"]
+        else ""
+    )
+    rows = []
+    for row in entry["variants"]:
+        if "unavailable" in row:
+            rows.append(
+                [row["variant"], "–", "–", "–", "–", "–", "–", "–", "–", "–", f"unavailable: {row['unavailable']}"]
+            )
+            continue
+        speedup = row.get("speedup", {})
+        rows.append(
+            [
+                row["variant"],
+                fmt(row["mb"], 1),
+                fmt(row["auc"], 4),
+                fmt(row.get("auc_minus_fp32"), 4) if "auc_minus_fp32" in row else "–",
+                fmt(row["max_abs_probability_difference"], 4),
+                fmt(row["mean_abs_probability_difference"], 4),
+                str(row["label_flips"]),
+                fmt(row["p50_ms"].get("1"), 2),
+                fmt(row["p50_ms"].get("16"), 1),
+                f"{fmt(speedup.get('1'), 2)}× / {fmt(speedup.get('16'), 2)}×",
+                "passes" if row.get("passed") else "fails: " + "; ".join(row.get("failed_because", [])),
+            ]
+        )
+    return [
+        title,
+        "",
+        f"CPU: {ident['cpu_model']} ({ident['machine']}), ISA flags {', '.join(ident['isa_flags']) or 'none'}; "
+        f"ONNX Runtime {ident['onnxruntime']}; {entry.get('threads') or 'ONNX Runtime default'} intra-op threads, "
+        f"spinning off; measured {entry.get('measured_at', '?')}.{elsewhere} Every variant is checked against fp32 "
+        f"on external/ ({external['films']} films, {external['positives']} pneumonia): AUC within "
+        f"{tolerances['auc']} and every film's probability within {tolerances['probability']} of fp32's (label "
+        f"flips at the model's threshold {fmt(entry['threshold'], 3)} are shown, not a criterion). fp32 is timed in "
+        "the same process, in turns with the others (p50 of all turns, random inputs). A passing variant would serve "
+        f"if at least {tolerances['min_speedup']}× faster at batch 1 and 16. int8: static QDQ, per-channel int8 "
+        f"weights{' (7-bit)' if entry.get('int8_reduce_range') else ' (full range: VNNI/AMX-INT8 present)'}, "
+        f"uint8 activations, MinMax ranges from {entry['calibration_films']} training films.",
+        "",
+        *table(
+            [
+                "variant",
+                "MB",
+                "external AUC",
+                "Δ AUC",
+                "max \\|Δp\\|",
+                "mean \\|Δp\\|",
+                "label flips",
+                "p50 ms b1",
+                "p50 ms b16",
+                "speed-up b1 / b16",
+                "check",
+            ],
+            rows,
+        ),
+        f"Chosen for this CPU: **{entry['chosen']}** ({entry['reason']}).",
         "",
     ]
 
@@ -894,7 +972,7 @@ def reproduce_section() -> list[str]:
         "make bench        # = python -m benchmarks --wait-for-idle 1800, with the val films and the dataset",
         "python -m ml bench --artifact ml/default_model --threads 2 --runs 200   # the default model alone",
         "python -m ml -v bench --search var/runs --architectures all --tensorflow --decode "
-        "--films-dir ../shared/data/chest_xray/val --quantize --data-dir ../shared/data/chest_xray",
+        "--films-dir ../shared/data/chest_xray/val --quantize --variants --data-dir ../shared/data/chest_xray",
         "```",
         "",
     ]

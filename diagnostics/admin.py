@@ -6,7 +6,17 @@ from diagnostics import (
     api_token_admin,  # noqa: F401  (API tokens, webhook deliveries)
     lifecycle_admin,  # noqa: F401  (model registry, promotion gate, training runs)
 )
-from diagnostics.models import AuditEvent, CareTeam, Image, Patient, Prediction, Study, User
+from diagnostics.models import (
+    AuditEvent,
+    CareTeam,
+    DicomPeer,
+    Image,
+    PacsDelivery,
+    Patient,
+    Prediction,
+    Study,
+    User,
+)
 
 
 @admin.register(User)
@@ -75,3 +85,19 @@ class AuditEventAdmin(ReadOnlyAdmin):  # append-only: not even the admin edits o
     search_fields = ("action", "object_type", "object_id", "actor__username", "detail")
     date_hierarchy = "created_at"
     list_select_related = ("actor", "team")
+
+
+@admin.register(DicomPeer)
+class DicomPeerAdmin(admin.ModelAdmin):
+    """The PACSes and modalities allowed to send films (docs/integration.md): configuration, editable."""
+
+    list_display = ("ae_title", "team", "service_user", "host", "port", "results_ae_title", "enabled")
+    list_filter = ("enabled", "team")
+    search_fields = ("ae_title", "host")
+
+
+@admin.register(PacsDelivery)
+class PacsDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "study", "peer", "kind", "status", "attempts", "last_error")
+    list_filter = ("status", "kind", "peer")
+

@@ -111,6 +111,9 @@ class Study(models.Model):
     latest_label = models.CharField(  # noqa: DJ001 - null means "no AI result", as in the API
         max_length=10, null=True, blank=True, editable=False, choices=PredictionLabel.choices
     )
+    # Studies that came from a PACS over DICOM: their DICOM identity, and the peer whose results go back.
+    study_instance_uid = models.CharField(max_length=64, blank=True, db_index=True)
+    dicom_peer = models.ForeignKey("DicomPeer", null=True, blank=True, on_delete=models.PROTECT, related_name="studies")
 
     class Meta:
         ordering = ["-created_at"]
@@ -120,6 +123,14 @@ class Study(models.Model):
             # The worklist's default (triage) order: most suspicious first, then newest; studies
             # without a result last (-1, not NULLS LAST, which SQLite cannot index).
             models.Index(TRIAGE_KEY.desc(), F("created_at").desc(), F("id").desc(), name="study_triage_order"),
+        ]
+        constraints = [
+            # Films of one DICOM study from one PACS are one study, however many associations bring them.
+            models.UniqueConstraint(
+                fields=["dicom_peer", "study_instance_uid"],
+                condition=~Q(study_instance_uid=""),
+                name="one_study_per_peer_and_uid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -150,11 +161,19 @@ class Image(models.Model):
     format = models.CharField(max_length=5, choices=Format.choices)
     size_bytes = models.PositiveBigIntegerField()
     dicom_metadata = models.JSONField(default=dict, blank=True)
+    # DICOM files only: the instance's UID. A PACS that sends an instance again gets it acknowledged,
+    # not stored twice.
+    sop_instance_uid = models.CharField(max_length=64, blank=True)
     uploaded_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sop_instance_uid"], condition=~Q(sop_instance_uid=""), name="one_image_per_sop_instance"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Image {self.pk} ({self.format} {self.width}×{self.height})"
@@ -243,6 +262,13 @@ class Prediction(models.Model):
     model_sha256 = models.CharField(max_length=64)
     preprocessing_version = models.CharField(max_length=50)
     input_sha256 = models.CharField(max_length=64)
+    # Where and in which form the model ran (ml.runtime, ml.variants): ONNX Runtime's execution provider,
+    # the device, and the variant of the model file (fp32, or an int8/bf16 variant checked against fp32 on
+    # external/ on this CPU model) with the sha256 of the file that ran. Empty on rows stored before.
+    execution_provider = models.CharField(max_length=40, blank=True)
+    device = models.CharField(max_length=120, blank=True)
+    model_variant = models.CharField(max_length=16, blank=True)
+    variant_sha256 = models.CharField(max_length=64, blank=True)
     # Grad-CAM heatmap (PNG, same random-name storage as images), computed after the prediction.
     heatmap = models.FileField(upload_to=_heatmap_upload_path, max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -435,3 +461,63 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} for study {self.study_id} → {self.url} ({self.status})"
+
+
+class DicomPeer(models.Model):
+    """A PACS or modality that sends films over DICOM, and where the AI results go back.
+
+    Its calling AE title identifies it (the receiver refuses any other); its films belong to its care
+    team and are stored as its service account. Results (a Structured Report and a Secondary Capture
+    per study) are sent to `host`:`port` as `results_ae_title` when a port is set.
+    """
+
+    ae_title = models.CharField(max_length=16, unique=True, help_text="The AE title it calls the portal as.")
+    team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="dicom_peers")
+    service_user = models.ForeignKey(
+        User, on_delete=models.PROTECT, related_name="+", help_text="Studies it sends are created as this account."
+    )
+    host = models.CharField(max_length=255, blank=True, help_text="Where results are sent back (C-STORE).")
+    port = models.PositiveIntegerField(null=True, blank=True)
+    results_ae_title = models.CharField(max_length=16, blank=True, help_text="The peer's own AE title.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "DICOM peer"
+
+    def __str__(self) -> str:
+        return f"{self.ae_title} ({self.team})"
+
+    @property
+    def sends_results(self) -> bool:
+        return bool(self.enabled and self.host and self.port and self.results_ae_title)
+
+
+class PacsDelivery(models.Model):
+    """One DICOM object (the study's SR or a film's Secondary Capture) sent back to the PACS."""
+
+    class Kind(models.TextChoices):
+        STRUCTURED_REPORT = "sr", "Structured Report"
+        SECONDARY_CAPTURE = "sc", "Secondary Capture"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="pacs_deliveries")
+    peer = models.ForeignKey(DicomPeer, on_delete=models.PROTECT, related_name="deliveries")
+    kind = models.CharField(max_length=2, choices=Kind.choices)
+    sop_instance_uid = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "PACS deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of study {self.study_id} → {self.peer.ae_title} ({self.status})"

@@ -1,4 +1,4 @@
-"""Command line: python -m ml train|evaluate|export|compare|bench|split ..."""
+"""Command line: python -m ml train|evaluate|export|compare|bench|variants|split ..."""
 
 from __future__ import annotations
 
@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--quantize", action="store_true", help="int8 variants of the first model, AUC on its validation split"
     )
+    bench.add_argument(
+        "--variants",
+        action="store_true",
+        help="the serving variants (fp32, int8, bf16) of the first model checked on <data>/external, with the "
+        "choice the worker would make on this CPU (ml/variants.py)",
+    )
     _add_data_flags(bench)
     bench.add_argument("--workdir", default="var/bench", help="exported and quantized models go here")
     bench.add_argument("--json", help="write the full report here")
@@ -172,6 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--corpus", action="append", default=[], help="a folder of files that must all be refused")
     gate.add_argument("--output", help="also write the report JSON here")
 
+    variants = sub.add_parser(
+        "variants",
+        help="check fp32/int8/bf16 variants of a model on external/ on this CPU and cache the one to serve",
+    )
+    _add_data_flags(variants)
+    variants.add_argument("--artifact", required=True)
+    variants.add_argument(
+        "--cache-dir", help="where choices and variant files go (default $PNEUMONIA_VARIANT_CACHE_DIR or var/variants)"
+    )
+    variants.add_argument("--threads", type=int, help="intra-op threads, as the worker runs (default: ONNX Runtime's)")
+    variants.add_argument("--spin", action="store_true", help="let idle threads spin, as INFERENCE_SPIN=1 does")
+    variants.add_argument("--calibration-films", type=int, default=128)
+    variants.add_argument("--force", action="store_true", help="measure again even if a choice is cached")
+    variants.add_argument("--json", help="also write the record here")
+
     split = sub.add_parser("split", help="show the patient-grouped split; optionally write the file list")
     _add_data_flags(split)
     split.add_argument("--val-fraction", type=float, default=0.2)
@@ -195,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "gate": _gate,
         "calibrate": _calibrate,
         "teacher-scores": _teacher_scores,
+        "variants": _variants,
     }
     return handler[args.command](args)
 
@@ -378,7 +400,7 @@ def _bench(args: argparse.Namespace) -> int:
     films_dir = args.films_dir or os.environ.get("PNEUMONIA_BENCH_FILMS")
     films = sorted(p for p in Path(films_dir).rglob("*") if p.suffix.lower() in (".jpeg", ".jpg")) if films_dir else []
     data_dir = None
-    if args.quantize:
+    if args.quantize or args.variants:
         data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
     extras = args.search or names or args.tensorflow or args.decode or args.quantize or len(artifacts) > 1
     report = bench.run_benchmark(
@@ -394,7 +416,8 @@ def _bench(args: argparse.Namespace) -> int:
         variants=bool(extras),
         decode=args.decode,
         films=films,
-        quantize_data_dir=data_dir,
+        quantize_data_dir=data_dir if args.quantize else None,
+        serving_variants_data_dir=data_dir if args.variants else None,
         workdir=Path(args.workdir),
         log=(lambda message: print(f"[bench] {message}", file=sys.stderr)) if args.verbose else (lambda _: None),
     )
@@ -402,6 +425,27 @@ def _bench(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(bench.render_text(report))
+    return 0
+
+
+def _variants(args: argparse.Namespace) -> int:
+    from ml import variants
+
+    data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
+    entry = variants.select(
+        args.artifact,
+        data_dir=data_dir,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else variants.cache_dir_from_env("var/variants"),
+        threads=args.threads,
+        spin=args.spin,
+        calibration_count=args.calibration_films,
+        force=args.force,
+        log=(lambda message: print(f"[variants] {message}", file=sys.stderr)) if args.verbose else (lambda _: None),
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
+    print(variants.render(entry))
     return 0
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -11,6 +12,10 @@ import onnxruntime as ort
 from ml.artifacts import CLASS_NAMES, ONNX_NAME, read_manifest, sha256_file
 from ml.gate import ChestFilmCheck, GateError, GateResult, run_gate
 from ml.preprocessing import PREPROCESSING_VERSION, DecodedImage, decode_image_bytes, preprocess
+from ml.runtime import CPU_PROVIDER, CUDA_PROVIDER, Runtime, choose_providers, describe_device, load_cuda_libraries
+
+if TYPE_CHECKING:
+    from ml.variants import Choice
 
 
 class ModelArtifactError(RuntimeError):
@@ -21,7 +26,12 @@ class Predictor:
     """Probability of PNEUMONIA for chest films, from one verified ONNX artifact."""
 
     def __init__(
-        self, manifest: dict[str, Any], session: ort.InferenceSession, sha256: str, chest_check: ChestFilmCheck
+        self,
+        manifest: dict[str, Any],
+        session: ort.InferenceSession,
+        sha256: str,
+        chest_check: ChestFilmCheck,
+        runtime: Runtime | None = None,
     ):
         self.manifest = manifest
         self.name: str = str(manifest["name"])
@@ -35,11 +45,25 @@ class Predictor:
         self._session = session
         self._chest_check = chest_check
         self._input_name = session.get_inputs()[0].name
+        if runtime is None:
+            provider = session.get_providers()[0]
+            runtime = Runtime(provider, describe_device(provider), "fp32", sha256)
+        # Where and in which form the model runs: recorded on every prediction.
+        self.runtime = runtime
 
     @classmethod
     def from_artifact(
-        cls, artifact_dir: str | Path, *, intra_op_threads: int | None = None, spin: bool | None = None
+        cls,
+        artifact_dir: str | Path,
+        *,
+        intra_op_threads: int | None = None,
+        spin: bool | None = None,
+        variant: Choice | None = None,
+        providers: Sequence[str] | None = None,
     ) -> Predictor:
+        """Load and verify an artifact. `variant`: a checked CPU variant (ml.variants.read_choice) to run
+        instead of the fp32 file, used only on the CPU provider; its file must still be the one checked.
+        `providers`: default ml.runtime.choose_providers() (CUDA when there is a GPU, else the CPU)."""
         artifact_dir = Path(artifact_dir)
         manifest = _load_manifest(artifact_dir)
         onnx_path = artifact_dir / str(manifest["files"].get("onnx") or ONNX_NAME)
@@ -55,12 +79,27 @@ class Predictor:
             chest_check = ChestFilmCheck.from_artifact(artifact_dir, manifest, sha256_of=sha256_file)
         except GateError as exc:  # no score without the input gate
             raise ModelArtifactError(str(exc)) from exc
+        providers = list(providers) if providers is not None else choose_providers()
+        if providers[0] == CUDA_PROVIDER:
+            load_cuda_libraries()
         options = serving_session_options(threads=intra_op_threads, spin=spin)
+        run_path, run_sha256, variant_name = onnx_path, sha256, "fp32"
+        if variant is not None and variant.variant != "fp32" and providers[0] == CPU_PROVIDER:
+            # CPU variants were checked against fp32 on this CPU model; never run a file that differs.
+            if not variant.path.is_file() or sha256_file(variant.path) != variant.sha256:
+                raise ModelArtifactError(
+                    f"The {variant.variant} variant {variant.path} is not the file that was checked."
+                )
+            run_path, run_sha256, variant_name = variant.path, variant.sha256, variant.variant
+            for key, value in variant.session_config.items():
+                options.add_session_config_entry(key, value)
         try:
-            session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(run_path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception hierarchy
-            raise ModelArtifactError(f"Model file {onnx_path} cannot be loaded: {exc}") from exc
-        return cls(manifest, session, sha256, chest_check)
+            raise ModelArtifactError(f"Model file {run_path} cannot be loaded: {exc}") from exc
+        provider = session.get_providers()[0]  # what it got: a CUDA session may have fallen back to the CPU
+        runtime = Runtime(provider, describe_device(provider), variant_name, run_sha256)
+        return cls(manifest, session, sha256, chest_check, runtime)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) float32 in 0..255 (from ml.preprocessing) -> (N,) P(PNEUMONIA)."""

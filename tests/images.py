@@ -79,3 +79,41 @@ def dicom_bytes(
     return dicom_file(
         pixels if with_pixels else None, photometric=photometric, bits_stored=bits_stored, frames=frames, **tags
     )
+
+
+def cr_film_bytes(
+    *,
+    patient_id: str,
+    study_uid: str,
+    sop_uid: str | None = None,
+    birth_date: str = "20220301",
+    patient_name: str = "Doe^Sam",
+    seed: int = 0,
+    size: int = 256,
+    accession_number: str = "ACC-PACS-1",
+) -> bytes:
+    """A film as a hospital's CR modality sends it: CR Image Storage with the patient, study and series
+    attributes a PACS and highdicom expect (a real chest film, 12-bit)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    cr_storage = "1.2.840.10008.5.1.4.1.1.1"
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = cr_storage
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = cr_storage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = patient_name, patient_id, birth_date, "F"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid(entropy_srcs=[study_uid, "series"])
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240102", "101500", "1", accession_number
+    ds.ReferringPhysicianName, ds.SeriesNumber, ds.InstanceNumber = "", 1, seed + 1
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition, ds.PatientOrientation = "CR", "CHEST", "PA", ["L", "F"]
+    pixels = chest_like_pixels(size, seed).astype(np.uint16) * 16
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

@@ -48,6 +48,9 @@ class CeleryWorker:
             CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
             MEDIA_ROOT=str(settings.MEDIA_ROOT),
             PYTHONUNBUFFERED="1",
+            # The variant choice (ml/variants.py) measures for a minute when it finds the external data;
+            # test workers serve fp32 unless a test asks otherwise (tests/test_inference_runtime.py does).
+            PNEUMONIA_SERVING_VARIANT=os.environ.get("PNEUMONIA_SERVING_VARIANT", "fp32"),
         )
         env.update(self.extra_env)
         if self.hold_claimed_studies_s:
@@ -69,10 +72,23 @@ class CeleryWorker:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "worker", "worker",
-                "-Q", self.queues, "--pool=solo", "--concurrency=1",
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
-                "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h", "-l", "info",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "worker",
+                "-Q",
+                self.queues,
+                "--pool=solo",
+                "--concurrency=1",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+                "-l",
+                "info",
                 *(["--include", "tests.fault_injection"] if self.hold_claimed_studies_s else []),
             ],
             cwd=ROOT,

@@ -4,7 +4,7 @@ it retries. The task decorators take their options from here (``options``), and 
 
 Queues and the workers that consume them (Makefile, docker-compose.yml):
 
-- ``inference``: studies to predict (ONNX Runtime), and webhook notifications (I/O only).
+- ``inference``: studies to predict (ONNX Runtime), webhook notifications and results to PACSes (I/O only).
 - ``maintenance``: beat's housekeeping (the stale-study and stale-training-run reconciler), on its own
   queue so that it still runs when the inference queue is stuck.
 - ``training``: retraining runs (TensorFlow), one at a time.
@@ -33,6 +33,11 @@ AT_LEAST_ONCE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": Tru
 # Webhooks: backoff 30 s, 1, 2, 4, … min, capped at 1 h, with jitter: about 4 h over 9 attempts.
 WEBHOOK_MAX_RETRIES = 8
 
+# Results to a PACS: heatmaps are polled every 5 s (settings.PACS_HEATMAP_WAIT_SECONDS in all), then
+# failed deliveries back off 30 s, 1, 2, 4, … min, capped at 1 h.
+PACS_HEATMAP_POLL_SECONDS = 5
+PACS_BACKOFF_MAX_SECONDS = 3600
+
 TASKS: dict[str, dict[str, Any]] = {
     "worker.tasks.run_study_inference": {
         "queue": INFERENCE,
@@ -51,11 +56,26 @@ TASKS: dict[str, dict[str, Any]] = {
         "soft_time_limit": 60,
         "time_limit": 90,
     },
+    "worker.tasks.send_pacs_results": {
+        "queue": INFERENCE,
+        "acks_late": True,
+        # the heatmap wait, then about 8 delivery attempts over ~4 h
+        "max_retries": settings.PACS_HEATMAP_WAIT_SECONDS // PACS_HEATMAP_POLL_SECONDS + 8,
+        "soft_time_limit": 120,
+        "time_limit": 180,
+    },
     "worker.tasks.reconcile_stuck_studies": {
         "queue": MAINTENANCE,
         "acks_late": True,
         "soft_time_limit": 60,
         "time_limit": 90,
+        "ignore_result": True,
+    },
+    "worker.tasks.sweep_orphan_files": {
+        "queue": MAINTENANCE,
+        "acks_late": True,
+        "soft_time_limit": 600,
+        "time_limit": 660,
         "ignore_result": True,
     },
     "worker.tasks.run_training": {

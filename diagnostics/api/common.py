@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import ModelSerializer
 
 from diagnostics.models import User
+from diagnostics.services.audit import audit_read
 
 
 @contextmanager
@@ -56,4 +57,18 @@ class ListApi(GenericAPIView):
 
     def list_response(self, queryset: QuerySet[Any]) -> Response:
         page = self.paginate_queryset(self.filter_queryset(queryset))
+        user = request_user(self.request)
+        model: Any = self.output_serializer.Meta.model
+        # Every list of the team's records is a read of patient data: audited (services.audit.audit_read).
+        audit_read(
+            action=f"{model._meta.model_name}.listed",
+            actor=user,
+            team_id=user.team_id,
+            detail={
+                "via": "api",
+                "path": self.request.path,
+                "query": self.request.query_params.urlencode()[:500],
+                "rows": len(page) if page is not None else 0,
+            },  # fmt: skip
+        )
         return self.get_paginated_response(self.output_serializer(page, many=True).data)

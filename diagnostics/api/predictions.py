@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from diagnostics.models import Feedback, Prediction, User
 from diagnostics.selectors import feedback_list_for_prediction, prediction_get_for_user, prediction_list_for_user
+from diagnostics.services.audit import audit_read
 from diagnostics.services.feedback import feedback_record
 
 from .common import ListApi, request_user, service_errors
@@ -58,7 +59,11 @@ class PredictionDetailApi(APIView):
         operation_id="predictions_retrieve", summary="One AI assessment", responses=PredictionDetailOutputSerializer
     )
     def get(self, request: Request, prediction_id: int) -> Response:
-        prediction = prediction_get_for_user(user=request_user(request), prediction_id=prediction_id)
+        user = request_user(request)
+        prediction = prediction_get_for_user(user=user, prediction_id=prediction_id)
+        audit_read(
+            action="prediction.viewed", actor=user, target=prediction, team_id=user.team_id, detail={"via": "api"}
+        )
         return Response(PredictionDetailOutputSerializer(prediction).data)
 
 

@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from . import account, model_versions, patients, predictions, studies, tokens, training_runs
+from . import account, fhir, model_versions, patients, predictions, studies, tokens, training_runs
 from .errors import api_not_found
 
 urlpatterns = [
@@ -14,6 +14,7 @@ urlpatterns = [
     path("studies/", studies.StudyListCreateApi.as_view(), name="api_study_list"),
     path("studies/dicom/", studies.StudyDicomCreateApi.as_view(), name="api_study_create_dicom"),
     path("studies/<int:study_id>/", studies.StudyDetailApi.as_view(), name="api_study_detail"),
+    path("studies/<int:study_id>/fhir/", fhir.StudyFhirReportApi.as_view(), name="api_study_fhir"),
     path(
         "studies/<int:study_id>/webhook-deliveries/",
         studies.StudyWebhookDeliveryListApi.as_view(),

@@ -37,6 +37,8 @@ class ValidatedUpload:
     data: bytes
     decoded: DecodedImage
     sha256: str
+    # Set by the DICOM receiver only: a PACS may send an instance again; uploads may repeat a file freely.
+    sop_instance_uid: str = ""
 
 
 def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
@@ -70,6 +72,7 @@ def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
         format=decoded.format,
         size_bytes=len(upload.data),
         dicom_metadata=dict(decoded.metadata),
+        sop_instance_uid=upload.sop_instance_uid,
         uploaded_by=user,
     )
     try:

@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from django.conf import settings
@@ -23,12 +24,13 @@ from django.utils import timezone
 
 from diagnostics.models import Image, ModelVersion, Prediction, Study
 from diagnostics.selectors import model_version_active
+from ml import variants
 from ml.gate import GateResult, dicom_age_years, intended_use_warning
 from ml.inference import ModelArtifactError, Predictor
 from ml.preprocessing import ImageDecodeError
 
 from .audit import audit_record
-from .studies import study_finish, study_refresh_latest_result, study_set_status
+from .studies import study_enqueue_inference, study_finish, study_refresh_latest_result, study_set_status
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,10 @@ def predictor_for(model_version: ModelVersion) -> Predictor:
         if predictor is None:
             threads = settings.INFERENCE_THREADS or None
             predictor = Predictor.from_artifact(
-                model_version.artifact_path, intra_op_threads=threads, spin=settings.INFERENCE_SPIN
+                model_version.artifact_path,
+                intra_op_threads=threads,
+                spin=settings.INFERENCE_SPIN,
+                variant=_serving_variant(model_version),
             )
             if predictor.model_sha256 != model_version.sha256:
                 raise ModelArtifactError(
@@ -67,8 +72,60 @@ def predictor_for(model_version: ModelVersion) -> Predictor:
             for stale in [pk for pk in _predictors if pk not in serving]:
                 del _predictors[stale]
             _predictors[model_version.pk] = predictor
-            logger.info("Loaded model %s from %s", model_version.name, model_version.artifact_path)
+            runtime = predictor.runtime
+            logger.info(
+                "Loaded model %s from %s: %s variant on %s (%s)",
+                model_version.name,
+                model_version.artifact_path,
+                runtime.variant,
+                runtime.device,
+                runtime.provider,
+            )
         return predictor
+
+
+def variant_cache_dir() -> Path:
+    """Where the checked variant choices live: $PNEUMONIA_VARIANT_CACHE_DIR, else <VAR_DIR>/variants."""
+    return variants.cache_dir_from_env(Path(settings.VAR_DIR) / "variants")
+
+
+def _serving_variant(model_version: ModelVersion) -> variants.Choice | None:
+    """The variant checked for this CPU (ml.variants), or None (fp32) with the reason logged."""
+    if variants.serving_mode() == "fp32":
+        return None
+    try:
+        choice, why = variants.read_choice(model_version.artifact_path, cache_dir=variant_cache_dir())
+    except (OSError, ValueError) as error:
+        choice, why = None, str(error)
+    if choice is None:
+        logger.info("Serving %s as fp32: %s", model_version.name, why)
+    return choice
+
+
+def serving_variants_prepare() -> None:
+    """Worker start, before the pool forks: make sure the serving models have a checked variant choice
+    for this CPU. Measured (minutes, once per CPU model) only when PNEUMONIA_DATA_DIR holds external/;
+    the children then read it in their few seconds of start-up. Without one they serve fp32."""
+    if variants.serving_mode() == "fp32":
+        logger.info("Serving variants: fp32 only (%s=fp32)", variants.MODE_ENV)
+        return
+    for model_version in ModelVersion.objects.filter(
+        status__in=[ModelVersion.Status.ACTIVE, ModelVersion.Status.SHADOW]
+    ):
+        try:
+            choice, why = variants.ensure_choice(
+                model_version.artifact_path,
+                data_dir=settings.PNEUMONIA_DATA_DIR or None,
+                cache_dir=variant_cache_dir(),
+                threads=settings.INFERENCE_THREADS or None,
+                spin=settings.INFERENCE_SPIN,
+            )
+        except (OSError, ValueError) as error:
+            choice, why = None, str(error)
+        if choice is None:
+            logger.warning("Model %s will be served as fp32: %s", model_version.name, why)
+        else:
+            logger.info("Model %s will be served as %s: %s", model_version.name, choice.variant, choice.reason)
 
 
 def preload_serving_models() -> None:
@@ -162,6 +219,10 @@ def studies_run_inference(*, studies: list[Study]) -> None:
     for study in studies:
         if study.pk in failures:
             study_finish(study=study, status=Study.Status.FAILED, reason=failures[study.pk])
+        elif study.images.exclude(predictions__model_version=active).exists():
+            # Films arrived while it ran (a PACS sending the rest of a study): predict those too.
+            study_set_status(study=study, status=Study.Status.QUEUED, reason="", expected=[Study.Status.RUNNING])
+            study_enqueue_inference(study=study)
         else:
             study_refresh_latest_result(study=study)
             study_finish(study=study, status=Study.Status.DONE)
@@ -257,6 +318,10 @@ def _prediction_store(
             "model_sha256": predictor.model_sha256,
             "preprocessing_version": predictor.preprocessing_version,
             "input_sha256": item.input_sha256,
+            "execution_provider": predictor.runtime.provider,
+            "device": predictor.runtime.device[:120],
+            "model_variant": predictor.runtime.variant,
+            "variant_sha256": predictor.runtime.variant_sha256,
         },
     )
     if created and probability is None and role == Prediction.Role.PRIMARY:

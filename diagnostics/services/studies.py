@@ -8,7 +8,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from diagnostics.models import ApiToken, Image, Patient, Prediction, Study, User
+from diagnostics.models import ApiToken, DicomPeer, Image, Patient, Prediction, Study, User
 
 from .audit import audit_record
 from .idempotency import idempotency_fingerprint, idempotency_key_record, idempotency_key_validate, idempotency_replay
@@ -36,13 +36,15 @@ def study_accept(
     api_token: ApiToken | None = None,
     idempotency_key: str | None = None,
     uploads: Sequence[ValidatedUpload] | None = None,
+    dicom_peer: DicomPeer | None = None,
 ) -> AcceptedStudy:
     """The one way a study enters the portal, whatever the channel (upload page, API, DICOM).
 
     `patient` comes from an access-checked selector. `fields` holds accession_number, modality,
     view_position and callback_url, plus whatever identifies the request for its idempotency
     fingerprint (the API's patient_id); modality and view position it lacks come from the files'
-    DICOM tags (modality else CR). `uploads`: the files already validated by the caller.
+    DICOM tags (modality else CR), and study_instance_uid for a study from a PACS (`dicom_peer`, whose
+    results go back to it). `uploads`: the files already validated by the caller.
     With an `idempotency_key`, a retry of the same request gets the same study back
     (IdempotencyKeyReused for another request), checked before the files are decoded again.
     """
@@ -78,6 +80,8 @@ def study_accept(
                 view_position=str(fields["view_position"]),
                 callback_url=str(fields.get("callback_url", "")),
                 api_token=api_token,
+                study_instance_uid=str(fields.get("study_instance_uid", "")),
+                dicom_peer=dicom_peer,
             )
             if key is not None and fingerprint is not None:
                 written = list(study.images.values_list("file", flat=True))  # to remove if the key is taken
@@ -104,6 +108,8 @@ def study_create(
     view_position: str = "",
     callback_url: str = "",
     api_token: ApiToken | None = None,
+    study_instance_uid: str = "",
+    dicom_peer: DicomPeer | None = None,
 ) -> Study:
     """Create a study with its images and queue it for AI assessment.
 
@@ -128,6 +134,8 @@ def study_create(
                 view_position=view_position,
                 callback_url=callback_url,
                 api_token=api_token,
+                study_instance_uid=study_instance_uid,
+                dicom_peer=dicom_peer,
                 created_by=user,
             )
             for upload in uploads:
@@ -146,6 +154,38 @@ def study_create(
             image.file.storage.delete(image.file.name)
         raise
     return study
+
+
+def study_add_images(*, study: Study, uploads: Sequence[ValidatedUpload], user: User) -> list[Image]:
+    """Add films to an existing study (a PACS sent more of it later) and have the AI assess them.
+
+    A finished study goes back to the queue (recorded); a queued one takes the films as it is; a
+    running one finds them when it finishes (services.inference requeues a study with unpredicted films).
+    """
+    stored: list[Image] = []
+    try:
+        with transaction.atomic():
+            locked = Study.objects.select_for_update().select_related("patient").get(pk=study.pk)
+            if locked.images.count() + len(uploads) > MAX_IMAGES_PER_STUDY:
+                raise ValidationError(f"A study takes at most {MAX_IMAGES_PER_STUDY} images.")
+            for upload in uploads:
+                stored.append(image_store(study=locked, upload=upload, user=user))
+            audit_record(
+                action="study.images_added",
+                actor=user,
+                target=locked,
+                team_id=locked.patient.team_id,
+                detail={"images": [image.pk for image in stored]},
+            )
+            if locked.status in (Study.Status.DONE, Study.Status.FAILED):
+                study_set_status(study=locked, status=Study.Status.QUEUED, reason="", expected=[locked.status])
+            if locked.status == Study.Status.QUEUED:
+                study_enqueue_inference(study=locked)
+    except Exception:
+        for image in stored:
+            image.file.storage.delete(image.file.name)
+        raise
+    return stored
 
 
 def study_enqueue_inference(*, study: Study) -> None:
@@ -220,6 +260,10 @@ def study_queue_follow_ups(*, study_id: int, status: str) -> None:
     webhook_enqueue_for_study(study_id=study_id, status=status)
     if status == Study.Status.DONE:
         heatmap_enqueue_for_study(study_id=study_id)
+        if Study.objects.filter(pk=study_id, dicom_peer__isnull=False).exists():
+            from worker.tasks.pacs import send_pacs_results  # the worker package imports services
+
+            send_pacs_results.delay(study_id)
 
 
 def study_refresh_latest_result(*, study: Study) -> None:

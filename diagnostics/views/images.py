@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET
 
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import image_get_for_user
+from diagnostics.services.audit import audit_read
 from diagnostics.services.reports import Window, image_display_pixels, png_bytes
 from ml.preprocessing import ImageDecodeError
 
@@ -25,4 +26,5 @@ def image_preview(request: AuthenticatedHttpRequest, image_id: int) -> HttpRespo
         pixels = image_display_pixels(image=image, window=window)
     except (ValidationError, ImageDecodeError) as error:
         return HttpResponseBadRequest(" ".join(getattr(error, "messages", [str(error)])), content_type="text/plain")
+    audit_read(action="image.viewed", actor=request.user, target=image, team_id=request.user.team_id)
     return HttpResponse(png_bytes(pixels), content_type="image/png")

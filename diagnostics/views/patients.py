@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from diagnostics.forms import PatientForm
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import patient_get_for_user, patient_list_for_user, study_list_for_user
-from diagnostics.services.audit import audit_record
+from diagnostics.services.audit import audit_read, audit_record
 from diagnostics.services.patients import patient_create
 
 
@@ -19,7 +19,10 @@ def patient_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()
     if query:
         patients = patients.filter(name__icontains=query) | patients.filter(medical_record_number__icontains=query)
-    return render(request, "diagnostics/patient_list.html", {"patients": patients[:200], "query": query})
+    shown = list(patients[:200])
+    audit_read(action="patient.listed", actor=request.user, team_id=request.user.team_id,
+               detail={"query": query[:100], "rows": len(shown)})  # fmt: skip
+    return render(request, "diagnostics/patient_list.html", {"patients": shown, "query": query})
 
 
 @login_required

@@ -15,6 +15,7 @@ from diagnostics.forms import FeedbackForm
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import prediction_get_for_user, study_get_for_user
 from diagnostics.selectors.heatmaps import prediction_heatmap_state
+from diagnostics.services.audit import audit_read
 from diagnostics.services.feedback import feedback_record
 
 from .htmx import is_htmx
@@ -28,6 +29,7 @@ def heatmap_image(request: AuthenticatedHttpRequest, prediction_id: int) -> File
     prediction = prediction_get_for_user(user=request.user, prediction_id=prediction_id)
     if not prediction.heatmap:
         raise Http404("This prediction has no heatmap.")
+    audit_read(action="heatmap.viewed", actor=request.user, target=prediction, team_id=request.user.team_id)
     return FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
 
 
@@ -89,4 +91,3 @@ def feedback_submit(request: AuthenticatedHttpRequest, prediction_id: int) -> Ht
 
 def _errors(form: FeedbackForm) -> list[str]:
     return [str(message) for errors in form.errors.values() for message in errors]
-

@@ -17,7 +17,7 @@ from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.models import Feedback, Image, Prediction, Study
 from diagnostics.selectors import patient_get_for_user, study_film_results, study_get_for_user, study_list_for_user
 from diagnostics.selectors.heatmaps import HeatmapState
-from diagnostics.services.audit import audit_record
+from diagnostics.services.audit import audit_read, audit_record
 from diagnostics.services.images import StorageUnavailable, dicom_study_fields
 from diagnostics.services.reports import study_report_pdf
 from diagnostics.services.studies import study_accept
@@ -41,6 +41,8 @@ def worklist(request: AuthenticatedHttpRequest) -> HttpResponse:
     )
     studies = list(page.object_list)
     querystring = filters.querystring()
+    audit_read(action="study.listed", actor=request.user, team_id=request.user.team_id,
+               detail={"query": querystring[:500], "page": page.number, "rows": len(studies)})  # fmt: skip
     context = {
         "studies": studies,
         "page": page,
@@ -144,6 +146,8 @@ def study_inspect_dicom(request: AuthenticatedHttpRequest, patient_id: int) -> H
             if decoded.format == "DICOM":
                 summaries.append(DicomSummary(uploaded.name or "upload", dict(decoded.metadata)))
     suggestion = next((summary for summary in summaries if summary.view_position or summary.modality), None)
+    audit_record(action="dicom.inspected", actor=request.user, target=patient, team_id=patient.team_id,
+                 detail={"files": len(summaries)})  # fmt: skip
     return render(
         request,
         "diagnostics/_dicom_metadata.html",
@@ -222,7 +226,9 @@ def study_live(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse
     """The results region, polled by the page while the AI works; 204 while nothing changed."""
     study = study_get_for_user(user=request.user, study_id=study_id)
     if study.status in PENDING and request.GET.get("seen") == study.status:
-        return HttpResponse(status=204)
+        return HttpResponse(status=204)  # nothing shown, nothing read
+    audit_read(action="study.viewed", actor=request.user, target=study, team_id=study.patient.team_id,
+               detail={"via": "live", "status": study.status})  # fmt: skip
     return render(request, "diagnostics/_study_live.html", _study_context(request, study) | {"announce": True})
 
 

@@ -195,12 +195,19 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 STUDY_STALE_AFTER_SECONDS = env_int("STUDY_STALE_AFTER_SECONDS", 300)
 STUDY_MAX_ATTEMPTS = env_int("STUDY_MAX_ATTEMPTS", 3)
 RECONCILE_EVERY_SECONDS = env_int("RECONCILE_EVERY_SECONDS", 60)
+# Files with no row (a web worker killed mid-upload) are removed once older than this (services/storage_sweep.py).
+ORPHAN_FILE_GRACE_SECONDS = env_int("ORPHAN_FILE_GRACE_SECONDS", 3600)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-stuck-studies": {
         "task": "worker.tasks.reconcile_stuck_studies",
         "schedule": RECONCILE_EVERY_SECONDS,
         # A missed run is replaced by the next one, never piled up.
         "options": {"expires": RECONCILE_EVERY_SECONDS},
+    },
+    "sweep-orphan-files": {
+        "task": "worker.tasks.sweep_orphan_files",
+        "schedule": 3600,
+        "options": {"expires": 3600},
     },
 }
 
@@ -305,3 +312,15 @@ INTENDED_USE = "Decision support for pediatric chest X-rays; not a diagnosis."
 
 # The embedded default serves static files straight from the source folders.
 WHITENOISE_USE_FINDERS = EMBEDDED or DEBUG
+
+# Hospital integration over DICOM (docs/integration.md). The receiver (`python manage.py dicom_receiver`)
+# listens as DICOM_AE_TITLE on DICOM_PORT for the peers registered as DicomPeer, and keeps accepted films
+# in DICOM_INBOX_DIR until their study rows are committed. Results go back as this AE title too.
+DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "PNEUMOPORTAL")
+DICOM_PORT = env_int("DICOM_PORT", 11112)
+DICOM_INBOX_DIR = Path(env_str("DICOM_INBOX_DIR", str(VAR_DIR / "dicom-inbox")))
+# How long results wait for the films' heatmaps before the Secondary Capture is sent without one.
+PACS_HEATMAP_WAIT_SECONDS = env_int("PACS_HEATMAP_WAIT_SECONDS", 120)
+
+# A read of patient data is audited once per user, thing and detail within this window (services/audit.py).
+AUDIT_READ_WINDOW_SECONDS = env_int("AUDIT_READ_WINDOW_SECONDS", 60)

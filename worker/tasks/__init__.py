@@ -2,7 +2,8 @@
 
 from .explain import compute_prediction_heatmap
 from .inference import run_study_inference
-from .maintenance import reconcile_stuck_studies
+from .maintenance import reconcile_stuck_studies, sweep_orphan_files
+from .pacs import send_pacs_results
 from .training import run_training, scheduled_retraining
 from .webhooks import deliver_study_webhook
 
@@ -13,4 +14,6 @@ __all__ = [
     "run_study_inference",
     "run_training",
     "scheduled_retraining",
+    "send_pacs_results",
+    "sweep_orphan_files",
 ]

@@ -25,6 +25,25 @@ def _remember_consumed_queues(sender: object, instance: Any, **_: object) -> Non
     # Before the pool forks: its processes inherit what the worker consumes (-Q).
     selected = instance.app.amqp.queues.consume_from
     _consumed_queues.update(selected.keys() if selected else {INFERENCE})
+    if INFERENCE in _consumed_queues:
+        _prepare_serving_variants()
+
+
+def _prepare_serving_variants() -> None:
+    # Here, in the parent and once, not in worker_process_init: a child that takes more than
+    # worker_proc_alive_timeout (4 s) to start is killed, and measuring the variants takes a minute.
+    import logging
+
+    from django.db import connections
+
+    from diagnostics.services.inference import serving_variants_prepare
+
+    try:
+        serving_variants_prepare()
+    except Exception:  # the worker must start anyway; its children then serve fp32
+        logging.getLogger(__name__).exception("Could not prepare the serving variants; serving fp32")
+    finally:
+        connections.close_all()  # the pool's children must not inherit this connection
 
 
 @worker_process_init.connect

@@ -15,3 +15,10 @@ def reconcile_stuck_studies() -> dict[str, int]:
     counts = study_reconcile_stale()
     counts["training_runs_failed"] = training_run_reconcile_stale()
     return counts
+
+
+@shared_task(**options("worker.tasks.sweep_orphan_files"))
+def sweep_orphan_files() -> dict[str, int]:
+    from diagnostics.services.storage_sweep import media_sweep_orphans
+
+    return media_sweep_orphans()

@@ -1,0 +1,340 @@
+"""AI results back to the PACS a study came from: a DICOM Structured Report and Secondary Captures.
+
+For each finished study whose DicomPeer takes results, in the study's own StudyInstanceUID (IHE AI
+Results: the radiologist finds them beside the films):
+
+- one **Structured Report** (Comprehensive 3D SR, TID 1500 Imaging Measurement Report, built with
+  highdicom): per film, the finding *Pneumonia* present / absent / undetermined (not analysable), the
+  score with its meaning (probability when calibrated, else AI score), the decision threshold, the
+  reason when the film was not analysable, the algorithm's name and version, and the film it refers to;
+- one **Secondary Capture** per film: the film with the heatmap blended on and a burned-in caption
+  "AI result, not a diagnosis" with the finding, score and model.
+
+Each object is a PacsDelivery row with its SOP Instance UID fixed at creation, so a retry sends the
+same instance again (the PACS replaces it, no duplicates). Sent by C-STORE as settings.DICOM_AE_TITLE;
+retried with backoff by the task (worker/tasks/pacs.py) and recorded like webhooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFont
+
+from diagnostics.models import Image, ModelVersion, PacsDelivery, Prediction, Study
+
+from .audit import audit_record
+from .reports import image_display_pixels, overlay_pixels
+
+logger = logging.getLogger(__name__)
+
+CAPTION = "AI result, not a diagnosis"
+MANUFACTURER = "Pneumonia portal"
+SR_SERIES_NUMBER, SC_SERIES_NUMBER = 9901, 9902
+PRIVATE_SCHEME = "99PNEUMOPORTAL"
+
+
+class PacsNotDelivered(Exception):
+    """Some results could not be stored to the PACS; the task retries."""
+
+
+class HeatmapsPending(Exception):
+    """The study's heatmaps are still being computed; the task tries again shortly."""
+
+
+def pacs_results_wanted(*, study: Study) -> bool:
+    return study.dicom_peer is not None and study.dicom_peer.sends_results
+
+
+def pacs_send_results(*, study_id: int, final: bool, waited_seconds: float = 0.0) -> None:
+    """Build (once) and store the study's SR and Secondary Captures on its peer; raise to retry."""
+    study = Study.objects.select_related("dicom_peer", "patient").get(pk=study_id)
+    if not pacs_results_wanted(study=study) or study.status != Study.Status.DONE:
+        return
+    films = _films(study)
+    if any(p is not None and p.analysable and not p.heatmap for _, p in films):
+        if waited_seconds < settings.PACS_HEATMAP_WAIT_SECONDS and not final:
+            raise HeatmapsPending(study_id)
+        logger.info("Study %s: sending results without the heatmaps that are not ready", study_id)
+    deliveries = _deliveries(study, films)
+    pending = [d for d in deliveries if d.status != PacsDelivery.Status.DELIVERED]
+    if not pending:
+        return
+    datasets = {d.pk: _build(study, films, d) for d in pending}
+    errors = _c_store(study, [(d, datasets[d.pk]) for d in pending])
+    now = timezone.now()
+    for delivery in pending:
+        delivery.attempts += 1
+        error = errors.get(delivery.pk)
+        if error is None:
+            delivery.status, delivery.delivered_at, delivery.last_error = PacsDelivery.Status.DELIVERED, now, ""
+        else:
+            delivery.last_error = error[:500]
+            if final:
+                delivery.status = PacsDelivery.Status.FAILED
+        delivery.save(update_fields=["attempts", "status", "delivered_at", "last_error"])
+        audit_record(
+            action=f"pacs.{delivery.status}" if error is None or final else "pacs.attempt_failed",
+            target=study,
+            team_id=study.patient.team_id,
+            detail={"kind": delivery.kind, "sop_instance_uid": delivery.sop_instance_uid, "error": error or ""},
+        )
+    if errors and not final:
+        raise PacsNotDelivered(f"{len(errors)} of {len(pending)} results not stored on {study.dicom_peer}")
+
+
+def _films(study: Study) -> list[tuple[Image, Prediction | None]]:
+    """The study's DICOM films with their current primary prediction (the active model's, newest)."""
+    films = []
+    for image in study.images.filter(format=Image.Format.DICOM).order_by("pk"):
+        prediction = (
+            image.predictions.filter(role=Prediction.Role.PRIMARY)
+            .select_related("model_version")
+            .order_by("-created_at", "-pk")
+            .first()
+        )
+        films.append((image, prediction))
+    return films
+
+
+def _deliveries(study: Study, films: list[tuple[Image, Prediction | None]]) -> list[PacsDelivery]:
+    """The rows for this study's results, created once: their UIDs stay fixed across retries."""
+    from pydicom.uid import generate_uid
+
+    with transaction.atomic():
+        Study.objects.select_for_update().filter(pk=study.pk).first()  # one creator at a time
+        existing = list(study.pacs_deliveries.order_by("pk"))
+        if existing:
+            return existing
+        assert study.dicom_peer is not None
+        rows = [PacsDelivery(study=study, peer=study.dicom_peer, kind=PacsDelivery.Kind.STRUCTURED_REPORT,
+                             sop_instance_uid=generate_uid())]  # fmt: skip
+        rows += [
+            PacsDelivery(
+                study=study,
+                peer=study.dicom_peer,
+                kind=PacsDelivery.Kind.SECONDARY_CAPTURE,
+                sop_instance_uid=generate_uid(),
+            )  # fmt: skip
+            for _ in films
+        ]
+        return PacsDelivery.objects.bulk_create(rows)
+
+
+def _source_dataset(image: Image):  # noqa: ANN202 (a pydicom Dataset)
+    import pydicom
+
+    with image.file.open("rb") as handle:
+        return pydicom.dcmread(handle)
+
+
+def _build(study: Study, films: list[tuple[Image, Prediction | None]], delivery: PacsDelivery):  # noqa: ANN202
+    if delivery.kind == PacsDelivery.Kind.STRUCTURED_REPORT:
+        return build_structured_report(
+            films=films, sop_instance_uid=delivery.sop_instance_uid, series_uid=_series_uid(study, "sr")
+        )
+    captures = list(study.pacs_deliveries.filter(kind=PacsDelivery.Kind.SECONDARY_CAPTURE).order_by("pk"))
+    index = [d.pk for d in captures].index(delivery.pk)
+    image, prediction = films[index]
+    return build_secondary_capture(
+        image=image,
+        prediction=prediction,
+        sop_instance_uid=delivery.sop_instance_uid,
+        series_uid=_series_uid(study, "sc"),
+        instance_number=index + 1,
+    )
+
+
+def _series_uid(study: Study, kind: str) -> str:
+    """The same series UID for a study's results on every attempt (derived, not stored)."""
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=[study.study_instance_uid, str(study.pk), kind]))
+
+
+def _pneumonia_code():  # noqa: ANN202
+    from highdicom.sr import CodedConcept
+
+    return CodedConcept("233604007", "SCT", "Pneumonia")
+
+
+def score_meaning(model_version: ModelVersion):  # noqa: ANN201
+    """DCM 'Probability' only when the model's external calibration allows the word (as on the pages)."""
+    from highdicom.sr import CodedConcept
+    from pydicom.sr.codedict import codes
+
+    return (
+        codes.DCM.Probability
+        if model_version.score_is_probability
+        else CodedConcept("ai-score", PRIVATE_SCHEME, "Pneumonia AI score")
+    )
+
+
+def build_structured_report(*, films: list[tuple[Image, Prediction | None]], sop_instance_uid: str, series_uid: str):  # noqa: ANN201
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    sources = [_source_dataset(image) for image, _ in films]
+    groups = []
+    for number, ((_image, prediction), source) in enumerate(zip(films, sources, strict=True), start=1):
+        if prediction is None:
+            continue
+        model = prediction.model_version
+        name, _, version = model.name.partition("@")
+        algorithm = hd.sr.AlgorithmIdentification(name=name, version=version or model.sha256[:12])
+        if prediction.analysable:
+            finding = codes.SCT.Present if prediction.label == Prediction.Label.PNEUMONIA else codes.SCT.Absent
+            measurements = [
+                hd.sr.Measurement(
+                    name=score_meaning(model),
+                    value=round(float(prediction.probability or 0), 4),
+                    unit=codes.UCUM.NoUnits,
+                    algorithm_id=algorithm,
+                ),  # fmt: skip
+                hd.sr.Measurement(
+                    name=hd.sr.CodedConcept("threshold", PRIVATE_SCHEME, "Decision threshold"),
+                    value=round(float(prediction.threshold), 4),
+                    unit=codes.UCUM.NoUnits,
+                ),  # fmt: skip
+            ]
+            evaluations = [hd.sr.QualitativeEvaluation(_pneumonia_code(), finding)]
+        else:
+            measurements = []
+            evaluations = [
+                hd.sr.QualitativeEvaluation(_pneumonia_code(), codes.DCM.PresenceUndetermined),
+                hd.sr.QualitativeEvaluation(
+                    hd.sr.CodedConcept("not-analysable", PRIVATE_SCHEME, "Not analysable by the AI"),
+                    hd.sr.CodedConcept(
+                        prediction.gate_code[:16] or "refused",
+                        PRIVATE_SCHEME,
+                        (prediction.gate_reason or "refused by the input gate")[:64],
+                    ),  # fmt: skip
+                ),
+            ]
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"Film {number}"),
+                algorithm_id=algorithm,
+                finding_type=_pneumonia_code(),
+                measurements=measurements or None,
+                qualitative_evaluations=evaluations,
+                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+            )
+        )
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hd.UID(), name="Pneumonia AI", manufacturer_name=MANUFACTURER
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.SCT.ChestImaging,
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=sources,
+        content=report[0],
+        series_instance_uid=series_uid,
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,  # not verified by a clinician
+    )
+    sr.SeriesDescription = CAPTION
+    return sr
+
+
+def caption_lines(prediction: Prediction | None) -> list[str]:
+    if prediction is None:
+        return [CAPTION, "No AI result for this film."]
+    model = prediction.model_version
+    if not prediction.analysable:
+        return [CAPTION, f"Not analysable: {prediction.gate_reason}"[:120], f"Model {model.name}"]
+    word = "probability" if model.score_is_probability else "AI score"
+    finding = "pneumonia suspected" if prediction.label == Prediction.Label.PNEUMONIA else "no pneumonia suspected"
+    return [
+        CAPTION,
+        f"{finding}: {word} {prediction.probability:.2f} (threshold {prediction.threshold:.2f})",
+        f"Model {model.name}" + ("" if prediction.heatmap else "; heatmap not available"),
+    ]
+
+
+def build_secondary_capture(
+    *, image: Image, prediction: Prediction | None, sop_instance_uid: str, series_uid: str, instance_number: int
+):  # noqa: ANN201
+    import highdicom as hd
+
+    source = _source_dataset(image)
+    film = image_display_pixels(image=image, max_side=1024)
+    if prediction is not None and prediction.heatmap:
+        with prediction.heatmap.open("rb") as handle:
+            pixels = overlay_pixels(film=film, heatmap_png=handle.read())
+    else:
+        pixels = np.stack([film] * 3, axis=-1)
+    canvas = PILImage.fromarray(pixels)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(12, canvas.height // 40))
+    lines = caption_lines(prediction)
+    line_height = font.size + 6 if hasattr(font, "size") else 18
+    draw.rectangle((0, 0, canvas.width, line_height * len(lines) + 8), fill=(0, 0, 0))
+    for i, line in enumerate(lines):
+        draw.text((6, 4 + i * line_height), line, fill=(255, 255, 0) if i == 0 else (255, 255, 255), font=font)
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source,
+        pixel_array=np.asarray(canvas.convert("RGB")),
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=series_uid,
+        series_number=SC_SERIES_NUMBER,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        manufacturer=MANUFACTURER,
+        patient_orientation=("L", "F"),
+    )
+    sc.SeriesDescription = CAPTION
+    sc.BurnedInAnnotation = "YES"
+    return sc
+
+
+def _c_store(study: Study, items: list) -> dict[int, str]:  # noqa: ANN001
+    """C-STORE each dataset to the study's peer; returns {delivery pk: error} for those not stored."""
+    from pynetdicom import AE
+
+    peer = study.dicom_peer
+    assert peer is not None and peer.port is not None
+    ae = AE(ae_title=settings.DICOM_AE_TITLE)
+    for sop_class in sorted({str(dataset.SOPClassUID) for _, dataset in items}):
+        ae.add_requested_context(sop_class)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    started = time.perf_counter()
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.results_ae_title)
+    if not assoc.is_established:
+        return {d.pk: f"association with {peer.results_ae_title}@{peer.host}:{peer.port} refused or failed"
+                for d, _ in items}  # fmt: skip
+    errors: dict[int, str] = {}
+    try:
+        for delivery, dataset in items:
+            try:
+                status = assoc.send_c_store(dataset)
+            except (ValueError, RuntimeError) as error:  # e.g. the PACS accepted no context for this class
+                errors[delivery.pk] = str(error)
+                continue
+            code = getattr(status, "Status", None)
+            if code is None or code not in (0x0000, 0xB000, 0xB007, 0xB006):
+                errors[delivery.pk] = f"C-STORE status {code if code is None else hex(code)}"
+    finally:
+        assoc.release()
+    logger.info("Study %s: %s results stored on %s in %.0f ms", study.pk, len(items) - len(errors),
+                peer.ae_title, (time.perf_counter() - started) * 1000)  # fmt: skip
+    return errors
