@@ -16,6 +16,11 @@ urlpatterns = [
     path("studies/<int:study_id>/", studies.StudyDetailApi.as_view(), name="api_study_detail"),
     path("studies/<int:study_id>/fhir/", fhir.StudyFhirReportApi.as_view(), name="api_study_fhir"),
     path(
+        "studies/<int:study_id>/pacs-deliveries/",
+        fhir.StudyPacsDeliveryListApi.as_view(),
+        name="api_study_pacs_deliveries",
+    ),
+    path(
         "studies/<int:study_id>/webhook-deliveries/",
         studies.StudyWebhookDeliveryListApi.as_view(),
         name="api_study_webhook_deliveries",

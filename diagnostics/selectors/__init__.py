@@ -21,6 +21,7 @@ from diagnostics.models import (
     Feedback,
     Image,
     ModelVersion,
+    PacsDelivery,
     Patient,
     Prediction,
     Study,
@@ -226,6 +227,11 @@ def feedback_list_for_prediction(*, prediction: Prediction) -> QuerySet[Feedback
 def webhook_delivery_list_for_study(*, study: Study) -> QuerySet[WebhookDelivery]:
     """Notifications for an access-checked study, newest first."""
     return study.webhook_deliveries.order_by("-created_at", "-pk")
+
+
+def pacs_delivery_list_for_study(*, study: Study) -> QuerySet[PacsDelivery]:
+    """Results sent back to the PACS of an access-checked study, newest first."""
+    return study.pacs_deliveries.select_related("peer").order_by("-created_at", "-pk")
 
 
 def api_token_list() -> QuerySet[ApiToken]:

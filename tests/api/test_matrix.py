@@ -95,6 +95,7 @@ CASES: dict[str, Case] = {
     "studies_retrieve": Case("GET", "/api/v1/studies/{study}/", team_read()),
     "studies_webhook_deliveries_list": Case("GET", "/api/v1/studies/{study}/webhook-deliveries/", team_read()),
     "studies_fhir_report": Case("GET", "/api/v1/studies/{study}/fhir/", team_read()),
+    "studies_pacs_deliveries_list": Case("GET", "/api/v1/studies/{study}/pacs-deliveries/", team_read()),
     "predictions_list": Case("GET", "/api/v1/predictions/", everyone()),
     "predictions_retrieve": Case("GET", "/api/v1/predictions/{prediction}/", team_read()),
     "predictions_retrieve_shadow": Case(
