@@ -96,6 +96,9 @@ class Study(models.Model):
     failure_reason = models.TextField(blank=True)
     # How many times a worker has claimed this study; the reconciler gives up after a limit.
     attempts = models.PositiveIntegerField(default=0)
+    # While running: the worker that claimed it renews this as it works; once it passes, the worker is
+    # presumed dead and the reconciler gives the study back to the queue (services/reconcile.py).
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     status_changed_at = models.DateTimeField(auto_now_add=True)
     # Optional URL an integrating system gave; notified (HMAC-signed) when the study finishes.
     callback_url = models.URLField(max_length=500, blank=True)

@@ -65,7 +65,7 @@ def test_redis_restarted_while_studies_are_queued(owner, patient, active_model, 
                 time.sleep(1)
                 assert Study.objects.filter(status=Study.Status.QUEUED).count() == 3  # nothing to do for the worker
                 # Beat's reconciler re-sends what Redis forgot.
-                assert study_reconcile_stale(stale_after=datetime.timedelta(0))["requeued"] == 3
+                assert study_reconcile_stale(stale_after=datetime.timedelta(0))["resent"] == 3
             wait_until_finished(studies, worker)
     finally:
         worker.stop()

@@ -44,15 +44,24 @@ def test_a_worker_killed_mid_task_leaves_no_study_stuck(owner, patient, active_m
         slow.stop()
     assert Study.objects.get(pk=study.pk).status == Study.Status.RUNNING
 
+    killed_at = time.monotonic()
     fresh = CeleryWorker(database_name=database)
     fresh.start()
     try:
-        # What beat's periodic reconciler does, with a deadline the test need not wait for.
-        assert study_reconcile_stale(stale_after=datetime.timedelta(0)) == {"requeued": 1, "failed": 0}
+        # What beat's reconciler does every RECONCILE_EVERY_SECONDS, with the default lease: the dead
+        # worker stops renewing it, and once it passes the study goes back to the queue.
+        counts = {"requeued": 0}
+        while Study.objects.get(pk=study.pk).status != Study.Status.DONE and time.monotonic() - killed_at < 90:
+            reconciled = study_reconcile_stale()
+            counts["requeued"] += reconciled["requeued"]
+            time.sleep(1)
+        recovered_s = time.monotonic() - killed_at
         study = wait_for_status(study.pk, (Study.Status.DONE, Study.Status.FAILED), fresh)
     finally:
         fresh.stop()
+    print(f"\nworker killed -> study done in {recovered_s:.1f} s (lease {settings.STUDY_LEASE_SECONDS} s)")
     assert study.status == Study.Status.DONE, study.failure_reason
+    assert counts["requeued"] == 1 and recovered_s <= 60
     assert study.attempts == 2
     assert Prediction.objects.filter(image__study=study).count() == 1
     transitions = [
@@ -68,7 +77,7 @@ def test_the_reconciler_fails_a_study_after_the_attempt_limit_with_a_reason(owne
     Study.objects.filter(pk=study.pk).update(
         status=Study.Status.RUNNING, attempts=3, status_changed_at=study.created_at - datetime.timedelta(hours=1)
     )
-    assert study_reconcile_stale(max_attempts=3) == {"requeued": 0, "failed": 1}
+    assert study_reconcile_stale(max_attempts=3) == {"requeued": 0, "resent": 0, "failed": 1}
     study.refresh_from_db()
     assert study.status == Study.Status.FAILED
     assert "did not complete after 3 attempts" in study.failure_reason
@@ -81,8 +90,38 @@ def test_the_reconciler_leaves_fresh_and_finished_studies_alone(owner, patient, 
     finished = StudyFactory(created_by=owner, patient=patient)
     study_run_inference(study_id=finished.pk)
     fresh = StudyFactory(created_by=owner, patient=patient)
-    assert study_reconcile_stale() == {"requeued": 0, "failed": 0}
+    assert study_reconcile_stale() == {"requeued": 0, "resent": 0, "failed": 0}
     assert Study.objects.get(pk=fresh.pk).status == Study.Status.QUEUED
+
+
+@pytest.mark.django_db
+def test_a_lapsed_lease_requeues_and_a_lost_message_is_sent_again(owner, patient):
+    """Running with a lapsed lease: back to the queue (a status change, audited). Queued past the
+    deadline: the message is sent again, the status stays (audited as a resend). Live leases and
+    fresh queued studies are left alone."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    lapsed, live, lost, fresh = (StudyFactory(created_by=owner, patient=patient) for _ in range(4))
+    Study.objects.filter(pk=lapsed.pk).update(
+        status="running", attempts=1, lease_expires_at=now - datetime.timedelta(seconds=1)
+    )
+    renewed = now + datetime.timedelta(seconds=20)  # claimed 5 minutes ago, still working: lease renewed
+    Study.objects.filter(pk=live.pk).update(
+        status="running", attempts=1, lease_expires_at=renewed, status_changed_at=now - datetime.timedelta(minutes=5)
+    )
+    Study.objects.filter(pk=lost.pk).update(status_changed_at=now - datetime.timedelta(seconds=31))
+
+    assert study_reconcile_stale() == {"requeued": 1, "resent": 1, "failed": 0}
+    statuses = dict(Study.objects.values_list("pk", "status"))
+    assert [statuses[s.pk] for s in (lapsed, live, lost, fresh)] == ["queued", "running", "queued", "queued"]
+    assert AuditEvent.objects.filter(action="study.resent", object_id=str(lost.pk)).count() == 1
+    assert (
+        not AuditEvent.objects.filter(action="study.status_changed", object_id=str(lost.pk))
+        .exclude(detail__from="queued", detail__to="running")
+        .exists()
+    )
+    assert study_reconcile_stale() == {"requeued": 0, "resent": 0, "failed": 0}  # the resend reset its clock
 
 
 @pytest.mark.django_db

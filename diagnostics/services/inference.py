@@ -141,8 +141,12 @@ def preload_serving_models() -> None:
 
 def study_claim_for_inference(*, study_id: int) -> Study | None:
     """Move a queued study to running, counting the attempt. None if someone else has it."""
+    now = timezone.now()
     claimed = Study.objects.filter(pk=study_id, status=Study.Status.QUEUED).update(
-        status=Study.Status.RUNNING, attempts=F("attempts") + 1, status_changed_at=timezone.now()
+        status=Study.Status.RUNNING,
+        attempts=F("attempts") + 1,
+        status_changed_at=now,
+        lease_expires_at=now + dt.timedelta(seconds=settings.STUDY_LEASE_SECONDS),
     )
     if not claimed:
         return None
@@ -255,6 +259,13 @@ class _DecodedUpload:
     verdict: GateResult
 
 
+def studies_renew_lease(*, studies: list[Study]) -> None:
+    """The worker is alive and still on these studies: push their leases out again."""
+    Study.objects.filter(pk__in=[s.pk for s in studies], status=Study.Status.RUNNING).update(
+        lease_expires_at=timezone.now() + dt.timedelta(seconds=settings.STUDY_LEASE_SECONDS)
+    )
+
+
 def images_predict(
     *, studies: list[Study], model_version: ModelVersion, predictor: Predictor, role: str = Prediction.Role.PRIMARY
 ) -> dict[int, str]:
@@ -268,7 +279,11 @@ def images_predict(
     ]
     decoded: list[_DecodedUpload] = []
     failures: dict[int, str] = {}
+    renewed = time.monotonic()
     for (study, image), outcome in zip(todo, _read_and_decode_all(todo, predictor), strict=True):
+        if time.monotonic() - renewed > settings.STUDY_LEASE_SECONDS / 3:  # a long batch of big films
+            studies_renew_lease(studies=studies)
+            renewed = time.monotonic()
         if isinstance(outcome, ImageDecodeError):
             failures[study.pk] = f"Image {image.pk} could not be read: {outcome}"
             continue
@@ -280,6 +295,7 @@ def images_predict(
             _prediction_store(item, model_version, predictor, role, probability=None, model_ms=0.0)
     batch_size = settings.INFERENCE_MAX_BATCH
     for start in range(0, len(scored), batch_size):
+        studies_renew_lease(studies=studies)
         chunk = scored[start : start + batch_size]
         started = time.perf_counter()
         probabilities = predictor.predict_batch(np.stack([tensor for _, tensor in chunk]))

@@ -7,10 +7,12 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from diagnostics.models import Study
 
+from .audit import audit_record
 from .studies import study_enqueue_inference, study_finish, study_set_status
 
 logger = logging.getLogger(__name__)
@@ -19,21 +21,36 @@ logger = logging.getLogger(__name__)
 def study_reconcile_stale(
     *, stale_after: datetime.timedelta | None = None, max_attempts: int | None = None
 ) -> dict[str, int]:
-    """Re-enqueue studies stuck in queued/running past the deadline; fail them after max_attempts.
+    """Give abandoned studies back to the queue; fail them after max_attempts claims.
 
-    Safe to run at any time and on several machines: every change is a
-    conditional update, and a re-enqueued study is claimed by one worker only.
+    - running, and its worker stopped renewing the lease (it died, or lost the database): re-queued;
+    - queued for longer than `stale_after` (STUDY_STALE_AFTER_SECONDS; its message was lost, e.g. a
+      broker without persistence restarted): sent again (a duplicate message finds it claimed and
+      does nothing).
+    With an explicit `stale_after` a running study claimed longer ago than that counts as abandoned
+    too, lease or not (tests, and an operator's manual run).
+
+    Safe to run at any time and on several machines: every change is a conditional update, and a
+    re-enqueued study is claimed by one worker only.
     """
+    explicit = stale_after is not None
     if stale_after is None:
         stale_after = datetime.timedelta(seconds=settings.STUDY_STALE_AFTER_SECONDS)
     if max_attempts is None:
         max_attempts = settings.STUDY_MAX_ATTEMPTS
-    cutoff = timezone.now() - stale_after
-    counts = {"requeued": 0, "failed": 0}
-    stale = Study.objects.filter(
-        status__in=[Study.Status.QUEUED, Study.Status.RUNNING], status_changed_at__lt=cutoff
-    ).select_related("patient")
-    for study in stale:
+    now = timezone.now()
+    cutoff = now - stale_after
+    abandoned = Q(status=Study.Status.RUNNING) & (
+        Q(lease_expires_at__lt=now)
+        | Q(
+            lease_expires_at__isnull=True,
+            status_changed_at__lt=now - datetime.timedelta(seconds=settings.STUDY_LEASE_SECONDS),
+        )
+        | (Q(status_changed_at__lt=cutoff) if explicit else Q(pk__in=[]))
+    )
+    waiting = Q(status=Study.Status.QUEUED, status_changed_at__lt=cutoff)
+    counts = {"requeued": 0, "resent": 0, "failed": 0}
+    for study in Study.objects.filter(abandoned | waiting).select_related("patient"):
         with transaction.atomic():
             if study.attempts >= max_attempts:
                 reason = (
@@ -43,14 +60,21 @@ def study_reconcile_stale(
                 if study_finish(study=study, status=Study.Status.FAILED, reason=reason, expected=[study.status]):
                     counts["failed"] += 1
                 continue
-            reason = (
-                "Re-queued: the worker handling it stopped responding."
-                if study.status == Study.Status.RUNNING
-                else "Re-sent to the inference queue."
-            )
-            if study_set_status(study=study, status=Study.Status.QUEUED, reason=reason, expected=[study.status]):
+            if study.status == Study.Status.RUNNING:
+                reason = "Re-queued: the worker handling it stopped responding."
+                if study_set_status(study=study, status=Study.Status.QUEUED, reason=reason, expected=[study.status]):
+                    study_enqueue_inference(study=study)
+                    counts["requeued"] += 1
+                continue
+            # Still queued: not a change of state, so no status event; the resend itself is recorded.
+            if Study.objects.filter(pk=study.pk, status=Study.Status.QUEUED, status_changed_at__lt=cutoff).update(
+                status_changed_at=now
+            ):
+                waited = round((now - study.status_changed_at).total_seconds())
+                detail = {"waited_seconds": waited}
+                audit_record(action="study.resent", target=study, team_id=study.patient.team_id, detail=detail)
                 study_enqueue_inference(study=study)
-                counts["requeued"] += 1
+                counts["resent"] += 1
     if any(counts.values()):
         logger.warning("Reconciled stale studies: %s", counts)
     return counts

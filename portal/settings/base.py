@@ -190,11 +190,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A study queued or running longer than this is re-enqueued by the reconciler;
-# after STUDY_MAX_ATTEMPTS it is failed with a reason the clinician sees.
-STUDY_STALE_AFTER_SECONDS = env_int("STUDY_STALE_AFTER_SECONDS", 300)
+# Recovery within a minute of a fault (services/reconcile.py, run every RECONCILE_EVERY_SECONDS):
+# a running study whose worker stopped renewing its lease (STUDY_LEASE_SECONDS; renewed as the worker
+# goes, a film takes milliseconds) goes back to the queue; a study queued longer than
+# STUDY_STALE_AFTER_SECONDS has its message sent again (a lost message; a duplicate is a no-op);
+# after STUDY_MAX_ATTEMPTS claims it is failed with a reason the clinician sees.
+STUDY_LEASE_SECONDS = env_int("STUDY_LEASE_SECONDS", 30)
+STUDY_STALE_AFTER_SECONDS = env_int("STUDY_STALE_AFTER_SECONDS", 30)
 STUDY_MAX_ATTEMPTS = env_int("STUDY_MAX_ATTEMPTS", 3)
-RECONCILE_EVERY_SECONDS = env_int("RECONCILE_EVERY_SECONDS", 60)
+RECONCILE_EVERY_SECONDS = env_int("RECONCILE_EVERY_SECONDS", 10)
 # Files with no row (a web worker killed mid-upload) are removed once older than this (services/storage_sweep.py).
 ORPHAN_FILE_GRACE_SECONDS = env_int("ORPHAN_FILE_GRACE_SECONDS", 3600)
 CELERY_BEAT_SCHEDULE = {
