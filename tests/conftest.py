@@ -18,7 +18,7 @@ from diagnostics.services.model_registry import model_version_activate, model_ve
 
 from .factories import ApiTokenFactory, CareTeamFactory, PatientFactory, UserFactory
 from .images import chest_like_pixels, encode, jpeg_bytes
-from .worker import CeleryWorker
+from .worker import CeleryWorker, running_worker
 
 # A request as htmx sends it (the pages answer with a fragment).
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -115,13 +115,8 @@ def celery_worker(django_db_setup, django_db_blocker) -> Iterator[CeleryWorker]:
     Function-scoped so that a test can kill it; it is torn down before the test
     database is dropped, because it depends on django_db_setup.
     """
-    worker = CeleryWorker(database_name=settings.DATABASES["default"]["NAME"])
-    worker.purge_queues()
-    worker.start()
-    try:
+    with running_worker() as worker:
         yield worker
-    finally:
-        worker.stop()
 
 
 def copy_model_artifact(source: Path, destination: Path, *, version_suffix: str) -> Path:

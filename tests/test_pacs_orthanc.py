@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.conf import settings
 from pydicom.uid import generate_uid
 
 from diagnostics.dicom_receiver import DicomReceiver
@@ -23,7 +22,7 @@ from diagnostics.models import DicomPeer, PacsDelivery, Study, User
 
 from .factories import UserFactory
 from .images import cr_film_bytes
-from .worker import CeleryWorker, wait_for_study
+from .worker import CeleryWorker, running_worker, wait_for_study
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -99,17 +98,9 @@ def pacs(tmp_path, settings, team) -> Iterator[tuple[Orthanc, DicomPeer]]:
 
 @pytest.fixture
 def inference_and_explain_worker(django_db_setup) -> Iterator[CeleryWorker]:
-    worker = CeleryWorker(
-        database_name=settings.DATABASES["default"]["NAME"],
-        queues="inference,explain",
-        extra_env={"DICOM_AE_TITLE": PORTAL_AE, "PACS_HEATMAP_WAIT_SECONDS": "90"},
-    )
-    worker.purge_queues()
-    worker.start()
-    try:
+    env = {"DICOM_AE_TITLE": PORTAL_AE, "PACS_HEATMAP_WAIT_SECONDS": "90"}
+    with running_worker(queues="inference,explain", extra_env=env) as worker:
         yield worker
-    finally:
-        worker.stop()
 
 
 def c_store(port: int, films: list[bytes]) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -134,3 +137,15 @@ def wait_for_study(study_id: int, worker: CeleryWorker, timeout: float = 60.0) -
             return study
         time.sleep(0.2)
     raise AssertionError(f"study {study_id} still {study.status} after {timeout}s; worker log:\n{worker.log_tail()}")
+
+
+@contextlib.contextmanager
+def running_worker(**options: Any) -> Iterator[CeleryWorker]:
+    """A started worker on the test database (CeleryWorker options: queues, extra_env, ...), stopped after."""
+    worker = CeleryWorker(database_name=settings.DATABASES["default"]["NAME"], **options)
+    worker.purge_queues()
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()

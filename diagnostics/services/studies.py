@@ -149,9 +149,7 @@ def study_create(
             )
             study_enqueue_inference(study=study)
     except Exception:
-        # The rows rolled back: remove the files written for them, so nothing is half-stored.
-        for image in stored:
-            image.file.storage.delete(image.file.name)
+        _remove_files(stored)
         raise
     return study
 
@@ -182,10 +180,15 @@ def study_add_images(*, study: Study, uploads: Sequence[ValidatedUpload], user: 
             if locked.status == Study.Status.QUEUED:
                 study_enqueue_inference(study=locked)
     except Exception:
-        for image in stored:
-            image.file.storage.delete(image.file.name)
+        _remove_files(stored)
         raise
     return stored
+
+
+def _remove_files(images: Sequence[Image]) -> None:
+    """The rows rolled back: remove the files written for them, so nothing is half-stored."""
+    for image in images:
+        image.file.storage.delete(image.file.name)
 
 
 def study_enqueue_inference(*, study: Study) -> None:
