@@ -617,20 +617,14 @@ def quantize_default(
 ) -> dict[str, Any]:
     """Static (QDQ, per-channel) and dynamic int8 variants; AUC of each and of fp32 on validation."""
     import onnxruntime as ort
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from sklearn.metrics import roc_auc_score
 
     from ml.artifacts import read_manifest
     from ml.data import ImageRecord, load_images
     from ml.inference import serving_session_options
+    from ml.variants import quantize_int8
 
     artifact_dir, data_dir, out_dir = Path(artifact_dir), Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -656,32 +650,14 @@ def quantize_default(
         outs = [session.run(None, {name: val_images[i : i + 64]})[0] for i in range(0, len(val_images), 64)]
         return np.concatenate(outs).reshape(-1).astype(np.float64)
 
-    class Reader(CalibrationDataReader):
-        def __init__(self, name: str) -> None:
-            self._batches = iter([{name: calib_images[i : i + 16]} for i in range(0, len(calib_images), 16)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._batches, None)
-
-    input_name = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     prepared = out_dir / "model.prepared.onnx"
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
     variants = {
         "int8-static-qdq": out_dir / "model.int8-static.onnx",
         "int8-dynamic": out_dir / "model.int8-dynamic.onnx",
     }
-    quantize_static(
-        str(prepared),
-        str(variants["int8-static-qdq"]),
-        Reader(input_name),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        # No VNNI here: u8 activations x s8 weights may saturate in VPMADDUBSW unless weights use 7 bits.
-        reduce_range=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
+    # The serving path's own int8 builder (ml.variants), 7-bit weights as without VNNI.
+    quantize_int8(fp32_path, variants["int8-static-qdq"], calib_images, reduce_range=True)
     quantize_dynamic(str(prepared), str(variants["int8-dynamic"]), weight_type=QuantType.QUInt8)
     fp32_auc = float(roc_auc_score(labels, probabilities(fp32_path)))
     rows = [{"variant": "fp32", "path": str(fp32_path), "mb": fp32_path.stat().st_size / 1e6, "auc": fp32_auc}]
