@@ -100,3 +100,44 @@ def test_postgres_connection_dropped_during_a_task(owner, patient, active_model,
         worker.stop()
     assert_one_prediction_each([study])
     assert "OperationalError" in worker.log_tail(200) or "InterfaceError" in worker.log_tail(200)
+
+
+def test_the_worker_keeps_consuming_through_ten_broker_restarts(
+    owner, patient, active_model, django_db_setup, tmp_path
+):
+    """Redis killed and restarted ten times in a row while a worker is connected, a study posted each
+    time: the worker reconnects every time and keeps consuming; a message the portal could not send
+    at the moment Redis went away is sent again by the reconciler (run as beat runs it), and a
+    worker whose follow-ups could not be queued does not fail the study."""
+    broker = PrivateRedis(tmp_path / "redis", persistent=True)
+    broker.start()
+    worker = CeleryWorker(
+        database_name=settings.DATABASES["default"]["NAME"], extra_env={"CELERY_BROKER_URL": broker.url}
+    )
+    try:
+        with celery_broker(broker.url):
+            worker.start()
+            studies = []
+            for _ in range(10):
+                studies += make_studies(owner, patient, 1)
+                broker.restart()
+                time.sleep(0.5)
+            assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
+            studies += make_studies(owner, patient, 2)
+            deadline = time.monotonic() + 120
+            pending = {s.pk for s in studies}
+            while pending and time.monotonic() < deadline:
+                study_reconcile_stale()  # beat's reconciler, with its defaults
+                pending = set(
+                    Study.objects.filter(pk__in=pending).exclude(status="done").values_list("pk", flat=True)
+                )
+                time.sleep(1)
+            assert not pending, worker.log_tail(80)
+            assert worker.process.poll() is None, "the worker died"
+    finally:
+        worker.stop()
+        broker.stop()
+    assert_one_prediction_each(studies)
+    log = worker.log_tail(5000)
+    assert "Unrecoverable error" not in log
+    assert "raised unexpected: OperationalError" not in log  # follow-ups that could not be queued are logged

@@ -156,3 +156,30 @@ def test_a_running_worker_uses_a_newly_promoted_model_without_restart(
     assert Prediction.objects.get(image__study=first).model_version == active_model
     assert Prediction.objects.get(image__study=second).model_version == challenger
     assert celery_worker.process is not None and celery_worker.process.poll() is None  # same process throughout
+
+
+@pytest.mark.django_db
+def test_a_finished_studys_lost_webhook_is_sent_again_and_a_broker_outage_fails_nothing(owner, patient, settings):
+    """The follow-ups of a finished study are queued one by one: with the broker away none raises (the
+    task that finished the study does not fail); a webhook never started is sent again once the study
+    has been finished for a minute, and only then."""
+    import redis
+    from django.utils import timezone
+
+    from diagnostics.services.reconcile import study_reconcile_follow_ups
+    from diagnostics.services.studies import study_queue_follow_ups
+
+    from .chaos import celery_broker, free_port
+
+    study = StudyFactory(created_by=owner, patient=patient)
+    Study.objects.filter(pk=study.pk).update(status="done", callback_url="https://his.example/hook")
+    with celery_broker(f"redis://127.0.0.1:{free_port()}/0"):  # nothing listens there
+        study_queue_follow_ups(study_id=study.pk, status="done")  # logged, not raised
+
+    queue = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    before = queue.llen("inference")
+    assert study_reconcile_follow_ups()["webhooks_resent"] == 0  # finished just now: its task may be queued
+    later = timezone.now() + datetime.timedelta(seconds=90)
+    assert study_reconcile_follow_ups(now=later) == {"webhooks_resent": 1, "pacs_results_resent": 0}
+    assert queue.llen("inference") == before + 1
+

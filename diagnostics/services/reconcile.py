@@ -17,6 +17,9 @@ from .studies import study_enqueue_inference, study_finish, study_set_status
 
 logger = logging.getLogger(__name__)
 
+# A finished study's webhook or PACS results not started this long after it finished are sent again.
+FOLLOW_UP_GRACE_SECONDS = 60
+
 
 def study_reconcile_stale(
     *, stale_after: datetime.timedelta | None = None, max_attempts: int | None = None
@@ -77,4 +80,42 @@ def study_reconcile_stale(
                 counts["resent"] += 1
     if any(counts.values()):
         logger.warning("Reconciled stale studies: %s", counts)
+    return counts
+
+
+def study_reconcile_follow_ups(*, now: datetime.datetime | None = None) -> dict[str, int]:
+    """Send again what a finished study owes and has not started: its webhook and its PACS results.
+
+    Their queueing can be lost with the broker (study_queue_follow_ups logs it). A study finished more
+    than FOLLOW_UP_GRACE ago (its results after the heatmap wait) with no delivery row is sent again;
+    both tasks are idempotent (one WebhookDelivery per study and event, PacsDelivery rows with fixed
+    UIDs), so a duplicate changes nothing. Studies older than a day are left alone.
+    """
+    from .studies import pacs_enqueue_results
+    from .webhooks import webhook_enqueue_for_study
+
+    now = now or timezone.now()
+    window = Q(status_changed_at__gte=now - datetime.timedelta(days=1))
+    finished = Study.objects.filter(window, status__in=[Study.Status.DONE, Study.Status.FAILED]).select_related(
+        "dicom_peer"
+    )
+    counts = {"webhooks_resent": 0, "pacs_results_resent": 0}
+    grace = datetime.timedelta(seconds=FOLLOW_UP_GRACE_SECONDS)
+    for study in finished.filter(status_changed_at__lt=now - grace, webhook_deliveries__isnull=True).exclude(
+        callback_url=""
+    ):
+        webhook_enqueue_for_study(study_id=study.pk, status=study.status)
+        counts["webhooks_resent"] += 1
+    pacs_wait = grace + datetime.timedelta(seconds=settings.PACS_HEATMAP_WAIT_SECONDS)
+    for study in finished.filter(
+        status=Study.Status.DONE,
+        status_changed_at__lt=now - pacs_wait,
+        dicom_peer__isnull=False,
+        pacs_deliveries__isnull=True,
+    ):
+        if study.dicom_peer is not None and study.dicom_peer.sends_results:
+            pacs_enqueue_results(study_id=study.pk)
+            counts["pacs_results_resent"] += 1
+    if any(counts.values()):
+        logger.warning("Re-sent follow-ups of finished studies: %s", counts)
     return counts

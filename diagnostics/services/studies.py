@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -256,17 +256,35 @@ def study_finish(*, study: Study, status: str, reason: str = "", expected: Seque
 
 
 def study_queue_follow_ups(*, study_id: int, status: str) -> None:
-    """What follows a finished study, queued for the workers (never done inline)."""
+    """What follows a finished study, queued for the workers (never done inline).
+
+    Each is sent on its own: the broker being away loses none of the others, and never fails the
+    task that finished the study. The reconciler sends a lost webhook or PACS result again
+    (services/reconcile.py: study_reconcile_follow_ups)."""
     from .heatmaps import heatmap_enqueue_for_study
     from .webhooks import webhook_enqueue_for_study
 
-    webhook_enqueue_for_study(study_id=study_id, status=status)
+    _send_follow_up("webhook", study_id, lambda: webhook_enqueue_for_study(study_id=study_id, status=status))
     if status == Study.Status.DONE:
-        heatmap_enqueue_for_study(study_id=study_id)
-        if Study.objects.filter(pk=study_id, dicom_peer__isnull=False).exists():
-            from worker.tasks.pacs import send_pacs_results  # the worker package imports services
+        _send_follow_up("heatmaps", study_id, lambda: heatmap_enqueue_for_study(study_id=study_id))
+        _send_follow_up("PACS results", study_id, lambda: pacs_enqueue_results(study_id=study_id))
 
-            send_pacs_results.delay(study_id)
+
+def pacs_enqueue_results(*, study_id: int) -> None:
+    """Queue the results for the PACS a done study came from, if it came from one."""
+    if Study.objects.filter(pk=study_id, dicom_peer__isnull=False).exists():
+        from worker.tasks.pacs import send_pacs_results  # the worker package imports services
+
+        send_pacs_results.delay(study_id)
+
+
+def _send_follow_up(what: str, study_id: int, send: Callable[[], object]) -> None:
+    from kombu.exceptions import OperationalError
+
+    try:
+        send()
+    except OperationalError:
+        logger.warning("Broker unreachable: the %s of study %s were not queued", what, study_id)
 
 
 def study_refresh_latest_result(*, study: Study) -> None:

@@ -9,10 +9,10 @@ from worker.queues import options
 
 @shared_task(**options("worker.tasks.reconcile_stuck_studies"))
 def reconcile_stuck_studies() -> dict[str, int]:
-    from diagnostics.services.reconcile import study_reconcile_stale
+    from diagnostics.services.reconcile import study_reconcile_follow_ups, study_reconcile_stale
     from diagnostics.services.training import training_run_reconcile_stale
 
-    counts = study_reconcile_stale()
+    counts = study_reconcile_stale() | study_reconcile_follow_ups()
     counts["training_runs_failed"] = training_run_reconcile_stale()
     return counts
 
