@@ -23,16 +23,23 @@ class MultipleFileInput(forms.ClearableFileInput):
 
 
 class MultipleImageField(forms.FileField):
-    """A file field that accepts several files (Django's documented pattern)."""
+    """A file field that accepts several files (Django's documented pattern).
+
+    Empty files pass: the upload services judge every file's content and name each refused file
+    with its reason (Django's own "The submitted file is empty." names neither).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         accept = ".jpg,.jpeg,.png,.dcm,image/*,application/dicom"
         kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": accept}))
+        kwargs.setdefault("allow_empty_file", True)
         super().__init__(*args, **kwargs)
 
     def clean(self, data: Any, initial: Any = None) -> list[Any]:
         single = super().clean
         if isinstance(data, (list, tuple)):
+            if not data and self.required:
+                raise forms.ValidationError(self.error_messages["required"], code="required")
             return [single(item, initial) for item in data]
         return [single(data, initial)]
 
@@ -41,7 +48,9 @@ class StudyUploadForm(forms.Form):
     accession_number = forms.CharField(max_length=64, required=False)
     modality = forms.ChoiceField(choices=Study.Modality.choices, initial=Study.Modality.CR)
     view_position = forms.ChoiceField(choices=Study.ViewPosition.choices, required=False)
-    images = MultipleImageField(label="X-ray images (JPEG, PNG or DICOM)")
+    images = MultipleImageField(
+        label="X-ray images (JPEG, PNG or DICOM)", error_messages={"required": "Attach at least one X-ray image."}
+    )
 
 
 class WorklistFilterForm(forms.Form):
@@ -54,7 +63,9 @@ class WorklistFilterForm(forms.Form):
         "oldest": ("created_at",),
         "probability": (F("latest_probability").asc(nulls_last=True), "-created_at"),
         "patient": ("patient__name", "-created_at"),
+        "patient_desc": ("-patient__name", "-created_at"),
         "status": ("status", "-created_at"),
+        "status_desc": ("-status", "-created_at"),
     }
     SORT_CHOICES = [
         ("triage", "Most suspicious first (triage)"),
@@ -62,7 +73,9 @@ class WorklistFilterForm(forms.Form):
         ("oldest", "Oldest first"),
         ("probability", "Least suspicious first"),
         ("patient", "Patient name A–Z"),
-        ("status", "Status"),
+        ("patient_desc", "Patient name Z–A"),
+        ("status", "Status A–Z"),
+        ("status_desc", "Status Z–A"),
     ]
     SUSPICION_LABELS = {
         "suspected": Prediction.Label.PNEUMONIA,
@@ -80,7 +93,10 @@ class WorklistFilterForm(forms.Form):
     status = forms.ChoiceField(label="Status", choices=[("", "Any")] + list(Study.Status.choices), required=False)
     suspicion = forms.ChoiceField(label="AI assessment", choices=SUSPICION_CHOICES, required=False)
     min_probability = forms.IntegerField(
-        label="Probability at least (%)", required=False, min_value=0, max_value=100,
+        label="Probability at least (%)",
+        required=False,
+        min_value=0,
+        max_value=100,
         widget=forms.NumberInput(attrs={"step": 5, "inputmode": "numeric"}),
     )
     date_from = forms.DateField(label="Uploaded from", required=False, widget=forms.DateInput(attrs={"type": "date"}))

@@ -1,9 +1,14 @@
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import path
+from django.utils.functional import lazy
+from django.views.generic import RedirectView
 
 from diagnostics.views import images, models, patients, predictions, session, studies
 
 urlpatterns = [
+    # Pages link their icon; this answers clients that ask for /favicon.ico anyway (WhiteNoise serves it).
+    path("favicon.ico", RedirectView.as_view(url=lazy(static, str)("diagnostics/favicon.svg"), permanent=True)),
     path("session/keepalive/", session.keepalive, name="session_keepalive"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -29,3 +29,13 @@ def test_patient_study_and_image_admin_pages_show_the_records_read_only(owner, p
     assert moved.status_code == 403
     assert Patient.objects.get(pk=patient.pk).name == patient.name
     assert admin.get(reverse("admin:diagnostics_study_add")).status_code == 403
+
+
+def test_admin_names_webhook_deliveries_and_shows_the_portal_icon():
+    admin = login_client(AdminFactory(is_superuser=True))
+    index = admin.get(reverse("admin:index")).content.decode()
+    assert "Webhook deliveries" in index and "Webhook deliverys" not in index
+    # Without a linked icon, browsers ask for /favicon.ico on every admin page.
+    assert 'rel="icon" href="/static/diagnostics/favicon.svg"' in index
+    listing = admin.get(reverse("admin:diagnostics_webhookdelivery_changelist")).content.decode()
+    assert 'rel="icon" href="/static/diagnostics/favicon.svg"' in listing

@@ -71,8 +71,14 @@ def test_shadow_rollback_and_archive_buttons(admin_user, active_model, candidate
 def test_a_training_run_starts_only_after_confirmation_and_can_be_cancelled(admin_user, dataset):
     client = login_client(admin_user)
     choices = {
-        "architecture": "cnn", "weights": "none", "stages": "single", "epochs": 3, "input_size": 64,
-        "batch_size": 16, "data_source": "dataset+feedback", "max_train_images": "",
+        "architecture": "cnn",
+        "weights": "none",
+        "stages": "single",
+        "epochs": 3,
+        "input_size": 64,
+        "batch_size": 16,
+        "data_source": "dataset+feedback",
+        "max_train_images": "",
     }
     review = client.post(reverse("admin:diagnostics_trainingrun_add"), choices)
     assert "Confirm the training run" in review.content.decode()
@@ -104,3 +110,24 @@ def test_admins_search_the_audit_log_and_cannot_edit_it(admin_user, owner, patie
     assert client.post(delete, {"post": "yes"}).status_code == 403
     event.refresh_from_db()
     assert event.action == "patient.viewed"
+
+
+def test_each_lifecycle_screen_names_itself_once(admin_user, active_model, candidate, gate):
+    """The admin prints the page title as its heading; the templates must not add a second one."""
+    client = login_client(admin_user)
+    start = client.get(reverse("admin:diagnostics_trainingrun_add")).content.decode()
+    assert start.count("<h1>Start a training run</h1>") == 1 and start.count("<h1") == 1
+    promote = client.get(reverse("admin:diagnostics_modelversion_promote", args=[candidate.pk])).content.decode()
+    assert promote.count(f"<h1>Promote {candidate.name}?</h1>") == 1 and promote.count("<h1") == 1
+    choices = {
+        "architecture": "cnn",
+        "weights": "none",
+        "stages": "single",
+        "epochs": 3,
+        "input_size": 64,
+        "batch_size": 16,
+        "data_source": "dataset+feedback",
+        "max_train_images": "",
+    }
+    review = client.post(reverse("admin:diagnostics_trainingrun_add"), choices).content.decode()
+    assert review.count("<h1>Confirm the training run</h1>") == 1 and review.count("<h1") == 1

@@ -19,7 +19,6 @@ from .images import dicom_bytes, jpeg_bytes
 pytestmark = pytest.mark.django_db
 
 
-
 def study_ids_in(html: str, studies: list[Study]) -> list[int]:
     """The order in which the studies' links appear on a page."""
     positions = {study.pk: html.find(f'href="/studies/{study.pk}/') for study in studies}
@@ -55,6 +54,9 @@ def test_worklist_triage_puts_the_most_suspicious_first_and_waiting_studies_last
         ({"sort": "oldest"}, ["low", "high", "waiting", "middle"]),
         ({"sort": "probability"}, ["low", "middle", "high", "waiting"]),
         ({"sort": "patient"}, ["waiting", "low", "middle", "high"]),
+        ({"sort": "patient_desc"}, ["middle", "high", "waiting", "low"]),
+        ({"sort": "status"}, ["middle", "high", "low", "waiting"]),
+        ({"sort": "status_desc"}, ["waiting", "middle", "high", "low"]),
         ({"suspicion": "suspected"}, ["high", "middle"]),
         ({"suspicion": "not_suspected"}, ["low"]),
         ({"suspicion": "awaiting"}, ["waiting"]),
@@ -87,6 +89,31 @@ def test_worklist_column_headers_sort_and_say_how(owner, four_studies):
     # Default triage order: the AI column is sorted descending, and its link reverses it, keeping the filter.
     assert 'aria-sort="descending"><a href="?status=done&amp;sort=probability">AI suspicion' in html
     assert 'aria-sort="none"><a href="?status=done&amp;sort=newest">Uploaded' in html
+
+
+@pytest.mark.parametrize(
+    ("column", "first", "second", "first_aria"),
+    [
+        ("Uploaded", "newest", "oldest", "descending"),
+        ("Patient", "patient", "patient_desc", "ascending"),
+        ("Status", "status", "status_desc", "ascending"),
+        ("AI suspicion", "triage", "probability", "descending"),
+    ],
+)
+def test_a_second_click_on_a_column_heading_reverses_the_order(owner, four_studies, column, first, second, first_aria):
+    """Each heading sorts by its column; on the column already sorted it links to the reverse order."""
+    client = login_client(owner)
+    reverse_aria = {"ascending": "descending", "descending": "ascending"}[first_aria]
+    by_first = client.get(reverse("worklist"), {"sort": first}).content.decode()
+    assert f'aria-sort="{first_aria}"><a href="?sort={second}">{column}</a>' in by_first
+    by_second = client.get(reverse("worklist"), {"sort": second}).content.decode()
+    assert f'aria-sort="{reverse_aria}"><a href="?sort={first}">{column}</a>' in by_second
+    if column == "Uploaded":  # the other orders break ties newest first both ways (test_worklist_sorts_and_filters)
+        studies = list(four_studies.values())
+        assert study_ids_in(by_second, studies) == study_ids_in(by_first, studies)[::-1]
+    other = "status" if column != "Status" else "patient"
+    unsorted = client.get(reverse("worklist"), {"sort": other}).content.decode()
+    assert f'aria-sort="none"><a href="?sort={first}">{column}</a>' in unsorted
 
 
 def test_htmx_worklist_request_gets_the_table_alone_and_polls_only_while_work_is_pending(owner, four_studies):

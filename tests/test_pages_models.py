@@ -34,7 +34,11 @@ def test_only_administrators_reach_the_model_pages(owner, admin, active_model):
     ]
     clinician = login_client(owner)
     for url in urls:
-        assert clinician.get(url).status_code == 404, url
+        refused = clinician.get(url)
+        assert refused.status_code == 403, url
+        assert "The Models page, with each AI model" in refused.content.decode() and "for administrators" in (
+            refused.content.decode()
+        ), url
     assert "Models</a>" not in clinician.get(reverse("worklist")).content.decode()
     administrator = login_client(admin)
     for url in urls:

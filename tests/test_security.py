@@ -34,7 +34,10 @@ def test_production_settings_pass_the_deploy_check_at_warning_level(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -65,6 +68,17 @@ def test_repeated_failed_logins_lock_the_account_and_are_audited(owner, client):
 
 
 @pytest.mark.django_db
+def test_a_wrong_password_keeps_the_username_and_never_the_password(owner, client):
+    page = client.post(reverse("login"), {"username": owner.username, "password": "wrong password"}).content.decode()
+    assert f'value="{owner.username}">' in page.split('id="id_username"')[1].split("<label")[0]
+    assert "wrong password" not in page
+    # The password is what to retype: it takes the focus, not the username.
+    assert 'autocomplete="current-password" required autofocus>' in page
+    fresh = client.get(reverse("login")).content.decode()
+    assert 'value="">' in fresh and 'value="" autofocus>' in fresh
+
+
+@pytest.mark.django_db
 def test_a_correct_login_is_audited(owner, client):
     response = client.post(reverse("login"), {"username": owner.username, "password": "correct horse battery"})
     assert response.status_code == 302
@@ -92,6 +106,16 @@ def test_an_upload_that_passes_the_declared_size_is_stopped_while_streaming(owne
     assert response.status_code == 413
     assert "larger than the" in response.content.decode()
     assert not Image.objects.exists() and list(media_root.rglob("*")) == []
+
+
+def test_favicon_ico_leads_to_the_portal_icon_which_is_served(client):
+    """Pages and the admin link the SVG icon; a client asking for /favicon.ico anyway is sent to it."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"] == "/static/diagnostics/favicon.svg"
+    from django.contrib.staticfiles import finders
+
+    # collectstatic gathers it for WhiteNoise (the browser tests load it from the live server).
+    assert Path(finders.find("diagnostics/favicon.svg")).read_text().startswith("<svg")
 
 
 @pytest.mark.django_db

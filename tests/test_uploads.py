@@ -35,6 +35,58 @@ def test_one_bad_file_refuses_the_whole_study(owner, patient, settings, media_ro
     assert not Study.objects.exists() and list(media_root.rglob("*")) == []
 
 
+def test_page_refuses_the_study_when_one_file_is_refused_and_names_each_file(owner, patient, media_root):
+    """A refused file among accepted ones: nothing is stored, the refused file's own reason is next to its
+    name, and the accepted files are listed as not uploaded yet."""
+    fake = SimpleUploadedFile("letter.png", b"this is not a picture", content_type="image/png")
+    response = login_client(owner).post(
+        reverse("study_new", args=[patient.pk]),
+        {"modality": "CR", "images": [jpeg_upload("chest.jpeg"), fake, jpeg_upload("second.jpeg", seed=1)]},
+    )
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "<strong>letter.png: This file is not a JPEG, PNG or DICOM image" in html
+    assert "chest.jpeg: accepted, not uploaded yet." in html and "second.jpeg: accepted, not uploaded yet." in html
+    # In the order sent, so the page's script can mark its own list of files.
+    assert html.index("chest.jpeg: accepted") < html.index("letter.png: This") < html.index("second.jpeg: accepted")
+    assert "Nothing was stored" in html
+    assert not Study.objects.exists() and not Image.objects.exists() and list(media_root.rglob("*")) == []
+
+
+def test_page_gives_every_refused_files_own_reason_when_all_are_refused(owner, patient, media_root):
+    empty = SimpleUploadedFile("empty.png", b"", content_type="image/png")
+    fake = SimpleUploadedFile("letter.jpeg", b"%PDF-1.7", content_type="image/jpeg")
+    url = reverse("study_new", args=[patient.pk])
+    response = login_client(owner).post(url, {"modality": "CR", "images": [empty, fake]})
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "empty.png: the file is empty." in html
+    assert "letter.jpeg: This file is not a JPEG, PNG or DICOM image" in html
+    assert "Attach at least one" not in html and "accepted, not uploaded yet" not in html
+    assert not Study.objects.exists() and list(media_root.rglob("*")) == []
+
+
+def test_page_without_files_asks_for_one(owner, patient, media_root):
+    response = login_client(owner).post(reverse("study_new", args=[patient.pk]), {"modality": "CR"})
+    assert response.status_code == 400 and "Attach at least one X-ray image." in response.content.decode()
+    assert not Study.objects.exists()
+
+
+def test_api_still_refuses_the_whole_request_with_every_reason(owner, patient, media_root):
+    empty = SimpleUploadedFile("empty.png", b"", content_type="image/png")
+    fake = SimpleUploadedFile("letter.jpeg", b"%PDF-1.7", content_type="image/jpeg")
+    response = api_client_for(owner).post(
+        reverse("api_study_list"),
+        {"patient_id": patient.pk, "images": [jpeg_upload(), empty, fake]},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    body = str(response.json())
+    assert "empty.png: the file is empty." in body and "letter.jpeg: This file is not a JPEG" in body
+    assert "accepted" not in body
+    assert not Study.objects.exists() and list(media_root.rglob("*")) == []
+
+
 def test_page_upload_stores_the_image_under_a_random_name(owner, patient, settings, media_root):
     client = login_client(owner)
     png = SimpleUploadedFile("Ada_Lovelace_MRN-A-1.png", png_bytes(size=300, mode="RGBA"), content_type="image/png")

@@ -110,17 +110,48 @@ def dicom_study_defaults(*, uploads: Iterable[ValidatedUpload]) -> dict[str, str
     return defaults
 
 
-def image_validate_files(*, files: Iterable[tuple[str, bytes]]) -> list[ValidatedUpload]:
-    """Validate every (name, bytes) file before anything is stored; all refusals are reported together."""
-    uploads: list[ValidatedUpload] = []
-    errors: list[str] = []
+@dataclass(frozen=True)
+class FileCheck:
+    """One file of an upload as the validation judged it: accepted (`upload`) or refused (`reason`)."""
+
+    filename: str
+    upload: ValidatedUpload | None
+    reason: str = ""
+
+    @property
+    def message(self) -> str:
+        return f"{self.filename}: {self.reason}"
+
+
+class FilesRefused(ValidationError):
+    """At least one file was refused: every refused file's message, and the verdict on each file (in
+    the order they came), so a page can say which files were accepted but not stored either."""
+
+    def __init__(self, checks: list[FileCheck]) -> None:
+        super().__init__([check.message for check in checks if check.upload is None])
+        self.checks = checks
+
+
+def image_check_files(*, files: Iterable[tuple[str, bytes]]) -> list[FileCheck]:
+    """Judge every (name, bytes) file on its own; nothing is stored."""
+    checks = []
     for name, data in files:
+        filename = name or "upload"
         try:
-            uploads.append(image_validate_upload(filename=name or "upload", data=data))
+            checks.append(FileCheck(filename, image_validate_upload(filename=filename, data=data)))
         except ValidationError as error:
-            errors.extend(error.messages)
-    if errors:
-        raise ValidationError(errors)
+            reasons = (message.removeprefix(f"{filename}: ") for message in error.messages)
+            checks.append(FileCheck(filename, None, " ".join(reasons)))
+    return checks
+
+
+def image_validate_files(*, files: Iterable[tuple[str, bytes]]) -> list[ValidatedUpload]:
+    """Validate every (name, bytes) file before anything is stored; all refusals are reported together
+    (FilesRefused, a ValidationError)."""
+    checks = image_check_files(files=files)
+    uploads = [check.upload for check in checks if check.upload is not None]
+    if len(uploads) < len(checks):
+        raise FilesRefused(checks)
     return uploads
 
 

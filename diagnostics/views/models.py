@@ -39,12 +39,16 @@ PLOT_TITLES = {
 
 
 def admin_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
-    """Administrators only; anyone else gets 404, as for a record that is not theirs."""
+    """Administrators only; a signed-in clinician gets 403 and a page saying so.
+
+    The Models link is shown to administrators only, but the pages are no secret (unlike another
+    team's records, which answer 404): a clinician who follows a shared link learns why it is closed.
+    """
 
     @wraps(view)
     def wrapper(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_portal_admin:
-            raise Http404("No such page.")
+            return render(request, "diagnostics/models_forbidden.html", status=403)
         return view(request, *args, **kwargs)
 
     return login_required(wrapper)

@@ -18,7 +18,7 @@ from diagnostics.models import Feedback, Image, Prediction, Study
 from diagnostics.selectors import patient_get_for_user, study_film_results, study_get_for_user, study_list_for_user
 from diagnostics.selectors.heatmaps import HeatmapState
 from diagnostics.services.audit import audit_read, audit_record
-from diagnostics.services.images import StorageUnavailable, dicom_study_fields
+from diagnostics.services.images import FileCheck, FilesRefused, StorageUnavailable, dicom_study_fields
 from diagnostics.services.reports import study_report_pdf
 from diagnostics.services.studies import study_accept
 from ml.preprocessing import ImageDecodeError, decode_image_bytes
@@ -59,21 +59,22 @@ def worklist(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 
 def _sort_columns(filters: WorklistFilterForm) -> dict[str, dict[str, str]]:
-    """For each sortable column header: the link that sorts by it (or reverses it) and its aria-sort."""
+    """For each sortable column header: the link that sorts by it, or reverses it when the list is
+    already sorted by it, and its aria-sort."""
     current = filters.sort_key
 
-    def column(ascending: str, descending: str | None = None) -> dict[str, str]:
+    def column(ascending: str, descending: str, *, first: str) -> dict[str, str]:
+        if current == ascending:
+            return {"href": "?" + filters.querystring(sort=descending), "aria": "ascending"}
         if current == descending:
             return {"href": "?" + filters.querystring(sort=ascending), "aria": "descending"}
-        if current == ascending:
-            return {"href": "?" + filters.querystring(sort=descending or ascending), "aria": "ascending"}
-        return {"href": "?" + filters.querystring(sort=descending or ascending), "aria": "none"}
+        return {"href": "?" + filters.querystring(sort=first), "aria": "none"}
 
     return {
-        "uploaded": column("oldest", "newest"),
-        "patient": column("patient"),
-        "status": column("status"),
-        "suspicion": column("probability", "triage"),
+        "uploaded": column("oldest", "newest", first="newest"),
+        "patient": column("patient", "patient_desc", first="patient"),
+        "status": column("status", "status_desc", first="status"),
+        "suspicion": column("probability", "triage", first="triage"),
     }
 
 
@@ -82,6 +83,7 @@ def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRespons
     patient = patient_get_for_user(user=request.user, patient_id=patient_id)
     form = StudyUploadForm(request.POST or None, request.FILES or None)
     storage_failed = False
+    file_checks: list[FileCheck] = []  # after a refusal: each file sent, refused (with why) or not stored
     if request.method == "POST" and form.is_valid():
         try:
             study = study_accept(
@@ -93,6 +95,7 @@ def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRespons
         except ValidationError as error:
             for message in error.messages:
                 form.add_error("images", message)
+            file_checks = error.checks if isinstance(error, FilesRefused) else []
         except (PermissionDenied, StorageUnavailable) as error:
             form.add_error(None, str(error))
             storage_failed = isinstance(error, StorageUnavailable)
@@ -106,7 +109,12 @@ def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRespons
             return redirect("study_detail", study_id=study.pk)
     status = (507 if storage_failed else 400) if request.method == "POST" else 200
     template = "diagnostics/_upload_form.html" if is_htmx(request) else "diagnostics/study_form.html"
-    context = {"form": form, "patient": patient, "upload_max_bytes": settings.UPLOAD_MAX_BYTES}
+    context = {
+        "form": form,
+        "patient": patient,
+        "upload_max_bytes": settings.UPLOAD_MAX_BYTES,
+        "file_checks": file_checks,
+    }
     return render(request, template, context, status=status)
 
 

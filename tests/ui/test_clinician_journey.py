@@ -90,7 +90,7 @@ def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedb
     # Every assertion on what the page's scripts write waits for it (expect retries until its timeout):
     # a check that reads the DOM once races the script and fails now and then on a busy machine.
     expect(file_list).to_contain_text("chest.jpeg (JPEG")
-    expect(file_list).to_contain_text("letter.png: refused, this file is not a JPEG, PNG or DICOM image.")
+    expect(file_list).to_contain_text("letter.png: refused. This file is not a JPEG, PNG or DICOM image.")
     # The DICOM header is read back by the server and offered for the study.
     metadata = page.locator("#dicom-metadata")
     expect(metadata).to_contain_text("What the DICOM files say")
@@ -100,6 +100,9 @@ def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedb
     assert_accessible(page, "02-upload-with-files")
     page.get_by_role("button", name=re.compile("Use view PA and modality CR")).click()
     expect(page.get_by_label("View position")).to_have_value("PA")
+    # A study goes up whole or not at all (tests/ui/test_clinician_pages.py): take the refused file off first.
+    page.get_by_role("button", name="Remove letter.png").click()
+    expect(file_list).not_to_contain_text("letter.png")
     page.get_by_label("Accession number (optional)").fill("ACC-UI-1")
     progress = page.locator("[data-upload-progress]")
     expect(progress).to_be_hidden()

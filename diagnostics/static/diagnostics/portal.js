@@ -166,9 +166,9 @@
     var checks = Array.prototype.map.call(fileList, function (file) {
       return sniff(file).then(function (kind) {
         var refusal = "";
-        if (!file.size) refusal = "the file is empty.";
-        else if (file.size > limit) refusal = "the file is larger than the " + Math.floor(limit / 1048576) + " MB limit.";
-        else if (!kind) refusal = "this file is not a JPEG, PNG or DICOM image.";
+        if (!file.size) refusal = "The file is empty.";
+        else if (file.size > limit) refusal = "The file is larger than the " + Math.floor(limit / 1048576) + " MB limit.";
+        else if (!kind) refusal = "This file is not a JPEG, PNG or DICOM image.";
         return { file: file, kind: kind, refusal: refusal };
       });
     });
@@ -199,8 +199,9 @@
       item.className = entry.refusal ? "refused" : "accepted";
       var text = document.createElement("span");
       text.textContent = entry.refusal
-        ? entry.file.name + ": refused, " + entry.refusal
-        : entry.file.name + " (" + entry.kind + ", " + formatSize(entry.file.size) + ")";
+        ? entry.file.name + ": refused. " + entry.refusal
+        : entry.file.name + " (" + entry.kind + ", " + formatSize(entry.file.size) + ")" +
+          (uploadState(form).attempted ? ": accepted, not uploaded yet." : "");
       var remove = document.createElement("button");
       remove.type = "button";
       remove.className = "link-button";
@@ -290,6 +291,83 @@
 
   document.addEventListener("htmx:beforeRequest", function (event) {
     if (event.target.matches && event.target.matches(".upload-form")) announce("Uploading the study…");
+  });
+
+  /* A study is uploaded with all of its files or not at all: with a refused file in the list, nothing is
+   * sent, and the summary names each refused file with its reason and each accepted one as not uploaded. */
+  function showUploadErrors(form) {
+    var old = form.querySelector("#upload-errors");
+    if (old) old.remove();
+    var summary = document.createElement("div");
+    summary.className = "error-summary";
+    summary.id = "upload-errors";
+    summary.setAttribute("role", "alert");
+    summary.tabIndex = -1;
+    var heading = document.createElement("h2");
+    heading.textContent = "The study was not uploaded";
+    var list = document.createElement("ul");
+    uploadState(form).files.forEach(function (entry) {
+      var item = document.createElement("li");
+      var text = entry.file.name + ": " + (entry.refusal || "accepted, not uploaded yet.");
+      if (entry.refusal) {
+        var strong = document.createElement("strong");
+        strong.textContent = text;
+        item.appendChild(strong);
+      } else {
+        item.textContent = text;
+      }
+      list.appendChild(item);
+    });
+    var advice = document.createElement("p");
+    advice.textContent = "Nothing was sent: a study is uploaded with all of its files or not at all. " +
+      "Remove or replace the refused files, then upload the study again.";
+    summary.appendChild(heading);
+    summary.appendChild(list);
+    summary.appendChild(advice);
+    form.insertBefore(summary, form.querySelector("[data-dropzone]"));
+    var input = form.querySelector('input[type="file"]');
+    input.setAttribute("aria-describedby", "images-help upload-errors");
+    summary.focus();
+  }
+
+  // Capture phase: runs before htmx's own submit handler on the form, which must not send anything.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.matches || !form.matches(".upload-form")) return;
+    var state = uploadState(form);
+    if (!state.files.some(function (entry) { return entry.refusal; })) return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    state.attempted = true;
+    renderFileList(form);
+    showUploadErrors(form);
+  }, true);
+
+  /* After the server refused the study, the form comes back empty (a page cannot fill in a file input):
+   * put the files that were sent back in it, marked as the server judged them, so they can be resent. */
+  var sentFiles = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var form = event.detail.target;
+    if (form && form.id === "upload-form") sentFiles = uploadState(form).files.slice();
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    var form = document.getElementById("upload-form");
+    var entries = sentFiles;
+    sentFiles = null;
+    if (!form || !entries || form._upload) return;
+    var checks = form.querySelectorAll("[data-upload-check]");
+    if (checks.length === entries.length) {
+      entries = entries.map(function (entry, index) {
+        var reason = checks[index].getAttribute("data-refusal");
+        return reason ? { file: entry.file, kind: entry.kind, refusal: reason } : entry;
+      });
+    }
+    var state = uploadState(form);
+    state.files = entries;
+    state.attempted = true;
+    syncInput(form);
+    renderFileList(form);
+    inspectDicom(form);
   });
 
   function focusUploadErrors() {
