@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run setup test test-fast lint typecheck services worker worker-maintenance worker-training worker-explain beat dicom-receiver compose-check clean
+.PHONY: help run setup test test-fast lint typecheck services worker worker-maintenance worker-training worker-explain beat dicom-receiver bench-faults compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -63,6 +63,9 @@ BENCH_DATA ?= $(or $(PNEUMONIA_DATA_DIR),../shared/data/chest_xray)
 bench: $(VENV)/.installed services  ## the whole benchmark (~20 min, waits for training to finish) -> docs/performance.md
 	$(PY) -m benchmarks --wait-for-idle 1800 $(if $(wildcard $(BENCH_FILMS)),--films-dir $(BENCH_FILMS)) \
 		$(if $(wildcard $(BENCH_DATA)),--data-dir $(BENCH_DATA))
+
+bench-faults: $(VENV)/.installed services  ## inject worker kills, Redis restarts, DB disconnects, web kills, queue loss; count what is left
+	$(PY) -m benchmarks.faults --json var/bench/faults.json
 
 compose-check:  ## validate docker-compose.yml (compose v2 plugin, or Debian's docker-compose 1.29)
 	if docker compose version >/dev/null 2>&1; then SECRET_KEY=check docker compose config -q; else SECRET_KEY=check docker-compose config -q; fi
