@@ -104,14 +104,14 @@ class DicomReceiver:
         peer, folder = known
         data = event.encoded_dataset()
         try:
-            header = pacs_check_instance(peer=peer, data=data)
+            pacs_check_instance(peer=peer, data=data)
         except ValidationError as error:
             reason = "; ".join(error.messages)
             audit_record(action="dicom.instance_refused", team_id=peer.team_id,
                          detail={"peer": peer.ae_title, "reason": reason[:500]})  # fmt: skip
             return _status(CANNOT_UNDERSTAND, reason)
         try:
-            pacs_inbox_write(association=folder, header=header, data=data)
+            pacs_inbox_write(association=folder, data=data)
         except OSError as error:
             logger.error("DICOM inbox %s not writable: %s", settings.DICOM_INBOX_DIR, error)
             return _status(OUT_OF_RESOURCES, "The portal cannot store films right now")

@@ -51,7 +51,8 @@ def receive(peer: DicomPeer, *films: bytes) -> list[Study]:
     """What the receiver does for one association: check and keep each film, then file them."""
     folder = pacs_association_folder(peer=peer)
     for data in films:
-        pacs_inbox_write(association=folder, header=pacs_check_instance(peer=peer, data=data), data=data)
+        pacs_check_instance(peer=peer, data=data)
+        pacs_inbox_write(association=folder, data=data)
     return pacs_ingest_inbox(peer=peer, association=folder)
 
 
@@ -116,7 +117,8 @@ def test_only_registered_enabled_peers_are_heard(peer):
 def test_films_a_crash_left_in_the_inbox_are_filed_at_the_next_start(peer, inbox):
     folder = pacs_association_folder(peer=peer)
     data = cr_film_bytes(patient_id="MRN-7", study_uid=generate_uid())
-    pacs_inbox_write(association=folder, header=pacs_check_instance(peer=peer, data=data), data=data)
+    pacs_check_instance(peer=peer, data=data)
+    pacs_inbox_write(association=folder, data=data)
     (inbox / folder / "half-written.part").write_bytes(b"DICM")  # never acknowledged
     assert not Study.objects.exists()  # the receiver died before the association ended
 

@@ -87,8 +87,14 @@ def pacs_peer_for(*, ae_title: str) -> DicomPeer | None:
     )
 
 
-def pacs_check_instance(*, peer: DicomPeer, data: bytes) -> DicomHeader:
-    """Everything the portal needs to accept this film later; ValidationError with the reason if not.
+@dataclass(frozen=True)
+class CheckedFilm:
+    header: DicomHeader
+    upload: ValidatedUpload  # decoded once, with its SOP Instance UID
+
+
+def pacs_check_instance(*, peer: DicomPeer, data: bytes) -> CheckedFilm:
+    """Everything the portal needs to accept this film; ValidationError with the reason if not.
 
     The pixel data is decoded here too (image_validate_upload): a film that cannot be read is refused
     while the sender can still be told."""
@@ -110,15 +116,15 @@ def pacs_check_instance(*, peer: DicomPeer, data: bytes) -> DicomHeader:
             f"Patient {header.patient_id} is not registered in {peer.team} and the film has no "
             "PatientBirthDate to register them with."
         )
-    image_validate_upload(filename=f"{header.sop_instance_uid}.dcm", data=data)
-    return header
+    upload = image_validate_upload(filename=f"{header.sop_instance_uid}.dcm", data=data)
+    return CheckedFilm(header, replace(upload, sop_instance_uid=header.sop_instance_uid))
 
 
 def pacs_inbox_dir() -> Path:
     return Path(settings.DICOM_INBOX_DIR)
 
 
-def pacs_inbox_write(*, association: str, header: DicomHeader, data: bytes) -> Path:
+def pacs_inbox_write(*, association: str, data: bytes) -> Path:
     """Keep an accepted film on disk (written, flushed, then renamed) before it is acknowledged."""
     folder = pacs_inbox_dir() / association
     folder.mkdir(parents=True, exist_ok=True)
@@ -146,15 +152,11 @@ def pacs_ingest_inbox(*, peer: DicomPeer, association: str) -> list[Study]:
     for path in sorted(folder.glob("*.dcm")):
         data = path.read_bytes()
         try:
-            header = pacs_check_instance(peer=peer, data=data)
-            upload = replace(
-                image_validate_upload(filename=f"{header.sop_instance_uid}.dcm", data=data),
-                sop_instance_uid=header.sop_instance_uid,
-            )
+            checked = pacs_check_instance(peer=peer, data=data)
         except ValidationError as error:  # acknowledged, then unreadable: keep it for an admin
             _refuse(peer=peer, path=path, reason="; ".join(error.messages))
             continue
-        films.append(_InboxFilm(path, header, upload))
+        films.append(_InboxFilm(path, checked.header, checked.upload))
     by_study: dict[str, list[_InboxFilm]] = defaultdict(list)
     for film in films:
         by_study[film.header.study_instance_uid].append(film)
