@@ -222,3 +222,23 @@ def test_results_wait_for_heatmaps_then_retry_an_unreachable_pacs_and_record_the
         ("sc", "failed", 2, "WARDPACS"),
         ("sr", "failed", 2, "WARDPACS"),
     ]
+
+
+def test_films_sent_after_the_results_get_their_captures_and_a_new_report(peer, active_model):
+    from diagnostics.models import PacsDelivery
+    from diagnostics.services.pacs_results import _deliveries, _films
+
+    uid = generate_uid()
+    [study] = receive(peer, cr_film_bytes(patient_id="MRN-2", study_uid=uid, seed=0))
+    study_run_inference(study_id=study.pk)
+    first = _deliveries(study, _films(study))
+    assert [d.kind for d in first] == ["sr", "sc"]
+    PacsDelivery.objects.filter(study=study).update(status="delivered")
+    assert _deliveries(study, _films(study)) == first  # nothing new: the same rows, the same UIDs
+
+    receive(peer, cr_film_bytes(patient_id="MRN-2", study_uid=uid, seed=1))  # the PACS sends one more
+    study_run_inference(study_id=study.pk)
+    rows = _deliveries(study, _films(study))
+    assert [(d.kind, d.status) for d in rows] == [("sr", "delivered"), ("sc", "delivered"), ("sr", "pending"),
+                                                  ("sc", "pending")]  # fmt: skip
+

@@ -104,27 +104,26 @@ def _films(study: Study) -> list[tuple[Image, Prediction | None]]:
 
 
 def _deliveries(study: Study, films: list[tuple[Image, Prediction | None]]) -> list[PacsDelivery]:
-    """The rows for this study's results, created once: their UIDs stay fixed across retries."""
+    """The rows for this study's results, created once: their UIDs stay fixed across retries.
+
+    Films are only ever added to a study, and Secondary Capture rows follow the films' order. When
+    the PACS sent more films after results went back, the new films get their captures and the study
+    a new Structured Report covering every film (the earlier one stays in the PACS, superseded)."""
     from pydicom.uid import generate_uid
 
     with transaction.atomic():
         Study.objects.select_for_update().filter(pk=study.pk).first()  # one creator at a time
         existing = list(study.pacs_deliveries.order_by("pk"))
-        if existing:
+        captured = sum(1 for d in existing if d.kind == PacsDelivery.Kind.SECONDARY_CAPTURE)
+        if existing and captured >= len(films):
             return existing
         assert study.dicom_peer is not None
-        rows = [PacsDelivery(study=study, peer=study.dicom_peer, kind=PacsDelivery.Kind.STRUCTURED_REPORT,
-                             sop_instance_uid=generate_uid())]  # fmt: skip
-        rows += [
-            PacsDelivery(
-                study=study,
-                peer=study.dicom_peer,
-                kind=PacsDelivery.Kind.SECONDARY_CAPTURE,
-                sop_instance_uid=generate_uid(),
-            )  # fmt: skip
-            for _ in films
+        kinds = [PacsDelivery.Kind.STRUCTURED_REPORT] + [PacsDelivery.Kind.SECONDARY_CAPTURE] * (len(films) - captured)
+        rows = [
+            PacsDelivery(study=study, peer=study.dicom_peer, kind=kind, sop_instance_uid=generate_uid())
+            for kind in kinds
         ]
-        return PacsDelivery.objects.bulk_create(rows)
+        return existing + PacsDelivery.objects.bulk_create(rows)
 
 
 def _source_dataset(image: Image):  # noqa: ANN202 (a pydicom Dataset)
@@ -136,8 +135,12 @@ def _source_dataset(image: Image):  # noqa: ANN202 (a pydicom Dataset)
 
 def _build(study: Study, films: list[tuple[Image, Prediction | None]], delivery: PacsDelivery):  # noqa: ANN202
     if delivery.kind == PacsDelivery.Kind.STRUCTURED_REPORT:
+        reports = list(study.pacs_deliveries.filter(kind=PacsDelivery.Kind.STRUCTURED_REPORT).order_by("pk"))
         return build_structured_report(
-            films=films, sop_instance_uid=delivery.sop_instance_uid, series_uid=_series_uid(study, "sr")
+            films=films,
+            sop_instance_uid=delivery.sop_instance_uid,
+            series_uid=_series_uid(study, "sr"),
+            instance_number=[d.pk for d in reports].index(delivery.pk) + 1,
         )
     captures = list(study.pacs_deliveries.filter(kind=PacsDelivery.Kind.SECONDARY_CAPTURE).order_by("pk"))
     index = [d.pk for d in captures].index(delivery.pk)
@@ -176,7 +179,9 @@ def score_meaning(model_version: ModelVersion):  # noqa: ANN201
     )
 
 
-def build_structured_report(*, films: list[tuple[Image, Prediction | None]], sop_instance_uid: str, series_uid: str):  # noqa: ANN201
+def build_structured_report(
+    *, films: list[tuple[Image, Prediction | None]], sop_instance_uid: str, series_uid: str, instance_number: int = 1
+):  # noqa: ANN201
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -245,7 +250,7 @@ def build_structured_report(*, films: list[tuple[Image, Prediction | None]], sop
         series_instance_uid=series_uid,
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=sop_instance_uid,
-        instance_number=1,
+        instance_number=instance_number,
         manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=False,  # not verified by a clinician
