@@ -10,10 +10,12 @@ Beside this module: `monitoring` (a model's live use, for admins) and `heatmaps`
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from diagnostics.models import (
@@ -51,6 +53,13 @@ def study_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Study]:
     if not user.is_authenticated or user.team_id is None:
         return Study.objects.none()
     return Study.objects.filter(patient__team_id=user.team_id).select_related("patient")
+
+
+def study_list_with_film_counts(studies: QuerySet[Study]) -> QuerySet[Study]:
+    """`film_count` on each study: one correlated count in the list's own query, computed only for
+    the rows a page shows (a GROUP BY over the whole list would give up the triage index)."""
+    films = Image.objects.filter(study=OuterRef("pk")).order_by().values("study").annotate(n=Count("pk")).values("n")
+    return studies.annotate(film_count=Coalesce(Subquery(films, output_field=IntegerField()), 0))
 
 
 def study_list_filter(
@@ -129,6 +138,99 @@ def study_film_results(*, study: Study) -> list[FilmResult]:
         heatmap = prediction_heatmap_state(prediction=prediction) if prediction else None
         results.append(FilmResult(number, image, prediction, heatmap))
     return results
+
+
+@dataclass(frozen=True)
+class FilmRefusal:
+    """Films the input gate refused for one reason (the reason as the gate wrote it)."""
+
+    reason: str
+    films: list[FilmResult]
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """A study's conclusion, what the top of the study page says before the films.
+
+    `conclusion` says which sentence applies: "queued" or "running" (no result yet), "failed" (the
+    assessment stopped, the study's failure reason says why), "result" (at least one film was scored:
+    `top` is the most suspicious), "not_analysable" (every assessed film was refused), "no_result"
+    (done, yet no film has an assessment shown to clinicians).
+    """
+
+    conclusion: str
+    films: int
+    scored: int  # films the AI assessed and gave a score
+    suspected: int  # scored films labelled pneumonia (at or above the threshold), from the model of `top`
+    top: FilmResult | None  # the most suspicious scored film, from the model that assessed last
+    refusals: list[FilmRefusal]
+
+    @property
+    def not_analysable(self) -> int:
+        return sum(len(refusal.films) for refusal in self.refusals)
+
+    @property
+    def assessed(self) -> int:
+        """Films with an assessment shown: a score or a refusal."""
+        return self.scored + self.not_analysable
+
+    @property
+    def waiting(self) -> int:
+        """Films with no assessment shown yet (all of them while the study is queued)."""
+        return self.films - self.assessed
+
+
+def study_summary(*, status: str, results: Sequence[FilmResult]) -> StudySummary:
+    """The study-level conclusion from study_film_results: the same rule as the worklist's result
+    (services.studies.study_refresh_latest_result): the highest score among the scored films of the
+    model that assessed last; refused films carry no score and are counted, with their reasons, apart."""
+    assessed = [film for film in results if film.prediction is not None]
+    scored = [film for film in assessed if film.prediction is not None and film.prediction.analysable]
+    refusals: dict[str, list[FilmResult]] = {}
+    for film in assessed:
+        if film.prediction is not None and not film.prediction.analysable:
+            refusals.setdefault(film.prediction.gate_reason or "No reason was recorded.", []).append(film)
+    top = None
+    suspected = 0
+    if scored:
+        newest = max(scored, key=_assessed_order)
+        latest_model = [film for film in scored if _model_id(film) == _model_id(newest)]
+        top = max(latest_model, key=lambda film: (_probability(film), -film.number))
+        suspected = sum(1 for film in latest_model if _suspected(film))
+    if status in (Study.Status.QUEUED, Study.Status.RUNNING, Study.Status.FAILED):
+        conclusion = str(status)
+    elif top is not None:
+        conclusion = "result"
+    elif refusals:
+        conclusion = "not_analysable"
+    else:
+        conclusion = "no_result"
+    return StudySummary(
+        conclusion=conclusion,
+        films=len(results),
+        scored=len(scored),
+        suspected=suspected,
+        top=top,
+        refusals=[FilmRefusal(reason, films) for reason, films in refusals.items()],
+    )
+
+
+def _assessed_order(film: FilmResult) -> tuple[datetime.datetime, int]:
+    prediction = film.prediction
+    return (prediction.created_at, prediction.pk) if prediction is not None else (datetime.datetime.min, 0)
+
+
+def _model_id(film: FilmResult) -> int | None:
+    return film.prediction.model_version_id if film.prediction is not None else None
+
+
+def _probability(film: FilmResult) -> float:
+    prediction = film.prediction
+    return prediction.probability if prediction is not None and prediction.probability is not None else 0.0
+
+
+def _suspected(film: FilmResult) -> bool:
+    return film.prediction is not None and film.prediction.label == Prediction.Label.PNEUMONIA
 
 
 def image_get_for_user(*, user: User | AnonymousUser, image_id: int) -> Image:

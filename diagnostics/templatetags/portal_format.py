@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from django import template
@@ -31,6 +31,21 @@ def dicom_date(value: str | None) -> str:
 
 
 @register.filter
+def age_at(birth_date: date | None, moment: datetime | date | None) -> str:
+    """A child's age on a day, as a paediatric worklist writes it: '7 mo' under two years, else '3 y 2 mo'."""
+    if birth_date is None or moment is None:
+        return "—"
+    if isinstance(moment, datetime):
+        moment = (timezone.localtime(moment) if timezone.is_aware(moment) else moment).date()
+    months = (moment.year - birth_date.year) * 12 + moment.month - birth_date.month - (moment.day < birth_date.day)
+    if months < 0:
+        return "—"
+    if months < 24:
+        return f"{months} mo"
+    return f"{months // 12} y {months % 12} mo"
+
+
+@register.filter
 def time_tag(value: datetime | None) -> str:
     """A moment as <time datetime="ISO">YYYY-MM-DD HH:MM</time> in the portal's time zone.
 
@@ -44,8 +59,10 @@ def time_tag(value: datetime | None) -> str:
 
 # A study's status as an icon plus its word (never a colour alone); one markup per state, the word
 # filled in (and escaped) by format_html. A tag, not a template include: the worklist has one per row.
-_ICON = '<span class="status status-{status}"><svg class="icon" aria-hidden="true" focusable="false" ' \
+_ICON = (
+    '<span class="status status-{status}"><svg class="icon" aria-hidden="true" focusable="false" '
     'viewBox="0 0 16 16" width="16" height="16">{shapes}</svg> {{}}</span>'
+)
 _STATUS_MARKUP = {
     status: _ICON.format(status=status, shapes=shapes)
     for status, shapes in {

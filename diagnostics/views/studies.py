@@ -9,13 +9,22 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from diagnostics.forms import DicomInspectForm, FeedbackForm, StudyUploadForm, WorklistFilterForm
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.models import Feedback, Image, Prediction, Study
-from diagnostics.selectors import patient_get_for_user, study_film_results, study_get_for_user, study_list_for_user
+from diagnostics.selectors import (
+    FilmResult,
+    patient_get_for_user,
+    study_film_results,
+    study_get_for_user,
+    study_list_for_user,
+    study_list_with_film_counts,
+    study_summary,
+)
 from diagnostics.selectors.heatmaps import HeatmapState
 from diagnostics.services.audit import audit_read, audit_record
 from diagnostics.services.images import FileCheck, FilesRefused, StorageUnavailable, dicom_study_fields
@@ -36,9 +45,8 @@ STUDY_NAVIGATION_LIMIT = 200
 @require_GET
 def worklist(request: AuthenticatedHttpRequest) -> HttpResponse:
     filters = WorklistFilterForm(request.GET)
-    page = Paginator(filters.filter(study_list_for_user(user=request.user)), WORKLIST_LIMIT).get_page(
-        request.GET.get("page")
-    )
+    studies_shown = study_list_with_film_counts(filters.filter(study_list_for_user(user=request.user)))
+    page = Paginator(studies_shown, WORKLIST_LIMIT).get_page(request.GET.get("page"))
     studies = list(page.object_list)
     querystring = filters.querystring()
     audit_read(action="study.listed", actor=request.user, team_id=request.user.team_id,
@@ -100,7 +108,10 @@ def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRespons
             form.add_error(None, str(error))
             storage_failed = isinstance(error, StorageUnavailable)
         else:
-            messages.success(request, "Study uploaded and queued for AI assessment.")
+            # The message stays while the study moves on (in-process tasks finish before the page loads):
+            # it names what happened here; the status line below it says where the AI stands.
+            count = len(form.cleaned_data["images"])
+            messages.success(request, f"Study uploaded: {count} film{pluralize(count)}.")
             if is_htmx(request):
                 # htmx posted the form (with a progress bar): let it navigate to the result.
                 response = HttpResponse(status=204)
@@ -179,9 +190,11 @@ class ImageResult:
         return self.feedback[0] if self.feedback else None
 
 
-def image_results(*, study: Study, feedback_forms: dict[int, FeedbackForm] | None = None) -> list[ImageResult]:
+def image_results(
+    *, study: Study, feedback_forms: dict[int, FeedbackForm] | None = None, films: list[FilmResult] | None = None
+) -> list[ImageResult]:
     results = []
-    for film in study_film_results(study=study):
+    for film in films if films is not None else study_film_results(study=study):
         prediction = film.prediction
         feedback = list(prediction.feedback.all()) if prediction else []  # prefetched, newest first
         form = None
@@ -192,14 +205,14 @@ def image_results(*, study: Study, feedback_forms: dict[int, FeedbackForm] | Non
 
 
 def _study_context(request: AuthenticatedHttpRequest, study: Study) -> dict[str, object]:
-    results = image_results(study=study)
+    films = study_film_results(study=study)
     return {
         "study": study,
         "patient": study.patient,
         "pending": study.status in PENDING,
-        "results": results,
-        # Films the input gate refused: the study's result comes from the others, and the page says so.
-        "refused_films": sum(1 for r in results if r.prediction is not None and not r.prediction.analysable),
+        "results": image_results(study=study, films=films),
+        # The conclusion first: the most suspicious film, how many were assessed, which were refused and why.
+        "summary": study_summary(status=study.status, results=films),
     }
 
 

@@ -1,6 +1,7 @@
 """Findings on the clinician pages, checked in a real browser at desktop width and at 390 px (a phone):
-sorting by a column heading, the Order menu's width, an upload with a refused file, the login form after
-a wrong password, the Models page for a clinician, and the admin's headings and icon. axe checks each page.
+sorting by a column heading, the Order menu's width, the worklist table on a narrow screen, the study
+page's conclusion and film strip, an upload with a refused file, the login form after a wrong password,
+the Models page for a clinician, and the admin's headings and icon. axe checks each page.
 
 No Celery worker: the studies are made by the factories, and an upload is only queued.
 """
@@ -15,9 +16,9 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import expect
 
-from diagnostics.models import Study
+from diagnostics.models import Prediction, Study
 
-from ..factories import AdminFactory, PatientFactory, PredictionFactory, StudyFactory
+from ..factories import AdminFactory, ModelVersionFactory, PatientFactory, PredictionFactory, StudyFactory
 from ..images import jpeg_bytes, png_bytes
 from .conftest import ARTIFACTS, assert_accessible
 from .test_clinician_journey import PASSWORD, drop_files, log_in
@@ -99,6 +100,76 @@ def test_the_order_menu_shows_each_option_whole(page, live_server, width, owner)
     order.select_option("triage")
     expect(order).to_have_value("triage")
     assert_axe_clean(page, f"pages-worklist-filters-{width}")
+    assert page.js_errors == [], page.js_errors
+
+
+def test_the_worklist_table_scrolls_in_its_own_region_and_the_page_does_not(page, live_server, width, owner, team):
+    other = PatientFactory(team=team, created_by=owner, name="Maria Salomea Skłodowska-Curie",
+                           medical_record_number="MRN-2024-000123456")  # fmt: skip
+    PredictionFactory(study=StudyFactory(created_by=owner, patient=other, accession_number="ACC-2024-0000001"),
+                      probability=0.8, finish_study=True)  # fmt: skip
+    log_in(page, live_server, owner.username)
+    region = page.get_by_role("region", name=re.compile("^Worklist table"))
+    expect(region).to_be_visible()
+    expect(region.locator("tbody tr")).to_have_count(1)
+    assert_fits_the_screen(page)
+    scroll = region.evaluate("(r) => ({scroll: r.scrollWidth, client: r.clientWidth})")
+    if width == 390:
+        assert scroll["scroll"] > scroll["client"], scroll  # the table is wider than a phone: it scrolls here
+        region.focus()
+        expect(region).to_be_focused()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function("() => document.querySelector('.table-scroll').scrollLeft > 0")
+    assert_axe_clean(page, f"pages-worklist-table-{width}")
+    assert page.js_errors == [], page.js_errors
+
+
+FILMS = 16
+
+
+def test_the_study_page_gives_its_conclusion_first_then_a_strip_of_films(page, live_server, width, owner, patient):
+    names = [f"chest-{number:02d}-{'ct-slice' if number == 5 else 'ap'}.jpeg" for number in range(1, FILMS + 1)]
+    study = StudyFactory(created_by=owner, patient=patient,
+                         films=[(name, jpeg_bytes(size=128, seed=i)) for i, name in enumerate(names)])  # fmt: skip
+    model = ModelVersionFactory()
+    for number, image in enumerate(study.images.all(), start=1):
+        if number == 5:
+            Prediction.objects.create(
+                image=image, model_version=model, outcome=Prediction.Outcome.NOT_ANALYSABLE, gate_code="dicom_modality",
+                gate_reason="This is a CT image.", threshold=0.5, latency_ms=1.0, model_sha256=model.sha256,
+                preprocessing_version=model.preprocessing_version, input_sha256=image.sha256,
+            )  # fmt: skip
+        else:
+            PredictionFactory(image=image, model_version=model, probability=0.91 if number == 12 else number / 40)
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.DONE)
+
+    log_in(page, live_server, owner.username)
+    page.goto(live_server.url + reverse("study_detail", args=[study.pk]))
+    expect(page.locator("#study-status")).to_contain_text("the AI assessment is ready")
+    summary = page.get_by_role("region", name="Study result")
+    expect(summary).to_contain_text("Pneumonia suspected on 1 of 15 assessed films")
+    expect(summary).to_contain_text("Most suspicious film: Image 12 chest-12-ap.jpeg, AI score 91.0 %")
+    expect(summary).to_contain_text("16 films: 15 assessed, 1 not analysable.")
+    expect(summary).to_contain_text("Image 5 chest-05-ct-slice.jpeg: This is a CT image.")
+    # The conclusion is on the first screen, above the strip; the strip comes before the first film's card.
+    assert summary.bounding_box()["y"] < 900
+    strip = page.get_by_role("navigation", name="Films of this study")
+    thumbs = strip.get_by_role("link")
+    expect(thumbs).to_have_count(FILMS)
+    expect(thumbs.nth(11)).to_have_accessible_name(re.compile(r"^Image 12 chest-12-ap\.jpeg Suspected 91\.0 %"))
+    expect(thumbs.nth(4)).to_have_accessible_name(re.compile("Not analysable"))
+    assert strip.bounding_box()["y"] < page.locator("#film-1").bounding_box()["y"]
+    page.wait_for_function("() => [...document.querySelectorAll('.film-strip img')].every((i) => i.complete && "
+                           "i.naturalWidth > 0)")  # fmt: skip
+    assert_fits_the_screen(page)
+    assert_axe_clean(page, f"pages-study-conclusion-{width}")
+
+    # From the keyboard: to the 12th thumbnail, Enter, and the film's card is on screen.
+    thumbs.nth(11).focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r".*#film-12$"))
+    expect(page.locator("#film-12")).to_be_in_viewport()
+    expect(page.locator("#film-12 h2")).to_contain_text("chest-12-ap.jpeg")
     assert page.js_errors == [], page.js_errors
 
 
