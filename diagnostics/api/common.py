@@ -72,3 +72,15 @@ class ListApi(GenericAPIView):
             },  # fmt: skip
         )
         return self.get_paginated_response(self.output_serializer(page, many=True).data)
+
+
+def location_header(description: str) -> Any:
+    """The Location response header of a 202, for the schema (drf-spectacular declares response headers
+    as OpenApiParameters with `response`)."""
+    from drf_spectacular.types import OpenApiTypes
+    from drf_spectacular.utils import OpenApiParameter
+
+    return OpenApiParameter(
+        "Location", OpenApiTypes.URI, OpenApiParameter.HEADER, response=[202], required=True, description=description
+    )
+

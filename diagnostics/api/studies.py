@@ -33,7 +33,7 @@ from diagnostics.services.idempotency import IdempotencyKeyReused
 from diagnostics.services.images import StorageUnavailable, ValidatedUpload
 from diagnostics.services.studies import MAX_IMAGES_PER_STUDY, study_accept
 
-from .common import ListApi, request_user, service_errors
+from .common import ListApi, location_header, request_user, service_errors
 from .errors import ApiError, ErrorSerializer
 from .filters import StudyFilter
 from .parsers import DicomParser, OctetStreamDicomParser
@@ -50,14 +50,7 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 )
 # Response headers of a 202 (drf-spectacular declares an OpenApiParameter with `response` as one).
 ACCEPTED_HEADERS = [
-    OpenApiParameter(
-        "Location",
-        OpenApiTypes.URI,
-        OpenApiParameter.HEADER,
-        response=[202],
-        required=True,
-        description="The study's status URL (the same as status_url).",
-    ),
+    location_header("The study's status URL (the same as status_url)."),
     OpenApiParameter(
         "Idempotent-Replayed",
         OpenApiTypes.STR,

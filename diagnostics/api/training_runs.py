@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
-    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
@@ -24,7 +22,7 @@ from diagnostics.selectors import training_run_get, training_run_list
 from diagnostics.services.training import training_run_cancel, training_run_start
 from ml.config import ARCHITECTURE_NAMES
 
-from .common import ListApi, request_user, service_errors
+from .common import ListApi, location_header, request_user, service_errors
 from .filters import TrainingRunFilter
 from .permissions import IsPortalAdmin
 
@@ -95,16 +93,7 @@ class TrainingRunListStartApi(ListApi):
         operation_id="training_runs_create",
         summary="Start a training run (queued for a training worker)",
         request=InputSerializer,
-        parameters=[
-            OpenApiParameter(
-                "Location",
-                OpenApiTypes.URI,
-                OpenApiParameter.HEADER,
-                response=[202],
-                required=True,
-                description="The run's URL, to poll for progress.",
-            )
-        ],
+        parameters=[location_header("The run's URL, to poll for progress.")],
         responses={202: OpenApiResponse(TrainingRunOutputSerializer, description="Queued; poll the Location URL.")},
         examples=[
             OpenApiExample(
