@@ -170,11 +170,17 @@ def _to_gray(image: Image.Image) -> np.ndarray:
 
 
 def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """float64 `values` stretched to 0..255, computed in place: `values` is consumed. The same
+    arithmetic as a fresh array per step, without four copies of a film in float64 (a 25 MP 16-bit
+    film is 200 MB per copy; benchmarks/upload_memory.py)."""
     low, high = float(np.min(values)), float(np.max(values))
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (values - low) * (255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    values -= low
+    values *= 255.0 / (high - low)
+    np.rint(values, out=values)
+    np.clip(values, 0, 255, out=values)
+    return values.astype(np.uint8)
 
 
 def _decode_dicom(data: bytes, window: tuple[float, float] | None = None) -> DecodedImage:
@@ -223,10 +229,13 @@ def _read_dicom(data: bytes, window: tuple[float, float] | None = None) -> Decod
         chroma = colourfulness(raw)
     else:
         chroma = 0.0
-        values = apply_voi_lut(apply_modality_lut(raw, ds), ds).astype(np.float64)
+        values = apply_voi_lut(apply_modality_lut(raw, ds), ds)
+        # A copy of our own to scale in place (the LUTs may hand back `raw` itself).
+        values = values.astype(np.float64, copy=values is raw or values.dtype != np.float64)
+        del raw
         if photometric == "MONOCHROME1":
             # MONOCHROME1 stores bright bone as low values; invert so films look like JPEGs.
-            values = values.max() + values.min() - values
+            np.subtract(values.max() + values.min(), values, out=values)
     pixels = _scale_to_uint8(values)
     return DecodedImage(
         pixels=pixels,
