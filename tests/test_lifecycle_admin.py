@@ -10,6 +10,18 @@ from diagnostics.models import ModelVersion, TrainingRun, User
 from .conftest import copy_model_artifact, login_client
 from .factories import AdminFactory
 
+# The admin's start-a-run form, filled in for a quick run.
+QUICK_RUN_CHOICES = {
+    "architecture": "cnn",
+    "weights": "none",
+    "stages": "single",
+    "epochs": 3,
+    "input_size": 64,
+    "batch_size": 16,
+    "data_source": "dataset+feedback",
+    "max_train_images": "",
+}
+
 pytestmark = pytest.mark.django_db
 
 
@@ -70,16 +82,7 @@ def test_shadow_rollback_and_archive_buttons(admin_user, active_model, candidate
 
 def test_a_training_run_starts_only_after_confirmation_and_can_be_cancelled(admin_user, dataset):
     client = login_client(admin_user)
-    choices = {
-        "architecture": "cnn",
-        "weights": "none",
-        "stages": "single",
-        "epochs": 3,
-        "input_size": 64,
-        "batch_size": 16,
-        "data_source": "dataset+feedback",
-        "max_train_images": "",
-    }
+    choices = dict(QUICK_RUN_CHOICES)
     review = client.post(reverse("admin:diagnostics_trainingrun_add"), choices)
     assert "Confirm the training run" in review.content.decode()
     assert not TrainingRun.objects.exists()
@@ -119,15 +122,6 @@ def test_each_lifecycle_screen_names_itself_once(admin_user, active_model, candi
     assert start.count("<h1>Start a training run</h1>") == 1 and start.count("<h1") == 1
     promote = client.get(reverse("admin:diagnostics_modelversion_promote", args=[candidate.pk])).content.decode()
     assert promote.count(f"<h1>Promote {candidate.name}?</h1>") == 1 and promote.count("<h1") == 1
-    choices = {
-        "architecture": "cnn",
-        "weights": "none",
-        "stages": "single",
-        "epochs": 3,
-        "input_size": 64,
-        "batch_size": 16,
-        "data_source": "dataset+feedback",
-        "max_train_images": "",
-    }
+    choices = dict(QUICK_RUN_CHOICES)
     review = client.post(reverse("admin:diagnostics_trainingrun_add"), choices).content.decode()
     assert review.count("<h1>Confirm the training run</h1>") == 1 and review.count("<h1") == 1

@@ -15,7 +15,8 @@ from typing import Any
 from diagnostics.models import Prediction, Study
 from diagnostics.selectors import study_film_results
 
-CAPTION = "AI result, not a diagnosis"
+from .pacs_results import CAPTION  # the same words on every channel
+
 SNOMED, LOINC, UCUM = "http://snomed.info/sct", "http://loinc.org", "http://unitsofmeasure.org"
 V3_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 DICOM_UID_SYSTEM = "urn:dicom:uid"
