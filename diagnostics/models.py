@@ -145,6 +145,10 @@ def _image_upload_path(instance: Image, filename: str) -> str:
     return f"studies/{uuid.uuid4().hex}"
 
 
+def _derivative_upload_path(instance: Image, filename: str) -> str:
+    return f"derivatives/{uuid.uuid4().hex}.png"
+
+
 def _heatmap_upload_path(instance: Prediction, filename: str) -> str:
     return f"heatmaps/{uuid.uuid4().hex}.png"
 
@@ -157,6 +161,11 @@ class Image(models.Model):
 
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="images")
     file = models.FileField(upload_to=_image_upload_path, max_length=200)
+    # Made once when the film is stored (services.images.image_validate_upload), so that views, the PDF
+    # and PACS results never decode the original again: an 8-bit PNG at most DERIVATIVE_SIDE pixels on a
+    # side, and for grayscale DICOM a 16-bit one that window/level reads.
+    preview = models.FileField(upload_to=_derivative_upload_path, max_length=200, blank=True)
+    window_source = models.FileField(upload_to=_derivative_upload_path, max_length=200, blank=True)
     original_filename = models.CharField(max_length=255, blank=True)
     sha256 = models.CharField(max_length=64)
     width = models.PositiveIntegerField()

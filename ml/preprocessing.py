@@ -10,11 +10,16 @@ version they were trained with and the predictor refuses a mismatch.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 PREPROCESSING_VERSION = "gray-squash-v1"
 
@@ -58,6 +63,11 @@ class DecodedImage:
     metadata: dict[str, str] = field(default_factory=dict)
     # Colourfulness of the original (0 for grayscale): the input gate refuses colour photographs.
     chroma: float = 0.0
+    # Grayscale DICOM only, when asked for (``window_source_side``): for display window/level, never for a
+    # model. The stored values after the modality LUT, box-averaged to at most that side, in display
+    # orientation (MONOCHROME1 inverted) and stretched to 0..65535, so a window given in percent of the
+    # film's range reads the same here as on the full-bit-depth film.
+    window_source: np.ndarray | None = None
 
 
 def detect_format(data: bytes) -> str:
@@ -72,21 +82,20 @@ def detect_format(data: bytes) -> str:
 
 
 def decode_image_bytes(
-    data: bytes, *, target_size: int | None = None, window: tuple[float, float] | None = None
+    data: bytes, *, target_size: int | None = None, window_source_side: int | None = None
 ) -> DecodedImage:
     """Decode an upload to 8-bit grayscale in display orientation.
 
     ``target_size`` lets big JPEGs decode at a reduced DCT scale (never below target_size);
     the training loader passes the same value so train and serve see the same pixels.
-    ``window``: for display only, a DICOM film through a linear window (centre, width) given in
-    percent of its stored value range, instead of the file's own VOI LUT (the clinician's
-    window/level). Never used on the way to the model.
+    ``window_source_side``: for display only, also keep a grayscale DICOM film's full bit depth at
+    most this many pixels on a side (``DecodedImage.window_source``, read by ``apply_display_window``).
     """
     if not data:
         raise ImageDecodeError("The file is empty.")
     fmt = detect_format(data)
     if fmt == "DICOM":
-        return _decode_dicom(data, window)
+        return _decode_dicom(data, window_source_side)
     return _decode_raster(data, fmt, target_size)
 
 
@@ -183,18 +192,18 @@ def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
     return values.astype(np.uint8)
 
 
-def _decode_dicom(data: bytes, window: tuple[float, float] | None = None) -> DecodedImage:
+def _decode_dicom(data: bytes, window_source_side: int | None = None) -> DecodedImage:
     """pydicom raises many types for broken files, and reads elements lazily: a corrupt one can fail
     at dcmread or at any later access. Every such failure is a refusal, never a crash."""
     try:
-        return _read_dicom(data, window)
+        return _read_dicom(data, window_source_side)
     except ImageDecodeError:
         raise
     except Exception as exc:
         raise ImageDecodeError("The DICOM file is truncated or corrupt.") from exc
 
 
-def _read_dicom(data: bytes, window: tuple[float, float] | None = None) -> DecodedImage:
+def _read_dicom(data: bytes, window_source_side: int | None = None) -> DecodedImage:
     import pydicom  # lazy: only DICOM uploads pay for it
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -216,11 +225,9 @@ def _read_dicom(data: bytes, window: tuple[float, float] | None = None) -> Decod
             f"compression, transfer syntax {ds.file_meta.get('TransferSyntaxUID', '?')})."
         ) from exc
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if window is not None:
-        if raw.ndim != 2:
-            raise ImageDecodeError("Window/level applies to single-frame grayscale DICOM only.")
-        pixels = _windowed(apply_modality_lut(raw, ds).astype(np.float64), window, photometric == "MONOCHROME1")
-        return DecodedImage(pixels=pixels, format="DICOM", width=cols, height=rows, metadata=_dicom_metadata(ds))
+    window_source = None
+    if window_source_side and raw.ndim == 2:
+        window_source = _window_source(raw, ds, window_source_side, monochrome1=photometric == "MONOCHROME1")
     if raw.ndim == 3:
         if photometric.startswith("MONOCHROME"):
             raise ImageDecodeError("Multi-frame DICOM is not supported; upload a single radiograph.")
@@ -244,17 +251,37 @@ def _read_dicom(data: bytes, window: tuple[float, float] | None = None) -> Decod
         height=rows,
         metadata=_dicom_metadata(ds),
         chroma=chroma,
+        window_source=window_source,
     )
 
 
-def _windowed(values: np.ndarray, window: tuple[float, float], monochrome1: bool) -> np.ndarray:
-    """Stored values (after the modality LUT) through a linear window in percent of their range."""
+def _window_source(raw: np.ndarray, ds: Dataset, side: int, *, monochrome1: bool) -> np.ndarray:
+    """(h, w) uint16, h and w at most `side`: see DecodedImage.window_source. Averaged in blocks of the
+    stored integers before anything is converted, so a large film costs a film-sized float array once
+    at most `side` squared, not at full size."""
+    from pydicom.pixels import apply_modality_lut
+
+    factor = max(1, math.ceil(max(raw.shape) / side))
+    height, width = max(1, raw.shape[0] // factor), max(1, raw.shape[1] // factor)
+    blocks = raw[: height * factor, : width * factor].reshape(height, factor, width, factor)
+    # Rounded back to the stored type: a modality LUT table is indexed by stored values.
+    small = np.rint(blocks.mean(axis=(1, 3))).astype(raw.dtype)
+    values = np.asarray(apply_modality_lut(small, ds), dtype=np.float64)
     low, high = float(values.min()), float(values.max())
-    span = max(high - low, 1e-6)
-    centre, width = low + span * window[0] / 100.0, span * window[1] / 100.0
-    scaled = np.clip((values - (centre - width / 2.0)) / width, 0.0, 1.0) * 255.0
-    if monochrome1:  # bright bone is stored low: invert, as the unwindowed path does
-        scaled = 255.0 - scaled
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint16)
+    scaled = np.rint((values - low) * (65535.0 / (high - low))).astype(np.uint16)
+    if monochrome1:  # bright bone is stored low: display orientation, as the 8-bit pixels
+        np.subtract(65535, scaled, out=scaled)
+    return scaled
+
+
+def apply_display_window(window_source: np.ndarray, *, centre: float, width: float) -> np.ndarray:
+    """A DICOM film's window source (DecodedImage.window_source) through a linear window whose centre
+    and width are percent of its range (0 = darkest, 100 = brightest as displayed) -> (h, w) uint8."""
+    values = window_source.astype(np.float64) * (100.0 / 65535.0)
+    low = centre - width / 2.0
+    scaled = np.clip((values - low) / width, 0.0, 1.0) * 255.0
     return np.rint(scaled).astype(np.uint8)
 
 

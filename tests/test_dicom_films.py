@@ -49,7 +49,7 @@ def test_the_jpeg2000_film_decodes_to_the_same_picture_as_the_uncompressed_one()
 @pytest.mark.django_db
 def test_a_dicom_upload_is_predicted_and_its_patient_id_decides_nothing(owner, patient, active_model):
     upload = image_validate_upload(filename="film.dcm", data=UNCOMPRESSED.read_bytes())
-    assert upload.decoded.metadata["PatientID"] != patient.medical_record_number
+    assert upload.metadata["PatientID"] != patient.medical_record_number
     study = study_create(user=owner, patient=patient, uploads=[upload])
     study_run_inference(study_id=study.pk)
     study.refresh_from_db()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -11,14 +12,16 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
+from PIL import Image as PILImage
 
 from diagnostics.models import Image, Study, User
 from ml.preprocessing import DecodedImage, ImageDecodeError, decode_image_bytes
 
 logger = logging.getLogger(__name__)
 
-# Smallest side a JPEG is decoded to when an upload is checked (see image_validate_upload).
-UPLOAD_CHECK_SIDE = 256
+# Largest side of the derivatives kept for people (the preview, the PDF, PACS captures, window/level): a
+# big JPEG is also decoded at a reduced DCT scale no smaller than this when it is checked.
+DERIVATIVE_SIDE = 1024
 
 
 class StorageUnavailable(Exception):
@@ -32,17 +35,33 @@ class StorageUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class FilmDerivatives:
+    """What people see of a film, made from the one decode that checks it (see Image.preview)."""
+
+    preview_png: bytes  # 8-bit grayscale, display orientation, the file's own window
+    window_source_png: bytes = b""  # grayscale DICOM only: 16-bit, for window/level
+
+
+@dataclass(frozen=True)
 class ValidatedUpload:
+    """A file that decoded as a film. The decoded pixels are not kept (twenty full-size films would be
+    gigabytes in one request): only what the row needs, and the derivatives, at most DERIVATIVE_SIDE."""
+
     filename: str
     data: bytes
-    decoded: DecodedImage
     sha256: str
+    format: str
+    width: int
+    height: int
+    metadata: dict[str, str]
+    derivatives: FilmDerivatives
     # Set by the DICOM receiver only: a PACS may send an instance again; uploads may repeat a file freely.
     sop_instance_uid: str = ""
 
 
 def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
-    """Check that an upload is a readable JPEG, PNG or DICOM image, judged by content.
+    """Check that an upload is a readable JPEG, PNG or DICOM image, judged by content, and make its
+    derivatives from that same decode.
 
     Raises ValidationError with a message a clinician can act on; nothing is stored.
     """
@@ -52,39 +71,98 @@ def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
     if len(data) > limit:
         raise ValidationError(f"{filename}: the file is larger than the {limit // (1024 * 1024)} MB limit.")
     try:
-        # Every byte of the file is decoded (a truncated or corrupt file is refused), but a big JPEG
-        # only at a reduced DCT scale: the web process needs the check and the size, not the pixels.
-        decoded = decode_image_bytes(data, target_size=UPLOAD_CHECK_SIDE)
+        # Every byte of the file is decoded (a truncated or corrupt file is refused), a big JPEG at the
+        # reduced DCT scale the derivatives need. The model never reads these pixels: the inference worker
+        # decodes the original the way training did (ml.preprocessing.load_for_model).
+        decoded = decode_image_bytes(data, target_size=DERIVATIVE_SIDE, window_source_side=DERIVATIVE_SIDE)
     except ImageDecodeError as error:
         raise ValidationError(f"{filename}: {error}") from None
-    return ValidatedUpload(filename=filename, data=data, decoded=decoded, sha256=hashlib.sha256(data).hexdigest())
+    return ValidatedUpload(
+        filename=filename,
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        format=decoded.format,
+        width=decoded.width,
+        height=decoded.height,
+        metadata=dict(decoded.metadata),
+        derivatives=film_derivatives(decoded),
+    )
+
+
+def film_derivatives(decoded: DecodedImage) -> FilmDerivatives:
+    preview = PILImage.fromarray(decoded.pixels)
+    preview.thumbnail((DERIVATIVE_SIDE, DERIVATIVE_SIDE))
+    window_source = b""
+    if decoded.window_source is not None:
+        window_source = _png(PILImage.fromarray(decoded.window_source))
+    return FilmDerivatives(preview_png=_png(preview), window_source_png=window_source)
+
+
+def _png(picture: PILImage.Image) -> bytes:
+    buffer = io.BytesIO()
+    # Fast compression: made on every upload, read a few times; level 1 is about a third of the default's time.
+    picture.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
-    """Store a validated upload under a random name. Call inside the study's transaction."""
-    decoded = upload.decoded
+    """Store a validated upload and its derivatives under random names. Call inside the study's
+    transaction; files written for a row that then fails are removed again."""
     image = Image(
         study=study,
         original_filename=upload.filename[:255],
         sha256=upload.sha256,
-        width=decoded.width,
-        height=decoded.height,
-        format=decoded.format,
+        width=upload.width,
+        height=upload.height,
+        format=upload.format,
         size_bytes=len(upload.data),
-        dicom_metadata=dict(decoded.metadata),
+        dicom_metadata=dict(upload.metadata),
         sop_instance_uid=upload.sop_instance_uid,
         uploaded_by=user,
     )
+    files = [(image.file, upload.data), (image.preview, upload.derivatives.preview_png)]
+    if upload.derivatives.window_source_png:
+        files.append((image.window_source, upload.derivatives.window_source_png))
     try:
-        image.file.save("upload", ContentFile(upload.data), save=False)
+        for field_file, content in files:
+            field_file.save("upload", ContentFile(content), save=False)
+        image.save()
     except OSError as error:  # the storage removed its partial file (diagnostics/storage.py)
+        image_delete_files(image=image)
         logger.error("Cannot write an upload to %s: %s", settings.MEDIA_ROOT, error)
         raise StorageUnavailable() from error
-    try:
-        image.save()
     except Exception:
-        image.file.storage.delete(image.file.name)
+        image_delete_files(image=image)
         raise
+    return image
+
+
+def image_delete_files(*, image: Image) -> None:
+    """Remove an image's file and derivatives (a row that was rolled back, or never saved)."""
+    for field_file in (image.file, image.preview, image.window_source):
+        if field_file.name:
+            field_file.storage.delete(field_file.name)
+
+
+def image_ensure_derivatives(*, image: Image) -> Image:
+    """The image with its derivatives, made now from the original for a film stored before they existed
+    (once: of two concurrent first views, the second one's files are removed again)."""
+    if image.preview:
+        return image
+    with image.file.open("rb") as handle:
+        data = handle.read()
+    decoded = decode_image_bytes(data, target_size=DERIVATIVE_SIDE, window_source_side=DERIVATIVE_SIDE)
+    derivatives = film_derivatives(decoded)
+    made = Image(pk=image.pk)
+    made.preview.save("preview", ContentFile(derivatives.preview_png), save=False)
+    if derivatives.window_source_png:
+        made.window_source.save("window", ContentFile(derivatives.window_source_png), save=False)
+    claimed = Image.objects.filter(pk=image.pk, preview="").update(
+        preview=made.preview.name, window_source=made.window_source.name or ""
+    )
+    if not claimed:
+        image_delete_files(image=made)
+    image.refresh_from_db(fields=["preview", "window_source"])
     return image
 
 
@@ -105,7 +183,7 @@ def dicom_study_defaults(*, uploads: Iterable[ValidatedUpload]) -> dict[str, str
     """The study fields the uploads' DICOM tags give; the first file that gives a field wins."""
     defaults: dict[str, str] = {}
     for upload in uploads:
-        for name, value in dicom_study_fields(upload.decoded.metadata).items():
+        for name, value in dicom_study_fields(upload.metadata).items():
             defaults.setdefault(name, value)
     return defaults
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db.models.fields.files import FieldFile
 from django.template.loader import render_to_string
 from django.utils import timezone
 from PIL import Image as PILImage
@@ -20,11 +21,12 @@ from PIL import Image as PILImage
 from diagnostics.models import Image, Prediction, Study, User
 from diagnostics.selectors import study_film_results
 from diagnostics.selectors.heatmaps import HeatmapState
-from ml.preprocessing import decode_image_bytes
+from ml.preprocessing import apply_display_window
 
 from .audit import audit_record
+from .images import DERIVATIVE_SIDE, image_ensure_derivatives
 
-PREVIEW_SIZE = 1024
+PREVIEW_SIZE = DERIVATIVE_SIDE
 REPORT_IMAGE_SIZE = 480
 REPORT_OVERLAY_OPACITY = 0.55
 
@@ -49,19 +51,24 @@ class Window:
         return window
 
 
-def image_read_bytes(*, image: Image) -> bytes:
-    with image.file.open("rb") as handle:
-        return handle.read()
-
-
 def image_display_pixels(*, image: Image, max_side: int = PREVIEW_SIZE, window: Window | None = None) -> np.ndarray:
-    """(H, W) uint8 of a stored film for display: the file's own window, or `window` for DICOM."""
-    data = image_read_bytes(image=image)
-    dicom_window = (window.centre, window.width) if window is not None and image.format == Image.Format.DICOM else None
-    pixels = decode_image_bytes(data, target_size=max_side, window=dicom_window).pixels
-    picture = PILImage.fromarray(pixels)
+    """(H, W) uint8 of a stored film for display: the file's own window, or `window` for grayscale DICOM.
+    Read from the derivatives made when the film was stored: the original is never decoded again."""
+    image = image_ensure_derivatives(image=image)
+    if window is not None and image.window_source:
+        source = np.asarray(_read_png(image.window_source), dtype=np.uint16)
+        picture = PILImage.fromarray(apply_display_window(source, centre=window.centre, width=window.width))
+    else:
+        picture = _read_png(image.preview)
     picture.thumbnail((max_side, max_side))
     return np.asarray(picture)
+
+
+def _read_png(field_file: FieldFile) -> PILImage.Image:
+    with field_file.open("rb") as handle:
+        picture = PILImage.open(io.BytesIO(handle.read()))
+        picture.load()
+    return picture
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

@@ -22,8 +22,9 @@ from .audit import audit_record
 
 logger = logging.getLogger(__name__)
 
-# The folders the portal writes patient files into (models.py: _image_upload_path, _heatmap_upload_path).
-SWEPT_FOLDERS = ("studies", "heatmaps")
+# The folders the portal writes patient files into (models.py: _image_upload_path, _derivative_upload_path,
+# _heatmap_upload_path).
+SWEPT_FOLDERS = ("studies", "derivatives", "heatmaps")
 
 
 def media_sweep_orphans(*, grace_seconds: float | None = None) -> dict[str, int]:
@@ -42,7 +43,7 @@ def media_sweep_orphans(*, grace_seconds: float | None = None) -> dict[str, int]
     if not candidates:
         return counts
     # Read after listing: a row committed meanwhile is seen, so its file is kept.
-    referenced = set(Image.objects.values_list("file", flat=True))
+    referenced = {name for names in Image.objects.values_list("file", "preview", "window_source") for name in names}
     referenced |= set(Prediction.objects.exclude(heatmap="").values_list("heatmap", flat=True))
     for path in candidates:
         if path.relative_to(root).as_posix() not in referenced:

@@ -12,7 +12,7 @@ from diagnostics.models import ApiToken, DicomPeer, Image, Patient, Prediction, 
 
 from .audit import audit_record
 from .idempotency import idempotency_fingerprint, idempotency_key_record, idempotency_key_validate, idempotency_replay
-from .images import ValidatedUpload, dicom_study_defaults, image_store, image_validate_files
+from .images import ValidatedUpload, dicom_study_defaults, image_delete_files, image_store, image_validate_files
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def study_accept(
         if replay is not None:
             return AcceptedStudy(study=replay.study, replayed=True)
     uploads = uploads if uploads is not None else image_validate_files(files=files)
-    written: list[str] = []
+    written: list[Image] = []
     try:
         with transaction.atomic():
             study = study_create(
@@ -84,13 +84,12 @@ def study_accept(
                 dicom_peer=dicom_peer,
             )
             if key is not None and fingerprint is not None:
-                written = list(study.images.values_list("file", flat=True))  # to remove if the key is taken
+                written = list(study.images.all())  # their files go if the key is taken
                 idempotency_key_record(user=user, key=key, request_sha256=fingerprint, study=study)
     except IntegrityError:
         # A concurrent request with the same key won and its study stands: this one's rows rolled
         # back, so its files go too, and it answers as a retry of the winner.
-        for name in written:
-            Image.file.field.storage.delete(name)
+        _remove_files(written)
         replay = idempotency_replay(user=user, key=key, request_sha256=fingerprint) if key and fingerprint else None
         if replay is None:
             raise
@@ -188,7 +187,7 @@ def study_add_images(*, study: Study, uploads: Sequence[ValidatedUpload], user: 
 def _remove_files(images: Sequence[Image]) -> None:
     """The rows rolled back: remove the files written for them, so nothing is half-stored."""
     for image in images:
-        image.file.storage.delete(image.file.name)
+        image_delete_files(image=image)
 
 
 def study_enqueue_inference(*, study: Study) -> None:

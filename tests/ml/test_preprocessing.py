@@ -151,3 +151,30 @@ def test_decoded_size_is_budgeted_by_bytes_before_decoding():
     with pytest.raises(ImageDecodeError, match="too much pixel data"):
         decode_image_bytes(png.getvalue())
     assert MAX_DECODED_BYTES >= 4280 * 3520 * 2  # a full-size 16-bit chest film still fits
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_the_window_source_windows_like_the_full_film(photometric: str) -> None:
+    """Window/level reads a small 16-bit copy (DecodedImage.window_source): through the same window it
+    gives the full-bit-depth film's picture, downscaled, in display orientation."""
+    rng = np.random.default_rng(3)
+    stored = np.clip(np.add.outer(np.arange(512), np.arange(512)) * 4 + rng.integers(0, 40, (512, 512)), 0, 4095)
+    decoded = decode_image_bytes(
+        dicom_bytes(stored.astype(np.uint16), photometric=photometric, slope=2.0, intercept=-100.0),
+        window_source_side=128,
+    )
+    source = decoded.window_source
+    assert source is not None and source.shape == (128, 128) and source.dtype == np.uint16
+    windowed = preprocessing.apply_display_window(source, centre=40.0, width=30.0)
+    # The reference: every stored value through the modality LUT, windowed in percent of its range.
+    values = stored * 2.0 - 100.0
+    percent = (values - values.min()) / (values.max() - values.min()) * 100.0
+    if photometric == "MONOCHROME1":
+        percent = 100.0 - percent  # display orientation, as the 8-bit pixels
+    reference = np.clip((percent - 25.0) / 30.0, 0, 1) * 255.0
+    small = np.asarray(Image.fromarray(reference.astype(np.float32)).resize((128, 128), Image.Resampling.BOX))
+    assert np.abs(windowed.astype(float) - small).mean() < 3.0
+    # Bright where the displayed film is bright.
+    thumb = np.asarray(Image.fromarray(decoded.pixels).resize((128, 128), Image.Resampling.BOX), dtype=float)
+    assert np.corrcoef(thumb.ravel(), source.astype(float).ravel())[0, 1] > 0.95
+    assert decode_image_bytes(encode_png(Image.new("L", (64, 64), 9)), window_source_side=128).window_source is None
