@@ -1,12 +1,18 @@
-"""python -m benchmarks.upload_memory: peak memory of a web process for the worst file of each kind.
+"""python -m benchmarks.upload_memory: what the worst accepted file of each kind costs a web process.
 
-For each kind (JPEG gray and colour, PNG 16-bit gray and colour, DICOM 16-bit uncompressed and
-RLE-compressed colour) it writes the largest file the limits accept (ml.preprocessing.MAX_DECODED_BYTES,
-MAX_PIXELS, UPLOAD_MAX_BYTES), then, in a fresh process with Django loaded, does what a web worker does
-with it: the upload check (services.images.image_validate_upload) and the film preview
-(services.reports.image_display_pixels's decode at 1,024 px). It prints the process's peak RSS before
-and after (VmHWM), so the figure is the worst a single request can cost; the target is
-512 MB. One file over the budget shows the refusal instead.
+    python -m benchmarks.upload_memory [--flood 20] [--json var/bench/upload_memory.json]
+
+1. Peak memory. For each kind (JPEG gray and colour, PNG 16-bit gray and colour, DICOM 16-bit) it writes
+   the largest file the limits accept (ml.preprocessing.MAX_DECODED_BYTES, MAX_PIXELS, UPLOAD_MAX_BYTES),
+   then, in a fresh process with Django loaded, does what a web worker does with it: the upload check,
+   which decodes it once and makes its derivatives (services.images.image_validate_upload), and a
+   preview and a window/level rendering from those derivatives (what every later view reads). It prints
+   the process's peak RSS (VmHWM); the target is 512 MB. One file over the budget shows the refusal.
+2. ``--flood N``: the production stack on 127.0.0.1 (gunicorn as deployed, the inference worker, beat,
+   PostgreSQL with 2,000 seeded studies, a Redis of its own). One API client posts N of those worst
+   files at once while another user (a clinician, signed in) reloads the worklist; it prints the
+   worklist's p50/p95 before and during the flood (target p95 <= 1 s), what the flood's requests were
+   answered, and the peak RSS of every web process afterwards.
 """
 
 from __future__ import annotations
@@ -14,14 +20,19 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("BENCH_DATABASE_NAME", "portal_bench_flood")  # before benchmarks.env is imported
 
 CHILD = r"""
 import io, json, sys, time
@@ -35,17 +46,22 @@ def peak_mb():
             return int(line.split()[1]) / 1024
 
 django.setup()
+import numpy as np
+from PIL import Image
 from django.core.exceptions import ValidationError
 from diagnostics.services.images import image_validate_upload
-from diagnostics.services.reports import PREVIEW_SIZE
-from ml.preprocessing import decode_image_bytes
+from ml.preprocessing import apply_display_window
 data = open(sys.argv[1], "rb").read()
 baseline = peak_mb()
 started = time.perf_counter()
 try:
     upload = image_validate_upload(filename=sys.argv[1], data=data)
-    outcome = f"accepted {upload.decoded.width}x{upload.decoded.height} {upload.decoded.format}"
-    decode_image_bytes(data, target_size=PREVIEW_SIZE)
+    outcome = f"accepted {upload.width}x{upload.height} {upload.format}"
+    # What the preview and window/level views read afterwards (services.reports.image_display_pixels).
+    Image.open(io.BytesIO(upload.derivatives.preview_png)).load()
+    if upload.derivatives.window_source_png:
+        source = np.asarray(Image.open(io.BytesIO(upload.derivatives.window_source_png)), dtype=np.uint16)
+        apply_display_window(source, centre=40.0, width=20.0)
 except ValidationError as error:
     outcome = "refused: " + " ".join(error.messages)[:120]
 seconds = time.perf_counter() - started
@@ -97,24 +113,144 @@ def worst_files(folder: Path) -> dict[str, Path]:
     return files
 
 
+def peak_rss(files: dict[str, Path]) -> list[dict[str, Any]]:
+    rows = []
+    for kind, path in files.items():
+        env_settings = {"DJANGO_SETTINGS_MODULE": "portal.settings.base"}
+        completed = subprocess.run(  # noqa: S603 - our interpreter and the script above
+            [sys.executable, "-c", CHILD, str(path)], cwd=ROOT, capture_output=True, text=True, check=True,
+            env={**os.environ, **env_settings},
+        )  # fmt: skip
+        row = {"file": kind, "file_mb": round(path.stat().st_size / 1e6, 1), **json.loads(completed.stdout)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+CONTENT_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".dcm": "application/dicom"}
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
+def flood(files: dict[str, Path], requests_count: int) -> dict[str, Any]:
+    """The worklist of one user while another posts `requests_count` worst files at once."""
+    import requests
+
+    from benchmarks import env as bench
+    from benchmarks.faults import Redis, Stack, log
+    from benchmarks.loadtest import Client
+
+    film_path = ROOT / "tests" / "fixtures" / "films" / "IM-0119-0001.jpeg"
+    broker = Redis(persistent=False)
+    broker.start()
+    bench.database_reset()
+    stack = Stack(broker.url)
+    bench.manage("migrate", "--noinput", env=stack.env)
+    creds_path = bench.WORKDIR / "flood-credentials.json"
+    subprocess.run(  # noqa: S603 - our interpreter and module
+        [sys.executable, "-m", "benchmarks.seed", "--studies", "2000", "--patients", "200",
+         "--film", str(film_path), "--out", str(creds_path)],
+        cwd=ROOT, env=stack.env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    creds = json.loads(creds_path.read_text())
+    kinds = list(files.items())
+    try:
+        stack.start()
+        reader = Client(stack.base_url, creds, film_path.read_bytes(), seed=1)
+        reader.login()
+
+        def worklist() -> float:
+            started = time.perf_counter()
+            response = reader.web.get(f"{stack.base_url}/", timeout=120)
+            assert response.status_code == 200, response.status_code
+            return time.perf_counter() - started
+
+        for _ in range(5):  # warm every web process
+            worklist()
+        before = [worklist() for _ in range(30)]
+        log(f"flood: {requests_count} uploads of the worst files at once")
+        answers: list[tuple[str, int, float]] = []
+
+        def post(index: int) -> None:
+            kind, path = kinds[index % len(kinds)]
+            started = time.perf_counter()
+            try:
+                response = requests.post(
+                    f"{stack.base_url}/api/v1/studies/",
+                    headers={"Authorization": f"Bearer {creds['api_token']}"},
+                    data={"patient_id": creds["patient_ids"][index % len(creds["patient_ids"])]},
+                    files={"images": (path.name, path.read_bytes(), CONTENT_TYPES[path.suffix])},
+                    timeout=300,
+                )
+                status = response.status_code
+            except requests.RequestException:
+                status = 0
+            answers.append((kind, status, time.perf_counter() - started))
+
+        threads = [threading.Thread(target=post, args=(index,)) for index in range(requests_count)]
+        flood_started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        during = []
+        while any(thread.is_alive() for thread in threads):
+            during.append(worklist())
+        flood_seconds = time.perf_counter() - flood_started
+        assert stack.web.process is not None
+        master = stack.web.process.pid
+        children = subprocess.run(  # noqa: S603 - pgrep: the gunicorn master's children
+            ["pgrep", "-P", str(master)],
+            capture_output=True,
+            text=True,
+            check=False,  # noqa: S607
+        ).stdout.split()
+        web_peaks = sorted(round(_vm_hwm_mb(int(pid))) for pid in children)
+    finally:
+        stack.stop()
+        broker.kill()
+    statuses: dict[str, int] = {}
+    for _, status, _ in answers:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    return {
+        "flood_requests": requests_count,
+        "flood_seconds": round(flood_seconds, 1),
+        "flood_answers": statuses,
+        "flood_answer_seconds_median": round(_percentile([a[2] for a in answers], 0.5), 2),
+        "worklist_before_ms": {"n": len(before), "p50": round(_percentile(before, 0.5) * 1000),
+                               "p95": round(_percentile(before, 0.95) * 1000)},
+        "worklist_during_ms": {"n": len(during), "p50": round(_percentile(during, 0.5) * 1000),
+                               "p95": round(_percentile(during, 0.95) * 1000),
+                               "max": round(max(during) * 1000)},
+        "web_process_peak_rss_mb": web_peaks,
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.upload_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--flood", type=int, default=0, help="also post this many worst files at once (20)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
-    rows = []
+    result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind, path in worst_files(Path(tmp)).items():
-            env_settings = {"DJANGO_SETTINGS_MODULE": "portal.settings.base"}
-            completed = subprocess.run(  # noqa: S603 - our interpreter and the script above
-                [sys.executable, "-c", CHILD, str(path)], cwd=ROOT, capture_output=True, text=True, check=True,
-                env={**__import__("os").environ, **env_settings},
-            )  # fmt: skip
-            row = {"file": kind, "file_mb": round(path.stat().st_size / 1e6, 1), **json.loads(completed.stdout)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        files = worst_files(Path(tmp))
+        result["peak_rss"] = peak_rss(files)
+        if args.flood:
+            accepted = {kind: path for kind, path in files.items() if "over-budget" not in kind}
+            result["flood"] = flood(accepted, args.flood)
+            print(json.dumps(result["flood"]), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
 
 
