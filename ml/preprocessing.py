@@ -99,6 +99,28 @@ def decode_image_bytes(
     return _decode_raster(data, fmt, target_size)
 
 
+def decoded_bytes_estimate(data: bytes, *, target_size: int | None = None) -> int:
+    """What decoding `data` will hold (rows x columns x samples x bytes, as MAX_DECODED_BYTES counts it),
+    read from the header alone; a big JPEG at the reduced DCT scale decode_image_bytes would use.
+    0 for a file no header describes (the decode refuses it at once)."""
+    try:
+        fmt = detect_format(data)
+        if fmt == "DICOM":
+            import pydicom
+
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
+            return int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * samples * max(1, (bits + 7) // 8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image: Image.Image = Image.open(io.BytesIO(data))
+            if fmt == "JPEG" and target_size:
+                image.draft("L" if image.mode == "L" else image.mode, (target_size, target_size))
+            return image.size[0] * image.size[1] * _BYTES_PER_PIXEL.get(image.mode, 4)
+    except Exception:  # noqa: BLE001 - any unreadable header: nothing worth budgeting, the decode refuses it
+        return 0
+
+
 def _decode_raster(data: bytes, fmt: str, target_size: int | None) -> DecodedImage:
     with warnings.catch_warnings():
         # A bomb warning means an absurd pixel count: treat it as the error it is.

@@ -204,3 +204,53 @@ def test_a_full_disk_answers_507_with_a_reason_and_leaves_no_file(owner, patient
     assert api.status_code == 507 and api.json()["error"]["code"] == "storage_unavailable"
     assert not Study.objects.exists() and not Image.objects.exists()
     assert [p for p in media_root.rglob("*") if p.is_file()] == []
+
+
+def test_one_user_cannot_hold_the_web_workers_with_a_flood_of_heavy_uploads(owner, member, patient, settings):
+    """Decoding is budgeted per user (services.upload_admission): while one of a user's uploads is being
+    decoded, another that would go over the budget is answered 429 with Retry-After and nothing is stored;
+    other users are not affected, and the budget comes back when the upload ends."""
+    from diagnostics.services.upload_admission import upload_admission, upload_decode_cost
+
+    film = jpeg_upload()
+    cost = upload_decode_cost(files=[("chest.jpeg", film.read())], target_size=1024)
+    assert cost > 0
+    settings.UPLOAD_DECODE_BUDGET_BYTES = cost  # room for one such film at a time
+    api = api_client_for(owner)
+
+    def post(client, seed=0):
+        return client.post(
+            "/api/v1/studies/", {"patient_id": patient.pk, "images": [jpeg_upload(seed=seed)]}, format="multipart"
+        )
+
+    with upload_admission(user_id=owner.pk, cost=cost):  # one of the owner's uploads is being decoded
+        busy = post(api)
+        assert busy.status_code == 429 and int(busy["Retry-After"]) >= 1
+        assert busy.json()["error"]["code"] == "throttled" and "send this one again" in busy.json()["error"]["message"]
+        assert not Study.objects.exists() and not Image.objects.exists()
+        assert post(api_client_for(member)).status_code == 202  # another user goes on
+    assert post(api, seed=1).status_code == 202
+    # One request alone is always admitted, even above the budget (its own decode budget bounds it).
+    settings.UPLOAD_DECODE_BUDGET_BYTES = 1
+    assert post(api, seed=2).status_code == 202
+
+
+def test_the_decode_estimate_counts_what_the_decode_will_hold():
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from ml.preprocessing import decoded_bytes_estimate
+
+    from .images import dicom_bytes
+
+    assert decoded_bytes_estimate(dicom_bytes(np.zeros((300, 200), np.uint16))) == 300 * 200 * 2
+    assert decoded_bytes_estimate(png_bytes(size=640)) == 640 * 640
+    buffer = io.BytesIO()
+    PILImage.new("L", (2000, 1700), 90).save(buffer, "JPEG")
+    big_jpeg = buffer.getvalue()
+    assert decoded_bytes_estimate(big_jpeg) == decoded_bytes_estimate(big_jpeg, target_size=1024) == 2000 * 1700
+    # At a reduced DCT scale, as the decode does: 1/2 for a 512 px target (1/4 would be under 512 px).
+    assert decoded_bytes_estimate(big_jpeg, target_size=512) == 1000 * 850
+    assert decoded_bytes_estimate(b"not an image") == 0

@@ -15,6 +15,7 @@ from django.core.validators import URLValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
+from rest_framework.exceptions import Throttled
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,6 +33,7 @@ from diagnostics.services.audit import audit_record
 from diagnostics.services.idempotency import IdempotencyKeyReused
 from diagnostics.services.images import StorageUnavailable, ValidatedUpload
 from diagnostics.services.studies import MAX_IMAGES_PER_STUDY, study_accept
+from diagnostics.services.upload_admission import UploadsBusy
 
 from .common import ListApi, location_header, request_user, service_errors
 from .errors import ApiError, ErrorSerializer
@@ -248,6 +250,8 @@ def accept_study(
         raise ApiError(status_code=422, code="idempotency_key_reused", message=str(reused)) from None
     except StorageUnavailable as unavailable:
         raise ApiError(status_code=507, code="storage_unavailable", message=str(unavailable)) from None
+    except UploadsBusy as busy:
+        raise Throttled(wait=busy.retry_after, detail=str(busy)) from None
     study = accepted.study
     status_url = reverse("api_study_detail", kwargs={"study_id": study.pk}, request=request)
     headers = {"Location": status_url}

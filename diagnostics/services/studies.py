@@ -12,7 +12,15 @@ from diagnostics.models import ApiToken, DicomPeer, Image, Patient, Prediction, 
 
 from .audit import audit_record
 from .idempotency import idempotency_fingerprint, idempotency_key_record, idempotency_key_validate, idempotency_replay
-from .images import ValidatedUpload, dicom_study_defaults, image_delete_files, image_store, image_validate_files
+from .images import (
+    DERIVATIVE_SIDE,
+    ValidatedUpload,
+    dicom_study_defaults,
+    image_delete_files,
+    image_store,
+    image_validate_files,
+)
+from .upload_admission import upload_admission, upload_decode_cost
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +66,7 @@ def study_accept(
         )
     fields = dict(fields)
     if "modality" not in fields or "view_position" not in fields:
-        uploads = uploads if uploads is not None else image_validate_files(files=files)
+        uploads = uploads if uploads is not None else _validate_admitted(user=user, files=files)
         fields = {"modality": Study.Modality.CR, "view_position": "", **dicom_study_defaults(uploads=uploads), **fields}
     key = fingerprint = None
     if idempotency_key is not None:
@@ -67,7 +75,7 @@ def study_accept(
         replay = idempotency_replay(user=user, key=key, request_sha256=fingerprint)
         if replay is not None:
             return AcceptedStudy(study=replay.study, replayed=True)
-    uploads = uploads if uploads is not None else image_validate_files(files=files)
+    uploads = uploads if uploads is not None else _validate_admitted(user=user, files=files)
     written: list[Image] = []
     try:
         with transaction.atomic():
@@ -184,6 +192,12 @@ def study_add_images(*, study: Study, uploads: Sequence[ValidatedUpload], user: 
     return stored
 
 
+def _validate_admitted(*, user: User, files: Sequence[tuple[str, bytes]]) -> list[ValidatedUpload]:
+    """image_validate_files within the user's decode budget (UploadsBusy when it is spent)."""
+    with upload_admission(user_id=user.pk, cost=upload_decode_cost(files=files, target_size=DERIVATIVE_SIDE)):
+        return image_validate_files(files=files)
+
+
 def _remove_files(images: Sequence[Image]) -> None:
     """The rows rolled back: remove the files written for them, so nothing is half-stored."""
     for image in images:
@@ -244,7 +258,7 @@ def study_set_status(
 
 def study_finish(*, study: Study, status: str, reason: str = "", expected: Sequence[str] | None = None) -> bool:
     """Move a study to done or failed (see study_set_status) and, once that commits, queue what
-    follows: its callback webhook and, for a done study, its heatmaps. Returns whether it changed."""
+    follows: its callback webhook and, for a done study from a PACS, its results. Returns whether it changed."""
     if status not in (Study.Status.DONE, Study.Status.FAILED):
         raise ValueError(f"A study finishes as done or failed, not {status!r}.")
     changed = study_set_status(study=study, status=status, reason=reason, expected=expected)
@@ -260,12 +274,10 @@ def study_queue_follow_ups(*, study_id: int, status: str) -> None:
     Each is sent on its own: the broker being away loses none of the others, and never fails the
     task that finished the study. The reconciler sends a lost webhook or PACS result again
     (services/reconcile.py: study_reconcile_follow_ups)."""
-    from .heatmaps import heatmap_enqueue_for_study
     from .webhooks import webhook_enqueue_for_study
 
     _send_follow_up("webhook", study_id, lambda: webhook_enqueue_for_study(study_id=study_id, status=status))
     if status == Study.Status.DONE:
-        _send_follow_up("heatmaps", study_id, lambda: heatmap_enqueue_for_study(study_id=study_id))
         _send_follow_up("PACS results", study_id, lambda: pacs_enqueue_results(study_id=study_id))
 
 
