@@ -58,7 +58,7 @@ try:
     upload = image_validate_upload(filename=sys.argv[1], data=data)
     outcome = f"accepted {upload.width}x{upload.height} {upload.format}"
     # What the preview and window/level views read afterwards (services.reports.image_display_pixels).
-    Image.open(io.BytesIO(upload.derivatives.preview_png)).load()
+    Image.open(io.BytesIO(upload.derivatives.preview_jpeg)).load()
     if upload.derivatives.window_source_png:
         source = np.asarray(Image.open(io.BytesIO(upload.derivatives.window_source_png)), dtype=np.uint16)
         apply_display_window(source, centre=40.0, width=20.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
@@ -146,7 +147,7 @@ def _image_upload_path(instance: Image, filename: str) -> str:
 
 
 def _derivative_upload_path(instance: Image, filename: str) -> str:
-    return f"derivatives/{uuid.uuid4().hex}.png"
+    return f"derivatives/{uuid.uuid4().hex}{Path(filename).suffix}"
 
 
 def _heatmap_upload_path(instance: Prediction, filename: str) -> str:
@@ -162,7 +163,7 @@ class Image(models.Model):
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="images")
     file = models.FileField(upload_to=_image_upload_path, max_length=200)
     # Made once when the film is stored (services.images.image_validate_upload), so that views, the PDF
-    # and PACS results never decode the original again: an 8-bit PNG at most DERIVATIVE_SIDE pixels on a
+    # and PACS results never decode the original again: an 8-bit JPEG at most DERIVATIVE_SIDE pixels on a
     # side, and for grayscale DICOM a 16-bit one that window/level reads.
     preview = models.FileField(upload_to=_derivative_upload_path, max_length=200, blank=True)
     window_source = models.FileField(upload_to=_derivative_upload_path, max_length=200, blank=True)

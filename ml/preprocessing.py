@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -189,7 +190,8 @@ def _to_gray(image: Image.Image) -> np.ndarray:
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         # High bit depth: stretch the used range, as DICOM windowing would; a fixed /257
         # would leave 12-bit films almost black.
-        return _scale_to_uint8(np.asarray(image, dtype=np.float64))
+        stored = np.asarray(image)
+        return _stretch_to_uint8(len(stored), lambda rows: stored[rows].astype(np.float64))
     if mode == "P":
         image = image.convert("RGBA")
     if mode == "CMYK":
@@ -200,18 +202,37 @@ def _to_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8).copy()
 
 
-def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
-    """float64 `values` stretched to 0..255, computed in place: `values` is consumed. The same
-    arithmetic as a fresh array per step, without four copies of a film in float64 (a 25 MP 16-bit
-    film is 200 MB per copy; benchmarks/upload_memory.py)."""
-    low, high = float(np.min(values)), float(np.max(values))
+# Rows converted at a time: float64 copies of a band, never of a whole film (a 25 MP 16-bit film is 200 MB
+# per float64 copy; benchmarks/upload_memory.py). Every step is per pixel, so the result is the same.
+BAND_ROWS = 256
+
+
+def _stretch_to_uint8(rows: int, values_of: Callable[[slice], np.ndarray], *, invert: bool = False) -> np.ndarray:
+    """Values stretched from their own minimum and maximum to 0..255, band by band: `values_of(rows)` gives
+    the float64 values of a band of rows (a fresh array, consumed here). `invert` mirrors the values in
+    their range first (MONOCHROME1: bright bone is stored low)."""
+    bands = [slice(start, start + BAND_ROWS) for start in range(0, rows, BAND_ROWS)]
+    low, high = np.inf, -np.inf
+    for band in bands:
+        values = values_of(band)
+        low, high = min(low, float(np.min(values))), max(high, float(np.max(values)))
+    total = high + low
+    if invert:
+        # The mirrored values' minimum and maximum: subtraction is monotonic, rounding included.
+        low, high = total - high, total - low
     if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    values -= low
-    values *= 255.0 / (high - low)
-    np.rint(values, out=values)
-    np.clip(values, 0, 255, out=values)
-    return values.astype(np.uint8)
+        return np.zeros((rows, *values.shape[1:]), dtype=np.uint8)
+    out = np.empty((rows, *values.shape[1:]), dtype=np.uint8)
+    for band in bands:
+        values = values_of(band)
+        if invert:
+            np.subtract(total, values, out=values)
+        values -= low
+        values *= 255.0 / (high - low)
+        np.rint(values, out=values)
+        np.clip(values, 0, 255, out=values)
+        out[band] = values
+    return out
 
 
 def _decode_dicom(data: bytes, window_source_side: int | None = None) -> DecodedImage:
@@ -254,18 +275,19 @@ def _read_dicom(data: bytes, window_source_side: int | None = None) -> DecodedIm
         if photometric.startswith("MONOCHROME"):
             raise ImageDecodeError("Multi-frame DICOM is not supported; upload a single radiograph.")
         # Colour DICOM (secondary capture): luma, as for colour JPEG.
-        values = raw[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        luma = np.array([0.299, 0.587, 0.114])
         chroma = colourfulness(raw)
+        pixels = _stretch_to_uint8(raw.shape[0], lambda band: raw[band, :, :3].astype(np.float64) @ luma)
     else:
         chroma = 0.0
-        values = apply_voi_lut(apply_modality_lut(raw, ds), ds)
-        # A copy of our own to scale in place (the LUTs may hand back `raw` itself).
-        values = values.astype(np.float64, copy=values is raw or values.dtype != np.float64)
-        del raw
-        if photometric == "MONOCHROME1":
-            # MONOCHROME1 stores bright bone as low values; invert so films look like JPEGs.
-            np.subtract(values.max() + values.min(), values, out=values)
-    pixels = _scale_to_uint8(values)
+
+        def values_of(band: slice) -> np.ndarray:
+            values = apply_voi_lut(apply_modality_lut(raw[band], ds), ds)
+            # A copy of our own to scale in place (the LUTs may hand back `raw` itself).
+            return values.astype(np.float64, copy=np.shares_memory(values, raw) or values.dtype != np.float64)
+
+        # MONOCHROME1 stores bright bone as low values; invert, so films look like JPEGs.
+        pixels = _stretch_to_uint8(raw.shape[0], values_of, invert=photometric == "MONOCHROME1")
     return DecodedImage(
         pixels=pixels,
         format="DICOM",

@@ -42,7 +42,7 @@ def test_storing_a_film_makes_bounded_derivatives(owner, patient):
     dicom, jpeg = study.images.order_by("pk")
     for image in (dicom, jpeg):
         preview = PILImage.open(image.preview.path)
-        assert preview.mode == "L" and max(preview.size) <= DERIVATIVE_SIDE
+        assert preview.format == "JPEG" and preview.mode == "L" and max(preview.size) <= DERIVATIVE_SIDE
         # the same aspect as the film
         assert abs(preview.size[0] / preview.size[1] - image.width / image.height) < 0.01
     window_source = PILImage.open(dicom.window_source.path)

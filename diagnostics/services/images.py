@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 # Largest side of the derivatives kept for people (the preview, the PDF, PACS captures, window/level): a
 # big JPEG is also decoded at a reduced DCT scale no smaller than this when it is checked.
 DERIVATIVE_SIDE = 1024
+PREVIEW_JPEG_QUALITY = 95
 
 
 class StorageUnavailable(Exception):
@@ -38,7 +39,7 @@ class StorageUnavailable(Exception):
 class FilmDerivatives:
     """What people see of a film, made from the one decode that checks it (see Image.preview)."""
 
-    preview_png: bytes  # 8-bit grayscale, display orientation, the file's own window
+    preview_jpeg: bytes  # 8-bit grayscale, display orientation, the file's own window
     window_source_png: bytes = b""  # grayscale DICOM only: 16-bit, for window/level
 
 
@@ -91,18 +92,18 @@ def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
 
 def film_derivatives(decoded: DecodedImage) -> FilmDerivatives:
     preview = PILImage.fromarray(decoded.pixels)
-    preview.thumbnail((DERIVATIVE_SIDE, DERIVATIVE_SIDE))
+    # Area averaging: a third of the default filter's time, and no ringing at the ribs' edges.
+    preview.thumbnail((DERIVATIVE_SIDE, DERIVATIVE_SIDE), PILImage.Resampling.BOX, reducing_gap=None)
+    buffer = io.BytesIO()
+    # JPEG at quality 95: about a millisecond where PNG takes twenty, on every upload; the preview is for
+    # people at screen size (the original stays as it came).
+    preview.save(buffer, format="JPEG", quality=PREVIEW_JPEG_QUALITY)
     window_source = b""
     if decoded.window_source is not None:
-        window_source = _png(PILImage.fromarray(decoded.window_source))
-    return FilmDerivatives(preview_png=_png(preview), window_source_png=window_source)
-
-
-def _png(picture: PILImage.Image) -> bytes:
-    buffer = io.BytesIO()
-    # Fast compression: made on every upload, read a few times; level 1 is about a third of the default's time.
-    picture.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+        window_buffer = io.BytesIO()
+        PILImage.fromarray(decoded.window_source).save(window_buffer, format="PNG", compress_level=1)
+        window_source = window_buffer.getvalue()
+    return FilmDerivatives(preview_jpeg=buffer.getvalue(), window_source_png=window_source)
 
 
 def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
@@ -120,12 +121,12 @@ def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
         sop_instance_uid=upload.sop_instance_uid,
         uploaded_by=user,
     )
-    files = [(image.file, upload.data), (image.preview, upload.derivatives.preview_png)]
+    files = [(image.file, "upload", upload.data), (image.preview, "preview.jpg", upload.derivatives.preview_jpeg)]
     if upload.derivatives.window_source_png:
-        files.append((image.window_source, upload.derivatives.window_source_png))
+        files.append((image.window_source, "window.png", upload.derivatives.window_source_png))
     try:
-        for field_file, content in files:
-            field_file.save("upload", ContentFile(content), save=False)
+        for field_file, name, content in files:
+            field_file.save(name, ContentFile(content), save=False)
         image.save()
     except OSError as error:  # the storage removed its partial file (diagnostics/storage.py)
         image_delete_files(image=image)
@@ -154,9 +155,9 @@ def image_ensure_derivatives(*, image: Image) -> Image:
     decoded = decode_image_bytes(data, target_size=DERIVATIVE_SIDE, window_source_side=DERIVATIVE_SIDE)
     derivatives = film_derivatives(decoded)
     made = Image(pk=image.pk)
-    made.preview.save("preview", ContentFile(derivatives.preview_png), save=False)
+    made.preview.save("preview.jpg", ContentFile(derivatives.preview_jpeg), save=False)
     if derivatives.window_source_png:
-        made.window_source.save("window", ContentFile(derivatives.window_source_png), save=False)
+        made.window_source.save("window.png", ContentFile(derivatives.window_source_png), save=False)
     claimed = Image.objects.filter(pk=image.pk, preview="").update(
         preview=made.preview.name, window_source=made.window_source.name or ""
     )

@@ -56,15 +56,15 @@ def image_display_pixels(*, image: Image, max_side: int = PREVIEW_SIZE, window: 
     Read from the derivatives made when the film was stored: the original is never decoded again."""
     image = image_ensure_derivatives(image=image)
     if window is not None and image.window_source:
-        source = np.asarray(_read_png(image.window_source), dtype=np.uint16)
+        source = np.asarray(_read_picture(image.window_source), dtype=np.uint16)
         picture = PILImage.fromarray(apply_display_window(source, centre=window.centre, width=window.width))
     else:
-        picture = _read_png(image.preview)
+        picture = _read_picture(image.preview)
     picture.thumbnail((max_side, max_side))
     return np.asarray(picture)
 
 
-def _read_png(field_file: FieldFile) -> PILImage.Image:
+def _read_picture(field_file: FieldFile) -> PILImage.Image:
     with field_file.open("rb") as handle:
         picture = PILImage.open(io.BytesIO(handle.read()))
         picture.load()
