@@ -150,8 +150,9 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = None
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 # Decoded image data one user may have in progress in the web processes at once (services.upload_admission):
-# two of the largest films the decode budget accepts (48 MB each), or dozens of ordinary ones.
-UPLOAD_DECODE_BUDGET_BYTES = env_int("UPLOAD_DECODE_BUDGET_BYTES", 96 * 1024 * 1024)
+# one of the largest films the decode budget accepts (48 MB), or a dozen ordinary ones, so that one user
+# never holds more than one of the web workers with heavy decodes.
+UPLOAD_DECODE_BUDGET_BYTES = env_int("UPLOAD_DECODE_BUDGET_BYTES", 48 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Counts the bytes of every uploaded file as they stream in (covers chunked bodies too).
