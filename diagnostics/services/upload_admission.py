@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
 
 from ml.preprocessing import decoded_bytes_estimate
 
@@ -69,7 +70,7 @@ def upload_admission(*, user_id: int, cost: int) -> Iterator[None]:
         _release(cache, key, cost)
 
 
-def _release(cache, key: str, cost: int) -> None:  # type: ignore[no-untyped-def]
+def _release(cache: BaseCache, key: str, cost: int) -> None:
     try:
         cache.decr(key, cost)
     except ValueError:  # the key expired meanwhile: nothing left to give back
