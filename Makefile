@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run setup test test-fast lint typecheck services worker worker-maintenance worker-training worker-explain beat dicom-receiver bench-faults compose-check clean
+.PHONY: help run setup test test-fast lint typecheck services worker worker-maintenance worker-training beat dicom-receiver bench-faults compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -47,9 +47,6 @@ worker-maintenance: $(VENV)/.installed  ## a Celery worker for beat's housekeepi
 
 worker-training: $(VENV)/.installed  ## a Celery worker for retraining runs (loads TensorFlow)
 	$(VENV)/bin/celery -A worker worker -Q training --concurrency 1 --prefetch-multiplier 1 -l info
-
-worker-explain: $(VENV)/.installed  ## a Celery worker for Grad-CAM heatmaps (loads TensorFlow)
-	$(VENV)/bin/celery -A worker worker -Q explain --concurrency 1 --prefetch-multiplier 1 -l info
 
 beat: $(VENV)/.installed  ## the Celery beat scheduler
 	$(VENV)/bin/celery -A worker beat -l info

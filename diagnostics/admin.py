@@ -62,14 +62,18 @@ class StudyAdmin(ReadOnlyAdmin):
 @admin.register(Image)
 class ImageAdmin(ReadOnlyAdmin):
     list_display = ("id", "study", "format", "width", "height", "created_at")
-    # The file is stored outside the web root with no URL (views serve it, access-checked): show its
-    # stored name, not a link, which Django's admin cannot build without MEDIA_URL.
-    exclude = ("file",)
-    readonly_fields = ("stored_as",)
+    # The files are stored outside the web root with no URL (views serve them, access-checked): show their
+    # stored names, not links, which Django's admin cannot build without MEDIA_URL.
+    exclude = ("file", "preview", "window_source")
+    readonly_fields = ("stored_as", "derivatives")
 
     @admin.display(description="Stored as")
     def stored_as(self, image: Image) -> str:
         return image.file.name
+
+    @admin.display(description="Derivatives (preview, window source)")
+    def derivatives(self, image: Image) -> str:
+        return ", ".join(field.name for field in (image.preview, image.window_source) if field) or "—"
 
 
 @admin.register(Prediction)

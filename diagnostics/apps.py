@@ -8,5 +8,5 @@ class DiagnosticsConfig(AppConfig):
 
     def ready(self) -> None:
         # Django's own signals (logins) and system checks register by import. What follows a finished
-        # study (webhook, heatmaps) is not a signal: services.studies.study_finish queues it explicitly.
+        # study (webhook, PACS results) is not a signal: services.studies.study_finish queues it explicitly.
         from diagnostics import checks, signals  # noqa: F401  (deployment checks, audit receivers)

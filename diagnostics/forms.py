@@ -92,6 +92,10 @@ class WorklistFilterForm(forms.Form):
     q = forms.CharField(label="Patient name or record number", required=False, max_length=100)
     status = forms.ChoiceField(label="Status", choices=[("", "Any")] + list(Study.Status.choices), required=False)
     suspicion = forms.ChoiceField(label="AI assessment", choices=SUSPICION_CHOICES, required=False)
+    # Read: a clinician has recorded a reading of at least one of the study's films (selectors.study_read).
+    reading = forms.ChoiceField(
+        label="Reading", choices=[("", "All"), ("unread", "Unread"), ("read", "Read")], required=False
+    )
     min_probability = forms.IntegerField(
         label="Probability at least (%)",
         required=False,
@@ -123,6 +127,7 @@ class WorklistFilterForm(forms.Form):
             min_probability=minimum / 100.0 if minimum is not None else None,
             created_from=self.value("date_from"),
             created_to=self.value("date_to"),
+            reading=self.value("reading") or "",
         )
         return studies.order_by(*self.SORTS[self.sort_key], "-pk")
 

@@ -16,6 +16,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from diagnostics.manifest_tables import manifest_html, metrics_html
 from diagnostics.models import ModelVersion, PromotionGate, TrainingRun, User
 from diagnostics.selectors import model_version_active, shadow_comparison
 from diagnostics.services.model_registry import (
@@ -27,7 +28,13 @@ from diagnostics.services.model_registry import (
     model_version_set_shadow,
     promotion_gate_get,
 )
-from diagnostics.services.training import DATA_SOURCES, STAGE_PLANS, training_run_cancel, training_run_start
+from diagnostics.services.training import (
+    DATA_SOURCES,
+    STAGE_PLANS,
+    training_run_cancel,
+    training_run_start,
+    training_unavailable_reasons,
+)
 from ml.config import ARCHITECTURE_NAMES
 
 
@@ -43,8 +50,34 @@ def _actor(request: HttpRequest) -> User | None:
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ("name", "architecture", "status", "validation_auc", "gate_auc", "gate_sensitivity", "created_at")
     list_filter = ("status", "architecture")
-    readonly_fields = [f.name for f in ModelVersion._meta.fields]
+    # Read-only: the JSON fields are shown as tables (manifest_tables), never as raw JSON.
+    fieldsets = [
+        (None, {"fields": [
+            "name", "architecture", "status", "threshold", "preprocessing_version", "sha256", "artifact_path",
+            "training_run", "created_at", "activated_at",
+        ]}),
+        ("Metrics", {"fields": ["metrics_tables"]}),
+        ("Evaluation on the promotion gate's set", {"fields": ["evaluation_tables"]}),
+        ("Manifest", {"fields": ["manifest_tables"]}),
+    ]  # fmt: skip
+    readonly_fields = [f.name for f in ModelVersion._meta.fields] + [
+        "metrics_tables", "evaluation_tables", "manifest_tables",
+    ]  # fmt: skip
     change_form_template = "admin/diagnostics/modelversion/change_form.html"
+
+    @admin.display(description="metrics")
+    def metrics_tables(self, obj: ModelVersion) -> str:
+        return metrics_html(obj.metrics, label="Metrics")
+
+    @admin.display(description="gate-set evaluation")
+    def evaluation_tables(self, obj: ModelVersion) -> str:
+        if not obj.evaluation:
+            return "Not evaluated yet: Evaluate on the gate set (below) runs it."
+        return metrics_html(obj.evaluation, label="Evaluation on the gate set")
+
+    @admin.display(description="manifest")
+    def manifest_tables(self, obj: ModelVersion) -> str:
+        return manifest_html(obj.manifest)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # models are registered from artifacts (training runs, `manage.py register_model`)
@@ -234,7 +267,19 @@ class TrainingRunAdmin(admin.ModelAdmin):
         ]
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
-        """Choose a configuration, review it on a confirmation page, then start the run."""
+        """Choose a configuration, review it on a confirmation page, then start the run.
+
+        Where no run can start (no task queue, no dataset), the form says why and what to configure,
+        before anything is chosen, and its button is disabled."""
+        if unavailable := training_unavailable_reasons():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Start a training run",
+                "form": TrainingRunForm(),
+                "unavailable": unavailable,
+                "opts": self.model._meta,
+            }
+            return TemplateResponse(request, "admin/diagnostics/trainingrun/start.html", context)
         form = TrainingRunForm(request.POST or None)
         confirming = request.method == "POST" and "confirm" in request.POST
         if request.method == "POST" and form.is_valid():

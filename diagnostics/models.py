@@ -282,7 +282,8 @@ class Prediction(models.Model):
     device = models.CharField(max_length=120, blank=True)
     model_variant = models.CharField(max_length=16, blank=True)
     variant_sha256 = models.CharField(max_length=64, blank=True)
-    # Grad-CAM heatmap (PNG, same random-name storage as images), computed after the prediction.
+    # Heatmap (PNG, same random-name storage as images) drawn from the model's class activation map,
+    # stored with the prediction (services/heatmaps.py); empty for models whose architecture gives none.
     heatmap = models.FileField(upload_to=_heatmap_upload_path, max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -356,6 +357,7 @@ class Feedback(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        verbose_name_plural = "feedback"
 
     def __str__(self) -> str:
         return f"{'Agrees' if self.agrees else 'Corrects to'} {self.confirmed_label} on prediction {self.prediction_id}"
@@ -429,6 +431,7 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "API token"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

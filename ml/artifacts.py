@@ -17,6 +17,8 @@ ONNX_NAME = "model.onnx"
 KERAS_NAME = "model.keras"
 DATA_FILES_NAME = "data_files.txt"
 CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
+# The ONNX output holding a model's class activation map, when its architecture has one (ml/export.py).
+CAM_OUTPUT = "cam"
 
 REQUIRED_KEYS = (
     "name",

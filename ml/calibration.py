@@ -7,7 +7,8 @@ and the decision threshold set, on ``<data>/external`` (films of the test period
 - **Platt scaling** on the logit: p' = sigmoid(a * logit(p) + b), fitted on external. Every model here
   ends in Dense(1, sigmoid), whose logit is z = w.h + c, so the map is folded into that layer exactly
   (w' = a w, c' = a c + b): model.keras and model.onnx stay one model, the served path is unchanged,
-  and Grad-CAM still explains the number shown.
+  and the class activation map (ml/export.py), made from that same layer, still averages to the logit
+  of the number shown.
 - **Threshold**: the highest one whose external sensitivity is at least ``min_sensitivity`` (missing
   pneumonia costs more than a second look at a normal film).
 
@@ -108,9 +109,10 @@ def calibrate_artifact(
     layer = model.get_layer(FINAL_LAYER)
     kernel, bias = layer.get_weights()
     layer.set_weights([kernel * a, bias * a + b])
-    onnx_path, _ = export.export_verified(model, artifact_dir / artifacts.ONNX_NAME, x_val[:64])
+    exported = export.export_verified(model, artifact_dir / artifacts.ONNX_NAME, x_val[:64])
     model.save(artifact_dir / artifacts.KERAS_NAME)
-    manifest["onnx_sha256"] = artifacts.sha256_file(onnx_path)
+    manifest["onnx_sha256"] = artifacts.sha256_file(exported.path)
+    manifest["heatmap"] = exported.heatmap
     manifest["keras_sha256"] = artifacts.sha256_file(artifact_dir / artifacts.KERAS_NAME)
     artifacts.write_manifest(artifact_dir, manifest)  # the predictor below verifies the new file
 

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--soft-labels", help="distil: 'relpath<TAB>probability' teacher scores for the training films")
     train.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher in the target")
     train.add_argument("--max-fit-minutes", type=float, help="stop fitting after this long, keeping the best weights")
+    train.add_argument(
+        "--resume-dir",
+        help="keep the run's progress here (every epoch); the same command run again goes on where it stopped",
+    )
 
     evaluate = sub.add_parser("evaluate", help="run an artifact (ONNX) on a folder; print JSON")
     _add_data_flags(evaluate)
@@ -291,8 +295,9 @@ def _train(args: argparse.Namespace) -> int:
             output_root=root,
             weights_dir=weights_dir,
             cache_dir=Path(args.cache_dir) if args.cache_dir else root / "cache",
+            resume_dir=Path(args.resume_dir) if args.resume_dir else None,
         )
-    except WeightsNotFoundError as exc:
+    except (WeightsNotFoundError, training.ResumeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from ml.artifacts import read_manifest

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 
-from ml.artifacts import CLASS_NAMES, ONNX_NAME, read_manifest, sha256_file
+from ml.artifacts import CAM_OUTPUT, CLASS_NAMES, ONNX_NAME, read_manifest, sha256_file
 from ml.gate import ChestFilmCheck, GateError, GateResult, run_gate
 from ml.preprocessing import PREPROCESSING_VERSION, DecodedImage, decode_image_bytes, preprocess
 from ml.runtime import CPU_PROVIDER, CUDA_PROVIDER, Runtime, choose_providers, describe_device, load_cuda_libraries
@@ -20,6 +21,14 @@ if TYPE_CHECKING:
 
 class ModelArtifactError(RuntimeError):
     """The artifact is missing, tampered with, or built for another preprocessing."""
+
+
+@dataclass(frozen=True)
+class BatchPrediction:
+    probabilities: np.ndarray  # (N,) float64 P(PNEUMONIA)
+    # (N, h, w) float32 class activation maps, the logit of P(PNEUMONIA) per location (ml/export.py);
+    # None when the model's architecture gives none.
+    cams: np.ndarray | None
 
 
 class Predictor:
@@ -45,6 +54,13 @@ class Predictor:
         self._session = session
         self._chest_check = chest_check
         self._input_name = session.get_inputs()[0].name
+        self._probability_name = session.get_outputs()[0].name
+        # The manifest says whether the model has a class activation map; the graph must then have it.
+        self.has_cam: bool = bool(manifest.get("heatmap"))
+        if self.has_cam and CAM_OUTPUT not in {output.name for output in session.get_outputs()}:
+            raise ModelArtifactError(
+                f"Model {self.name}'s manifest promises a heatmap output '{CAM_OUTPUT}' its ONNX graph lacks."
+            )
         if runtime is None:
             provider = session.get_providers()[0]
             runtime = Runtime(provider, describe_device(provider), "fp32", sha256)
@@ -103,12 +119,24 @@ class Predictor:
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) float32 in 0..255 (from ml.preprocessing) -> (N,) P(PNEUMONIA)."""
+        (output,) = self._run(images, [self._probability_name])
+        return np.asarray(output, dtype=np.float64).reshape(len(images))
+
+    def predict_with_cam(self, images: np.ndarray) -> BatchPrediction:
+        """The probabilities and, when the model has one, the class activation maps, from one model call."""
+        if not self.has_cam:
+            return BatchPrediction(self.predict_batch(images), None)
+        probabilities, cams = self._run(images, [self._probability_name, CAM_OUTPUT])
+        return BatchPrediction(
+            np.asarray(probabilities, dtype=np.float64).reshape(len(images)), np.asarray(cams, dtype=np.float32)
+        )
+
+    def _run(self, images: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         expected = (self.input_size, self.input_size, 3)
         if images.ndim != 4 or images.shape[1:] != expected:
             raise ValueError(f"expected images of shape (N, {expected}), got {images.shape}")
         batch = np.ascontiguousarray(images, dtype=np.float32)
-        (output,) = self._session.run(None, {self._input_name: batch})
-        return np.asarray(output, dtype=np.float64).reshape(len(batch))
+        return list(self._session.run(outputs, {self._input_name: batch}))
 
     def decode(self, data: bytes) -> DecodedImage:
         """The file as this model reads it (the decode half of ml.preprocessing.load_for_model)."""

@@ -35,8 +35,10 @@ def package_artifact(
     probe = np.random.default_rng(0).uniform(0, 255, (8, size, size, 3)).astype(np.float32)
     target = destination or artifact_dir
     target.mkdir(parents=True, exist_ok=True)
-    onnx_path, parity = export.export_verified(model, target / artifacts.ONNX_NAME, probe)
+    exported = export.export_verified(model, target / artifacts.ONNX_NAME, probe)
+    onnx_path, parity = exported.path, exported.parity
     manifest["onnx_sha256"] = artifacts.sha256_file(onnx_path)
+    manifest["heatmap"] = exported.heatmap
     if manifest.pop("onnx_pending", None):
         # Trained on another backend: this is its first ONNX. Its validation figures were Keras
         # predictions, which the parity check (atol 1e-4) ties to what ONNX Runtime now serves.
@@ -167,6 +169,23 @@ def _gate_lines(manifest: dict[str, Any]) -> list[str]:
     ]
 
 
+def _heatmap_line(manifest: dict[str, Any]) -> str:
+    heatmap = manifest.get("heatmap")
+    if not heatmap:
+        return (
+            "- Heatmap: none. This model's architecture gives no heatmap (its head is not global average pooling "
+            "straight into the final Dense layer), so the portal shows none."
+        )
+    height, width = heatmap["shape"]
+    line = (
+        f"- Heatmap: class activation map, the ONNX graph's second output `{heatmap['onnx_output']}` "
+        f"({height}×{width} per film): the final Dense layer applied at each location of the last feature map, "
+        "i.e. the logit of P(PNEUMONIA) there; their mean is the logit of the probability. Computed with the "
+        f"probability in the same model call (ONNX vs Keras: max difference {heatmap['onnx_keras_max_abs_diff']:.1e})."
+    )
+    return f"{line} {heatmap['note']}" if heatmap.get("note") else line
+
+
 def render_model_card(manifest: dict[str, Any]) -> str:
     val = manifest["metrics"]["validation"]
     data = manifest["data"]
@@ -188,6 +207,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         f"preprocessing `{manifest['preprocessing_version']}` (ml/preprocessing.py).",
         f"- Weights: {manifest['weights']['source']}.",
         f"- Output: P(PNEUMONIA); label PNEUMONIA when P ≥ {manifest['threshold']:.4f} ({manifest['threshold_rule']}).",
+        _heatmap_line(manifest),
         f"- Files: {files}. model.onnx sha256 `{manifest['onnx_sha256']}`.",
         f"- Code version: `{manifest['code_version']}`; trained {manifest['created_at']} in "
         f"{manifest['training_seconds']:.0f} s (fit time) on a 2-core CPU.",

@@ -122,6 +122,19 @@ def decoded_bytes_estimate(data: bytes, *, target_size: int | None = None) -> in
         return 0
 
 
+def read_dicom_metadata(data: bytes) -> dict[str, str] | None:
+    """The tags DecodedImage.metadata holds, from the header alone (no pixel is decoded); None for a file
+    that is not DICOM. ImageDecodeError for a DICOM file whose header cannot be read."""
+    if not data or detect_format(data) != "DICOM":
+        return None
+    import pydicom
+
+    try:
+        return _dicom_metadata(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
+    except Exception as exc:  # pydicom raises many types for broken headers
+        raise ImageDecodeError("The DICOM file is truncated or corrupt.") from exc
+
+
 def _decode_raster(data: bytes, fmt: str, target_size: int | None) -> DecodedImage:
     with warnings.catch_warnings():
         # A bomb warning means an absurd pixel count: treat it as the error it is.

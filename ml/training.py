@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import time
@@ -92,11 +93,15 @@ def train(
     latency_runs: int = 30,
     extra_train_records: Sequence[data.ImageRecord] = (),
     progress: ProgressHook | None = None,
+    resume_dir: Path | None = None,
 ) -> Path:
     """Train, evaluate on validation, export; returns the artifact directory.
 
     `progress`, if given, receives a dict after every epoch and now and then within one
     (see ProgressCallback); it may raise TrainingCancelled to stop the run.
+    `resume_dir`: a folder that keeps the run's progress (RunCheckpoints) so that the same command,
+    run again after the process was killed or the machine changed, goes on from the last finished
+    epoch instead of starting over.
     """
 
     started = time.perf_counter()
@@ -119,6 +124,7 @@ def train(
             cache_dir,
             latency_runs,
             progress,
+            resume_dir,
         )
     except BaseException:
         shutil.rmtree(artifact_dir, ignore_errors=True)  # a cancelled or failed run leaves no half artifact
@@ -138,11 +144,13 @@ def _train_into(
     cache_dir: Path | None,
     latency_runs: int,
     progress: ProgressHook | None,
+    resume_dir: Path | None = None,
 ) -> Path:
     import keras
 
     file_lines = data.data_file_lines(data_dir, {"train": split.train, "validation": split.val})
     list_name, list_digest = artifacts.write_data_file_list(artifact_dir, file_lines)
+    run = RunCheckpoints.open(resume_dir or artifact_dir / "checkpoints", config=config, list_digest=list_digest)
 
     keras.utils.set_random_seed(config.seed)
     pretrained = weights is not None or bool(config.init_weights)
@@ -153,22 +161,23 @@ def _train_into(
         built.model.load_weights(config.init_weights)
     class_weight = data.balanced_class_weights(split.train) if config.class_weighting == "balanced" else None
     fit_started = time.perf_counter()
-    history = run_stages(built, config, split, class_weight, pretrained, artifact_dir, cache_dir, list_digest, progress)
+    history = run_stages(built, config, split, class_weight, pretrained, run, cache_dir, list_digest, progress)
     fit_seconds = time.perf_counter() - fit_started
 
     keras_path = artifact_dir / artifacts.KERAS_NAME
     built.model.save(keras_path)
+    onnx_path: Path | None
+    heatmap: dict[str, Any] | None
     if exports_onnx_here():
-        onnx_path: Path | None
-        onnx_path, parity = export.export_verified(
-            built.model, artifact_dir / artifacts.ONNX_NAME, split.x_val[:PARITY_IMAGES]
-        )
+        exported = export.export_verified(built.model, artifact_dir / artifacts.ONNX_NAME, split.x_val[:PARITY_IMAGES])
+        onnx_path, parity, heatmap = exported.path, exported.parity, exported.heatmap
         # Validation metrics come from the exported ONNX model: the model the portal serves.
         val_prob = export.onnx_predict(export.onnx_session(onnx_path), split.x_val)
     else:
         # Trained on another Keras backend (PyTorch on a GPU): ONNX export needs TensorFlow, so
-        # `python -m ml export` re-exports on a TensorFlow machine, checks parity and re-evaluates.
-        onnx_path, parity = None, None
+        # `python -m ml export` re-exports on a TensorFlow machine, checks parity and re-evaluates
+        # (and records the heatmap output then).
+        onnx_path, parity, heatmap = None, None, None
         val_prob = built.model.predict(split.x_val, batch_size=64, verbose=0).reshape(-1)
     threshold = evaluation.choose_threshold(split.y_val, val_prob, rule=config.threshold_rule)
     metrics = evaluation.evaluate_predictions(
@@ -227,6 +236,8 @@ def _train_into(
         "files": {"onnx": artifacts.ONNX_NAME, "keras": artifacts.KERAS_NAME},
         "onnx_sha256": artifacts.sha256_file(onnx_path) if onnx_path else None,
         "keras_sha256": artifacts.sha256_file(keras_path),
+        # The ONNX graph's class activation map output, or None: this architecture gives no heatmap.
+        "heatmap": heatmap,
     }
     if onnx_path is None:
         manifest["onnx_pending"] = (
@@ -236,6 +247,7 @@ def _train_into(
     artifacts.write_manifest(artifact_dir, manifest)
     # The input gate is part of the artifact: no model serves without it (ml.gate).
     gate.fit_artifact_gate(artifact_dir, data_dir)
+    run.finish(artifact_dir)
     return artifact_dir
 
 
@@ -273,17 +285,21 @@ def run_stages(
     split: SplitData,
     class_weight: dict[int, float] | None,
     pretrained: bool,
-    artifact_dir: Path,
+    run: RunCheckpoints,
     cache_dir: Path | None,
     list_digest: str,
     progress: ProgressHook | None = None,
 ) -> list[dict[str, Any]]:
     history: list[dict[str, Any]] = []
-    checkpoint_dir = artifact_dir / "checkpoints"
-    checkpoint_dir.mkdir()
     budget = TimeBudget(config.max_fit_seconds)
     for stage in stages_for(config, pretrained):
         if stage.epochs <= 0:
+            continue
+        finished = run.finished_stage(stage.name)
+        if finished is not None:  # a resumed run: this stage's best weights are on disk
+            built.model.load_weights(run.stage_weights(stage.name))
+            history.append({**finished, "resumed": "finished before the restart"})
+            log.info("stage %s: finished before the restart, weights loaded", stage.name)
             continue
         if budget.spent() and history:  # the first stage always trains at least one epoch
             history.append({"stage": stage.name, "skipped": "time budget spent"})
@@ -292,10 +308,10 @@ def run_stages(
         started = time.perf_counter()
         if stage.name == "head" and built.backbone is not None:
             record = _fit_head_on_cached_features(
-                built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest, progress, budget
+                built, config, stage, split, class_weight, run, cache_dir, list_digest, progress, budget
             )
         else:
-            record = _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, progress, budget)
+            record = _fit_end_to_end(built, config, stage, split, class_weight, run, progress, budget)
         record["stopped_by_time_budget"] = budget.stopped_training
         budget.stopped_training = False
         record.update(
@@ -306,11 +322,125 @@ def run_stages(
                 "seconds": round(time.perf_counter() - started, 1),
             }
         )
+        run.finish_stage(stage.name, built.model, record)
         history.append(record)
         log.info("stage %s done: %s", stage.name, record)
-    # The best weights are in the model already; checkpoints are scratch, not the artifact.
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return history
+
+
+class RunCheckpoints:
+    """A training run's progress on disk, so that a killed run goes on where it stopped.
+
+    Per stage: Keras' BackupAndRestore keeps the model, the optimizer (learning rate included) and the
+    epoch after every epoch; `<stage>.best.weights.h5` the best epoch so far (ModelCheckpoint, whose
+    best score is written beside it so that a resumed stage does not forget it); when the stage ends,
+    `<stage>.weights.h5` and its history record in run.json. The run's configuration and training file
+    list are recorded too: resuming with other settings or other data is refused, not mixed. When the
+    artifact is written, run.json names it and a further resume is refused.
+    """
+
+    STATE = "run.json"
+
+    def __init__(self, folder: Path, state: dict[str, Any]) -> None:
+        self.folder = folder
+        self.state = state
+
+    @classmethod
+    def open(cls, folder: Path, *, config: TrainConfig, list_digest: str) -> RunCheckpoints:
+        folder.mkdir(parents=True, exist_ok=True)
+        # The time budget may change between sessions (it is how long this session may fit), nothing else.
+        settings = {key: value for key, value in config.to_dict().items() if key != "max_fit_seconds"}
+        identity = {"config": json.loads(json.dumps(settings, default=str)), "file_list_sha256": list_digest}
+        path = folder / cls.STATE
+        if path.is_file():
+            state = json.loads(path.read_text(encoding="utf-8"))
+            if state.get("artifact"):
+                raise ResumeError(f"The run in {folder} already finished: its artifact is {state['artifact']}.")
+            if state["identity"] != identity:
+                changed = sorted(
+                    key
+                    for key in set(state["identity"]["config"]) | set(identity["config"])
+                    if state["identity"]["config"].get(key) != identity["config"].get(key)
+                )
+                if state["identity"]["file_list_sha256"] != list_digest:
+                    changed.append("training/validation files")
+                raise ResumeError(
+                    f"The run in {folder} was started with other settings ({', '.join(changed)}); "
+                    "resume it with the same command, or use a new folder."
+                )
+            log.info("resuming the run in %s (stages finished: %s)", folder, list(state["stages"]) or "none")
+        else:
+            state = {"identity": identity, "stages": {}}
+        run = cls(folder, state)
+        run._save()
+        return run
+
+    def finished_stage(self, stage: str) -> dict[str, Any] | None:
+        return self.state["stages"].get(stage)
+
+    def stage_weights(self, stage: str) -> Path:
+        return self.folder / f"{stage}.weights.h5"
+
+    def best_weights(self, stage: str) -> Path:
+        return self.folder / f"{stage}.best.weights.h5"
+
+    def backup_dir(self, stage: str) -> Path:
+        return self.folder / f"{stage}.backup"
+
+    def best_score(self, stage: str) -> float | None:
+        path = self.folder / f"{stage}.best.json"
+        return float(json.loads(path.read_text())["val_auc"]) if path.is_file() else None
+
+    def callbacks(self, stage: str) -> list[Any]:
+        import keras
+
+        run = self
+
+        class RecordBest(keras.callbacks.Callback):
+            # After ModelCheckpoint in the list: the best score survives a restart with the weights.
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                score = (logs or {}).get("val_auc")
+                best = run.best_score(stage)
+                if score is not None and (best is None or score > best):
+                    (run.folder / f"{stage}.best.json").write_text(json.dumps({"val_auc": float(score)}))
+
+        previous_best = self.best_score(stage)
+        return [
+            keras.callbacks.ModelCheckpoint(
+                str(self.best_weights(stage)),
+                monitor="val_auc",
+                mode="max",
+                save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=previous_best,
+            ),
+            RecordBest(),
+            keras.callbacks.BackupAndRestore(str(self.backup_dir(stage)), delete_checkpoint=True),
+        ]
+
+    def finish_stage(self, stage: str, model: Any, record: dict[str, Any]) -> None:
+        model.save_weights(self.stage_weights(stage))
+        self.state["stages"][stage] = record
+        self._save()
+
+    def finish(self, artifact_dir: Path) -> None:
+        self.state["artifact"] = str(artifact_dir)
+        self._save()
+        # Nothing left to resume: keep run.json (it names the artifact), drop the weights.
+        for path in self.folder.iterdir():
+            if path.name != self.STATE:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if self.folder.parent == artifact_dir:  # no resume folder was asked for: checkpoints are scratch
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _save(self) -> None:
+        temporary = self.folder / (self.STATE + ".tmp")
+        temporary.write_text(json.dumps(self.state, indent=2, default=str), encoding="utf-8")
+        temporary.replace(self.folder / self.STATE)
+
+
+class ResumeError(RuntimeError):
+    """A resume folder that belongs to another run, or to one that already finished."""
 
 
 def _optimizer(stage: StageConfig) -> Any:
@@ -346,7 +476,7 @@ class TimeBudget:
 
 
 def _callbacks(
-    config: TrainConfig, checkpoint: Path, stage: StageConfig, progress: ProgressHook | None, budget: TimeBudget
+    config: TrainConfig, run: RunCheckpoints, stage: StageConfig, progress: ProgressHook | None, budget: TimeBudget
 ) -> list[Any]:
     import keras
 
@@ -357,9 +487,7 @@ def _callbacks(
         keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.3, patience=config.reduce_lr_patience, min_lr=1e-6
         ),
-        keras.callbacks.ModelCheckpoint(
-            str(checkpoint), monitor="val_auc", mode="max", save_best_only=True, save_weights_only=True
-        ),
+        *run.callbacks(stage.name),
     ]
 
 
@@ -373,6 +501,8 @@ def _compile(model: Any, stage: StageConfig) -> None:
 
 def _summarise(fit_history: Any) -> dict[str, Any]:
     h = fit_history.history
+    if not h.get("val_auc"):  # resumed after its last epoch: nothing left to fit
+        return {"epochs_run": 0}
     best = int(np.argmax(h["val_auc"]))
     return {
         "epochs_run": len(h["val_auc"]),
@@ -383,7 +513,7 @@ def _summarise(fit_history: Any) -> dict[str, Any]:
 
 
 def _fit_head_on_cached_features(
-    built, config, stage, split, class_weight, checkpoint_dir, cache_dir, list_digest, progress, budget
+    built, config, stage, split, class_weight, run, cache_dir, list_digest, progress, budget
 ):
     # A frozen backbone gives the same features every epoch: compute them once (augmentation
     # would change them, so this stage trains without it) and an epoch costs seconds.
@@ -395,7 +525,6 @@ def _fit_head_on_cached_features(
         "feature_seconds": round(time.perf_counter() - extract_started, 1),
         "feature_cache_hits": int(train_hit) + int(val_hit),
     }
-    checkpoint = checkpoint_dir / f"{stage.name}.weights.h5"
     _compile(built.head, stage)
     fit = built.head.fit(
         f_train,
@@ -404,15 +533,15 @@ def _fit_head_on_cached_features(
         epochs=stage.epochs,
         batch_size=config.batch_size,
         class_weight=class_weight,
-        callbacks=_callbacks(config, checkpoint, stage, progress, budget),
+        callbacks=_callbacks(config, run, stage, progress, budget),
         verbose=2,
         shuffle=True,
     )
-    built.head.load_weights(checkpoint)
+    built.head.load_weights(run.best_weights(stage.name))
     return {**_summarise(fit), "features_cached": True, "augmentation": False, **feature_record}
 
 
-def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, progress, budget):
+def _fit_end_to_end(built, config, stage, split, class_weight, run, progress, budget):
     from ml import batches
 
     train_ds = batches.make_dataset(
@@ -427,18 +556,17 @@ def _fit_end_to_end(built, config, stage, split, class_weight, checkpoint_dir, p
     val_ds = batches.make_dataset(
         split.x_val, split.y_val, batch_size=64, training=False, augment=False, seed=config.seed
     )
-    checkpoint = checkpoint_dir / f"{stage.name}.weights.h5"
     _compile(built.model, stage)
     fit = built.model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=stage.epochs,
         class_weight=class_weight,
-        callbacks=_callbacks(config, checkpoint, stage, progress, budget),
+        callbacks=_callbacks(config, run, stage, progress, budget),
         verbose=2,
         shuffle=False,
     )
-    built.model.load_weights(checkpoint)
+    built.model.load_weights(run.best_weights(stage.name))
     augmentation = config.augmentation_policy if config.augment else False
     return {**_summarise(fit), "features_cached": False, "augmentation": augmentation}
 

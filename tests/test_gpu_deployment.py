@@ -1,4 +1,4 @@
-"""The GPU override: the Compose client accepts it, and only the three ML workers reserve GPUs."""
+"""The GPU override: the Compose client accepts it, and only the two ML workers reserve GPUs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 
 from .test_deployment_files import ROOT, compose_command
 
-GPU_WORKERS = ("worker-inference", "worker-training", "worker-explain")
+GPU_WORKERS = ("worker-inference", "worker-training")
 
 
 def _services(config: str) -> dict[str, dict]:

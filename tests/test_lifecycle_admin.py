@@ -115,7 +115,7 @@ def test_admins_search_the_audit_log_and_cannot_edit_it(admin_user, owner, patie
     assert event.action == "patient.viewed"
 
 
-def test_each_lifecycle_screen_names_itself_once(admin_user, active_model, candidate, gate):
+def test_each_lifecycle_screen_names_itself_once(admin_user, active_model, candidate, gate, dataset):
     """The admin prints the page title as its heading; the templates must not add a second one."""
     client = login_client(admin_user)
     start = client.get(reverse("admin:diagnostics_trainingrun_add")).content.decode()
@@ -125,3 +125,84 @@ def test_each_lifecycle_screen_names_itself_once(admin_user, active_model, candi
     choices = dict(QUICK_RUN_CHOICES)
     review = client.post(reverse("admin:diagnostics_trainingrun_add"), choices).content.decode()
     assert review.count("<h1>Confirm the training run</h1>") == 1 and review.count("<h1") == 1
+
+
+def test_the_model_version_page_shows_manifest_and_metrics_as_tables_not_json(admin_user, active_model, gate):
+    """Issue 17, finding 10: the page dumped the manifest and metrics as raw JSON."""
+    from diagnostics.services.model_registry import model_version_evaluate
+
+    model_version_evaluate(model_version=active_model, evaluation_dir=gate.evaluation_data_dir)
+    active_model.refresh_from_db()
+    client = login_client(admin_user)
+    response = client.get(reverse("admin:diagnostics_modelversion_change", args=[active_model.pk]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    validation = active_model.metrics["validation"]
+    assert f"films, {validation['n_positive']} with pneumonia</caption>" in page
+    auc_low, auc_high = validation["ci95"]["roc_auc"]
+    assert (
+        f'<th scope="row">ROC AUC</th><td>{validation["roc_auc"]:.4f}</td><td>{auc_low:.4f}–{auc_high:.4f}</td>' in page
+    )
+    assert "External: films of a new period" in page and "Confusion matrix" in page
+    # The gate set's evaluation, and the manifest as key/value rows.
+    assert f"{active_model.evaluation['n']} films" in page and gate.evaluation_data_dir in page
+    assert f'<th scope="row">preprocessing version</th><td>{active_model.preprocessing_version}</td>' in page
+    assert '<th scope="col">mean predicted</th>' in page  # a reliability curve: rows with a column per key
+    # No JSON anywhere: neither the manifest nor the metrics nor the evaluation.
+    assert "&quot;roc_auc&quot;" not in page and '"roc_auc":' not in page
+    assert "&quot;preprocessing_version&quot;" not in page
+
+
+def test_every_admin_list_and_the_lifecycle_pages_answer(admin_user, active_model, candidate):
+    from django.contrib import admin
+
+    from .factories import TrainingRunFactory
+
+    client = login_client(admin_user)
+    for model in admin.site._registry:
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        assert client.get(url).status_code == 200, url
+    run = TrainingRunFactory(requested_by=admin_user)
+    for url in (
+        reverse("admin:index"),
+        reverse("admin:diagnostics_modelversion_change", args=[candidate.pk]),
+        reverse("admin:diagnostics_trainingrun_change", args=[run.pk]),
+        reverse("admin:diagnostics_trainingrun_add"),
+    ):
+        assert client.get(url).status_code == 200, url
+    index = client.get(reverse("admin:index")).content.decode()
+    assert ">API tokens</a>" in index and ">Webhook deliveries</a>" in index and "Api tokens" not in index
+
+
+def test_without_a_task_queue_the_training_form_says_why_up_front_and_cannot_start(settings, admin_user):
+    """Issue 17, finding 9: in the embedded default the form failed only after two steps."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # the embedded default: no broker
+    settings.PNEUMONIA_DATA_DIR = ""
+    client = login_client(admin_user)
+    start = client.get(reverse("admin:diagnostics_trainingrun_add")).content.decode()
+    assert "Training cannot run on this installation" in start
+    assert "no CELERY_BROKER_URL" in start and "python -m ml train" in start and "PNEUMONIA_DATA_DIR" in start
+    assert '<fieldset disabled aria-describedby="training-unavailable">' in start
+    assert '<input type="submit" value="Review…" disabled>' in start
+    # Posting the choices anyway reaches neither the review page nor the (missing) queue.
+    answer = client.post(reverse("admin:diagnostics_trainingrun_add"), {**QUICK_RUN_CHOICES, "confirm": "1"})
+    page = answer.content.decode()
+    assert answer.status_code == 200 and "Training cannot run on this installation" in page
+    assert "Confirm the training run" not in page and "training</code> queue" not in page
+    assert not TrainingRun.objects.exists()
+
+
+def test_without_a_dataset_the_form_names_the_setting_and_cannot_start(settings, admin_user):
+    settings.PNEUMONIA_DATA_DIR = ""
+    start = login_client(admin_user).get(reverse("admin:diagnostics_trainingrun_add")).content.decode()
+    assert "No training dataset is configured: set PNEUMONIA_DATA_DIR" in start
+    assert "CELERY_BROKER_URL" not in start  # this installation has a task queue
+    assert '<input type="submit" value="Review…" disabled>' in start
+
+
+def test_with_a_queue_and_a_dataset_the_form_starts_and_the_review_names_the_queue(admin_user, dataset):
+    client = login_client(admin_user)
+    start = client.get(reverse("admin:diagnostics_trainingrun_add")).content.decode()
+    assert "Training cannot run" not in start and "disabled" not in start
+    review = client.post(reverse("admin:diagnostics_trainingrun_add"), QUICK_RUN_CHOICES).content.decode()
+    assert "The run goes to the <code>training</code> queue, where a training worker takes it" in review

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from diagnostics.services.model_registry import (
     model_version_rollback,
     model_version_set_shadow,
 )
+from ml.artifacts import sha256_file
 
 from .conftest import copy_model_artifact
 
@@ -101,3 +103,32 @@ def test_activate_is_atomic_with_the_database_constraint(active_model, default_m
         ModelVersion.objects.filter(pk=other.pk).update(status=ModelVersion.Status.ACTIVE)
     model_version_activate(model_version=other)
     assert list(ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE)) == [other]
+
+
+def test_setup_demo_replaces_the_bundled_model_once_a_code_update_has_replaced_its_files(
+    default_model_dir, tmp_path, settings
+):
+    """`make run` on an existing var/: the bundled model's files changed under its registered row (re-exported
+    with its heatmap output), so that row can no longer load; the new bundled model is activated instead."""
+    from django.core.management import call_command
+
+    settings.VAR_DIR = tmp_path / "var"
+    bundled = copy_model_artifact(default_model_dir, tmp_path / "bundled", version_suffix="old")
+    settings.DEFAULT_MODEL_DIR = bundled
+    call_command("setup_demo", stdout=io.StringIO())
+    old = ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE)
+
+    call_command("setup_demo", stdout=io.StringIO())
+    assert ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE) == old  # nothing changed: left alone
+
+    with open(bundled / "model.onnx", "ab") as handle:
+        handle.write(b"\0")  # new bytes, as a re-export gives
+    manifest = json.loads((bundled / "manifest.json").read_text())
+    manifest["version"] = manifest["version"].replace("-old", "-new")
+    manifest["onnx_sha256"] = sha256_file(bundled / "model.onnx")
+    (bundled / "manifest.json").write_text(json.dumps(manifest))
+    call_command("setup_demo", stdout=io.StringIO())
+    active = ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE)
+    assert active.name.endswith("-new") and active.sha256 == manifest["onnx_sha256"]
+    old.refresh_from_db()
+    assert old.status == ModelVersion.Status.ARCHIVED

@@ -192,25 +192,25 @@ def test_a_study_reads_as_a_valid_fhir_r4_diagnostic_report(peer, active_model, 
     assert study_get_for_user(user=owner, study_id=study.pk) == study
 
 
-def test_results_wait_for_heatmaps_then_retry_an_unreachable_pacs_and_record_the_failure(peer, active_model, settings):
+def test_results_go_at_once_with_the_heatmap_then_retry_an_unreachable_pacs_and_record_the_failure(peer, active_model):
     from diagnostics.models import PacsDelivery
-    from diagnostics.services.pacs_results import HeatmapsPending, PacsNotDelivered, pacs_send_results
+    from diagnostics.services.pacs_results import PacsNotDelivered, caption_lines, pacs_send_results
 
     [study] = receive(peer, cr_film_bytes(patient_id="MRN-3", study_uid=generate_uid()))
     study_run_inference(study_id=study.pk)
-    with pytest.raises(HeatmapsPending):  # the film's heatmap is not computed yet: wait for it
-        pacs_send_results(study_id=study.pk, final=False)
+    prediction = Prediction.objects.get(image__study=study)
+    assert prediction.analysable and prediction.heatmap  # stored with the prediction: nothing to wait for
+    assert "heatmap not available" not in " ".join(caption_lines(prediction))
 
     DicomPeer.objects.filter(pk=peer.pk).update(port=9)  # nothing listens there
-    waited = settings.PACS_HEATMAP_WAIT_SECONDS  # waited long enough: send without the heatmap
     with pytest.raises(PacsNotDelivered):
-        pacs_send_results(study_id=study.pk, final=False, waited_seconds=waited)
+        pacs_send_results(study_id=study.pk, final=False)
     deliveries = list(PacsDelivery.objects.filter(study=study).order_by("pk"))
     assert [d.kind for d in deliveries] == ["sr", "sc"]
     assert all(d.status == "pending" and d.attempts == 1 and "refused or failed" in d.last_error for d in deliveries)
     uids = [d.sop_instance_uid for d in deliveries]
 
-    pacs_send_results(study_id=study.pk, final=True, waited_seconds=waited)  # the last attempt: recorded, no raise
+    pacs_send_results(study_id=study.pk, final=True)  # the last attempt: recorded, no raise
     deliveries = list(PacsDelivery.objects.filter(study=study).order_by("pk"))
     assert [d.status for d in deliveries] == ["failed", "failed"] and [d.attempts for d in deliveries] == [2, 2]
     assert [d.sop_instance_uid for d in deliveries] == uids  # a retry sends the same instances

@@ -18,7 +18,7 @@ import requests
 from pydicom.uid import generate_uid
 
 from diagnostics.dicom_receiver import DicomReceiver
-from diagnostics.models import DicomPeer, PacsDelivery, Study, User
+from diagnostics.models import DicomPeer, PacsDelivery, Prediction, Study, User
 
 from .factories import UserFactory
 from .images import cr_film_bytes
@@ -97,9 +97,9 @@ def pacs(tmp_path, settings, team) -> Iterator[tuple[Orthanc, DicomPeer]]:
 
 
 @pytest.fixture
-def inference_and_explain_worker(django_db_setup) -> Iterator[CeleryWorker]:
-    env = {"DICOM_AE_TITLE": PORTAL_AE, "PACS_HEATMAP_WAIT_SECONDS": "90"}
-    with running_worker(queues="inference,explain", extra_env=env) as worker:
+def inference_worker(django_db_setup) -> Iterator[CeleryWorker]:
+    """One worker on the inference queue: predictions, their heatmaps and the results to the PACS."""
+    with running_worker(queues="inference", extra_env={"DICOM_AE_TITLE": PORTAL_AE}) as worker:
         yield worker
 
 
@@ -120,9 +120,7 @@ def c_store(port: int, films: list[bytes]) -> None:
         assoc.release()
 
 
-def test_films_sent_to_the_pacs_come_back_with_a_structured_report_and_captures(
-    pacs, active_model, inference_and_explain_worker
-):
+def test_films_sent_to_the_pacs_come_back_with_a_structured_report_and_captures(pacs, active_model, inference_worker):
     import highdicom as hd
 
     orthanc, peer = pacs
@@ -134,7 +132,7 @@ def test_films_sent_to_the_pacs_come_back_with_a_structured_report_and_captures(
     deadline = time.monotonic() + 60
     while not Study.objects.filter(study_instance_uid=uid).exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    study = wait_for_study(Study.objects.get(study_instance_uid=uid).pk, inference_and_explain_worker)
+    study = wait_for_study(Study.objects.get(study_instance_uid=uid).pk, inference_worker)
     assert study.status == Study.Status.DONE, study.failure_reason
     assert study.dicom_peer == peer and study.patient.medical_record_number == "MRN-PACS-1"
 
@@ -146,14 +144,16 @@ def test_films_sent_to_the_pacs_come_back_with_a_structured_report_and_captures(
             break
         time.sleep(0.5)
     else:
-        raise AssertionError(f"results not in Orthanc: {inference_and_explain_worker.log_tail()}")
-    print(f"\nC-STORE to SR in Orthanc: {time.perf_counter() - started:.1f} s (2 films, Grad-CAM heatmaps included)")
+        raise AssertionError(f"results not in Orthanc: {inference_worker.log_tail()}")
+    print(f"\nC-STORE to SR in Orthanc: {time.perf_counter() - started:.1f} s (2 films, heatmaps included)")
 
     report = hd.sr.srread(io.BytesIO(orthanc.file(reports[0])))
     assert report.StudyInstanceUID == uid and report.PatientID == "MRN-PACS-1"
     assert len(report.content.get_image_measurement_groups()) == 2
     capture = hd.imread(io.BytesIO(orthanc.file(captures[0])))
     assert capture.StudyInstanceUID == uid and capture.BurnedInAnnotation == "YES"
+    # Every film's heatmap came with its prediction, so every capture carries one.
+    assert all(p.heatmap for p in Prediction.objects.filter(image__study=study, outcome=Prediction.Outcome.SCORED))
     assert set(study.pacs_deliveries.values_list("status", flat=True)) == {PacsDelivery.Status.DELIVERED}
     # What a viewer asking the PACS over DICOMweb (QIDO-RS) finds in the study: the films and both results.
     series = requests.get(f"{orthanc.url}/dicom-web/studies/{uid}/series", timeout=5).json()

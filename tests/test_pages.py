@@ -156,8 +156,8 @@ def test_live_status_answers_204_until_the_status_changes_then_the_new_results(o
     assert "Pneumonia suspected" in done and f"{prediction.probability:.3f}" in done and active_model.name in done
     # The finding comes first in words, then the numbers.
     assert done.index("Pneumonia suspected") < done.index("Probability of pneumonia") < done.index("Model version")
-    # The heatmap is computed after the prediction: the page polls for it.
-    assert f'hx-get="/predictions/{prediction.pk}/heatmap/?n=1"' in done
+    # The heatmap is stored with the prediction (this factory-made one has none): nothing to poll for.
+    assert "No heatmap was stored with this assessment." in done and "/heatmap/?n=" not in done
 
 
 def test_failed_study_shows_its_reason_live(owner, patient):
@@ -179,7 +179,7 @@ def test_shadow_predictions_never_reach_the_result_page(owner, patient, active_m
     client = login_client(owner)
     html = client.get(reverse("study_detail", args=[study.pk])).content.decode()
     assert "shadow@1" not in html and "0.990" not in html
-    assert client.get(reverse("heatmap_panel", args=[shadow.pk])).status_code == 404
+    assert client.get(reverse("heatmap_image", args=[shadow.pk])).status_code == 404
     assert client.post(reverse("feedback_submit", args=[shadow.pk]), {"confirmed_label": "NORMAL"}).status_code == 404
 
 
@@ -191,7 +191,6 @@ def test_outsider_reaches_none_of_the_new_endpoints(outsider, owner, patient, ac
         reverse("study_live", args=[study.pk]),
         reverse("study_report", args=[study.pk]),
         reverse("heatmap_image", args=[prediction.pk]),
-        reverse("heatmap_panel", args=[prediction.pk]),
     ):
         assert client.get(url).status_code == 404, url
     assert (
@@ -240,7 +239,7 @@ def test_dicom_inspection_shows_the_metadata_and_offers_view_and_modality(owner,
     client = login_client(owner)
     url = reverse("study_inspect_dicom", args=[patient.pk])
     html = client.post(url, {"images": [_dicom_upload()]}, **HTMX).content.decode()
-    assert "film.dcm" in html and "MRN-A-1" in html and "2024-01-02" in html
+    assert "film.dcm" in html and "MRN-A-1" in html and "2 Jan 2024" in html
     assert 'data-view-position="AP" data-modality="DX"' in html
     assert "differs from this patient" not in html
 
@@ -331,3 +330,15 @@ def test_pdf_report_has_the_facts_and_the_disclaimer_and_each_export_is_audited(
     client.get(reverse("study_report", args=[study.pk]))
     exports = AuditEvent.objects.filter(action="study.report_exported", object_id=str(study.pk), actor=owner)
     assert exports.count() == 2
+
+
+def test_dicom_inspection_reads_headers_only(owner, patient):
+    """The metadata panel never decodes pixels: a header with broken pixel data still shows its tags."""
+    good = _dicom_upload(patient_id="HEADER-ONLY-7").read()
+    broken = SimpleUploadedFile("broken.dcm", good[:-4000], content_type="application/dicom")
+    html = (
+        login_client(owner)
+        .post(reverse("study_inspect_dicom", args=[patient.pk]), {"images": [broken]}, **HTMX)
+        .content.decode()
+    )
+    assert "broken.dcm" in html and "HEADER-ONLY-7" in html and "corrupt" not in html

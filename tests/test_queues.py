@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from worker import celery_app
-from worker.queues import EXPLAIN, INFERENCE, MAINTENANCE, ROUTES, TASKS, TRAINING
+from worker.queues import INFERENCE, MAINTENANCE, ROUTES, TASKS, TRAINING
 from worker.tasks import inference as inference_tasks
 
 
@@ -16,7 +16,8 @@ def test_every_registered_task_is_routed_by_the_one_table():
     assert ROUTES["worker.tasks.reconcile_stuck_studies"]["queue"] == MAINTENANCE  # runs when inference is stuck
     assert ROUTES["worker.tasks.deliver_study_webhook"]["queue"] == INFERENCE
     assert ROUTES["worker.tasks.run_training"]["queue"] == TRAINING
-    assert ROUTES["worker.tasks.compute_prediction_heatmap"]["queue"] == EXPLAIN
+    # Heatmaps are stored with their predictions by the inference task: no queue of their own.
+    assert {route["queue"] for route in ROUTES.values()} == {INFERENCE, MAINTENANCE, TRAINING}
     task = celery_app.app.tasks["worker.tasks.run_study_inference"]
     assert task.acks_late and task.reject_on_worker_lost and task.soft_time_limit == 120
 
@@ -26,7 +27,7 @@ def test_only_a_worker_consuming_the_inference_queue_preloads_the_model(monkeypa
 
     loaded = []
     monkeypatch.setattr(inference_services, "preload_serving_models", lambda: loaded.append(True))
-    for queues, expected in (({EXPLAIN: None}, []), ({TRAINING: None}, []), ({INFERENCE: None}, [True])):
+    for queues, expected in (({MAINTENANCE: None}, []), ({TRAINING: None}, []), ({INFERENCE: None}, [True])):
         loaded.clear()
         monkeypatch.setattr(inference_tasks, "_consumed_queues", set())
         worker = SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(consume_from=queues))))

@@ -144,3 +144,12 @@ def test_an_admin_run_trains_in_the_training_worker_and_registers_a_candidate(da
     assert run.data_summary["dataset"] == str(dataset) and run.data_summary["feedback_images"] == 0
     actions = set(AuditEvent.objects.filter(object_id=str(run.pk)).values_list("action", flat=True))
     assert {"training.requested", "training.started", "training.succeeded"} <= actions
+
+
+@pytest.mark.django_db
+def test_without_a_task_queue_no_run_is_recorded_and_the_refusal_says_what_to_configure(settings, dataset):
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # the embedded default: the run would train in the web process
+    with pytest.raises(ValidationError, match="runs without a task queue") as refusal:
+        training_run_start(actor=None, architecture="cnn", config=QUICK)
+    assert "CELERY_BROKER_URL" in str(refusal.value) and "No training dataset" not in str(refusal.value)
+    assert not TrainingRun.objects.exists()

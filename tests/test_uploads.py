@@ -227,6 +227,11 @@ def test_one_user_cannot_hold_the_web_workers_with_a_flood_of_heavy_uploads(owne
         busy = post(api)
         assert busy.status_code == 429 and int(busy["Retry-After"]) >= 1
         assert busy.json()["error"]["code"] == "throttled" and "send this one again" in busy.json()["error"]["message"]
+        page = login_client(owner).post(
+            reverse("study_new", args=[patient.pk]), {"modality": "CR", "images": [jpeg_upload()]}
+        )
+        assert page.status_code == 429 and int(page["Retry-After"]) >= 1
+        assert "send this one again" in page.content.decode()
         assert not Study.objects.exists() and not Image.objects.exists()
         assert post(api_client_for(member)).status_code == 202  # another user goes on
     assert post(api, seed=1).status_code == 202

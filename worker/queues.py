@@ -8,7 +8,8 @@ Queues and the workers that consume them (Makefile, docker-compose.yml):
 - ``maintenance``: beat's housekeeping (the stale-study and stale-training-run reconciler), on its own
   queue so that it still runs when the inference queue is stuck.
 - ``training``: retraining runs (TensorFlow), one at a time.
-- ``explain``: Grad-CAM heatmaps (TensorFlow).
+
+Heatmaps have no queue: the inference task stores each with its prediction (diagnostics/services/heatmaps.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError
 
-INFERENCE, MAINTENANCE, TRAINING, EXPLAIN = "inference", "maintenance", "training", "explain"
+INFERENCE, MAINTENANCE, TRAINING = "inference", "maintenance", "training"
 
 # Retry only what a retry can fix: the database or its connection going away.
 RETRY_ON_DATABASE_ERRORS: dict[str, Any] = {
@@ -33,9 +34,8 @@ AT_LEAST_ONCE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": Tru
 # Webhooks: backoff 30 s, 1, 2, 4, … min, capped at 1 h, with jitter: about 4 h over 9 attempts.
 WEBHOOK_MAX_RETRIES = 8
 
-# Results to a PACS: heatmaps are polled every 5 s (settings.PACS_HEATMAP_WAIT_SECONDS in all), then
-# failed deliveries back off 30 s, 1, 2, 4, … min, capped at 1 h.
-PACS_HEATMAP_POLL_SECONDS = 5
+# Results to a PACS: failed deliveries back off 30 s, 1, 2, 4, … min, capped at 1 h: about 4 h over 11 attempts.
+PACS_MAX_RETRIES = 10
 PACS_BACKOFF_MAX_SECONDS = 3600
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -59,8 +59,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "worker.tasks.send_pacs_results": {
         "queue": INFERENCE,
         "acks_late": True,
-        # the heatmap wait, then about 8 delivery attempts over ~4 h
-        "max_retries": settings.PACS_HEATMAP_WAIT_SECONDS // PACS_HEATMAP_POLL_SECONDS + 8,
+        "max_retries": PACS_MAX_RETRIES,
         "soft_time_limit": 120,
         "time_limit": 180,
     },
@@ -88,15 +87,6 @@ TASKS: dict[str, dict[str, Any]] = {
         "ignore_result": True,
     },
     "worker.tasks.scheduled_retraining": {"queue": TRAINING, "acks_late": True, "ignore_result": True},
-    "worker.tasks.compute_prediction_heatmap": {
-        "queue": EXPLAIN,
-        **AT_LEAST_ONCE,
-        **RETRY_ON_DATABASE_ERRORS,
-        # The first task of a process also loads TensorFlow and the Keras model.
-        "soft_time_limit": 180,
-        "time_limit": 240,
-        "ignore_result": True,
-    },
 }
 
 ROUTES = {name: {"queue": spec["queue"]} for name, spec in TASKS.items()}

@@ -112,6 +112,12 @@ class StudyFilter(PortalFilterSet):
         method="filter_model_version", help_text="Studies with an assessment by this model version (id)."
     )
     accession_number = django_filters.CharFilter()
+    reading = django_filters.ChoiceFilter(
+        method="filter_reading",
+        choices=[("read", "read"), ("unread", "unread")],
+        help_text="`read`: a clinician's reading (feedback, from the pages or this API) is recorded on an "
+        "assessment of at least one of the study's films; `unread`: none is.",
+    )
     ordering = OrderingFilter(
         fields=(
             ("created_at", "created_at"),
@@ -138,10 +144,14 @@ class StudyFilter(PortalFilterSet):
             created_to=data.get("created_before"),
             accession_number=data.get("accession_number") or "",
             model_version_id=data.get("model_version"),
+            reading=data.get("reading") or "",
         )
         return self.filters["ordering"].filter(studies, data.get("ordering"))
 
     def filter_model_version(self, queryset: QuerySet[Study], name: str, value: int) -> QuerySet[Study]:
+        return queryset  # applied by filter_queryset (study_list_filter); declared for the schema
+
+    def filter_reading(self, queryset: QuerySet[Study], name: str, value: str) -> QuerySet[Study]:
         return queryset  # applied by filter_queryset (study_list_filter); declared for the schema
 
 

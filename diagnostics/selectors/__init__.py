@@ -3,8 +3,8 @@
 A user sees only the patients, studies and images of their own care team; a
 lookup outside it raises Http404, so another team's record is indistinguishable
 from one that does not exist. Clinical lists never include shadow predictions.
-Beside this module: `monitoring` (a model's live use, for admins) and `heatmaps`
-(where a prediction's heatmap stands).
+Beside this module: `monitoring` (a model's live use, for admins), `heatmaps`
+(where a prediction's heatmap stands) and `comparison` (a patient's previous study beside this one).
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import CharField, Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce
 from django.http import Http404
+from django.utils import timezone
 
+from diagnostics.display import dicom_date
 from diagnostics.models import (
     ApiToken,
     Feedback,
@@ -62,6 +65,36 @@ def study_list_with_film_counts(studies: QuerySet[Study]) -> QuerySet[Study]:
     return studies.annotate(film_count=Coalesce(Subquery(films, output_field=IntegerField()), 0))
 
 
+def study_read() -> Exists:
+    """Whether a study has been read: a clinician's reading (Feedback: agreeing with or correcting the AI)
+    exists on an assessment shown to clinicians of any of its films. A film the input gate refused has no
+    assessment to read, so a study of refused films alone stays unread."""
+    readings = Feedback.objects.filter(
+        prediction__image__study=OuterRef("pk"), prediction__role=Prediction.Role.PRIMARY
+    )
+    return Exists(readings)
+
+
+def study_dicom_date() -> Subquery:
+    """The DICOM StudyDate (YYYYMMDD) of the first of a study's films that records one, as study_taken_on
+    reads it; NULL when none does (JPEG and PNG films, a header without it). A study has no date field."""
+    dates = (
+        Image.objects.filter(study=OuterRef("pk"))
+        .annotate(study_date=KT("dicom_metadata__StudyDate"))
+        .filter(study_date__regex=r"^[0-9]{8}$")
+        .order_by("created_at", "pk")
+        .values("study_date")[:1]
+    )
+    return Subquery(dates, output_field=CharField())
+
+
+def study_list_with_row_facts(studies: QuerySet[Study]) -> QuerySet[Study]:
+    """What a worklist row shows besides the study itself: `film_count`, `read` (study_read) and
+    `dicom_study_date` (study_dicom_date; the row falls back to the upload date), each a correlated
+    subquery of the list's own query, computed only for the rows a page shows."""
+    return study_list_with_film_counts(studies).annotate(read=study_read(), dicom_study_date=study_dicom_date())
+
+
 def study_list_filter(
     studies: QuerySet[Study],
     *,
@@ -74,10 +107,12 @@ def study_list_filter(
     created_to: datetime.date | None = None,
     accession_number: str = "",
     model_version_id: int | None = None,
+    reading: str = "",
 ) -> QuerySet[Study]:
     """The one study-list filter: the worklist page and the API's study list both apply it to an
     access-checked queryset. `label`: the study's current AI label (PNEUMONIA when any film is
-    suspected), or "awaiting" for studies with no AI result; dates are inclusive."""
+    suspected), or "awaiting" for studies with no AI result; dates are inclusive; `reading`: "read"
+    or "unread" (study_read)."""
     if query := query.strip():
         studies = studies.filter(Q(patient__name__icontains=query) | Q(patient__medical_record_number__icontains=query))
     if patient_id is not None:
@@ -103,6 +138,10 @@ def study_list_filter(
             image__study=OuterRef("pk"), model_version_id=model_version_id, role=Prediction.Role.PRIMARY
         )
         studies = studies.filter(Exists(shown))
+    if reading == "read":
+        studies = studies.filter(study_read())
+    elif reading == "unread":
+        studies = studies.filter(~study_read())
     return studies
 
 
@@ -231,6 +270,17 @@ def _probability(film: FilmResult) -> float:
 
 def _suspected(film: FilmResult) -> bool:
     return film.prediction is not None and film.prediction.label == Prediction.Label.PNEUMONIA
+
+
+def study_taken_on(*, study: Study) -> datetime.date:
+    """The day a study's films were taken, as the intended-use check dates a film: the DICOM StudyDate
+    (the first of its films that records one), else the day the study was uploaded (local date).
+    Reads the study's images as given (prefetched by study_get_for_user)."""
+    for image in study.images.all():
+        taken = dicom_date((image.dicom_metadata or {}).get("StudyDate"))
+        if taken is not None:
+            return taken
+    return timezone.localdate(study.created_at)
 
 
 def image_get_for_user(*, user: User | AnonymousUser, image_id: int) -> Image:

@@ -1,25 +1,18 @@
-"""Where a prediction's heatmap stands, read from the prediction and its audit events.
+"""Where a prediction's heatmap stands, read from the prediction, its model and its audit events.
 
-The explain worker writes (diagnostics/services/heatmaps.py); the pages, the PDF and the API read here.
+The inference service stores a heatmap with the prediction, in the same transaction
+(diagnostics/services/heatmaps.py), so a heatmap is never on its way: it is there, or the page
+says why not. The pages, the PDF and the PACS results read here.
 """
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
-
-from django.utils import timezone
 
 from diagnostics.models import AuditEvent, ModelVersion, Prediction
 
-NO_KERAS_FILE = "No heatmap is available: this model's artifact has no Keras file to compute one from."
-
-# Past this, the page says the heatmap is late (the explain worker may be down) and keeps waiting.
-HEATMAP_SLOW_AFTER = datetime.timedelta(minutes=5)
-SLOW_HEATMAP = (
-    "The heatmap is taking longer than usual: the explain worker may be busy or stopped. "
-    "The AI result above does not depend on it."
-)
+NO_HEATMAP_ARCHITECTURE = "This model's architecture gives no heatmap."
+NO_HEATMAP_STORED = "No heatmap was stored with this assessment."
 
 STORED = "prediction.heatmap_stored"
 UNAVAILABLE = "prediction.heatmap_unavailable"
@@ -27,21 +20,18 @@ UNAVAILABLE = "prediction.heatmap_unavailable"
 
 @dataclass(frozen=True)
 class HeatmapState:
-    status: str  # "ready" | "pending" | "unavailable"
+    status: str  # "ready" | "unavailable"
     message: str = ""
-    blank: bool = False  # ready, but Grad-CAM found no region that raised the estimate
+    blank: bool = False  # ready, but no region of the film pointed the model towards pneumonia
 
     @property
     def ready(self) -> bool:
         return self.status == "ready"
 
-    @property
-    def pending(self) -> bool:
-        return self.status == "pending"
 
-
-def model_version_has_keras_file(model_version: ModelVersion) -> bool:
-    return bool((model_version.manifest.get("files") or {}).get("keras"))
+def model_version_has_heatmap(model_version: ModelVersion) -> bool:
+    """Whether the model's ONNX graph has a class activation map output (its manifest says, ml/export.py)."""
+    return bool((model_version.manifest or {}).get("heatmap"))
 
 
 def prediction_heatmap_state(*, prediction: Prediction) -> HeatmapState:
@@ -52,11 +42,9 @@ def prediction_heatmap_state(*, prediction: Prediction) -> HeatmapState:
     if prediction.heatmap:
         stored = events.filter(action=STORED).first()
         return HeatmapState("ready", blank=bool(stored and stored.detail.get("blank")))
-    if not model_version_has_keras_file(prediction.model_version):
-        return HeatmapState("unavailable", NO_KERAS_FILE)
+    if not model_version_has_heatmap(prediction.model_version):
+        return HeatmapState("unavailable", NO_HEATMAP_ARCHITECTURE)
     unavailable = events.filter(action=UNAVAILABLE).first()
     if unavailable is not None:
         return HeatmapState("unavailable", str(unavailable.detail.get("reason", "")))
-    if timezone.now() - prediction.created_at > HEATMAP_SLOW_AFTER:
-        return HeatmapState("pending", SLOW_HEATMAP)
-    return HeatmapState("pending")
+    return HeatmapState("unavailable", NO_HEATMAP_STORED)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -30,6 +31,7 @@ from ml.inference import ModelArtifactError, Predictor
 from ml.preprocessing import ImageDecodeError
 
 from .audit import audit_record
+from .heatmaps import prediction_store_heatmap
 from .studies import study_enqueue_inference, study_finish, study_refresh_latest_result, study_set_status
 
 logger = logging.getLogger(__name__)
@@ -298,10 +300,13 @@ def images_predict(
         studies_renew_lease(studies=studies)
         chunk = scored[start : start + batch_size]
         started = time.perf_counter()
-        probabilities = predictor.predict_batch(np.stack([tensor for _, tensor in chunk]))
+        # The class activation maps come from the same model call (ml/export.py); clinicians see primaries only.
+        result = predictor.predict_with_cam(np.stack([tensor for _, tensor in chunk]))
         model_ms = (time.perf_counter() - started) * 1000.0
-        for (item, _), probability in zip(chunk, probabilities, strict=True):
-            _prediction_store(item, model_version, predictor, role, probability=float(probability), model_ms=model_ms)
+        for index, (item, _) in enumerate(chunk):
+            cam = result.cams[index] if result.cams is not None and role == Prediction.Role.PRIMARY else None
+            probability = float(result.probabilities[index])
+            _prediction_store(item, model_version, predictor, role, probability=probability, model_ms=model_ms, cam=cam)
     return failures
 
 
@@ -313,10 +318,42 @@ def _prediction_store(
     *,
     probability: float | None,
     model_ms: float,
+    cam: np.ndarray | None = None,
 ) -> None:
-    """One Prediction per (image, model): a score, or the gate's reason and no score at all."""
+    """One Prediction per (image, model): a score, or the gate's reason and no score at all. A primary
+    score of a model with a class activation map (`cam`) gets its heatmap in the same transaction."""
+    with transaction.atomic():
+        prediction, created = _prediction_get_or_create(item, model_version, predictor, role, probability, model_ms)
+        if not created or role != Prediction.Role.PRIMARY:
+            return
+        team_id = item.study.patient.team_id
+        if probability is None:
+            verdict = item.verdict
+            audit_record(
+                action="prediction.not_analysable",
+                target=prediction,
+                team_id=team_id,
+                detail={
+                    "study": item.study.pk,
+                    "image": item.image.pk,
+                    "check": verdict.code,
+                    "reason": verdict.reason,
+                },
+            )
+        elif cam is not None:
+            prediction_store_heatmap(prediction=prediction, cam=cam, team_id=team_id)
+
+
+def _prediction_get_or_create(
+    item: _DecodedUpload,
+    model_version: ModelVersion,
+    predictor: Predictor,
+    role: str,
+    probability: float | None,
+    model_ms: float,
+) -> tuple[Prediction, bool]:
     verdict = item.verdict
-    prediction, created = Prediction.objects.get_or_create(
+    return Prediction.objects.get_or_create(
         image=item.image,
         model_version=model_version,
         defaults={
@@ -340,13 +377,6 @@ def _prediction_store(
             "variant_sha256": predictor.runtime.variant_sha256,
         },
     )
-    if created and probability is None and role == Prediction.Role.PRIMARY:
-        audit_record(
-            action="prediction.not_analysable",
-            target=prediction,
-            team_id=item.study.patient.team_id,
-            detail={"study": item.study.pk, "image": item.image.pk, "check": verdict.code, "reason": verdict.reason},
-        )
 
 
 def _intended_use_warning(study: Study, image: Image) -> str:

@@ -7,8 +7,9 @@ Results: the radiologist finds them beside the films):
   highdicom): per film, the finding *Pneumonia* present / absent / undetermined (not analysable), the
   score with its meaning (probability when calibrated, else AI score), the decision threshold, the
   reason when the film was not analysable, the algorithm's name and version, and the film it refers to;
-- one **Secondary Capture** per film: the film with the heatmap blended on and a burned-in caption
-  "AI result, not a diagnosis" with the finding, score and model.
+- one **Secondary Capture** per film: the film with the heatmap blended on (stored with the prediction,
+  so nothing is waited for) and a burned-in caption "AI result, not a diagnosis" with the finding, score
+  and model, and "heatmap not available" when the film has none (a model whose architecture gives none).
 
 Each object is a PacsDelivery row with its SOP Instance UID fixed at creation, so a retry sends the
 same instance again (the PACS replaces it, no duplicates). Sent by C-STORE as settings.DICOM_AE_TITLE;
@@ -44,24 +45,16 @@ class PacsNotDelivered(Exception):
     """Some results could not be stored to the PACS; the task retries."""
 
 
-class HeatmapsPending(Exception):
-    """The study's heatmaps are still being computed; the task tries again shortly."""
-
-
 def pacs_results_wanted(*, study: Study) -> bool:
     return study.dicom_peer is not None and study.dicom_peer.sends_results
 
 
-def pacs_send_results(*, study_id: int, final: bool, waited_seconds: float = 0.0) -> None:
+def pacs_send_results(*, study_id: int, final: bool) -> None:
     """Build (once) and store the study's SR and Secondary Captures on its peer; raise to retry."""
     study = Study.objects.select_related("dicom_peer", "patient").get(pk=study_id)
     if not pacs_results_wanted(study=study) or study.status != Study.Status.DONE:
         return
     films = _films(study)
-    if any(p is not None and p.analysable and not p.heatmap for _, p in films):
-        if waited_seconds < settings.PACS_HEATMAP_WAIT_SECONDS and not final:
-            raise HeatmapsPending(study_id)
-        logger.info("Study %s: sending results without the heatmaps that are not ready", study_id)
     deliveries = _deliveries(study, films)
     pending = [d for d in deliveries if d.status != PacsDelivery.Status.DELIVERED]
     if not pending:

@@ -87,7 +87,7 @@ def study_reconcile_follow_ups(*, now: datetime.datetime | None = None) -> dict[
     """Send again what a finished study owes and has not started: its webhook and its PACS results.
 
     Their queueing can be lost with the broker (study_queue_follow_ups logs it). A study finished more
-    than FOLLOW_UP_GRACE ago (its results after the heatmap wait) with no delivery row is sent again;
+    than FOLLOW_UP_GRACE ago with no delivery row is sent again;
     both tasks are idempotent (one WebhookDelivery per study and event, PacsDelivery rows with fixed
     UIDs), so a duplicate changes nothing. Studies older than a day are left alone.
     """
@@ -106,10 +106,9 @@ def study_reconcile_follow_ups(*, now: datetime.datetime | None = None) -> dict[
     ):
         webhook_enqueue_for_study(study_id=study.pk, status=study.status)
         counts["webhooks_resent"] += 1
-    pacs_wait = grace + datetime.timedelta(seconds=settings.PACS_HEATMAP_WAIT_SECONDS)
     for study in finished.filter(
         status=Study.Status.DONE,
-        status_changed_at__lt=now - pacs_wait,
+        status_changed_at__lt=now - grace,
         dicom_peer__isnull=False,
         pacs_deliveries__isnull=True,
     ):

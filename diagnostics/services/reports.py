@@ -18,8 +18,8 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from PIL import Image as PILImage
 
-from diagnostics.models import Image, Prediction, Study, User
-from diagnostics.selectors import study_film_results
+from diagnostics.models import Feedback, Image, Prediction, Study, User
+from diagnostics.selectors import FilmResult, study_film_results, study_summary, study_taken_on
 from diagnostics.selectors.heatmaps import HeatmapState
 from ml.preprocessing import apply_display_window
 
@@ -94,34 +94,43 @@ class ReportImage:
     film_uri: str
     overlay_uri: str
     heatmap: HeatmapState | None
+    readings: list[Feedback]  # the clinicians' readings of the film, newest (the current one) first
 
 
 def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _report_images(study: Study) -> list[ReportImage]:
+def _report_images(films: list[FilmResult]) -> list[ReportImage]:
     images = []
-    for result in study_film_results(study=study):
+    for result in films:
         film = image_display_pixels(image=result.image, max_side=REPORT_IMAGE_SIZE)
         overlay_uri = ""
         if result.prediction is not None and result.heatmap is not None and result.heatmap.ready:
             with result.prediction.heatmap.open("rb") as handle:
                 overlay_uri = _data_uri(png_bytes(overlay_pixels(film=film, heatmap_png=handle.read())))
         film_uri = _data_uri(png_bytes(film))
+        readings = list(result.prediction.feedback.all()) if result.prediction is not None else []  # prefetched
         images.append(
-            ReportImage(result.number, result.image, result.prediction, film_uri, overlay_uri, result.heatmap)
+            ReportImage(result.number, result.image, result.prediction, film_uri, overlay_uri, result.heatmap, readings)
         )
     return images
 
 
 def study_report_context(*, study: Study, user: User) -> dict[str, object]:
+    """What the report shows: the study page's conclusion (selectors.study_summary, same words), the
+    patient's age on the day of the study, then each film with its assessment and readings. Times are
+    in the portal's time zone (settings.TIME_ZONE), which the report names."""
+    films = study_film_results(study=study)
     return {
         "study": study,
         "patient": study.patient,
-        "images": _report_images(study),
+        "summary": study_summary(status=study.status, results=films),
+        "taken_on": study_taken_on(study=study),
+        "images": _report_images(films),
         "generated_at": timezone.now(),
         "generated_by": user,
+        "time_zone": timezone.get_current_timezone_name(),
         "INTENDED_USE": settings.INTENDED_USE,
     }
 

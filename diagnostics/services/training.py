@@ -58,9 +58,33 @@ def training_config_validate(*, architecture: str, config: dict[str, Any]) -> di
         raise ValidationError({"data_source": f"Data source must be one of {', '.join(DATA_SOURCES)}."})
     if clean["max_train_images"] is not None:
         clean["max_train_images"] = _int_in(config, "max_train_images", 0, 8, 1_000_000)
-    if not settings.PNEUMONIA_DATA_DIR:
-        raise ValidationError("No training dataset is configured (set PNEUMONIA_DATA_DIR on the training workers).")
+    if reasons := training_unavailable_reasons():
+        raise ValidationError(reasons)
     return clean
+
+
+NO_TRAINING_WORKER = (
+    "This installation runs without a task queue (no CELERY_BROKER_URL: the embedded default), so no training "
+    "worker can take a run, and training inside the web process would hold the portal for hours. Set "
+    "CELERY_BROKER_URL to a Redis server and start a training worker (celery -A worker worker -Q training "
+    "--concurrency 1); or train from the command line (python -m ml train --data-dir <folder>) and register "
+    "the result with manage.py register_model <artifact-dir>."
+)
+NO_DATASET = (
+    "No training dataset is configured: set PNEUMONIA_DATA_DIR to the dataset folder (train/NORMAL and "
+    "train/PNEUMONIA inside it) on the web app and the training workers, then restart them."
+)
+
+
+def training_unavailable_reasons() -> list[str]:
+    """Why this installation cannot run a training run, in words an admin can act on; empty when it can.
+    The admin's form shows them before anything is chosen; training_config_validate refuses with them."""
+    reasons = []
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        reasons.append(NO_TRAINING_WORKER)
+    if not settings.PNEUMONIA_DATA_DIR:
+        reasons.append(NO_DATASET)
+    return reasons
 
 
 def _int_in(config: dict[str, Any], key: str, default: int, low: int, high: int) -> int:

@@ -14,22 +14,12 @@ from django.shortcuts import render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
+from diagnostics.display import metric_rows
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.models import ModelVersion
 from diagnostics.selectors import model_version_list
 from diagnostics.selectors.monitoring import model_monitoring
 
-# Validation metrics shown, in order, with how to print them.
-METRICS = [
-    ("roc_auc", "ROC AUC"),
-    ("pr_auc", "PR AUC"),
-    ("sensitivity", "Sensitivity"),
-    ("specificity", "Specificity"),
-    ("precision", "Precision (PPV)"),
-    ("accuracy", "Accuracy"),
-    ("f1", "F1"),
-    ("ece", "Expected calibration error"),
-]
 PLOT_TITLES = {
     "roc": "ROC curve (validation)",
     "calibration": "Calibration (reliability) curve (validation)",
@@ -81,23 +71,15 @@ def model_detail(request: AuthenticatedHttpRequest, model_id: int) -> HttpRespon
     context = {
         "model_version": model_version,
         "validation": validation,
-        "metrics": _metric_rows(validation),
+        "metrics": metric_rows(validation),
         "confusion": validation.get("confusion_matrix"),
         "external": external,
-        "external_metrics": _metric_rows(external),
+        "external_metrics": metric_rows(external),
         "calibration": model_version.manifest.get("calibration"),
         "plots": plots,
         "monitoring": model_monitoring(model_version=model_version),
     }
     return render(request, "diagnostics/model_detail.html", context)
-
-
-def _metric_rows(summary: dict) -> list[dict]:
-    """Label, value and 95 % interval of each metric an evaluation summary holds."""
-    ci95 = summary.get("ci95") or {}
-    return [
-        {"label": label, "value": summary.get(key), "ci": ci95.get(key)} for key, label in METRICS if key in summary
-    ]
 
 
 def _plot_path(model_version: ModelVersion, kind: str) -> Path | None:

@@ -5,6 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 
 from diagnostics.forms import PatientForm
 from diagnostics.http import AuthenticatedHttpRequest
@@ -48,4 +49,5 @@ def patient_detail(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRe
     patient = patient_get_for_user(user=request.user, patient_id=patient_id)
     audit_record(action="patient.viewed", actor=request.user, target=patient, team_id=patient.team_id)
     studies = study_list_for_user(user=request.user).filter(patient=patient)
-    return render(request, "diagnostics/patient_detail.html", {"patient": patient, "studies": studies})
+    context = {"patient": patient, "studies": studies, "today": timezone.localdate()}
+    return render(request, "diagnostics/patient_detail.html", context)

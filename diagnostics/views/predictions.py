@@ -14,7 +14,6 @@ from django.views.decorators.http import require_GET, require_POST
 from diagnostics.forms import FeedbackForm
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import prediction_get_for_user, study_get_for_user
-from diagnostics.selectors.heatmaps import prediction_heatmap_state
 from diagnostics.services.audit import audit_read
 from diagnostics.services.feedback import feedback_record
 
@@ -31,19 +30,6 @@ def heatmap_image(request: AuthenticatedHttpRequest, prediction_id: int) -> File
         raise Http404("This prediction has no heatmap.")
     audit_read(action="heatmap.viewed", actor=request.user, target=prediction, team_id=request.user.team_id)
     return FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
-
-
-@login_required
-@require_GET
-def heatmap_panel(request: AuthenticatedHttpRequest, prediction_id: int) -> HttpResponse:
-    """The heatmap layer and its controls, polled while the explain worker computes it."""
-    prediction = prediction_get_for_user(user=request.user, prediction_id=prediction_id)
-    heatmap = prediction_heatmap_state(prediction=prediction)
-    if heatmap.pending:
-        return HttpResponse(status=204)  # nothing new: htmx keeps the panel and polls again
-    number = request.GET.get("n", "")
-    context = {"prediction": prediction, "heatmap": heatmap, "number": number if number.isdigit() else "", "oob": True}
-    return render(request, "diagnostics/_heatmap_update.html", context)
 
 
 @login_required

@@ -22,16 +22,17 @@ from diagnostics.selectors import (
     study_film_results,
     study_get_for_user,
     study_list_for_user,
-    study_list_with_film_counts,
+    study_list_with_row_facts,
     study_summary,
 )
+from diagnostics.selectors.comparison import study_comparison_for_user, study_previous_for_user
 from diagnostics.selectors.heatmaps import HeatmapState
 from diagnostics.services.audit import audit_read, audit_record
 from diagnostics.services.images import FileCheck, FilesRefused, StorageUnavailable, dicom_study_fields
 from diagnostics.services.reports import study_report_pdf
 from diagnostics.services.studies import study_accept
-from diagnostics.services.upload_admission import UploadsBusy
-from ml.preprocessing import ImageDecodeError, decode_image_bytes
+from diagnostics.services.upload_admission import RETRY_AFTER_SECONDS, UploadsBusy
+from ml.preprocessing import ImageDecodeError, read_dicom_metadata
 
 from .htmx import is_htmx
 
@@ -46,7 +47,7 @@ STUDY_NAVIGATION_LIMIT = 200
 @require_GET
 def worklist(request: AuthenticatedHttpRequest) -> HttpResponse:
     filters = WorklistFilterForm(request.GET)
-    studies_shown = study_list_with_film_counts(filters.filter(study_list_for_user(user=request.user)))
+    studies_shown = study_list_with_row_facts(filters.filter(study_list_for_user(user=request.user)))
     page = Paginator(studies_shown, WORKLIST_LIMIT).get_page(request.GET.get("page"))
     studies = list(page.object_list)
     querystring = filters.querystring()
@@ -128,7 +129,10 @@ def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRespons
         "upload_max_bytes": settings.UPLOAD_MAX_BYTES,
         "file_checks": file_checks,
     }
-    return render(request, template, context, status=status)
+    response = render(request, template, context, status=status)
+    if busy:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,8 @@ class DicomSummary:
 @login_required
 @require_POST
 def study_inspect_dicom(request: AuthenticatedHttpRequest, patient_id: int) -> HttpResponse:
-    """Decode chosen DICOM files and show their metadata, to offer it for the study form.
+    """Read chosen DICOM files' headers (no pixel is decoded) and show their metadata, to offer it for the
+    study form.
 
     The metadata is only a suggestion shown to the clinician: it never decides access, and
     a patient ID that differs from the record number is pointed out, not trusted.
@@ -160,12 +165,12 @@ def study_inspect_dicom(request: AuthenticatedHttpRequest, patient_id: int) -> H
     if form.is_valid():
         for uploaded in form.cleaned_data["images"]:
             try:
-                decoded = decode_image_bytes(uploaded.read())
+                metadata = read_dicom_metadata(uploaded.read())
             except ImageDecodeError as error:
                 summaries.append(DicomSummary(uploaded.name or "upload", {}, str(error)))
                 continue
-            if decoded.format == "DICOM":
-                summaries.append(DicomSummary(uploaded.name or "upload", dict(decoded.metadata)))
+            if metadata is not None:
+                summaries.append(DicomSummary(uploaded.name or "upload", metadata))
     suggestion = next((summary for summary in summaries if summary.view_position or summary.modality), None)
     audit_record(action="dicom.inspected", actor=request.user, target=patient, team_id=patient.team_id,
                  detail={"files": len(summaries)})  # fmt: skip
@@ -208,14 +213,27 @@ def image_results(
 
 def _study_context(request: AuthenticatedHttpRequest, study: Study) -> dict[str, object]:
     films = study_film_results(study=study)
+    summary = study_summary(status=study.status, results=films)
     return {
         "study": study,
         "patient": study.patient,
         "pending": study.status in PENDING,
         "results": image_results(study=study, films=films),
         # The conclusion first: the most suspicious film, how many were assessed, which were refused and why.
-        "summary": study_summary(status=study.status, results=films),
+        "summary": summary,
+        # The patient's previous study, offered beside this study's most suspicious (else first) film.
+        "previous": study_previous_for_user(user=request.user, study=study),
+        "compare_number": summary.top.number if summary.top is not None else 1,
     }
+
+
+def _comparison_context(request: AuthenticatedHttpRequest, study: Study) -> dict[str, object]:
+    """The previous study's film and result beside this study's; its read is audited like any other."""
+    comparison = study_comparison_for_user(user=request.user, study=study)
+    if comparison is not None:
+        audit_read(action="study.viewed", actor=request.user, target=comparison.study,
+                   team_id=comparison.study.patient.team_id, detail={"via": "compare", "beside": study.pk})  # fmt: skip
+    return {"comparison": comparison, "compare_requested": True}
 
 
 def _neighbours(request: AuthenticatedHttpRequest, study: Study) -> dict[str, object]:
@@ -240,7 +258,19 @@ def study_detail(request: AuthenticatedHttpRequest, study_id: int) -> HttpRespon
     study = study_get_for_user(user=request.user, study_id=study_id)
     audit_record(action="study.viewed", actor=request.user, target=study, team_id=study.patient.team_id)
     context = _study_context(request, study) | _neighbours(request, study)
+    if request.GET.get("compare") == "previous":  # the compare link without JavaScript: the whole page
+        context |= _comparison_context(request, study)
     return render(request, "diagnostics/study_detail.html", context)
+
+
+@login_required
+@require_GET
+def study_compare(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
+    """The previous study's film beside this study's, for the viewer (htmx)."""
+    study = study_get_for_user(user=request.user, study_id=study_id)
+    number = request.GET.get("n", "")  # the film it is shown beside, for the link that closes it
+    context = {"study": study, "compare_number": number if number.isdigit() else ""}
+    return render(request, "diagnostics/_compare_panel.html", context | _comparison_context(request, study))
 
 
 @login_required

@@ -327,8 +327,6 @@ WHITENOISE_USE_FINDERS = EMBEDDED or DEBUG
 DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "PNEUMOPORTAL")
 DICOM_PORT = env_int("DICOM_PORT", 11112)
 DICOM_INBOX_DIR = Path(env_str("DICOM_INBOX_DIR", str(VAR_DIR / "dicom-inbox")))
-# How long results wait for the films' heatmaps before the Secondary Capture is sent without one.
-PACS_HEATMAP_WAIT_SECONDS = env_int("PACS_HEATMAP_WAIT_SECONDS", 120)
 
 # A read of patient data is audited once per user, thing and detail within this window (services/audit.py).
 AUDIT_READ_WINDOW_SECONDS = env_int("AUDIT_READ_WINDOW_SECONDS", 60)

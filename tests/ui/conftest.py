@@ -14,10 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from playwright.sync_api import expect
-
-from ..worker import CeleryWorker
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "ui"
@@ -108,20 +105,6 @@ def page(browser, live_server) -> Iterator[Any]:
     page.js_errors = errors
     yield page
     context.close()
-
-
-@pytest.fixture
-def explain_worker(celery_worker) -> Iterator[CeleryWorker]:
-    """A second real worker on the explain queue (the only one that imports TensorFlow).
-
-    Depends on celery_worker (inference queue), which empties the broker first.
-    """
-    worker = CeleryWorker(database_name=settings.DATABASES["default"]["NAME"], queues="explain")
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
 
 
 def screenshot(page: Any, name: str) -> Path:

@@ -1,6 +1,5 @@
 """Celery tasks, one module per concern. Each task takes ids and calls one service."""
 
-from .explain import compute_prediction_heatmap
 from .inference import run_study_inference
 from .maintenance import reconcile_stuck_studies, sweep_orphan_files
 from .pacs import send_pacs_results
@@ -8,7 +7,6 @@ from .training import run_training, scheduled_retraining
 from .webhooks import deliver_study_webhook
 
 __all__ = [
-    "compute_prediction_heatmap",
     "deliver_study_webhook",
     "reconcile_stuck_studies",
     "run_study_inference",

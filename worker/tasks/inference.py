@@ -49,7 +49,7 @@ def _prepare_serving_variants() -> None:
 @worker_process_init.connect
 def _load_model_once_per_process(**_: object) -> None:
     # Each inference worker process loads the ONNX model before its first task, not per task;
-    # the training and explain workers serve no ONNX model and skip it.
+    # the training and maintenance workers serve no ONNX model and skip it.
     if INFERENCE not in _consumed_queues:
         return
     from django.db import connections

@@ -7,15 +7,17 @@ and kept in var/demo_credentials.txt (readable by the owner only).
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from diagnostics.models import CareTeam, User
+from diagnostics.models import CareTeam, ModelVersion, User
 from diagnostics.selectors import model_version_active
 from diagnostics.services.model_registry import model_version_activate, model_version_register
+from ml.artifacts import read_manifest
 
 DEMO_USERS = (
     ("clinician", User.Role.CLINICIAN, False),
@@ -52,9 +54,10 @@ class Command(BaseCommand):
         self._activate_bundled_model()
 
     def _activate_bundled_model(self) -> None:
-        if model_version_active() is not None:
-            return
         model_dir = settings.DEFAULT_MODEL_DIR
+        active = model_version_active()
+        if active is not None and not _bundled_and_updated(active, model_dir):
+            return
         if not (model_dir / "manifest.json").is_file():
             self.stderr.write(
                 f"No bundled model at {model_dir}: studies will fail with 'no active model' until one is registered."
@@ -65,4 +68,16 @@ class Command(BaseCommand):
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
         model_version_activate(model_version=model_version)
-        self.stdout.write(f"Activated the bundled model {model_version.name}.")
+        replaced = f" (in place of {active.name}, whose files the code update replaced)" if active else ""
+        self.stdout.write(f"Activated the bundled model {model_version.name}{replaced}.")
+
+
+def _bundled_and_updated(active: ModelVersion, model_dir: Path) -> bool:
+    """Whether the active model is the bundled one and a code update has since replaced its files (the
+    default model re-exported with its heatmap output, for one): it no longer loads, so the new one takes over."""
+    if Path(active.artifact_path).resolve() != Path(model_dir).resolve():
+        return False
+    try:
+        return bool(read_manifest(model_dir)["onnx_sha256"] != active.sha256)
+    except (OSError, ValueError, KeyError):
+        return False

@@ -107,12 +107,14 @@
   }
 
   function applyWindow(viewer, reset) {
+    window.clearTimeout(windowTimers.get(viewer));
     var img = viewer.querySelector("[data-xray]");
     var centre = viewer.querySelector("[data-window-centre]");
     var width = viewer.querySelector("[data-window-width]");
     if (!img || !centre || !width) return;
     var url = img.getAttribute("data-preview-url");
-    img.src = reset ? url : url + "?wc=" + encodeURIComponent(centre.value) + "&ww=" + encodeURIComponent(width.value);
+    var wanted = reset ? url : url + "?wc=" + encodeURIComponent(centre.value) + "&ww=" + encodeURIComponent(width.value);
+    if (img.getAttribute("src") !== wanted) img.src = wanted;  // the same window twice is one request
   }
 
   document.addEventListener("click", function (event) {
@@ -129,6 +131,337 @@
     }
     var apply = event.target.closest("[data-apply-dicom]");
     if (apply) applyDicomSuggestion(apply);
+  });
+
+  /* ---- film viewer: zoom, pan, full screen, mouse-drag window/level ----
+   * The film and its heatmap sit in one element ([data-viewer-pan]) that is moved and scaled as one, so the
+   * overlay stays on the film. Each viewer's state lives in a WeakMap: a fragment htmx swaps in needs no set-up
+   * beyond showing its tools (they stay hidden where this script does not run). */
+  var MAX_ZOOM = 8;
+  var ZOOM_STEP = 1.25;
+  var KEY_PAN_PX = 40;
+  var views = new WeakMap();
+  var gestures = new WeakMap();
+
+  function clamp(value, low, high) { return Math.min(high, Math.max(low, value)); }
+
+  function initViewers() {
+    document.querySelectorAll("[data-viewer-toolbar][hidden]").forEach(function (el) { el.hidden = false; });
+    document.querySelectorAll("[data-viewer-stage]:not([tabindex])").forEach(function (stage) {
+      stage.tabIndex = 0;
+      // On the film only: a wheel listener that may cancel scrolling, set on the whole page, would make
+      // every scroll of it wait for this script.
+      stage.addEventListener("wheel", wheelZoom, { passive: false });
+    });
+  }
+  document.addEventListener("DOMContentLoaded", initViewers);
+  document.addEventListener("htmx:afterSettle", initViewers);
+
+  function viewState(viewer) {
+    var state = views.get(viewer);
+    if (!state) {
+      state = { scale: 1, x: 0, y: 0 };
+      views.set(viewer, state);
+    }
+    return state;
+  }
+
+  function parts(viewer) {
+    return { stage: viewer.querySelector("[data-viewer-stage]"), pan: viewer.querySelector("[data-viewer-pan]") };
+  }
+
+  /* Keep the film on the stage: a film smaller than the stage is centred, a larger one cannot leave a gap. */
+  function keepInView(viewer, state) {
+    var p = parts(viewer);
+    [["x", p.stage.clientWidth, p.pan.offsetLeft, p.pan.offsetWidth],
+     ["y", p.stage.clientHeight, p.pan.offsetTop, p.pan.offsetHeight]].forEach(function (axis) {
+      var room = axis[1], offset = axis[2], size = axis[3] * state.scale;
+      state[axis[0]] = size <= room ? (room - size) / 2 - offset : clamp(state[axis[0]], room - size - offset, -offset);
+    });
+  }
+
+  function renderView(viewer) {
+    var p = parts(viewer);
+    if (!p.stage || !p.pan) return;
+    var state = viewState(viewer);
+    keepInView(viewer, state);
+    p.pan.style.transform = state.scale === 1 && !state.x && !state.y
+      ? "" : "translate(" + state.x + "px, " + state.y + "px) scale(" + state.scale + ")";
+    viewer.classList.toggle("zoomed", state.scale > 1);
+    var level = viewer.querySelector("[data-zoom-level]");
+    if (level) level.textContent = "Zoom " + Math.round(state.scale * 100) + " %";
+  }
+
+  function stagePoint(stage, event) {
+    var box = stage.getBoundingClientRect();
+    return { x: event.clientX - box.left, y: event.clientY - box.top };
+  }
+
+  /* Zoom by `factor`, keeping the point of the film under `point` (stage pixels; default: the centre) in place. */
+  function zoomBy(viewer, factor, point) {
+    var p = parts(viewer);
+    if (!p.stage || !p.pan) return;
+    var state = viewState(viewer);
+    var scale = clamp(state.scale * factor, 1, MAX_ZOOM);
+    point = point || { x: p.stage.clientWidth / 2, y: p.stage.clientHeight / 2 };
+    state.x = point.x - p.pan.offsetLeft - (point.x - p.pan.offsetLeft - state.x) * scale / state.scale;
+    state.y = point.y - p.pan.offsetTop - (point.y - p.pan.offsetTop - state.y) * scale / state.scale;
+    state.scale = scale;
+    renderView(viewer);
+  }
+
+  function resetView(viewer) {
+    views.set(viewer, { scale: 1, x: 0, y: 0 });
+    renderView(viewer);
+  }
+
+  function zoomText(viewer) { return "Zoom " + Math.round(viewState(viewer).scale * 100) + " %."; }
+
+  function dragMode(viewer) {
+    var chosen = viewer.querySelector("[data-drag-mode]:checked");
+    return chosen ? chosen.value : "pan";
+  }
+
+  /* Window/level by dragging: sideways changes the width, up and down the centre (a stage's width or
+   * height is the whole range); the sliders follow and the film is asked for again, debounced. */
+  function setWindowControls(viewer, centre, width) {
+    var centreInput = viewer.querySelector("[data-window-centre]");
+    var widthInput = viewer.querySelector("[data-window-width]");
+    if (!centreInput || !widthInput) return;
+    centreInput.value = centre;
+    widthInput.value = width;
+    [centreInput, widthInput].forEach(function (input) {
+      var output = input.parentElement.querySelector("output");
+      if (output) output.textContent = input.value;
+    });
+    scheduleWindow(viewer);
+  }
+
+  function wheelZoom(event) {
+    var stage = event.currentTarget;
+    var viewer = stage.closest("[data-viewer]");
+    var factor = Math.exp(-event.deltaY * (event.deltaMode === 1 ? 0.05 : 0.0015));
+    var scale = viewState(viewer).scale;
+    // At either end of the zoom range the wheel scrolls the page as usual.
+    if ((factor < 1 && scale <= 1) || (factor > 1 && scale >= MAX_ZOOM)) return;
+    event.preventDefault();
+    zoomBy(viewer, factor, stagePoint(stage, event));
+  }
+
+  document.addEventListener("pointerdown", function (event) {
+    var stage = event.target.closest && event.target.closest("[data-viewer-stage]");
+    if (!stage || (event.pointerType === "mouse" && event.button !== 0)) return;
+    var viewer = stage.closest("[data-viewer]");
+    var state = viewState(viewer);
+    var gesture = gestures.get(stage) || { pointers: {} };
+    gestures.set(stage, gesture);
+    var point = stagePoint(stage, event);
+    gesture.pointers[event.pointerId] = point;
+    var ids = Object.keys(gesture.pointers);
+    if (ids.length === 2) {
+      var a = gesture.pointers[ids[0]], b = gesture.pointers[ids[1]];
+      gesture.kind = "pinch";
+      gesture.distance = Math.hypot(a.x - b.x, a.y - b.y) || 1;
+      gesture.scale = state.scale;
+    } else if (ids.length === 1 && dragMode(viewer) === "window" && viewer.querySelector("[data-window-centre]")) {
+      gesture.kind = "window";
+      gesture.start = point;
+      gesture.centre = Number(viewer.querySelector("[data-window-centre]").value);
+      gesture.width = Number(viewer.querySelector("[data-window-width]").value);
+    } else if (ids.length === 1 && state.scale > 1) {
+      gesture.kind = "pan";
+      gesture.start = point;
+      gesture.x = state.x;
+      gesture.y = state.y;
+    } else {
+      gesture.kind = null;  // nothing to drag on a film at its own size: a finger scrolls the page
+      return;
+    }
+    stage.setPointerCapture(event.pointerId);
+    stage.classList.add("dragging");
+    event.preventDefault();  // no text selection, no dragging the picture out of the page
+  });
+
+  document.addEventListener("pointermove", function (event) {
+    var stage = event.target.closest && event.target.closest("[data-viewer-stage]");
+    var gesture = stage && gestures.get(stage);
+    if (!gesture || !gesture.kind || !(event.pointerId in gesture.pointers)) return;
+    var viewer = stage.closest("[data-viewer]");
+    var state = viewState(viewer);
+    var point = stagePoint(stage, event);
+    gesture.pointers[event.pointerId] = point;
+    if (gesture.kind === "pinch") {
+      var ids = Object.keys(gesture.pointers);
+      var a = gesture.pointers[ids[0]], b = gesture.pointers[ids[1]];
+      var wanted = gesture.scale * Math.hypot(a.x - b.x, a.y - b.y) / gesture.distance;
+      zoomBy(viewer, wanted / state.scale, { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 });
+    } else if (gesture.kind === "pan") {
+      state.x = gesture.x + point.x - gesture.start.x;
+      state.y = gesture.y + point.y - gesture.start.y;
+      renderView(viewer);
+    } else if (gesture.kind === "window") {
+      setWindowControls(
+        viewer,
+        clamp(Math.round(gesture.centre + (point.y - gesture.start.y) / stage.clientHeight * 100), 0, 100),
+        clamp(Math.round(gesture.width + (point.x - gesture.start.x) / stage.clientWidth * 100), 1, 100)
+      );
+    }
+  });
+
+  function endGesture(event) {
+    var stage = event.target.closest && event.target.closest("[data-viewer-stage]");
+    var gesture = stage && gestures.get(stage);
+    if (!gesture || !(event.pointerId in gesture.pointers)) return;
+    delete gesture.pointers[event.pointerId];
+    if (gesture.kind === "window") applyWindow(stage.closest("[data-viewer]"));  // the last position, now
+    gesture.kind = null;  // lifting one finger of two ends the pinch; it does not turn into a pan
+    if (!Object.keys(gesture.pointers).length) stage.classList.remove("dragging");
+  }
+  document.addEventListener("pointerup", endGesture);
+  document.addEventListener("pointercancel", endGesture);
+
+  document.addEventListener("dblclick", function (event) {
+    var stage = event.target.closest && event.target.closest("[data-viewer-stage]");
+    if (!stage) return;
+    var viewer = stage.closest("[data-viewer]");
+    if (viewState(viewer).scale > 1) resetView(viewer);
+    else zoomBy(viewer, 2, stagePoint(stage, event));
+  });
+
+  document.addEventListener("change", function (event) {
+    if (!event.target.matches("[data-drag-mode]")) return;
+    var viewer = event.target.closest("[data-viewer]");
+    viewer.classList.toggle("window-drag", dragMode(viewer) === "window");
+    announce(dragMode(viewer) === "window"
+      ? "Dragging on the film now changes the window: sideways the width, up and down the level."
+      : "Dragging on a zoomed film now moves it.");
+  });
+
+  /* Keys on a focused film (so not single-key shortcuts of the page): + and - zoom, arrows move, 0 resets,
+   * F full screen. Capture phase: handled before the page's shortcuts, which skip a handled key. */
+  document.addEventListener("keydown", function (event) {
+    var stage = event.target.closest && event.target.closest("[data-viewer-stage]");
+    if (!stage || event.ctrlKey || event.metaKey || event.altKey) return;
+    var viewer = stage.closest("[data-viewer]");
+    var state = viewState(viewer);
+    var moves = { ArrowLeft: [1, 0], ArrowRight: [-1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] };
+    if (event.key === "+" || event.key === "=") {
+      zoomBy(viewer, ZOOM_STEP);
+      announce(zoomText(viewer));
+    } else if (event.key === "-" || event.key === "_") {
+      zoomBy(viewer, 1 / ZOOM_STEP);
+      announce(zoomText(viewer));
+    } else if (event.key === "0") {
+      resetView(viewer);
+      announce("View reset.");
+    } else if (event.key === "f" || event.key === "F") {
+      toggleFullscreen(stage);
+    } else if (moves[event.key] && state.scale > 1) {
+      state.x += moves[event.key][0] * KEY_PAN_PX;
+      state.y += moves[event.key][1] * KEY_PAN_PX;
+      renderView(viewer);
+    } else {
+      return;  // an arrow on a film at its own size scrolls the page
+    }
+    event.preventDefault();
+  }, true);
+
+  /* Full screen: the film's area (with the previous study's film when it is shown beside it). Where the
+   * Fullscreen API is missing (a phone's browser may lack it), the area fills the window instead. */
+  function fullscreenRoot(element) {
+    return element.closest("[data-fullscreen-root]") || element.closest("[data-viewer]");
+  }
+
+  function maximised() { return document.querySelector(".viewer-maximised"); }
+
+  function toggleFullscreen(element) {
+    var root = fullscreenRoot(element);
+    if (!root) return;
+    if (document.fullscreenElement === root) {
+      document.exitFullscreen();
+    } else if (root.classList.contains("viewer-maximised")) {
+      setMaximised(root, false);
+    } else if (document.fullscreenEnabled && root.requestFullscreen) {
+      root.requestFullscreen().catch(function () { setMaximised(root, true); });
+    } else {
+      setMaximised(root, true);
+    }
+  }
+
+  function setMaximised(root, on) {
+    root.classList.toggle("viewer-maximised", on);
+    fullscreenChanged(on ? root : null);
+  }
+
+  function fullscreenChanged(root) {
+    document.querySelectorAll("[data-fullscreen]").forEach(function (button) {
+      button.textContent = root && fullscreenRoot(button) === root ? "Exit full screen" : "Full screen";
+    });
+    document.querySelectorAll("[data-viewer]").forEach(function (viewer) {
+      if (views.has(viewer)) renderView(viewer);
+    });
+    announce(root ? "Full screen. Press Escape to leave it." : "Full screen closed.");
+  }
+
+  document.addEventListener("fullscreenchange", function () {
+    var root = document.fullscreenElement;
+    fullscreenChanged(root && root.matches("[data-fullscreen-root], [data-viewer]") ? root : null);
+  });
+  // Esc leaves full screen: the browser's own handling does, and this covers browsers that pass the key on
+  // (a headless one) and the fallback, which is the page's alone.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    var root = maximised();
+    if (root) setMaximised(root, false);
+    var full = document.fullscreenElement;
+    if (full && full.matches("[data-fullscreen-root], [data-viewer]")) {
+      document.exitFullscreen().catch(function () { /* already leaving */ });
+    }
+  });
+  window.addEventListener("resize", function () {
+    document.querySelectorAll("[data-viewer]").forEach(function (viewer) {
+      if (views.has(viewer)) renderView(viewer);
+    });
+  });
+
+  document.addEventListener("click", function (event) {
+    var zoom = event.target.closest("[data-zoom]");
+    var viewer = event.target.closest("[data-viewer]");
+    if (zoom && viewer) {
+      zoomBy(viewer, zoom.getAttribute("data-zoom") === "in" ? ZOOM_STEP : 1 / ZOOM_STEP);
+      announce(zoomText(viewer));
+    }
+    if (event.target.closest("[data-view-reset]") && viewer) {
+      resetView(viewer);
+      announce("View reset.");
+    }
+    var fullscreen = event.target.closest("[data-fullscreen]");
+    if (fullscreen) toggleFullscreen(fullscreen);
+    var close = event.target.closest("[data-compare-close]");
+    if (close) {
+      event.preventDefault();
+      var slot = close.closest(".compare-slot");
+      var area = close.closest("[data-fullscreen-root]");
+      if (slot) slot.innerHTML = "";
+      var open = area && area.querySelector("[data-compare-open]");
+      if (open) open.focus();
+      announce("The previous study is no longer shown.");
+    }
+  });
+
+  /* The previous study arrives beside the film (htmx): take the keyboard to it and say so. */
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var slot = event.detail.target;
+    if (!slot || !slot.classList || !slot.classList.contains("compare-slot")) return;
+    var heading = slot.querySelector("h3");
+    if (heading) {
+      heading.focus();
+      announce(heading.textContent.replace(/\s+/g, " ").trim() + ", shown beside this study's film.");
+    }
+    var area = slot.closest("[data-fullscreen-root]");
+    if (area) area.querySelectorAll("[data-viewer]").forEach(function (viewer) {
+      if (views.has(viewer)) renderView(viewer);
+    });
   });
 
   /* ---- upload: drag and drop, a list of chosen files, early refusals, DICOM metadata, progress ---- */
