@@ -9,8 +9,9 @@
    preview and a window/level rendering from those derivatives (what every later view reads). It prints
    the process's peak RSS (VmHWM); the target is 512 MB. One file over the budget shows the refusal.
 2. ``--flood N``: the production stack on 127.0.0.1 (gunicorn as deployed, the inference worker, beat,
-   PostgreSQL with 2,000 seeded studies, a Redis of its own). One API client posts N of those worst
-   files at once while another user (a clinician, signed in) reloads the worklist; it prints the
+   PostgreSQL with 2,000 seeded studies, a Redis of its own). One API client keeps N uploads of those
+   worst files in flight for ``--flood-seconds`` (20; each posts again as soon as it is answered) while
+   another user (a clinician, signed in) reloads the worklist; it prints the
    worklist's p50/p95 before and during the flood (target p95 <= 1 s), what the flood's requests were
    answered, and the peak RSS of every web process afterwards.
 """
@@ -142,8 +143,9 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
-def flood(files: dict[str, Path], requests_count: int) -> dict[str, Any]:
-    """The worklist of one user while another posts `requests_count` worst files at once."""
+def flood(files: dict[str, Path], requests_count: int, seconds: float) -> dict[str, Any]:
+    """The worklist of one user while another keeps `requests_count` uploads of the worst files in flight
+    for `seconds` (each client posts again as soon as it is answered, Retry-After or not)."""
     import requests
 
     from benchmarks import env as bench
@@ -178,10 +180,14 @@ def flood(files: dict[str, Path], requests_count: int) -> dict[str, Any]:
         for _ in range(5):  # warm every web process
             worklist()
         before = [worklist() for _ in range(30)]
-        log(f"flood: {requests_count} uploads of the worst files at once")
+        log(f"flood: {requests_count} uploads of the worst files at once, again and again for {seconds:.0f} s")
         answers: list[tuple[str, int, float]] = []
 
         def post(index: int) -> None:
+            while time.perf_counter() < flood_ends:
+                post_once(index)
+
+        def post_once(index: int) -> None:
             kind, path = kinds[index % len(kinds)]
             started = time.perf_counter()
             try:
@@ -199,6 +205,7 @@ def flood(files: dict[str, Path], requests_count: int) -> dict[str, Any]:
 
         threads = [threading.Thread(target=post, args=(index,)) for index in range(requests_count)]
         flood_started = time.perf_counter()
+        flood_ends = flood_started + seconds
         for thread in threads:
             thread.start()
         during = []
@@ -221,7 +228,8 @@ def flood(files: dict[str, Path], requests_count: int) -> dict[str, Any]:
     for _, status, _ in answers:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
     return {
-        "flood_requests": requests_count,
+        "flood_clients": requests_count,
+        "flood_requests": len(answers),
         "flood_seconds": round(flood_seconds, 1),
         "flood_answers": statuses,
         "flood_answer_seconds_median": round(_percentile([a[2] for a in answers], 0.5), 2),
@@ -238,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.upload_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--flood", type=int, default=0, help="also post this many worst files at once (20)")
+    parser.add_argument("--flood-seconds", type=float, default=20.0, help="and keep them coming this long")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {}
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         result["peak_rss"] = peak_rss(files)
         if args.flood:
             accepted = {kind: path for kind, path in files.items() if "over-budget" not in kind}
-            result["flood"] = flood(accepted, args.flood)
+            result["flood"] = flood(accepted, args.flood, args.flood_seconds)
             print(json.dumps(result["flood"]), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
