@@ -86,25 +86,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--films-dir", type=Path, help="real chest films (*.jpeg); default: the tests' four")
-    parser.add_argument("--json", help="also write the result here")
+    parser.add_argument(
+        "--backlog-limits",
+        default="0,40",
+        help="INFERENCE_BACKLOG_LIMIT of each run, in the same run (0: no limit, what the portal did before)",
+    )
+    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    films = _films(args.films_dir)
+    bench.database_reset()
+    results = []
+    for limit in [int(value) for value in args.backlog_limits.split(",")]:
+        os.environ["INFERENCE_BACKLOG_LIMIT"] = str(limit)  # bench_env copies the environment
+        result = run_saturation(films, clients=args.clients, seconds=args.seconds)
+        result = {"inference_backlog_limit": limit, **result}
+        print(json.dumps(result, indent=2), flush=True)
+        results.append(result)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def run_saturation(films: list[bytes], *, clients: int, seconds: float) -> dict[str, Any]:
+    """One closed-loop run against a freshly started stack (the database is kept: rows are told apart by
+    time). A client answered 429 or 503 waits the Retry-After seconds, as the API asks."""
     import requests
 
-    films = _films(args.films_dir)
     broker = Redis(persistent=True)
     broker.start()
-    bench.database_reset()
     stack = Stack(broker.url)
     bench.manage("migrate", "--noinput", env=stack.env)
     creds_path = bench.WORKDIR / "throughput-credentials.json"
     film_path = bench.WORKDIR / "throughput-film.jpeg"
     film_path.parent.mkdir(parents=True, exist_ok=True)
     film_path.write_bytes(films[0])
-    subprocess.run(  # noqa: S603 - our interpreter and module
-        [sys.executable, "-m", "benchmarks.seed", "--studies", "0", "--patients", "50",
-         "--film", str(film_path), "--out", str(creds_path)],
-        cwd=bench.ROOT, env=stack.env, check=True, capture_output=True, text=True,
-    )  # fmt: skip
+    if not creds_path.exists() or json.loads(creds_path.read_text()).get("database") != bench.DATABASE_NAME:
+        subprocess.run(  # noqa: S603 - our interpreter and module
+            [sys.executable, "-m", "benchmarks.seed", "--studies", "0", "--patients", "50",
+             "--film", str(film_path), "--out", str(creds_path)],
+            cwd=bench.ROOT, env=stack.env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        creds_path.write_text(json.dumps({**json.loads(creds_path.read_text()), "database": bench.DATABASE_NAME}))
     creds = json.loads(creds_path.read_text())
     answers: list[tuple[float, int, float]] = []  # (started, status, seconds)
     lock = threading.Lock()
@@ -118,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             while time.time() < until:
                 film = films[(index + sent) % len(films)]
                 started = time.time()
+                retry_after = 0.0
                 try:
                     response = session.post(
                         f"{stack.base_url}/api/v1/studies/",
@@ -126,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
                         timeout=60,
                     )
                     status = response.status_code
+                    if status in (429, 503):
+                        retry_after = float(response.headers.get("Retry-After", "1"))
                 except requests.RequestException:
                     status = 0
                 with lock:
                     answers.append((started, status, time.time() - started))
                 sent += 1
+                time.sleep(min(retry_after, max(0.0, until - time.time())))
 
         warm = time.time() + 5.0  # first requests of each web worker and worker process
         threads = [threading.Thread(target=client, args=(i, warm)) for i in range(2)]
@@ -138,57 +165,59 @@ def main(argv: list[str] | None = None) -> int:
             thread.start()
         for thread in threads:
             thread.join()
+        _wait_until_done(time.time() - 30, limit_seconds=120)
         answers.clear()
         groups = {"web (gunicorn)": stack.web, "inference worker": stack.worker,
                   "maintenance worker and beat": stack.maintenance}  # fmt: skip
         roots = {service.process.pid: name for name, service in groups.items() if service.process is not None}
         roots[stack.beat.process.pid if stack.beat.process else -1] = "maintenance worker and beat"
-        roots[os.getpid()] = "clients (this benchmark)"  # checked last: the services are its children
-        log(f"throughput: {args.clients} clients, closed loop, {args.seconds:.0f} s")
+        roots[os.getpid()] = "clients (this benchmark)"  # reached only by processes no service started
+        log(f"throughput: {clients} clients, closed loop, {seconds:.0f} s")
         cpu_before = _process_cpu_seconds()
         window_start = time.time()
-        window_end = window_start + args.seconds
-        threads = [threading.Thread(target=client, args=(i, window_end)) for i in range(args.clients)]
+        window_end = window_start + seconds
+        threads = [threading.Thread(target=client, args=(i, window_end)) for i in range(clients)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         cpu = cpu_by_group(cpu_before, _process_cpu_seconds(), roots)
-        rows = _study_rows(window_start)
-        deadline = time.time() + 120
-        while any(row["stored_at"] is None for row in rows) and time.time() < deadline:
-            time.sleep(1)
-            rows = _study_rows(window_start)
+        rows = _wait_until_done(window_start, limit_seconds=180)
     finally:
         stack.stop()
         broker.kill()
     done_in_window = [row for row in rows if row["stored_at"] is not None and row["stored_at"] <= window_end]
-    ok = [seconds for started, status, seconds in answers if status == 202 and started <= window_end]
-    result = {
-        "clients": args.clients,
-        "seconds": args.seconds,
+    ok = [spent for started, status, spent in answers if status == 202 and started <= window_end]
+    statuses: dict[str, int] = {}
+    for _, status, _ in answers:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    return {
+        "clients": clients,
+        "seconds": seconds,
         "films": len(films),
-        "accepted": len(ok),
-        "not_accepted": sum(1 for _, status, _ in answers if status != 202),
+        "answers": statuses,
         "studies_done_in_window": len(done_in_window),
-        "studies_per_second": round(len(done_in_window) / args.seconds, 1),
+        "studies_per_second": round(len(done_in_window) / seconds, 1),
         "never_done": sum(1 for row in rows if row["stored_at"] is None),
         "median_ms": {
-            "api_answer": round(_median(ok) * 1000, 1) if ok else None,
+            "api_answer_202": round(_median(ok) * 1000, 1) if ok else None,
             "accept_to_stored": _median_of(rows, "accept_to_stored_ms"),
             "worker_decode_and_model": _median_of(rows, "worker_ms"),
         },
-        "cpu_seconds": {**cpu, "available": round(2 * args.seconds, 1)},
-        "cpu_ms_per_study": {
-            group: round(seconds * 1000 / max(1, len(done_in_window)), 1) for group, seconds in cpu.items()
+        "cpu_seconds": {**cpu, "available": round(2 * seconds, 1)},
+        "cpu_ms_per_done_study": {
+            group: round(used * 1000 / max(1, len(done_in_window)), 1) for group, used in cpu.items()
         },
-        "cpu": os.cpu_count(),
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+
+
+def _wait_until_done(since: float, *, limit_seconds: float) -> list[dict[str, Any]]:
+    rows = _study_rows(since)
+    deadline = time.time() + limit_seconds
+    while any(row["stored_at"] is None for row in rows) and time.time() < deadline:
+        time.sleep(1)
+        rows = _study_rows(since)
+    return rows
 
 
 def _study_rows(since: float) -> list[dict[str, Any]]:

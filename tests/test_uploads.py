@@ -259,3 +259,30 @@ def test_the_decode_estimate_counts_what_the_decode_will_hold():
     # At a reduced DCT scale, as the decode does: 1/2 for a 512 px target (1/4 would be under 512 px).
     assert decoded_bytes_estimate(big_jpeg, target_size=512) == 1000 * 850
     assert decoded_bytes_estimate(b"not an image") == 0
+
+
+def test_uploads_wait_when_the_ai_queue_is_full(owner, patient, settings):
+    """INFERENCE_BACKLOG_LIMIT studies waiting for the AI: a new upload is answered 503 with Retry-After and
+    nothing is stored (services.upload_admission); below the limit, or with no limit, it is accepted."""
+    from .factories import StudyFactory
+
+    settings.INFERENCE_BACKLOG_LIMIT = 2
+    waiting = [StudyFactory(created_by=owner, patient=patient) for _ in range(2)]
+    Study.objects.filter(pk__in=[study.pk for study in waiting]).update(status=Study.Status.QUEUED)
+    api = api_client_for(owner)
+    full = api.post("/api/v1/studies/", {"patient_id": patient.pk, "images": [jpeg_upload()]}, format="multipart")
+    assert full.status_code == 503 and int(full["Retry-After"]) >= 1
+    assert full.json()["error"]["code"] == "inference_busy"
+    page = login_client(owner).post(
+        reverse("study_new", args=[patient.pk]), {"modality": "CR", "images": [jpeg_upload()]}
+    )
+    assert page.status_code == 503 and int(page["Retry-After"]) >= 1 and "waiting for the AI" in page.content.decode()
+    assert Study.objects.count() == 2 and Image.objects.count() == 2  # nothing of the refused uploads
+
+    Study.objects.filter(pk=waiting[0].pk).update(status=Study.Status.DONE)
+    ok = api.post("/api/v1/studies/", {"patient_id": patient.pk, "images": [jpeg_upload(seed=1)]}, format="multipart")
+    assert ok.status_code == 202
+    settings.INFERENCE_BACKLOG_LIMIT = 0  # no limit
+    Study.objects.update(status=Study.Status.QUEUED)
+    ok = api.post("/api/v1/studies/", {"patient_id": patient.pk, "images": [jpeg_upload(seed=2)]}, format="multipart")
+    assert ok.status_code == 202

@@ -41,10 +41,11 @@ _CODES: tuple[tuple[type[exceptions.APIException], str], ...] = (
 class ApiError(exceptions.APIException):
     """An error with its own stable code, raised by views for cases DRF has no class for."""
 
-    def __init__(self, *, status_code: int, code: str, message: str) -> None:
+    def __init__(self, *, status_code: int, code: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(detail=message, code=code)
         self.status_code = status_code
         self.error_code = code
+        self.wait = retry_after  # DRF's handler answers it as Retry-After
 
 
 class ErrorBodySerializer(serializers.Serializer):

@@ -33,7 +33,7 @@ from diagnostics.services.audit import audit_record
 from diagnostics.services.idempotency import IdempotencyKeyReused
 from diagnostics.services.images import StorageUnavailable, ValidatedUpload
 from diagnostics.services.studies import MAX_IMAGES_PER_STUDY, study_accept
-from diagnostics.services.upload_admission import UploadsBusy
+from diagnostics.services.upload_admission import InferenceBacklogFull, UploadsBusy
 
 from .common import ListApi, location_header, request_user, service_errors
 from .errors import ApiError, ErrorSerializer
@@ -252,6 +252,10 @@ def accept_study(
         raise ApiError(status_code=507, code="storage_unavailable", message=str(unavailable)) from None
     except UploadsBusy as busy:
         raise Throttled(wait=busy.retry_after, detail=str(busy)) from None
+    except InferenceBacklogFull as full:
+        raise ApiError(
+            status_code=503, code="inference_busy", message=str(full), retry_after=full.retry_after
+        ) from None
     study = accepted.study
     status_url = reverse("api_study_detail", kwargs={"study_id": study.pk}, request=request)
     headers = {"Location": status_url}
@@ -274,6 +278,29 @@ _NO_PATIENT = OpenApiResponse(
     ErrorSerializer,
     description="patient_id names no patient of your care team.",
     examples=[OpenApiExample("No such patient", value={"error": {"code": "not_found", "message": "No such patient."}})],
+)
+_BACKLOG_FULL = OpenApiResponse(
+    ErrorSerializer,
+    description=(
+        "As many studies as the portal queues already wait for the AI assessment: nothing was stored. "
+        "Send the request again after the Retry-After header's seconds."
+    ),
+    examples=[
+        OpenApiExample(
+            "Queue full",
+            value={
+                "error": {
+                    "code": "inference_busy",
+                    "message": "40 studies are waiting for the AI assessment, as many as this portal queues. "
+                    "Nothing was stored: please send this study again in 2 seconds.",
+                }
+            },
+        )
+    ],
+)
+_STORAGE_UNAVAILABLE = OpenApiResponse(
+    ErrorSerializer,
+    description="The portal cannot store images now (its storage is full or not writable): nothing was stored.",
 )
 _KEY_REUSED = OpenApiResponse(
     ErrorSerializer,
@@ -314,7 +341,13 @@ class StudyListCreateApi(ListApi):
         summary="Create a study from uploaded X-rays (multipart, or JSON with base64 images)",
         parameters=[IDEMPOTENCY_KEY, *ACCEPTED_HEADERS],
         request={"multipart/form-data": MultipartStudyInputSerializer, "application/json": JsonStudyInputSerializer},
-        responses={202: _ACCEPTED, 404: _NO_PATIENT, 422: _KEY_REUSED},
+        responses={
+            202: _ACCEPTED,
+            404: _NO_PATIENT,
+            422: _KEY_REUSED,
+            503: _BACKLOG_FULL,
+            507: _STORAGE_UNAVAILABLE,
+        },
         callbacks=[STUDY_FINISHED_FROM_BODY],
         examples=[
             OpenApiExample(
@@ -359,7 +392,13 @@ class StudyDicomCreateApi(APIView):
         ),
         parameters=[DicomStudyQuerySerializer, IDEMPOTENCY_KEY, *ACCEPTED_HEADERS],
         request={"application/dicom": OpenApiTypes.BINARY, "application/octet-stream": OpenApiTypes.BINARY},
-        responses={202: _ACCEPTED, 404: _NO_PATIENT, 422: _KEY_REUSED},
+        responses={
+            202: _ACCEPTED,
+            404: _NO_PATIENT,
+            422: _KEY_REUSED,
+            503: _BACKLOG_FULL,
+            507: _STORAGE_UNAVAILABLE,
+        },
         callbacks=[STUDY_FINISHED_FROM_QUERY],
     )
     def post(self, request: Request) -> Response:

@@ -20,7 +20,7 @@ from .images import (
     image_store,
     image_validate_files,
 )
-from .upload_admission import upload_admission, upload_decode_cost
+from .upload_admission import inference_backlog_check, upload_admission, upload_decode_cost
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def study_accept(
         raise ValidationError(
             {"callback_url": "Webhooks are signed with an API token's secret: authenticate with a token to use one."}
         )
+    if dicom_peer is None:  # a PACS's films are acknowledged already: they are never refused here
+        inference_backlog_check()
     if len(files) > MAX_IMAGES_PER_STUDY:
         raise ValidationError(
             f"A study takes at most {MAX_IMAGES_PER_STUDY} images ({len(files)} were sent); split them into studies."

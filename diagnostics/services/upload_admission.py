@@ -1,4 +1,6 @@
-"""How much decoding one user may have in progress in the web processes at once.
+"""What the web processes take on: decoding per user, and studies waiting for the AI.
+
+Decoding budget
 
 Decoding a film is the costly part of an upload (up to MAX_DECODED_BYTES of pixels, about a second of a
 core and 500 MB for the worst file a limit accepts). A web worker decodes one request at a time, so one
@@ -13,6 +15,14 @@ decode budget bounds it).
 The counter lives in the cache the API throttles use (Redis in production, this process's memory in the
 embedded mode). With Redis down the check fails open, as the throttles do. A counter left behind by a
 killed process expires IN_FLIGHT_TTL_SECONDS after that user's last upload.
+
+Backlog
+A web process accepts an upload in about 20 ms of CPU, the inference worker needs several times that
+per study, and both share the cores. Clients that upload without pause would fill the queue faster
+than the worker empties it, and every upload accepted beyond what the worker can do takes CPU from the
+worker itself (measured: half the throughput; python -m benchmarks.throughput). So when
+INFERENCE_BACKLOG_LIMIT studies already wait for the AI, a new upload is answered 503 with Retry-After
+and nothing is stored; films from a PACS are never refused here (the receiver has acknowledged them).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 
+from diagnostics.models import Study
 from ml.preprocessing import decoded_bytes_estimate
 
 logger = logging.getLogger(__name__)
@@ -77,3 +88,27 @@ def _release(cache: BaseCache, key: str, cost: int) -> None:
         pass
     except Exception as error:  # noqa: BLE001 - Redis down: the key expires on its own
         logger.warning("Upload admission not released (cache unavailable): %s", error)
+
+
+class InferenceBacklogFull(Exception):
+    """INFERENCE_BACKLOG_LIMIT studies already wait for the AI; nothing was stored."""
+
+    def __init__(self, *, waiting: int) -> None:
+        self.retry_after = BACKLOG_RETRY_AFTER_SECONDS
+        super().__init__(
+            f"{waiting} studies are waiting for the AI assessment, as many as this portal queues. Nothing was "
+            f"stored: please send this study again in {self.retry_after} seconds."
+        )
+
+
+BACKLOG_RETRY_AFTER_SECONDS = 2
+
+
+def inference_backlog_check() -> None:
+    """InferenceBacklogFull when the queue is at its limit (0: no limit). Counts at most `limit` rows."""
+    limit = settings.INFERENCE_BACKLOG_LIMIT
+    if limit <= 0:
+        return
+    waiting = Study.objects.filter(status=Study.Status.QUEUED).values("pk")[:limit].count()
+    if waiting >= limit:
+        raise InferenceBacklogFull(waiting=waiting)

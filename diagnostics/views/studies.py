@@ -31,7 +31,7 @@ from diagnostics.services.audit import audit_read, audit_record
 from diagnostics.services.images import FileCheck, FilesRefused, StorageUnavailable, dicom_study_fields
 from diagnostics.services.reports import study_report_pdf
 from diagnostics.services.studies import study_accept
-from diagnostics.services.upload_admission import RETRY_AFTER_SECONDS, UploadsBusy
+from diagnostics.services.upload_admission import RETRY_AFTER_SECONDS, InferenceBacklogFull, UploadsBusy
 from ml.preprocessing import ImageDecodeError, read_dicom_metadata
 
 from .htmx import is_htmx
@@ -92,7 +92,7 @@ def _sort_columns(filters: WorklistFilterForm) -> dict[str, dict[str, str]]:
 def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpResponse:
     patient = patient_get_for_user(user=request.user, patient_id=patient_id)
     form = StudyUploadForm(request.POST or None, request.FILES or None)
-    storage_failed = busy = False
+    storage_failed, busy = False, 0
     file_checks: list[FileCheck] = []  # after a refusal: each file sent, refused (with why) or not stored
     if request.method == "POST" and form.is_valid():
         try:
@@ -106,10 +106,10 @@ def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRespons
             for message in error.messages:
                 form.add_error("images", message)
             file_checks = error.checks if isinstance(error, FilesRefused) else []
-        except (PermissionDenied, StorageUnavailable, UploadsBusy) as error:
+        except (PermissionDenied, StorageUnavailable, UploadsBusy, InferenceBacklogFull) as error:
             form.add_error(None, str(error))
             storage_failed = isinstance(error, StorageUnavailable)
-            busy = isinstance(error, UploadsBusy)
+            busy = 429 if isinstance(error, UploadsBusy) else 503 if isinstance(error, InferenceBacklogFull) else 0
         else:
             # The message stays while the study moves on (in-process tasks finish before the page loads):
             # it names what happened here; the status line below it says where the AI stands.
@@ -121,7 +121,7 @@ def study_new(request: AuthenticatedHttpRequest, patient_id: int) -> HttpRespons
                 response["HX-Redirect"] = reverse("study_detail", args=[study.pk])
                 return response
             return redirect("study_detail", study_id=study.pk)
-    status = (507 if storage_failed else 429 if busy else 400) if request.method == "POST" else 200
+    status = (507 if storage_failed else busy or 400) if request.method == "POST" else 200
     template = "diagnostics/_upload_form.html" if is_htmx(request) else "diagnostics/study_form.html"
     context = {
         "form": form,

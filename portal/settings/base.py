@@ -153,6 +153,8 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 # one of the largest films the decode budget accepts (48 MB), or a dozen ordinary ones, so that one user
 # never holds more than one of the web workers with heavy decodes.
 UPLOAD_DECODE_BUDGET_BYTES = env_int("UPLOAD_DECODE_BUDGET_BYTES", 48 * 1024 * 1024)
+# Studies that may wait for the AI before uploads are answered 503 (services.upload_admission); 0: no limit.
+INFERENCE_BACKLOG_LIMIT = env_int("INFERENCE_BACKLOG_LIMIT", 40)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Counts the bytes of every uploaded file as they stream in (covers chunked bodies too).
