@@ -108,7 +108,7 @@ def test_heatmap_is_stored_with_the_prediction_served_to_the_team_only_and_shown
     response = client.get(reverse("heatmap_image", args=[prediction.pk]))
     heatmap = PILImage.open(io.BytesIO(b"".join(response.streaming_content)))
     assert response.status_code == 200 and heatmap.mode == "RGBA"
-    assert heatmap.size == (512, 512)  # the 256x256 film's aspect ratio, longest side 512
+    assert heatmap.size == (256, 256)  # the 256x256 film's aspect ratio, longest side HEATMAP_MAX_SIDE
     assert login_client(outsider).get(reverse("heatmap_image", args=[prediction.pk])).status_code == 404
 
     page = client.get(reverse("study_detail", args=[study.pk])).content.decode()

@@ -25,7 +25,10 @@ from .audit import audit_record
 
 logger = logging.getLogger(__name__)
 
-HEATMAP_MAX_SIDE = 512
+# The map has 14x14 cells: 256 px is far finer than what it holds, and the page, the PDF and the PACS
+# captures stretch it smoothly over the film. Drawn for every film in the inference step: 4 ms at 256 px,
+# 19 ms at 512.
+HEATMAP_MAX_SIDE = 256
 CAM_MISMATCH = (
     "No heatmap is available: the model's map of this film does not add up to the probability shown, "
     "so it would explain another result."

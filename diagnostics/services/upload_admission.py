@@ -101,7 +101,7 @@ class InferenceBacklogFull(Exception):
         )
 
 
-BACKLOG_RETRY_AFTER_SECONDS = 2
+BACKLOG_RETRY_AFTER_SECONDS = 1
 
 
 def inference_backlog_check() -> None:
