@@ -94,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     films = _films(args.films_dir)
-    bench.database_reset()
+    creds = _fresh_database(films[0])
     results = []
     for limit in [int(value) for value in args.backlog_limits.split(",")]:
         os.environ["INFERENCE_BACKLOG_LIMIT"] = str(limit)  # bench_env copies the environment
-        result = run_saturation(films, clients=args.clients, seconds=args.seconds)
+        result = run_saturation(films, creds, clients=args.clients, seconds=args.seconds)
         result = {"inference_backlog_limit": limit, **result}
         print(json.dumps(result, indent=2), flush=True)
         results.append(result)
@@ -108,7 +108,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_saturation(films: list[bytes], *, clients: int, seconds: float) -> dict[str, Any]:
+def _fresh_database(film: bytes) -> dict[str, Any]:
+    """The benchmark's database, empty and migrated, with a care team, patients and an API token."""
+    bench.database_reset()
+    env = bench.bench_env()
+    bench.manage("migrate", "--noinput", env=env)
+    creds_path = bench.WORKDIR / "throughput-credentials.json"
+    film_path = bench.WORKDIR / "throughput-film.jpeg"
+    film_path.parent.mkdir(parents=True, exist_ok=True)
+    film_path.write_bytes(film)
+    subprocess.run(  # noqa: S603 - our interpreter and module
+        [sys.executable, "-m", "benchmarks.seed", "--studies", "0", "--patients", "50",
+         "--film", str(film_path), "--out", str(creds_path)],
+        cwd=bench.ROOT, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    creds: dict[str, Any] = json.loads(creds_path.read_text())
+    return creds
+
+
+def run_saturation(films: list[bytes], creds: dict[str, Any], *, clients: int, seconds: float) -> dict[str, Any]:
     """One closed-loop run against a freshly started stack (the database is kept: rows are told apart by
     time). A client answered 429 or 503 waits the Retry-After seconds, as the API asks."""
     import requests
@@ -116,19 +134,6 @@ def run_saturation(films: list[bytes], *, clients: int, seconds: float) -> dict[
     broker = Redis(persistent=True)
     broker.start()
     stack = Stack(broker.url)
-    bench.manage("migrate", "--noinput", env=stack.env)
-    creds_path = bench.WORKDIR / "throughput-credentials.json"
-    film_path = bench.WORKDIR / "throughput-film.jpeg"
-    film_path.parent.mkdir(parents=True, exist_ok=True)
-    film_path.write_bytes(films[0])
-    if not creds_path.exists() or json.loads(creds_path.read_text()).get("database") != bench.DATABASE_NAME:
-        subprocess.run(  # noqa: S603 - our interpreter and module
-            [sys.executable, "-m", "benchmarks.seed", "--studies", "0", "--patients", "50",
-             "--film", str(film_path), "--out", str(creds_path)],
-            cwd=bench.ROOT, env=stack.env, check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        creds_path.write_text(json.dumps({**json.loads(creds_path.read_text()), "database": bench.DATABASE_NAME}))
-    creds = json.loads(creds_path.read_text())
     answers: list[tuple[float, int, float]] = []  # (started, status, seconds)
     lock = threading.Lock()
     try:
@@ -165,6 +170,8 @@ def run_saturation(films: list[bytes], *, clients: int, seconds: float) -> dict[
             thread.start()
         for thread in threads:
             thread.join()
+        if not any(status == 202 for _, status, _ in answers):
+            raise RuntimeError(f"no upload accepted while warming up: {sorted({a[1] for a in answers})}")
         _wait_until_done(time.time() - 30, limit_seconds=120)
         answers.clear()
         groups = {"web (gunicorn)": stack.web, "inference worker": stack.worker,

@@ -292,7 +292,7 @@ _BACKLOG_FULL = OpenApiResponse(
                 "error": {
                     "code": "inference_busy",
                     "message": "40 studies are waiting for the AI assessment, as many as this portal queues. "
-                    "Nothing was stored: please send this study again in 1 seconds.",
+                    "Nothing was stored: please send this study again in 1 second.",
                 }
             },
         )

@@ -51,7 +51,7 @@ class UploadsBusy(Exception):
         self.retry_after = RETRY_AFTER_SECONDS
         super().__init__(
             f"Your other uploads ({in_flight_mb:.0f} MB of image data) are still being processed. Nothing was "
-            f"stored: please send this one again in {self.retry_after} seconds."
+            f"stored: please send this one again in {_seconds(self.retry_after)}."
         )
 
 
@@ -97,7 +97,7 @@ class InferenceBacklogFull(Exception):
         self.retry_after = BACKLOG_RETRY_AFTER_SECONDS
         super().__init__(
             f"{waiting} studies are waiting for the AI assessment, as many as this portal queues. Nothing was "
-            f"stored: please send this study again in {self.retry_after} seconds."
+            f"stored: please send this study again in {_seconds(self.retry_after)}."
         )
 
 
@@ -112,3 +112,7 @@ def inference_backlog_check() -> None:
     waiting = Study.objects.filter(status=Study.Status.QUEUED).values("pk")[:limit].count()
     if waiting >= limit:
         raise InferenceBacklogFull(waiting=waiting)
+
+
+def _seconds(count: int) -> str:
+    return "1 second" if count == 1 else f"{count} seconds"
