@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher in the target")
     train.add_argument("--max-fit-minutes", type=float, help="stop fitting after this long, keeping the best weights")
     train.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"],
+        help="auto: mixed_float16 on a GPU, float32 on a CPU; the exported model is float32 either way",
+    )
+    train.add_argument(
         "--resume-dir",
         help="keep the run's progress here (every epoch); the same command run again goes on where it stopped",
     )
@@ -283,6 +289,7 @@ def _train(args: argparse.Namespace) -> int:
         soft_labels=args.soft_labels,
         distill_alpha=args.distill_alpha,
         max_fit_seconds=args.max_fit_minutes * 60 if args.max_fit_minutes else None,
+        precision=args.precision,
     )
     config.optimizer = args.optimizer
     data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")

@@ -61,6 +61,9 @@ class TrainConfig:
     distill_alpha: float = 0.5
     # Wall-clock budget for all fitting; when spent, training stops and keeps its best weights (recorded).
     max_fit_seconds: float | None = None
+    # "auto": mixed_float16 when Keras trains on a GPU (its tensor cores), float32 on a CPU; or a Keras dtype
+    # policy by name ("float32", "mixed_float16", "mixed_bfloat16"). The served model is float32 either way.
+    precision: str = "auto"
 
     @property
     def patient_split_seed(self) -> int:

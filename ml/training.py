@@ -154,15 +154,29 @@ def _train_into(
 
     keras.utils.set_random_seed(config.seed)
     pretrained = weights is not None or bool(config.init_weights)
-    built = build_model(
-        config.architecture, input_size=config.input_size, weights=weights, seed=config.seed, pretrained=pretrained
-    )
-    if config.init_weights:
-        built.model.load_weights(config.init_weights)
-    class_weight = data.balanced_class_weights(split.train) if config.class_weighting == "balanced" else None
-    fit_started = time.perf_counter()
-    history = run_stages(built, config, split, class_weight, pretrained, run, cache_dir, list_digest, progress)
-    fit_seconds = time.perf_counter() - fit_started
+    precision = precision_policy(config.precision)
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        built = build_model(
+            config.architecture, input_size=config.input_size, weights=weights, seed=config.seed, pretrained=pretrained
+        )
+        if config.init_weights:
+            built.model.load_weights(config.init_weights)
+        class_weight = data.balanced_class_weights(split.train) if config.class_weighting == "balanced" else None
+        fit_started = time.perf_counter()
+        history = run_stages(built, config, split, class_weight, pretrained, run, cache_dir, list_digest, progress)
+        fit_seconds = time.perf_counter() - fit_started
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    if precision != "float32":
+        # Trained with 16-bit activations: the same weights (kept in float32) in a float32 model, which is
+        # what is saved, exported and served.
+        trained_weights = run.folder / "trained.weights.h5"
+        built.model.save_weights(trained_weights)
+        built = build_model(
+            config.architecture, input_size=config.input_size, weights=None, seed=config.seed, pretrained=pretrained
+        )
+        built.model.load_weights(trained_weights)
 
     keras_path = artifact_dir / artifacts.KERAS_NAME
     built.model.save(keras_path)
@@ -224,7 +238,7 @@ def _train_into(
         "history": history,
         "code_version": code_version,
         "training_seconds": round(fit_seconds, 1),
-        "trained_on": {"backend": keras.backend.backend(), "device": describe_device()},
+        "trained_on": {"backend": keras.backend.backend(), "device": describe_device(), "precision": precision},
         "timing_seconds": {
             "load_images": round(load_seconds, 1),
             "fit": round(fit_seconds, 1),
@@ -249,6 +263,16 @@ def _train_into(
     gate.fit_artifact_gate(artifact_dir, data_dir)
     run.finish(artifact_dir)
     return artifact_dir
+
+
+def precision_policy(requested: str) -> str:
+    """The Keras dtype policy to train with: "auto" is mixed_float16 on a GPU (tensor cores; Keras scales
+    the loss), float32 on a CPU, where float16 is slower, not faster."""
+    if requested != "auto":
+        if requested not in ("float32", "mixed_float16", "mixed_bfloat16"):
+            raise ValueError(f"Unknown precision '{requested}': auto, float32, mixed_float16 or mixed_bfloat16")
+        return requested
+    return "mixed_float16" if describe_device().startswith("GPU") else "float32"
 
 
 def exports_onnx_here() -> bool:
@@ -579,6 +603,7 @@ def cached_features(built, images, records, split_name, config, cache_dir, list_
             str(config.input_size),
             str(built.weights_source),
             PREPROCESSING_VERSION,
+            str(built.model.dtype_policy.name),  # float16 features are not float32 ones
             split_name,
             list_digest,
             hashlib.sha256("\n".join(str(r.path) for r in records).encode()).hexdigest(),

@@ -158,3 +158,25 @@ def test_the_score_is_called_a_probability_only_when_calibrated_on_external(admi
     api = api_client_for(owner)
     body = api.get(reverse("api_prediction_detail", kwargs={"prediction_id": scored.pk})).json()
     assert body["probability_calibrated"] is False
+
+
+def test_the_model_page_says_where_its_assessments_ran(owner, patient, admin, active_model):
+    """Each prediction records its device, execution provider and model form; the page counts them."""
+    from diagnostics.selectors.monitoring import model_serving_runtimes
+
+    made = [
+        PredictionFactory(study=StudyFactory(created_by=owner, patient=patient), model_version=active_model)
+        for _ in range(3)
+    ]
+    Prediction.objects.filter(pk__in=[p.pk for p in made[:2]]).update(
+        device="CPU: AMD EPYC", execution_provider="CPUExecutionProvider", model_variant="fp32"
+    )
+    Prediction.objects.filter(pk=made[2].pk).update(
+        device="GPU: NVIDIA H100", execution_provider="CUDAExecutionProvider", model_variant="fp32"
+    )
+    runtimes = {
+        (r.device, r.execution_provider): r.predictions for r in model_serving_runtimes(model_version=active_model)
+    }
+    assert runtimes == {("CPU: AMD EPYC", "CPUExecutionProvider"): 2, ("GPU: NVIDIA H100", "CUDAExecutionProvider"): 1}
+    page = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
+    assert "Where its assessments ran" in page and "GPU: NVIDIA H100" in page and "CUDAExecutionProvider" in page

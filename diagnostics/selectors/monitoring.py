@@ -10,7 +10,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Avg, Count, OuterRef, Q, Subquery
+from django.db.models import Avg, Count, Max, OuterRef, Q, Subquery
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
@@ -168,3 +168,34 @@ def model_monitoring(*, model_version: ModelVersion, weeks: int = 12) -> ModelMo
         overrides=feedback_totals["overrides"],
         validation_prevalence=prevalence,
     )
+
+
+@dataclass(frozen=True)
+class ServingRuntime:
+    """Where some of a model's assessments ran: the device, ONNX Runtime's provider and the model form."""
+
+    device: str
+    execution_provider: str
+    variant: str
+    predictions: int
+    last: datetime.datetime
+
+
+def model_serving_runtimes(*, model_version: ModelVersion) -> list[ServingRuntime]:
+    """Every (device, provider, variant) the model's scored predictions record, most recent first."""
+    rows = (
+        Prediction.objects.filter(SCORED, model_version=model_version)
+        .values("device", "execution_provider", "model_variant")
+        .annotate(predictions=Count("pk"), last=Max("created_at"))
+        .order_by("-last")
+    )
+    return [
+        ServingRuntime(
+            device=row["device"] or "not recorded",
+            execution_provider=row["execution_provider"] or "not recorded",
+            variant=row["model_variant"] or "not recorded",
+            predictions=row["predictions"],
+            last=row["last"],
+        )
+        for row in rows
+    ]

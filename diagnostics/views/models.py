@@ -18,7 +18,7 @@ from diagnostics.display import metric_rows
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.models import ModelVersion
 from diagnostics.selectors import model_version_list
-from diagnostics.selectors.monitoring import model_monitoring
+from diagnostics.selectors.monitoring import model_monitoring, model_serving_runtimes
 
 PLOT_TITLES = {
     "roc": "ROC curve (validation)",
@@ -78,6 +78,7 @@ def model_detail(request: AuthenticatedHttpRequest, model_id: int) -> HttpRespon
         "calibration": model_version.manifest.get("calibration"),
         "plots": plots,
         "monitoring": model_monitoring(model_version=model_version),
+        "runtimes": model_serving_runtimes(model_version=model_version),
     }
     return render(request, "diagnostics/model_detail.html", context)
 
