@@ -7,6 +7,7 @@ tests' 2-15 nor a developer's 0), and var/bench/media for uploads.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = ROOT / "var" / "bench"
@@ -80,6 +82,21 @@ def database_connect():  # a psycopg2 connection (psycopg2 has no type hints)
     connection = psycopg2.connect(f"{PG_SERVER}/{DATABASE_NAME}")
     connection.autocommit = True
     return connection
+
+
+def seeded_database(*, film: Path, studies: int, patients: int, env: dict[str, str]) -> dict[str, Any]:
+    """This benchmark's database, dropped, migrated and seeded (benchmarks.seed: a care team, `patients`
+    patients, `studies` finished studies pointing at `film`, an API token); returns the credentials."""
+    database_reset()
+    manage("migrate", "--noinput", env=env)
+    credentials = WORKDIR / f"{DATABASE_NAME}-credentials.json"
+    subprocess.run(  # noqa: S603 - our interpreter and module
+        [sys.executable, "-m", "benchmarks.seed", "--studies", str(studies), "--patients", str(patients),
+         "--film", str(film), "--out", str(credentials)],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    found: dict[str, Any] = json.loads(credentials.read_text())
+    return found
 
 
 def redis_flush() -> None:

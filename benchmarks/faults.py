@@ -229,16 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     broker = Redis(persistent=True)
     broker.start()
     log(f"database {bench.DATABASE_NAME}: reset, migrate, seed")
-    bench.database_reset()
     stack = Stack(broker.url)
-    bench.manage("migrate", "--noinput", env=stack.env)
-    creds_path = bench.WORKDIR / "faults-credentials.json"
-    subprocess.run(  # noqa: S603 - our interpreter and module
-        [sys.executable, "-m", "benchmarks.seed", "--studies", "0", "--patients", "50",
-         "--film", str(bench.WORKDIR / "film.jpeg"), "--out", str(creds_path)],
-        cwd=bench.ROOT, env=stack.env, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    creds = json.loads(creds_path.read_text())
+    creds = bench.seeded_database(film=bench.WORKDIR / "film.jpeg", studies=0, patients=50, env=stack.env)
 
     def worker_kill(ready: Callable[[], None]) -> None:
         ready()
@@ -272,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             assert stack.web.process is not None
             master = str(stack.web.process.pid)
             children = subprocess.run(  # noqa: S603 - pgrep: the gunicorn master's children
-                ["pgrep", "-P", master], capture_output=True, text=True, check=False  # noqa: S607
+                ["pgrep", "-P", master],
+                capture_output=True,
+                text=True,
+                check=False,  # noqa: S607
             ).stdout.split()
             if children:
                 os.kill(int(children[0]), signal.SIGKILL)  # gunicorn starts a new one

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -110,20 +108,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fresh_database(film: bytes) -> dict[str, Any]:
     """The benchmark's database, empty and migrated, with a care team, patients and an API token."""
-    bench.database_reset()
-    env = bench.bench_env()
-    bench.manage("migrate", "--noinput", env=env)
-    creds_path = bench.WORKDIR / "throughput-credentials.json"
     film_path = bench.WORKDIR / "throughput-film.jpeg"
     film_path.parent.mkdir(parents=True, exist_ok=True)
     film_path.write_bytes(film)
-    subprocess.run(  # noqa: S603 - our interpreter and module
-        [sys.executable, "-m", "benchmarks.seed", "--studies", "0", "--patients", "50",
-         "--film", str(film_path), "--out", str(creds_path)],
-        cwd=bench.ROOT, env=env, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    creds: dict[str, Any] = json.loads(creds_path.read_text())
-    return creds
+    return bench.seeded_database(film=film_path, studies=0, patients=50, env=bench.bench_env())
 
 
 def run_saturation(films: list[bytes], creds: dict[str, Any], *, clients: int, seconds: float) -> dict[str, Any]:

@@ -155,16 +155,8 @@ def flood(files: dict[str, Path], requests_count: int, seconds: float) -> dict[s
     film_path = ROOT / "tests" / "fixtures" / "films" / "IM-0119-0001.jpeg"
     broker = Redis(persistent=False)
     broker.start()
-    bench.database_reset()
     stack = Stack(broker.url)
-    bench.manage("migrate", "--noinput", env=stack.env)
-    creds_path = bench.WORKDIR / "flood-credentials.json"
-    subprocess.run(  # noqa: S603 - our interpreter and module
-        [sys.executable, "-m", "benchmarks.seed", "--studies", "2000", "--patients", "200",
-         "--film", str(film_path), "--out", str(creds_path)],
-        cwd=ROOT, env=stack.env, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    creds = json.loads(creds_path.read_text())
+    creds = bench.seeded_database(film=film_path, studies=2000, patients=200, env=stack.env)
     kinds = list(files.items())
     try:
         stack.start()

@@ -320,6 +320,16 @@ _KEY_REUSED = OpenApiResponse(
 )
 
 
+# What creating a study answers, whichever way the films come (multipart/JSON or a raw DICOM body).
+_CREATE_RESPONSES = {
+    202: _ACCEPTED,
+    404: _NO_PATIENT,
+    422: _KEY_REUSED,
+    503: _BACKLOG_FULL,
+    507: _STORAGE_UNAVAILABLE,
+}
+
+
 class StudyListCreateApi(ListApi):
     filterset_class = StudyFilter
     output_serializer = StudySummarySerializer
@@ -341,13 +351,7 @@ class StudyListCreateApi(ListApi):
         summary="Create a study from uploaded X-rays (multipart, or JSON with base64 images)",
         parameters=[IDEMPOTENCY_KEY, *ACCEPTED_HEADERS],
         request={"multipart/form-data": MultipartStudyInputSerializer, "application/json": JsonStudyInputSerializer},
-        responses={
-            202: _ACCEPTED,
-            404: _NO_PATIENT,
-            422: _KEY_REUSED,
-            503: _BACKLOG_FULL,
-            507: _STORAGE_UNAVAILABLE,
-        },
+        responses=_CREATE_RESPONSES,
         callbacks=[STUDY_FINISHED_FROM_BODY],
         examples=[
             OpenApiExample(
@@ -392,13 +396,7 @@ class StudyDicomCreateApi(APIView):
         ),
         parameters=[DicomStudyQuerySerializer, IDEMPOTENCY_KEY, *ACCEPTED_HEADERS],
         request={"application/dicom": OpenApiTypes.BINARY, "application/octet-stream": OpenApiTypes.BINARY},
-        responses={
-            202: _ACCEPTED,
-            404: _NO_PATIENT,
-            422: _KEY_REUSED,
-            503: _BACKLOG_FULL,
-            507: _STORAGE_UNAVAILABLE,
-        },
+        responses=_CREATE_RESPONSES,
         callbacks=[STUDY_FINISHED_FROM_QUERY],
     )
     def post(self, request: Request) -> Response:

@@ -322,13 +322,36 @@ def _prediction_store(
 ) -> None:
     """One Prediction per (image, model): a score, or the gate's reason and no score at all. A primary
     score of a model with a class activation map (`cam`) gets its heatmap in the same transaction."""
+    verdict = item.verdict
     with transaction.atomic():
-        prediction, created = _prediction_get_or_create(item, model_version, predictor, role, probability, model_ms)
+        prediction, created = Prediction.objects.get_or_create(
+            image=item.image,
+            model_version=model_version,
+            defaults={
+                "role": role,
+                "outcome": Prediction.Outcome.SCORED if probability is not None else Prediction.Outcome.NOT_ANALYSABLE,
+                "gate_code": verdict.code,
+                "gate_reason": verdict.reason,
+                "gate_measurements": verdict.measurements,
+                "intended_use_warning": _intended_use_warning(item.study, item.image),
+                "probability": probability,
+                "threshold": predictor.threshold,
+                "label": predictor.label_for(probability) if probability is not None else "",
+                # This image's decoding plus the model call of the batch it was in.
+                "latency_ms": item.decode_ms + model_ms,
+                "model_sha256": predictor.model_sha256,
+                "preprocessing_version": predictor.preprocessing_version,
+                "input_sha256": item.input_sha256,
+                "execution_provider": predictor.runtime.provider,
+                "device": predictor.runtime.device[:120],
+                "model_variant": predictor.runtime.variant,
+                "variant_sha256": predictor.runtime.variant_sha256,
+            },
+        )
         if not created or role != Prediction.Role.PRIMARY:
             return
         team_id = item.study.patient.team_id
         if probability is None:
-            verdict = item.verdict
             audit_record(
                 action="prediction.not_analysable",
                 target=prediction,
@@ -342,41 +365,6 @@ def _prediction_store(
             )
         elif cam is not None:
             prediction_store_heatmap(prediction=prediction, cam=cam, team_id=team_id)
-
-
-def _prediction_get_or_create(
-    item: _DecodedUpload,
-    model_version: ModelVersion,
-    predictor: Predictor,
-    role: str,
-    probability: float | None,
-    model_ms: float,
-) -> tuple[Prediction, bool]:
-    verdict = item.verdict
-    return Prediction.objects.get_or_create(
-        image=item.image,
-        model_version=model_version,
-        defaults={
-            "role": role,
-            "outcome": Prediction.Outcome.SCORED if probability is not None else Prediction.Outcome.NOT_ANALYSABLE,
-            "gate_code": verdict.code,
-            "gate_reason": verdict.reason,
-            "gate_measurements": verdict.measurements,
-            "intended_use_warning": _intended_use_warning(item.study, item.image),
-            "probability": probability,
-            "threshold": predictor.threshold,
-            "label": predictor.label_for(probability) if probability is not None else "",
-            # This image's decoding plus the model call of the batch it was in.
-            "latency_ms": item.decode_ms + model_ms,
-            "model_sha256": predictor.model_sha256,
-            "preprocessing_version": predictor.preprocessing_version,
-            "input_sha256": item.input_sha256,
-            "execution_provider": predictor.runtime.provider,
-            "device": predictor.runtime.device[:120],
-            "model_variant": predictor.runtime.variant,
-            "variant_sha256": predictor.runtime.variant_sha256,
-        },
-    )
 
 
 def _intended_use_warning(study: Study, image: Image) -> str:
