@@ -78,6 +78,9 @@ SECURE_SSL_REDIRECT = False
 # The webhook tests run their receiver on this machine; his.example stands for a hospital system.
 WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1", "localhost", "his.example"]
 SECURE_HSTS_SECONDS = 0
+# Tests store many studies that no worker assesses (factories, pages): the AI backlog limit would refuse
+# them. The tests of the limit set it themselves.
+INFERENCE_BACKLOG_LIMIT = 0
 STORAGES = {
     "default": {"BACKEND": "diagnostics.storage.UploadStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -304,7 +304,7 @@ def test_a_warm_started_distilled_run_within_a_time_budget(
     assert head["epochs_run"] == 1 and head["stopped_by_time_budget"]
     assert partial == {"stage": "partial", "skipped": "time budget spent"}
     assert manifest["weights"]["source"].startswith("initialised from start.weights.h5 sha256=")
-    assert manifest["trained_on"] == {"backend": "tensorflow", "device": "CPU"}
+    assert manifest["trained_on"] == {"backend": "tensorflow", "device": "CPU", "precision": "float32"}
 
     teacher.write_text("train/NORMAL/nobody.jpeg\t0.5\n")
     with pytest.raises(ValueError, match="no teacher score"):
