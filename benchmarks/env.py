@@ -167,6 +167,20 @@ class Service:
                 time.sleep(0.2)
         raise RuntimeError(f"{self.name} not answering {url} after {timeout}s:\n{self.log_text()[-3000:]}")
 
+    def child_pids(self) -> list[int]:
+        """The processes this service's main process started (gunicorn's workers, a Celery pool)."""
+        if self.process is None:
+            return []
+        children = []
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+            except OSError:
+                continue
+            if stat and int(stat[stat.rindex(")") + 2 :].split()[1]) == self.process.pid:
+                children.append(int(entry.name))
+        return children
+
     def _check_alive(self) -> None:
         assert self.process is not None
         if self.process.poll() is not None:

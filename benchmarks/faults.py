@@ -261,16 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     def web_worker_kills(ready: Callable[[], None]) -> None:
         ready()
         for _ in range(3):
-            assert stack.web.process is not None
-            master = str(stack.web.process.pid)
-            children = subprocess.run(  # noqa: S603 - pgrep: the gunicorn master's children
-                ["pgrep", "-P", master],
-                capture_output=True,
-                text=True,
-                check=False,  # noqa: S607
-            ).stdout.split()
+            children = stack.web.child_pids()
             if children:
-                os.kill(int(children[0]), signal.SIGKILL)  # gunicorn starts a new one
+                os.kill(children[0], signal.SIGKILL)  # gunicorn starts a new one
             time.sleep(0.4)
 
     def queue_loss(ready: Callable[[], None]) -> None:

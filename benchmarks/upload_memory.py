@@ -204,15 +204,7 @@ def flood(files: dict[str, Path], requests_count: int, seconds: float) -> dict[s
         while any(thread.is_alive() for thread in threads):
             during.append(worklist())
         flood_seconds = time.perf_counter() - flood_started
-        assert stack.web.process is not None
-        master = stack.web.process.pid
-        children = subprocess.run(  # noqa: S603 - pgrep: the gunicorn master's children
-            ["pgrep", "-P", str(master)],  # noqa: S607 - Debian's procps, as benchmarks.faults uses it
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        web_peaks = sorted(round(_vm_hwm_mb(int(pid))) for pid in children)
+        web_peaks = sorted(round(_vm_hwm_mb(pid)) for pid in stack.web.child_pids())
     finally:
         stack.stop()
         broker.kill()
