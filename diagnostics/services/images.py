@@ -75,7 +75,7 @@ def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
         # Every byte of the file is decoded (a truncated or corrupt file is refused), a big JPEG at the
         # reduced DCT scale the derivatives need. The model never reads these pixels: the inference worker
         # decodes the original the way training did (ml.preprocessing.load_for_model).
-        decoded = decode_image_bytes(data, target_size=DERIVATIVE_SIDE, window_source_side=DERIVATIVE_SIDE)
+        decoded = _decode_for_derivatives(data)
     except ImageDecodeError as error:
         raise ValidationError(f"{filename}: {error}") from None
     return ValidatedUpload(
@@ -88,6 +88,10 @@ def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
         metadata=dict(decoded.metadata),
         derivatives=film_derivatives(decoded),
     )
+
+
+def _decode_for_derivatives(data: bytes) -> DecodedImage:
+    return decode_image_bytes(data, target_size=DERIVATIVE_SIDE, window_source_side=DERIVATIVE_SIDE)
 
 
 def film_derivatives(decoded: DecodedImage) -> FilmDerivatives:
@@ -121,12 +125,9 @@ def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
         sop_instance_uid=upload.sop_instance_uid,
         uploaded_by=user,
     )
-    files = [(image.file, "upload", upload.data), (image.preview, "preview.jpg", upload.derivatives.preview_jpeg)]
-    if upload.derivatives.window_source_png:
-        files.append((image.window_source, "window.png", upload.derivatives.window_source_png))
     try:
-        for field_file, name, content in files:
-            field_file.save(name, ContentFile(content), save=False)
+        image.file.save("upload", ContentFile(upload.data), save=False)
+        _derivatives_save(image=image, derivatives=upload.derivatives)
         image.save()
     except OSError as error:  # the storage removed its partial file (diagnostics/storage.py)
         image_delete_files(image=image)
@@ -136,6 +137,13 @@ def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
         image_delete_files(image=image)
         raise
     return image
+
+
+def _derivatives_save(*, image: Image, derivatives: FilmDerivatives) -> None:
+    """Write the derivatives into the image's fields (the row is not saved here)."""
+    image.preview.save("preview.jpg", ContentFile(derivatives.preview_jpeg), save=False)
+    if derivatives.window_source_png:
+        image.window_source.save("window.png", ContentFile(derivatives.window_source_png), save=False)
 
 
 def image_delete_files(*, image: Image) -> None:
@@ -152,12 +160,8 @@ def image_ensure_derivatives(*, image: Image) -> Image:
         return image
     with image.file.open("rb") as handle:
         data = handle.read()
-    decoded = decode_image_bytes(data, target_size=DERIVATIVE_SIDE, window_source_side=DERIVATIVE_SIDE)
-    derivatives = film_derivatives(decoded)
     made = Image(pk=image.pk)
-    made.preview.save("preview.jpg", ContentFile(derivatives.preview_jpeg), save=False)
-    if derivatives.window_source_png:
-        made.window_source.save("window.png", ContentFile(derivatives.window_source_png), save=False)
+    _derivatives_save(image=made, derivatives=film_derivatives(_decode_for_derivatives(data)))
     claimed = Image.objects.filter(pk=image.pk, preview="").update(
         preview=made.preview.name, window_source=made.window_source.name or ""
     )
