@@ -87,12 +87,17 @@ def wait_for_films(page: Any) -> None:
                            ".every((i) => i.complete && i.naturalWidth > 0)")  # fmt: skip
 
 
+def open_first_film(page: Any, live_server: Any, user: Any, study: Study) -> Any:
+    """Sign in as `user`, open the study page, wait for its pictures; the first film's card."""
+    log_in(page, live_server, user.username)
+    page.goto(live_server.url + reverse("study_detail", args=[study.pk]))
+    wait_for_films(page)
+    return page.locator("#film-1")
+
+
 def test_zoom_pan_and_reset_keep_the_heatmap_on_the_film(page, live_server, width, owner, patient):
     study = assessed_with_heatmap(owner, patient)
-    log_in(page, live_server, owner.username)
-    page.goto(live_server.url + reverse("study_detail", args=[study.pk]))
-    card = page.locator("#film-1")
-    wait_for_films(page)
+    card = open_first_film(page, live_server, owner, study)
     tools = card.get_by_role("group", name="Viewer tools for image 1")
     expect(tools).to_be_visible()
     stage = card.get_by_role("group", name="Image 1, zoom and pan")
@@ -175,10 +180,7 @@ def test_full_screen_fills_the_screen_keeps_the_overlay_aligned_and_escape_leave
     page, live_server, width, owner, patient
 ):
     study = assessed_with_heatmap(owner, patient)
-    log_in(page, live_server, owner.username)
-    page.goto(live_server.url + reverse("study_detail", args=[study.pk]))
-    wait_for_films(page)
-    card = page.locator("#film-1")
+    card = open_first_film(page, live_server, owner, study)
     button = card.get_by_role("button", name="Full screen")
     before = box(card.locator("[data-viewer-stage]"))
     button.click()
@@ -219,13 +221,10 @@ def test_dragging_on_a_dicom_film_changes_the_window_and_asks_for_a_new_preview(
 ):
     study = StudyFactory(created_by=owner, patient=patient, films=[("chest.dcm", dicom_bytes(size=256))])
     image = study.images.get()
-    log_in(page, live_server, owner.username)
-    page.goto(live_server.url + reverse("study_detail", args=[study.pk]))
-    wait_for_films(page)
-    requested: list[str] = []
+    card = open_first_film(page, live_server, owner, study)
+    requested: list[str] = []  # from here on: the previews the drag asks for
     preview = reverse("image_preview", args=[image.pk])
     page.on("request", lambda request: requested.append(request.url) if preview in request.url else None)
-    card = page.locator("#film-1")
     card.get_by_label("Window / level", exact=True).check()
     centre, window_width = card.get_by_label(re.compile("^Level")), card.get_by_label(re.compile("^Window width"))
     card.locator("[data-viewer-stage]").scroll_into_view_if_needed()
@@ -273,10 +272,7 @@ def test_the_previous_study_is_shown_beside_the_film_with_its_date_and_result(
                     clinician=member)  # fmt: skip
     Study.objects.filter(pk=before.pk).update(created_at="2024-01-10T10:00:00+00:00")
     current = assessed_with_heatmap(owner, patient)
-    log_in(page, live_server, owner.username)
-    page.goto(live_server.url + reverse("study_detail", args=[current.pk]))
-    wait_for_films(page)
-    card = page.locator("#film-1")
+    card = open_first_film(page, live_server, owner, current)
     card.get_by_role("link", name="Compare with previous study (2024-01-10)").click()
     panel = card.get_by_role("region", name=re.compile(f"^Previous study #{before.pk}, 2024-01-10"))
     expect(panel).to_be_visible()
@@ -356,10 +352,7 @@ def test_without_the_fullscreen_api_the_film_fills_the_window_and_escape_restore
     page.add_init_script("Object.defineProperty(document, 'fullscreenEnabled', {get: () => false});"
                          "Element.prototype.requestFullscreen = undefined;")  # fmt: skip
     study = assessed_with_heatmap(owner, patient)
-    log_in(page, live_server, owner.username)
-    page.goto(live_server.url + reverse("study_detail", args=[study.pk]))
-    wait_for_films(page)
-    card = page.locator("#film-1")
+    card = open_first_film(page, live_server, owner, study)
     card.get_by_role("button", name="Full screen").click()
     area = page.locator("#viewer-area-1")
     expect(area).to_have_class(re.compile("viewer-maximised"))
