@@ -109,15 +109,11 @@ def decoded_bytes_estimate(data: bytes, *, target_size: int | None = None) -> in
         if fmt == "DICOM":
             import pydicom
 
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-            samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
-            return int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * samples * max(1, (bits + 7) // 8)
+            return _dicom_decoded_bytes(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image: Image.Image = Image.open(io.BytesIO(data))
-            if fmt == "JPEG" and target_size:
-                image.draft("L" if image.mode == "L" else image.mode, (target_size, target_size))
-            return image.size[0] * image.size[1] * _BYTES_PER_PIXEL.get(image.mode, 4)
+            return _raster_decoded_bytes(image, fmt, target_size)
     except Exception:  # noqa: BLE001 - any unreadable header: nothing worth budgeting, the decode refuses it
         return 0
 
@@ -145,11 +141,9 @@ def _decode_raster(data: bytes, fmt: str, target_size: int | None) -> DecodedIma
             if width * height > MAX_PIXELS:
                 raise ImageDecodeError(f"The image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,}).")
             rotated = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-            # Before draft("L"), which makes libjpeg return luma only (the pixels training saw).
+            # Before _raster_decoded_bytes sets a JPEG to decode as luma only (the pixels training saw).
             jpeg_chroma = _jpeg_chroma(data) if fmt == "JPEG" and image.mode != "L" else None
-            if fmt == "JPEG" and target_size:
-                image.draft("L", (target_size, target_size))
-            _check_decoded_bytes(image.size[0] * image.size[1] * _BYTES_PER_PIXEL.get(image.mode, 4))
+            _check_decoded_bytes(_raster_decoded_bytes(image, fmt, target_size))
             image = ImageOps.exif_transpose(image)
             image.load()
             chroma = colourfulness(image) if jpeg_chroma is None else jpeg_chroma
@@ -187,6 +181,20 @@ def _jpeg_chroma(data: bytes) -> float:
     probe: Image.Image = Image.open(io.BytesIO(data))
     probe.draft("RGB", (64, 64))
     return colourfulness(probe)
+
+
+def _raster_decoded_bytes(image: Image.Image, fmt: str, target_size: int | None) -> int:
+    """What decoding the opened (not yet loaded) picture holds. A JPEG is first set to decode as luma
+    only (the pixels training saw) at a reduced DCT scale no smaller than `target_size`."""
+    if fmt == "JPEG" and target_size:
+        image.draft("L", (target_size, target_size))
+    return image.size[0] * image.size[1] * _BYTES_PER_PIXEL.get(image.mode, 4)
+
+
+def _dicom_decoded_bytes(ds: Dataset) -> int:
+    """Rows x columns x samples x bytes per sample, from the header."""
+    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
+    return int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * samples * max(1, (bits + 7) // 8)
 
 
 def _check_decoded_bytes(size: int) -> None:
@@ -271,8 +279,7 @@ def _read_dicom(data: bytes, window_source_side: int | None = None) -> DecodedIm
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if rows * cols > MAX_PIXELS:
         raise ImageDecodeError(f"The image is too large ({cols}x{rows} pixels).")
-    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
-    _check_decoded_bytes(rows * cols * samples * max(1, (bits + 7) // 8))
+    _check_decoded_bytes(_dicom_decoded_bytes(ds))
     try:
         raw = ds.pixel_array
     except Exception as exc:  # missing codec, truncated pixel data, bad header
