@@ -6,8 +6,13 @@ TensorFlow on a CPU and on PyTorch on a GPU (docs/gpu.md). Only training imports
 
 from __future__ import annotations
 
+import io
+
 import keras
 import numpy as np
+from PIL import Image
+
+POLICIES = ("geometric", "acquisition", "robust")
 
 
 def augmenter(seed: int):  # noqa: ANN201 (a keras.Sequential)
@@ -38,13 +43,14 @@ def make_dataset(
     seed: int,
     policy: str = "geometric",
 ) -> FilmBatches:
-    """``policy``: "geometric" (the source projects' recipe) or "acquisition" (geometric, then
-    what differs between machines and periods: exposure, contrast, gamma, blur and noise).
+    """``policy``: "geometric" (the source projects' recipe), "acquisition" (geometric, then
+    what differs between machines and periods: exposure, contrast, gamma, blur and noise) or
+    "robust" (acquisition, then what happens to a film on its way to us: file_jitter).
 
     Backend-neutral (a keras PyDataset; augmentation in Keras layers and keras.ops), so the same
     batches train on TensorFlow on a CPU and on PyTorch on a GPU (docs/gpu.md).
     """
-    if policy not in ("geometric", "acquisition"):
+    if policy not in POLICIES:
         raise ValueError(f"unknown augmentation policy {policy!r}")
     return FilmBatches(
         images, labels, batch_size=batch_size, shuffle=training, augment=training and augment, seed=seed, policy=policy
@@ -89,9 +95,12 @@ class FilmBatches(keras.utils.PyDataset):
         if self._augmenter is None:
             return x, y
         out = self._augmenter(x, training=True)
-        if self.policy == "acquisition":
+        if self.policy in ("acquisition", "robust"):
             out = acquisition_jitter(out)
-        return keras.ops.convert_to_numpy(out).astype(np.float32), y
+        out = keras.ops.convert_to_numpy(out).astype(np.float32)
+        if self.policy == "robust":
+            out = file_jitter(out, self._rng)
+        return out, y
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
@@ -119,3 +128,40 @@ def acquisition_jitter(images):  # noqa: ANN001, ANN201 (a backend tensor in, on
     noise = rnd.normal((size[0], size[1], size[2], 1))  # one noise for the three gray channels
     x = x + noise * rnd.uniform((n, 1, 1, 1), 0.0, 4.0 / 255)
     return ops.clip(x, 0.0, 1.0) * 255.0
+
+
+# Resamplers hospitals' and third parties' tools use to shrink a film (Pillow's names).
+_RESAMPLERS = (
+    Image.Resampling.BILINEAR,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.LANCZOS,
+    Image.Resampling.BOX,
+    Image.Resampling.HAMMING,
+)
+
+
+def file_jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per film, on (N, S, S, 3) gray 0..255: for half the films a resize through another resampler
+    (up 2x, then back down with one of five), for half a JPEG re-encoding at quality 60-95.
+
+    The served model scored the same full-size film 0.05-0.07 apart when it came as a 224 px copy
+    made with Lanczos, or saved once more as JPEG q95 (docs/generalisation.md): the sharpness a
+    resampler leaves and the JPEG's quantisation noise are not the pneumonia. In NumPy and Pillow,
+    so it runs the same under every Keras backend; seeded by the batches' generator.
+    """
+    out = images.copy()
+    size = images.shape[1]
+    for i in range(len(images)):
+        resample, recompress = rng.random(2) < 0.5
+        if not (resample or recompress):
+            continue
+        film = Image.fromarray(np.clip(np.rint(images[i, :, :, 0]), 0, 255).astype(np.uint8))
+        if resample:
+            film = film.resize((2 * size, 2 * size), Image.Resampling.BICUBIC)
+            film = film.resize((size, size), _RESAMPLERS[int(rng.integers(len(_RESAMPLERS)))])
+        if recompress:
+            buffer = io.BytesIO()
+            film.save(buffer, format="JPEG", quality=int(rng.integers(60, 96)))
+            film = Image.open(buffer).convert("L")
+        out[i] = np.asarray(film, dtype=np.float32)[:, :, None]
+    return out

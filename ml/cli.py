@@ -69,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-augment", action="store_true")
     train.add_argument(
         "--augmentation",
-        choices=["geometric", "acquisition"],
+        choices=["geometric", "acquisition", "robust"],
         default="geometric",
-        help="geometric: zoom, rotation, flip, shift, shear; acquisition: also gamma, contrast, exposure, blur, noise",
+        help="geometric: zoom, rotation, flip, shift, shear; acquisition: also gamma, contrast, exposure, blur, "
+        "noise; robust: also a resize through another resampler and JPEG re-encoding",
     )
     train.add_argument("--patience", type=int, default=3)
     train.add_argument("--bootstrap", type=int, default=1000)

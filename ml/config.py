@@ -47,7 +47,7 @@ class TrainConfig:
     max_val_images: int | None = None
     class_weighting: str = "balanced"  # "balanced" | "none"
     augment: bool = True
-    augmentation_policy: str = "geometric"  # "geometric" | "acquisition" (see ml.data.make_dataset)
+    augmentation_policy: str = "geometric"  # "geometric" | "acquisition" | "robust" (ml.batches.make_dataset)
     early_stopping_patience: int = 3
     reduce_lr_patience: int = 1
     bootstrap_samples: int = 1000

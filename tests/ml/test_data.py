@@ -133,3 +133,29 @@ def test_acquisition_batches_stay_films_and_keep_soft_labels(dataset_root: Path)
     assert sorted(first_epoch) == sorted(second_epoch) == sorted(soft)
     with pytest.raises(ValueError, match="policy"):
         batches.make_dataset(images, soft, batch_size=6, training=True, augment=True, seed=3, policy="colour")
+
+
+def test_file_jitter_resamples_and_recompresses_about_half_the_films_reproducibly() -> None:
+    """The robust policy's last step: a resize through another resampler and a JPEG re-encoding,
+    each for about half the films, gray channels kept equal, seeded by the batches' generator."""
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (40, 64, 64, 1)).astype(np.float32)
+    images = np.repeat(gray, 3, axis=3)
+    out = batches.file_jitter(images, np.random.default_rng(5))
+    again = batches.file_jitter(images, np.random.default_rng(5))
+    assert out.shape == images.shape and out.dtype == np.float32
+    assert np.array_equal(out, again)
+    assert np.array_equal(out[..., 0], out[..., 2]) and out.min() >= 0.0 and out.max() <= 255.0
+    changed = [not np.array_equal(out[i], images[i]) for i in range(len(images))]
+    assert 0.6 < np.mean(changed) < 0.9  # 1 - 0.5 * 0.5 of the films are touched
+    assert np.array_equal(images, np.repeat(gray, 3, axis=3))  # the input is not modified
+
+
+def test_robust_batches_stay_films(dataset_root: Path) -> None:
+    records = data.list_images(dataset_root, "train")[:12]
+    images = data.load_images(records, input_size=32)
+    labels = data.labels_of(records)
+    ds = batches.make_dataset(images, labels, batch_size=6, training=True, augment=True, seed=3, policy="robust")
+    x, y = ds[0]
+    assert x.shape == (6, 32, 32, 3) and x.dtype == np.float32
+    assert x.min() >= 0.0 and x.max() <= 255.0 and np.array_equal(x[..., 0], x[..., 1])
