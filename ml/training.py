@@ -415,17 +415,31 @@ class RunCheckpoints:
         path = self.folder / f"{stage}.best.json"
         return float(json.loads(path.read_text())["val_auc"]) if path.is_file() else None
 
+    def epoch_scores(self, stage: str) -> list[float]:
+        """The stage's validation AUC by epoch, those before a restart included."""
+        path = self.folder / f"{stage}.epochs.json"
+        return [float(v) for v in json.loads(path.read_text())["val_auc"]] if path.is_file() else []
+
+    def record_epoch(self, stage: str, epoch: int, score: float) -> None:
+        # Epoch `epoch` (0-based) trained again after a restart replaces what came after it.
+        scores = self.epoch_scores(stage)[:epoch] + [float(score)]
+        (self.folder / f"{stage}.epochs.json").write_text(json.dumps({"val_auc": scores}))
+
     def callbacks(self, stage: str) -> list[Any]:
         import keras
 
         run = self
 
         class RecordBest(keras.callbacks.Callback):
-            # After ModelCheckpoint in the list: the best score survives a restart with the weights.
+            # After ModelCheckpoint in the list: the best score survives a restart with the weights,
+            # and every epoch's score with them, so that the stage's history is whole after a resume.
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 score = (logs or {}).get("val_auc")
+                if score is None:
+                    return
+                run.record_epoch(stage, epoch, score)
                 best = run.best_score(stage)
-                if score is not None and (best is None or score > best):
+                if best is None or score > best:
                     (run.folder / f"{stage}.best.json").write_text(json.dumps({"val_auc": float(score)}))
 
         previous_best = self.best_score(stage)
@@ -523,17 +537,23 @@ def _compile(model: Any, stage: StageConfig) -> None:
     )
 
 
-def _summarise(fit_history: Any) -> dict[str, Any]:
-    h = fit_history.history
-    if not h.get("val_auc"):  # resumed after its last epoch: nothing left to fit
+def _summarise(fit_history: Any, run: RunCheckpoints, stage: str) -> dict[str, Any]:
+    """The stage's epochs, with those trained before a restart (run.epoch_scores) counted in."""
+    this_process = [float(v) for v in fit_history.history.get("val_auc", [])]
+    scores = run.epoch_scores(stage) or this_process
+    if not scores:  # resumed after its last epoch: nothing left to fit
         return {"epochs_run": 0}
-    best = int(np.argmax(h["val_auc"]))
-    return {
-        "epochs_run": len(h["val_auc"]),
+    best = int(np.argmax(scores))
+    record: dict[str, Any] = {
+        "epochs_run": len(scores),
         "best_epoch": best + 1,
-        "best_val_auc": float(h["val_auc"][best]),
-        "val_auc_by_epoch": [round(float(v), 4) for v in h["val_auc"]],
+        "best_val_auc": scores[best],
+        "val_auc_by_epoch": [round(v, 4) for v in scores],
     }
+    if len(scores) > len(this_process):
+        # Keras' EarlyStopping counts its patience again from the restart.
+        record["epochs_before_restart"] = len(scores) - len(this_process)
+    return record
 
 
 def _fit_head_on_cached_features(
@@ -562,7 +582,7 @@ def _fit_head_on_cached_features(
         shuffle=True,
     )
     built.head.load_weights(run.best_weights(stage.name))
-    return {**_summarise(fit), "features_cached": True, "augmentation": False, **feature_record}
+    return {**_summarise(fit, run, stage.name), "features_cached": True, "augmentation": False, **feature_record}
 
 
 def _fit_end_to_end(built, config, stage, split, class_weight, run, progress, budget):
@@ -592,7 +612,7 @@ def _fit_end_to_end(built, config, stage, split, class_weight, run, progress, bu
     )
     built.model.load_weights(run.best_weights(stage.name))
     augmentation = config.augmentation_policy if config.augment else False
-    return {**_summarise(fit), "features_cached": False, "augmentation": augmentation}
+    return {**_summarise(fit, run, stage.name), "features_cached": False, "augmentation": augmentation}
 
 
 def cached_features(built, images, records, split_name, config, cache_dir, list_digest):

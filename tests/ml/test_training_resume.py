@@ -50,7 +50,10 @@ def test_a_stopped_run_resumes_at_its_last_finished_epoch(dataset_root: Path, tm
     )
     assert seen == [("full", 2), ("full", 3)]  # epoch 1 was not trained again
     manifest = artifacts.read_manifest(artifact)
-    assert manifest["history"][0]["epochs_run"] == 2
+    stage = manifest["history"][0]
+    # The stage's record counts the epoch trained before the restart too.
+    assert stage["epochs_run"] == 3 and stage["epochs_before_restart"] == 1
+    assert len(stage["val_auc_by_epoch"]) == 3 and 1 <= stage["best_epoch"] <= 3
     assert json.loads((resume_dir / "run.json").read_text())["artifact"] == str(artifact)
     assert [p.name for p in resume_dir.iterdir()] == ["run.json"]  # the weights went into the artifact
 
