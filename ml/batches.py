@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-POLICIES = ("geometric", "acquisition", "robust")
+from ml.config import AUGMENTATION_POLICIES
 
 
 def augmenter(seed: int):  # noqa: ANN201 (a keras.Sequential)
@@ -50,7 +50,7 @@ def make_dataset(
     Backend-neutral (a keras PyDataset; augmentation in Keras layers and keras.ops), so the same
     batches train on TensorFlow on a CPU and on PyTorch on a GPU (docs/gpu.md).
     """
-    if policy not in POLICIES:
+    if policy not in AUGMENTATION_POLICIES:
         raise ValueError(f"unknown augmentation policy {policy!r}")
     return FilmBatches(
         images, labels, batch_size=batch_size, shuffle=training, augment=training and augment, seed=seed, policy=policy

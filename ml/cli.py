@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ml.config import (
     ARTIFACTS_DIR_ENV,
+    AUGMENTATION_POLICIES,
     DATA_DIR_ENV,
     DEFAULT_ARTIFACTS_DIR,
     WEIGHTS_DIR_ENV,
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-augment", action="store_true")
     train.add_argument(
         "--augmentation",
-        choices=["geometric", "acquisition", "robust"],
+        choices=AUGMENTATION_POLICIES,
         default="geometric",
         help="geometric: zoom, rotation, flip, shift, shear; acquisition: also gamma, contrast, exposure, blur, "
         "noise; robust: also a resize through another resampler and JPEG re-encoding",

@@ -540,7 +540,7 @@ def _compile(model: Any, stage: StageConfig) -> None:
 def _summarise(fit_history: Any, run: RunCheckpoints, stage: str) -> dict[str, Any]:
     """The stage's epochs, with those trained before a restart (run.epoch_scores) counted in."""
     this_process = [float(v) for v in fit_history.history.get("val_auc", [])]
-    scores = run.epoch_scores(stage) or this_process
+    scores = run.epoch_scores(stage)  # RecordBest wrote this process's epochs there too
     if not scores:  # resumed after its last epoch: nothing left to fit
         return {"epochs_run": 0}
     best = int(np.argmax(scores))

@@ -2,10 +2,11 @@
 # Issue 12, item 6 on a CPU: the source projects' VGG19, VGG16 and ResNet50V2 from random weights (no
 # ImageNet weights exist here for them), one after another, each until its validation AUC stops
 # improving for PATIENCE epochs or its MINUTES are spent (the best epoch's weights are kept either
-# way; the manifest says which ended it). Trained in mixed bfloat16: on a CPU with AVX512-BF16 this
-# was 3.3x faster per step for VGG16-BN at 128 px (1.70 s vs 5.62 s per batch of 32, 2 cores); the
-# exported ONNX is float32 either way. Progress is kept in $RUNS/resume-<arch>: the same command
-# run again goes on where it stopped.
+# way; the manifest says which ended it). Trained in mixed bfloat16: on a CPU with AMX (bfloat16 matrix units)
+# this was 3.3x faster per step for VGG16-BN at 128 px (1.70 s vs 5.62 s per batch of 32, 2 cores); the
+# exported ONNX is float32 either way. Progress is kept in $RUNS/resume-<arch>: a run stopped any
+# other way (a kill, the session ending) goes on where it stopped when the same command runs again;
+# one whose MINUTES are spent has finished.
 #
 #   DATA=<dataset root with train/ and external/>  RUNS=<output folder>  scripts/scratch-rows.sh
 #   [ROWS="vgg19_bn vgg16_bn resnet50v2"] [MINUTES_vgg19_bn=45 ...] [PRECISION=mixed_bfloat16]
