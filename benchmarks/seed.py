@@ -98,7 +98,7 @@ def seed(*, studies: int, patients: int, film: bytes) -> dict[str, object]:
                     label=label,
                     latency_ms=5.0,
                     model_sha256=model_version.sha256,
-                    preprocessing_version="gray-squash-v1",
+                    preprocessing_version=model_version.preprocessing_version,
                     input_sha256=film_sha,
                 )
             )

@@ -351,7 +351,7 @@ def fit_artifact_gate(artifact_dir: str | Path, data_dir: str | Path) -> dict[st
     fraction), so the gate never sees a validation or external film.
     """
     from ml import artifacts, data
-    from ml.preprocessing import decode_image_bytes
+    from ml.preprocessing import decode_image_bytes, decode_side
 
     artifact_dir = Path(artifact_dir)
     manifest = artifacts.read_manifest(artifact_dir)
@@ -360,9 +360,9 @@ def fit_artifact_gate(artifact_dir: str | Path, data_dir: str | Path) -> dict[st
     train, _ = data.grouped_split(
         records, val_fraction=float(config.get("val_fraction", 0.2)), seed=int(config.get("seed", 1337))
     )
-    size = int(manifest["input_size"])
+    side = decode_side(int(manifest["input_size"]))
     vectors = np.stack(
-        [thumbnail_vector(decode_image_bytes(r.path.read_bytes(), target_size=size).pixels) for r in train]
+        [thumbnail_vector(decode_image_bytes(r.path.read_bytes(), target_size=side).pixels) for r in train]
     )
     entry = fit_gate(vectors, artifact_dir / GATE_FILE)
     entry["sha256"] = artifacts.sha256_file(artifact_dir / GATE_FILE)
@@ -375,7 +375,7 @@ def fit_artifact_gate(artifact_dir: str | Path, data_dir: str | Path) -> dict[st
 def gate_report(artifact_dir: str | Path, folders: dict[str, list[Path]]) -> dict[str, Any]:
     """Run the whole gate (as served) on named lists of files: pass counts and every refusal."""
     from ml.inference import Predictor
-    from ml.preprocessing import ImageDecodeError, decode_image_bytes
+    from ml.preprocessing import ImageDecodeError
 
     predictor = Predictor.from_artifact(artifact_dir)
     report: dict[str, Any] = {}
@@ -384,7 +384,7 @@ def gate_report(artifact_dir: str | Path, folders: dict[str, list[Path]]) -> dic
         by_reason: dict[str, int] = {}
         for path in files:
             try:
-                decoded = decode_image_bytes(path.read_bytes(), target_size=predictor.input_size)
+                decoded = predictor.decode(path.read_bytes())
             except ImageDecodeError as error:
                 code, reason = "unreadable", str(error)
             else:

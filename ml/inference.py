@@ -12,7 +12,14 @@ import onnxruntime as ort
 
 from ml.artifacts import CAM_OUTPUT, CLASS_NAMES, ONNX_NAME, read_manifest, sha256_file
 from ml.gate import ChestFilmCheck, GateError, GateResult, run_gate
-from ml.preprocessing import PREPROCESSING_VERSION, DecodedImage, decode_image_bytes, preprocess
+from ml.preprocessing import (
+    PREPROCESSING_VERSION,
+    DecodedImage,
+    decode_image_bytes,
+    decode_side,
+    preprocess,
+    serves_preprocessing,
+)
 from ml.runtime import CPU_PROVIDER, CUDA_PROVIDER, Runtime, choose_providers, describe_device, load_cuda_libraries
 
 if TYPE_CHECKING:
@@ -140,7 +147,7 @@ class Predictor:
 
     def decode(self, data: bytes) -> DecodedImage:
         """The file as this model reads it (the decode half of ml.preprocessing.load_for_model)."""
-        return decode_image_bytes(data, target_size=self.input_size)
+        return decode_image_bytes(data, target_size=decode_side(self.input_size))
 
     def gate(self, decoded: DecodedImage, *, recorded_view: str = "") -> GateResult:
         """Whether this film may be scored at all (ml.gate): run before every prediction."""
@@ -196,7 +203,7 @@ def _load_manifest(artifact_dir: Path) -> dict[str, Any]:
         manifest = read_manifest(artifact_dir)
     except ValueError as exc:
         raise ModelArtifactError(f"Model manifest is invalid: {exc}") from exc
-    if manifest["preprocessing_version"] != PREPROCESSING_VERSION:
+    if not serves_preprocessing(str(manifest["preprocessing_version"]), int(manifest["input_size"])):
         raise ModelArtifactError(
             f"Model {manifest.get('name')} was trained with preprocessing "
             f"'{manifest['preprocessing_version']}' but this code implements "

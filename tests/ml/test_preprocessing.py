@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ml import preprocessing
-from ml.preprocessing import ImageDecodeError, decode_image_bytes, load_for_model, preprocess
+from ml.preprocessing import ImageDecodeError, decode_image_bytes, decode_side, load_for_model, preprocess
 from tests.images import dicom_bytes
 from tests.ml.conftest import encode_jpeg, encode_png
 
@@ -115,9 +115,31 @@ def test_preprocess_squashes_to_three_identical_channels() -> None:
 
 
 def test_load_for_model_is_decode_then_preprocess() -> None:
-    data = encode_jpeg(Image.effect_noise((300, 200), 40))
-    expected = preprocess(decode_image_bytes(data, target_size=64).pixels, input_size=64)
-    np.testing.assert_array_equal(load_for_model(data, input_size=64), expected)
+    data = encode_jpeg(Image.effect_noise((1000, 700), 40))
+    for size in (64, 299):  # decoded at 224 px at least, and at the model's size if larger
+        expected = preprocess(decode_image_bytes(data, target_size=decode_side(size)).pixels, input_size=size)
+        np.testing.assert_array_equal(load_for_model(data, input_size=size), expected)
+    assert (decode_side(64), decode_side(224), decode_side(299)) == (224, 224, 299)
+
+
+@pytest.mark.parametrize("input_size", [128, 224, 299])
+def test_every_film_reaches_the_model_through_the_training_films_224_px(input_size: int) -> None:
+    # The training films were squashed to 224 px by a third party: a full-size film must carry no more
+    # detail than they did, whatever the model's input size.
+    full = np.asarray(Image.effect_noise((1400, 1100), 60), dtype=np.uint8)
+    squashed = np.asarray(Image.fromarray(full).resize((224, 224), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(preprocess(full, input_size=input_size), preprocess(squashed, input_size=input_size))
+    # A 224 px film (every training film) is not resampled on the way to a 224 px model.
+    np.testing.assert_array_equal(preprocess(squashed, input_size=224)[..., 0], squashed.astype(np.float32))
+
+
+def test_an_earlier_version_serves_only_where_it_is_the_same_transform() -> None:
+    current = preprocessing.PREPROCESSING_VERSION
+    assert all(preprocessing.serves_preprocessing(current, size) for size in (64, 224, 299))
+    assert preprocessing.serves_preprocessing("gray-squash-v1", 224)
+    assert not preprocessing.serves_preprocessing("gray-squash-v1", 128)
+    assert not preprocessing.serves_preprocessing("gray-squash-v1", 299)
+    assert not preprocessing.serves_preprocessing("something-else", 224)
 
 
 def test_decoded_size_is_budgeted_by_bytes_before_decoding():

@@ -124,6 +124,12 @@ def test_predictor_refuses_tampered_or_skewed_artifacts(artifact: Path, tmp_path
     (skewed / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelArtifactError, match="preprocessing"):
         Predictor.from_artifact(skewed)
+    # v1 went straight to the input size: the same transform as today's only for a 224 px model.
+    assert manifest["input_size"] != 224
+    manifest["preprocessing_version"] = "gray-squash-v1"
+    (skewed / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelArtifactError, match="'gray-squash-v1' but this code implements"):
+        Predictor.from_artifact(skewed)
 
     missing = tmp_path / "missing"
     shutil.copytree(artifact, missing)
@@ -183,6 +189,7 @@ def test_export_command_packages_a_loadable_artifact_with_model_card(
     card = (target / "MODEL_CARD.md").read_text()
     assert "Intended use" in card and "chosen in a test" in card and predictor.model_sha256 in card
     assert "Other evaluation: held-out val" in card
+    assert f"(fit time) on {predictor.manifest['trained_on']['device']} (" in card  # where it trained, as recorded
 
 
 def test_a_cancelled_run_stops_and_leaves_no_artifact(dataset_root: Path, tmp_path: Path) -> None:
