@@ -1,9 +1,11 @@
 """Here, with TensorFlow: rebuild each GPU row's model.keras from the weights that came back, then export
 its ONNX (`python -m ml export`). Usage: PYTHONPATH=. python scripts/device/unpack.py <files back> <runs dir>
+Weights come back as NAME.fp16.weights.h5 or as NAME.weights.h5.part0, part1, … (scripts/device/pack.py).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import tarfile
 import tempfile
@@ -14,19 +16,28 @@ from ml.artifacts import KERAS_NAME, read_manifest
 from ml.cli import main as ml_main
 
 
+def returned_weights(back: Path) -> dict[str, Path]:
+    weights = {f.name.removesuffix(".fp16.weights.h5"): f for f in back.glob("*.fp16.weights.h5")}
+    parts: dict[str, list[Path]] = {}
+    for f in back.glob("*.weights.h5.part*"):
+        name, index = re.fullmatch(r"(.+)\.weights\.h5\.part(\d+)", f.name).groups()  # type: ignore[union-attr]
+        parts.setdefault(name, []).append(f)
+    for name, files in parts.items():
+        joined = Path(tempfile.mkdtemp()) / f"{name}.weights.h5"
+        ordered = sorted(files, key=lambda f: int(f.name.rsplit("part", 1)[1]))
+        joined.write_bytes(b"".join(f.read_bytes() for f in ordered))
+        weights[name] = joined
+    return weights
+
+
 def main(back: Path, runs: Path) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     with tarfile.open(back / "runs.tar.gz") as tar:
         tar.extractall(runs, filter="data")  # our own archive; "data" refuses links and absolute paths
-    weights = {name: back / f"{name}.fp16.weights.h5" for name in ("teacher11", "teacher12", "teacher13")}
-    parts = sorted(back.glob("student.weights.h5.part*"))
-    if parts:
-        weights["student"] = Path(tempfile.mkdtemp()) / "student.weights.h5"
-        weights["student"].write_bytes(b"".join(p.read_bytes() for p in parts))
-    for name, file in weights.items():
+    for name, file in sorted(returned_weights(back).items()):
         artifacts = sorted((runs / name).glob("*/manifest.json"))
-        if not artifacts or not file.exists():
-            print(name, "missing")
+        if not artifacts:
+            print(name, "has weights but no artifact")
             continue
         artifact = artifacts[0].parent
         manifest = read_manifest(artifact)
