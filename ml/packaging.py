@@ -86,7 +86,8 @@ LIMITATIONS = [
     "evaluation has been run.",
     "- Single-site pediatric data (Guangzhou Women and Children's Medical Center); performance on adults, "
     "other hospitals, portable films or DICOMs from other devices is unknown.",
-    "- Training images were squashed to 224×224 without keeping the aspect ratio; uploads are squashed the same way.",
+    "- Training images were squashed to 224×224 without keeping the aspect ratio; uploads are squashed the same "
+    "way (to 224×224, then to the model's input size).",
     "- The model separates NORMAL vs PNEUMONIA only; it does not distinguish bacterial from viral pneumonia "
     "or detect other findings.",
 ]
@@ -169,6 +170,15 @@ def _gate_lines(manifest: dict[str, Any]) -> list[str]:
     ]
 
 
+def _trained_on(manifest: dict[str, Any]) -> str:
+    """Where the manifest says it trained; models from before that was recorded trained on the project's CPU."""
+    trained = manifest.get("trained_on")
+    if not trained:
+        return "a 2-core CPU"
+    extras = ", ".join(str(trained[key]) for key in ("backend", "precision") if trained.get(key))
+    return f"{trained.get('device', 'an unrecorded device')}" + (f" ({extras})" if extras else "")
+
+
 def _heatmap_line(manifest: dict[str, Any]) -> str:
     heatmap = manifest.get("heatmap")
     if not heatmap:
@@ -204,13 +214,14 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "",
         "## Model",
         f"- Architecture: `{manifest['architecture']}`, input {size}×{size} grayscale replicated to 3 channels, "
-        f"preprocessing `{manifest['preprocessing_version']}` (ml/preprocessing.py).",
+        f"preprocessing `{manifest['preprocessing_version']}` (ml/preprocessing.py)."
+        + (f" {manifest['preprocessing_note']}" if manifest.get("preprocessing_note") else ""),
         f"- Weights: {manifest['weights']['source']}.",
         f"- Output: P(PNEUMONIA); label PNEUMONIA when P ≥ {manifest['threshold']:.4f} ({manifest['threshold_rule']}).",
         _heatmap_line(manifest),
         f"- Files: {files}. model.onnx sha256 `{manifest['onnx_sha256']}`.",
         f"- Code version: `{manifest['code_version']}`; trained {manifest['created_at']} in "
-        f"{manifest['training_seconds']:.0f} s (fit time) on a 2-core CPU.",
+        f"{manifest['training_seconds']:.0f} s (fit time) on {_trained_on(manifest)}.",
         "",
         "## Data",
         "- Kermany et al. 2018 pediatric chest X-ray set (CC BY 4.0), official *train* split only; images "

@@ -61,19 +61,21 @@ def test_the_stored_heatmap_is_the_keras_models_class_activation_map_of_the_film
     from ml import export
 
     study, prediction = predicted_study(owner, patient, seed=2)
+    predictor = Predictor.from_artifact(active_model.artifact_path)
     with prediction.image.file.open("rb") as handle:
-        tensor = load_for_model(handle.read(), input_size=224)
+        tensor = load_for_model(handle.read(), input_size=predictor.input_size)
     model = keras.saving.load_model(Path(active_model.artifact_path) / "model.keras", compile=False)
     head = export.cam_head(model)
     assert head is not None  # the bundled xception_mid: pooling straight into Dense(1)
     expected = export.keras_cam(model, head, tensor[None])[0]
-    assert expected.shape == (14, 14)
+    side = -(-predictor.input_size // 16)  # xception_mid's last feature map: stride 16, 'same' padding
+    assert expected.shape == (side, side) == tuple(predictor.manifest["heatmap"]["shape"])
     # The map explains the number shown: its mean is the logit of the stored probability.
     p = prediction.probability
     assert float(expected.mean()) == pytest.approx(np.log(p / (1 - p)), abs=1e-3)
 
-    served = Predictor.from_artifact(active_model.artifact_path).predict_with_cam(tensor[None]).cams
-    assert served is not None and served.shape == (1, 14, 14)
+    served = predictor.predict_with_cam(tensor[None]).cams
+    assert served is not None and served.shape == (1, side, side)
     assert np.max(np.abs(served[0] - expected)) < 1e-3
 
     evidence = positive_evidence(expected)
@@ -87,10 +89,10 @@ def test_the_stored_heatmap_is_the_keras_models_class_activation_map_of_the_film
     assert np.abs(rgba.astype(int) - reference.astype(int)).max() <= 2
     # Where the map is strongest, the picture is opaque; where it is not positive, clear.
     row, col = np.unravel_index(np.argmax(expected), expected.shape)
-    y, x = int((row + 0.5) * height / 14), int((col + 0.5) * width / 14)
+    y, x = int((row + 0.5) * height / side), int((col + 0.5) * width / side)
     assert rgba[y, x, 3] > 150
     row, col = np.unravel_index(np.argmin(expected), expected.shape)
-    assert expected[row, col] < 0 and rgba[int((row + 0.5) * height / 14), int((col + 0.5) * width / 14), 3] < 30
+    assert expected[row, col] < 0 and rgba[int((row + 0.5) * height / side), int((col + 0.5) * width / side), 3] < 30
 
 
 @pytest.mark.django_db
