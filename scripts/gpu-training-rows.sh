@@ -33,8 +33,8 @@ fi
 PATIENCE=6 PRECISION=()  # converge: patience 4, as scripts/scratch-rows.sh on the CPU
 [ "$PLAN" = converge ] && PRECISION=(--precision mixed_bfloat16) PATIENCE=4
 
-# The default model's recipe (docs/generalisation.md) plus the progressive recipe's last stage
-# (everything open, lower rate); all on the default model's patient split (--split-seed 1337).
+# xception_mid from INIT with the default model's recipe (docs/generalisation.md), on its patient split
+# (--split-seed 1337); each caller names the fine-tuning stages after the head (--fine-tune).
 xception_row() {  # name seed minutes [extra flags]
   local name=$1 seed=$2 minutes=$3; shift 3
   "$PY" -m ml -v train --data-dir "$DATA" --output-root "$RUNS/$name" --cache-dir "$RUNS/cache-$name" \
