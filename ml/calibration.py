@@ -50,6 +50,20 @@ def apply_platt(prob: np.ndarray, a: float, b: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(a * logit(prob) + b)))
 
 
+def fold_platt(model: Any, a: float, b: float) -> None:
+    """Put sigmoid(a * logit + b) into the final Dense layer: its logit z becomes a * z + b."""
+    layer = model.get_layer(FINAL_LAYER)
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * a, bias * a + b])
+
+
+def unfold_platt(model: Any, a: float, b: float) -> None:
+    """Take folded Platt scaling back out of the final layer: the trained network (a warm start)."""
+    layer = model.get_layer(FINAL_LAYER)
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel / a, (bias - b) / a])
+
+
 def threshold_for_sensitivity(y: np.ndarray, prob: np.ndarray, min_sensitivity: float) -> float:
     """The highest threshold t with sensitivity(prob >= t) >= min_sensitivity."""
     positives = np.sort(np.asarray(prob)[np.asarray(y) == 1])[::-1]
@@ -106,9 +120,7 @@ def calibrate_artifact(
     a, b = fit_platt(y_ext, before)
     # compile=False: the calibrated model is saved without the optimizer state (a third of the size).
     model = keras.saving.load_model(artifact_dir / artifacts.KERAS_NAME, compile=False)
-    layer = model.get_layer(FINAL_LAYER)
-    kernel, bias = layer.get_weights()
-    layer.set_weights([kernel * a, bias * a + b])
+    fold_platt(model, a, b)
     exported = export.export_verified(model, artifact_dir / artifacts.ONNX_NAME, x_val[:64])
     model.save(artifact_dir / artifacts.KERAS_NAME)
     manifest["onnx_sha256"] = artifacts.sha256_file(exported.path)

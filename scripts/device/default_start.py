@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from ml.artifacts import KERAS_NAME, read_manifest
+from ml.calibration import unfold_platt
 from scripts.device.pack import to_float16
 
 
@@ -21,11 +22,8 @@ def main(artifact: Path, target: Path) -> None:
     manifest = read_manifest(artifact)
     model = keras.saving.load_model(artifact / KERAS_NAME, compile=False)
     calibration = manifest.get("calibration")
-    if calibration:  # folded in as sigmoid(a * logit + b): the layer's logit was a * z + b
-        a, b = float(calibration["a"]), float(calibration["b"])
-        dense = model.layers[-1]
-        kernel, bias = dense.get_weights()
-        dense.set_weights([kernel / a, (bias - b) / a])
+    if calibration:
+        unfold_platt(model, float(calibration["a"]), float(calibration["b"]))
     weights = Path(tempfile.mkdtemp()) / "start.weights.h5"
     model.save_weights(weights)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -18,14 +18,13 @@ from ml.cli import main as ml_main
 
 def returned_weights(back: Path) -> dict[str, Path]:
     weights = {f.name.removesuffix(".fp16.weights.h5"): f for f in back.glob("*.fp16.weights.h5")}
-    parts: dict[str, list[Path]] = {}
+    parts: dict[str, list[tuple[int, Path]]] = {}
     for f in back.glob("*.weights.h5.part*"):
         name, index = re.fullmatch(r"(.+)\.weights\.h5\.part(\d+)", f.name).groups()  # type: ignore[union-attr]
-        parts.setdefault(name, []).append(f)
-    for name, files in parts.items():
+        parts.setdefault(name, []).append((int(index), f))
+    for name, numbered in parts.items():
         joined = Path(tempfile.mkdtemp()) / f"{name}.weights.h5"
-        ordered = sorted(files, key=lambda f: int(f.name.rsplit("part", 1)[1]))
-        joined.write_bytes(b"".join(f.read_bytes() for f in ordered))
+        joined.write_bytes(b"".join(f.read_bytes() for _, f in sorted(numbered)))
         weights[name] = joined
     return weights
 

@@ -54,3 +54,21 @@ def test_calibrate_artifact_folds_platt_into_the_served_model(artifact: Path, da
     Predictor.from_artifact(copy)  # still verifies and loads (gate included)
     with pytest.raises(ValueError, match="calibrated already"):
         calibration.calibrate_artifact(copy, data)
+
+
+def test_unfolding_platt_gives_back_the_trained_layer() -> None:
+    """A warm start from a calibrated model (scripts/device/default_start.py) takes the folded scaling out."""
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name=calibration.FINAL_LAYER)(inputs))
+    trained = [w.copy() for w in model.get_layer(calibration.FINAL_LAYER).get_weights()]
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    before = model.predict(x, verbose=0).ravel()
+    calibration.fold_platt(model, 0.7, -2.0)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0).ravel(), calibration.apply_platt(before, 0.7, -2.0), atol=1e-5
+    )
+    calibration.unfold_platt(model, 0.7, -2.0)
+    for restored, original in zip(model.get_layer(calibration.FINAL_LAYER).get_weights(), trained, strict=True):
+        np.testing.assert_allclose(restored, original, atol=1e-6)
