@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _teacher_scores(args: argparse.Namespace) -> int:
-    """Distillation targets: the teachers' mean Keras score on every film of a split."""
+    """Distillation targets: the teachers' mean Keras score on every film of a split, without the
+    calibration a teacher was given on external/ (never train on anything fitted there)."""
     import numpy as np
 
     from ml import data
@@ -249,7 +250,7 @@ def _teacher_scores(args: argparse.Namespace) -> int:
         images = data.load_images(records, input_size=size)
         for artifact in args.artifact:
             if int(read_manifest(artifact)["input_size"]) == size:
-                scores += keras_probabilities(artifact, images)
+                scores += keras_probabilities(artifact, images, uncalibrated=True)
     scores /= len(args.artifact)
     lines = [f"{r.relpath(data_dir)}\t{p:.6f}" for r, p in zip(records, scores, strict=True)]
     Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")

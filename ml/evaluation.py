@@ -196,14 +196,20 @@ def save_plots(y_true: np.ndarray, prob: np.ndarray, out_dir: str | Path, *, tit
     return {"roc": "roc.png", "calibration": "calibration.png"}
 
 
-def keras_probabilities(artifact_dir: str | Path, images: np.ndarray) -> np.ndarray:
+def keras_probabilities(artifact_dir: str | Path, images: np.ndarray, *, uncalibrated: bool = False) -> np.ndarray:
     """P(PNEUMONIA) from an artifact's model.keras, on whichever Keras backend runs here: for
-    models trained on a GPU backend before their ONNX export (never the serving path)."""
+    models trained on a GPU backend before their ONNX export (never the serving path).
+    uncalibrated: take the folded Platt scaling (fitted on external/) back out, so that scores used as
+    training targets carry nothing learnt from external/."""
     import keras
 
-    from ml.artifacts import KERAS_NAME
+    from ml.artifacts import KERAS_NAME, read_manifest
+    from ml.calibration import unfold_platt
 
     model = keras.saving.load_model(Path(artifact_dir) / KERAS_NAME, compile=False)
+    calibration = read_manifest(artifact_dir).get("calibration") if uncalibrated else None
+    if calibration:
+        unfold_platt(model, float(calibration["a"]), float(calibration["b"]))
     return model.predict(images, batch_size=64, verbose=0).reshape(-1).astype(np.float64)
 
 

@@ -72,3 +72,42 @@ def test_unfolding_platt_gives_back_the_trained_layer() -> None:
     calibration.unfold_platt(model, 0.7, -2.0)
     for restored, original in zip(model.get_layer(calibration.FINAL_LAYER).get_weights(), trained, strict=True):
         np.testing.assert_allclose(restored, original, atol=1e-6)
+
+
+def test_teacher_scores_leave_out_the_calibration_fitted_on_external(dataset_root: Path, tmp_path: Path) -> None:
+    """Distillation targets come from the teacher's own network: Platt scaling fitted on external/ is
+    taken back out, so nothing learnt there reaches a training target."""
+    import keras
+
+    from ml import data
+    from ml.cli import main
+    from ml.evaluation import keras_probabilities
+
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    final = keras.layers.Dense(1, activation="sigmoid", name=calibration.FINAL_LAYER)(pooled)
+    model = keras.Model(inputs, final)
+    model.get_layer(calibration.FINAL_LAYER).set_weights(
+        [np.full((3, 1), 0.005, "float32"), np.array([-1.0], "float32")]
+    )
+    records = data.list_images(dataset_root, "train")
+    images = data.load_images(records, input_size=32)
+    trained = model.predict(images, verbose=0).ravel()
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    calibration.fold_platt(model, 0.5, -1.5)
+    model.save(teacher / artifacts.KERAS_NAME)
+    manifest = {key: "x" for key in artifacts.REQUIRED_KEYS} | {"input_size": 32, "calibration": {"a": 0.5, "b": -1.5}}
+    artifacts.write_manifest(teacher, manifest)
+    served = keras_probabilities(teacher, images)
+    np.testing.assert_allclose(served, calibration.apply_platt(trained, 0.5, -1.5), atol=1e-5)
+    assert np.abs(served - trained).max() > 0.05  # the scaling matters for these films
+
+    out = tmp_path / "scores.tsv"
+    assert (
+        main(["teacher-scores", "--data-dir", str(dataset_root), "--artifact", str(teacher), "--output", str(out)]) == 0
+    )
+    written = dict(line.split("\t") for line in out.read_text().splitlines())
+    assert set(written) == {r.relpath(dataset_root) for r in records}
+    np.testing.assert_allclose([float(written[r.relpath(dataset_root)]) for r in records], trained, atol=1e-5)
