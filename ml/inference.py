@@ -203,7 +203,7 @@ def _load_manifest(artifact_dir: Path) -> dict[str, Any]:
         manifest = read_manifest(artifact_dir)
     except ValueError as exc:
         raise ModelArtifactError(f"Model manifest is invalid: {exc}") from exc
-    if not serves_preprocessing(str(manifest["preprocessing_version"]), int(manifest["input_size"])):
+    if not serves_preprocessing(str(manifest["preprocessing_version"])):
         raise ModelArtifactError(
             f"Model {manifest.get('name')} was trained with preprocessing "
             f"'{manifest['preprocessing_version']}' but this code implements "

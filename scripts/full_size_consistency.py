@@ -42,6 +42,14 @@ def copy_224(pixels: np.ndarray, resampler: Image.Resampling, file_format: str) 
     return buffer.getvalue()
 
 
+def score(predictor: Predictor, data: bytes) -> float:
+    """The film's probability; a film the input gate refuses has none, which this check cannot use."""
+    result = predictor.predict_bytes(data)
+    if not isinstance(result, float):
+        raise ValueError(f"the input gate refused the film: {result}")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifact", default="ml/default_model")
@@ -57,8 +65,8 @@ def main() -> None:
     for film in films:
         data = film.read_bytes()
         pixels = decode_image_bytes(data).pixels
-        full = predictor.predict_bytes(data)
-        copies = [predictor.predict_bytes(copy_224(pixels, RESAMPLERS[name], fmt)) for fmt, name in kinds]
+        full = score(predictor, data)
+        copies = [score(predictor, copy_224(pixels, RESAMPLERS[name], fmt)) for fmt, name in kinds]
         rows.append((film, full, copies))
 
     threshold = predictor.threshold

@@ -127,19 +127,24 @@ def test_every_film_reaches_the_model_through_the_training_films_224_px(input_si
     # The training films were squashed to 224 px by a third party: a full-size film must carry no more
     # detail than they did, whatever the model's input size.
     full = np.asarray(Image.effect_noise((1400, 1100), 60), dtype=np.uint8)
-    squashed = np.asarray(Image.fromarray(full).resize((224, 224), Image.Resampling.BILINEAR))
+    squashed = np.asarray(Image.fromarray(full).resize((224, 224), preprocessing.SQUASH_FILTER))
     np.testing.assert_array_equal(preprocess(full, input_size=input_size), preprocess(squashed, input_size=input_size))
     # A 224 px film (every training film) is not resampled on the way to a 224 px model.
     np.testing.assert_array_equal(preprocess(squashed, input_size=224)[..., 0], squashed.astype(np.float32))
 
 
-def test_an_earlier_version_serves_only_where_it_is_the_same_transform() -> None:
-    current = preprocessing.PREPROCESSING_VERSION
-    assert all(preprocessing.serves_preprocessing(current, size) for size in (64, 224, 299))
-    assert preprocessing.serves_preprocessing("gray-squash-v1", 224)
-    assert not preprocessing.serves_preprocessing("gray-squash-v1", 128)
-    assert not preprocessing.serves_preprocessing("gray-squash-v1", 299)
-    assert not preprocessing.serves_preprocessing("something-else", 224)
+def test_an_earlier_version_serves_because_it_read_224_px_films_the_same_way() -> None:
+    assert preprocessing.serves_preprocessing(preprocessing.PREPROCESSING_VERSION)
+    assert preprocessing.serves_preprocessing("gray-squash-v1") and preprocessing.serves_preprocessing(
+        "gray-squash-224-v2"
+    )
+    assert not preprocessing.serves_preprocessing("something-else")
+    # What makes that true: earlier versions resized every film straight to the input size (v1) or
+    # squashed it bilinearly to 224 px (v2); neither touched a 224 px film on the way to any input size.
+    film = np.asarray(Image.effect_noise((224, 224), 60), dtype=np.uint8)
+    for size in (128, 224, 299):
+        v1 = np.asarray(Image.fromarray(film).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+        np.testing.assert_array_equal(preprocess(film, input_size=size)[..., 0], v1)
 
 
 def test_decoded_size_is_budgeted_by_bytes_before_decoding():
