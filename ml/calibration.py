@@ -64,6 +64,18 @@ def unfold_platt(model: Any, a: float, b: float) -> None:
     layer.set_weights([kernel / a, (bias - b) / a])
 
 
+def load_trained_network(artifact_dir: str | Path) -> Any:
+    """An artifact's model.keras with any folded Platt scaling taken back out: the network as trained,
+    for a warm start or a teacher's targets (never train on anything fitted on external/)."""
+    import keras
+
+    model = keras.saving.load_model(Path(artifact_dir) / artifacts.KERAS_NAME, compile=False)
+    platt = artifacts.read_manifest(artifact_dir).get("calibration")
+    if platt:
+        unfold_platt(model, float(platt["a"]), float(platt["b"]))
+    return model
+
+
 def threshold_for_sensitivity(y: np.ndarray, prob: np.ndarray, min_sensitivity: float) -> float:
     """The highest threshold t with sensitivity(prob >= t) >= min_sensitivity."""
     positives = np.sort(np.asarray(prob)[np.asarray(y) == 1])[::-1]

@@ -203,13 +203,13 @@ def keras_probabilities(artifact_dir: str | Path, images: np.ndarray, *, uncalib
     training targets carry nothing learnt from external/."""
     import keras
 
-    from ml.artifacts import KERAS_NAME, read_manifest
-    from ml.calibration import unfold_platt
+    from ml.artifacts import KERAS_NAME
+    from ml.calibration import load_trained_network
 
-    model = keras.saving.load_model(Path(artifact_dir) / KERAS_NAME, compile=False)
-    calibration = read_manifest(artifact_dir).get("calibration") if uncalibrated else None
-    if calibration:
-        unfold_platt(model, float(calibration["a"]), float(calibration["b"]))
+    if uncalibrated:
+        model = load_trained_network(artifact_dir)
+    else:
+        model = keras.saving.load_model(Path(artifact_dir) / KERAS_NAME, compile=False)
     return model.predict(images, batch_size=64, verbose=0).reshape(-1).astype(np.float64)
 
 

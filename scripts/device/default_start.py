@@ -11,24 +11,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-import keras
-
-from ml.artifacts import KERAS_NAME, read_manifest
-from ml.calibration import unfold_platt
+from ml.artifacts import read_manifest
+from ml.calibration import load_trained_network
 from scripts.device.pack import to_float16
 
 
 def main(artifact: Path, target: Path) -> None:
-    manifest = read_manifest(artifact)
-    model = keras.saving.load_model(artifact / KERAS_NAME, compile=False)
-    calibration = manifest.get("calibration")
-    if calibration:
-        unfold_platt(model, float(calibration["a"]), float(calibration["b"]))
+    calibrated = "calibration" in read_manifest(artifact)
+    model = load_trained_network(artifact)
     weights = Path(tempfile.mkdtemp()) / "start.weights.h5"
     model.save_weights(weights)
     target.parent.mkdir(parents=True, exist_ok=True)
     to_float16(weights, target)
-    print(target, target.stat().st_size, "bytes;", "Platt scaling taken out" if calibration else "not calibrated")
+    print(target, target.stat().st_size, "bytes;", "Platt scaling taken out" if calibrated else "not calibrated")
 
 
 if __name__ == "__main__":
