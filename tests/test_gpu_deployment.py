@@ -30,7 +30,7 @@ def test_the_gpu_override_reserves_gpus_for_the_ml_workers_only():
         assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"], name
         assert service["build"]["dockerfile"] == "Dockerfile.gpu" and service["image"] == "pneumonia-portal-gpu:latest"
         assert service["command"][:4] == ["celery", "-A", "worker", "worker"], name  # the base file's command
-    assert services["worker-inference"]["environment"]["INFERENCE_THREADS"] == "1"
+    assert services["worker-inference"]["environment"]["INFERENCE_THREADS"] == "2"
     for name in ("web", "beat", "worker-maintenance"):
         assert "deploy" not in services[name] and services[name]["image"] == "pneumonia-portal:latest", name
 
