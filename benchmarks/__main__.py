@@ -182,6 +182,8 @@ def run_portal(args: argparse.Namespace) -> dict[str, Any]:
     portal["processes"] = {"web": " ".join(web.command[2:]), "worker": " ".join(worker.command[2:])}
     settings_names = ("INFERENCE_THREADS", "INFERENCE_MAX_BATCH", "INFERENCE_SPIN")
     portal["settings"] = {name: worker.env.get(name, "(default)") for name in settings_names}
+    portal["worker_layout"] = {"processes": int(worker.command[worker.command.index("--concurrency") + 1]),
+                               "threads": int(worker.env["INFERENCE_THREADS"])}  # fmt: skip
     try:
         web.start()
         worker.start()

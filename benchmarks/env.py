@@ -206,15 +206,20 @@ def gunicorn(port: int, *, workers: int = 3, env: dict[str, str] | None = None) 
     return Service("gunicorn", command, env or bench_env())
 
 
+# docker-compose.yml's worker-inference: prefork processes, and ONNX Runtime threads in each.
+COMPOSE_INFERENCE_PROCESSES = 2
+COMPOSE_INFERENCE_THREADS = 2
+
+
 def celery_worker(*, concurrency: int | None = None, env: dict[str, str] | None = None) -> Service:
     """The inference worker as docker-compose.yml runs it (prefork, 2 processes), each process with
     two ONNX Runtime threads: a lone upload uses both cores; two busy processes oversubscribe them
     (spinning is off, so the cost is small). BENCH_INFERENCE_THREADS and BENCH_INFERENCE_CONCURRENCY
     compare other layouts."""
     env = dict(env or bench_env())
-    env.setdefault("INFERENCE_THREADS", os.environ.get("BENCH_INFERENCE_THREADS", "2"))
+    env.setdefault("INFERENCE_THREADS", os.environ.get("BENCH_INFERENCE_THREADS", str(COMPOSE_INFERENCE_THREADS)))
     if concurrency is None:  # BENCH_INFERENCE_CONCURRENCY: to compare worker layouts (processes x threads)
-        concurrency = int(os.environ.get("BENCH_INFERENCE_CONCURRENCY", "2"))
+        concurrency = int(os.environ.get("BENCH_INFERENCE_CONCURRENCY", str(COMPOSE_INFERENCE_PROCESSES)))
     command = [
         sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "inference",
         "--concurrency", str(concurrency), "-n", f"bench-{os.getpid()}@%h", "-l", "info",

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .env import COMPOSE_INFERENCE_PROCESSES, COMPOSE_INFERENCE_THREADS
+
 PLOT_NAME = "performance_latency_vs_clients.png"
 TARGETS = {
     "ceiling_ratio": 0.80,
@@ -950,11 +952,21 @@ def queries_section(portal: dict[str, Any]) -> list[str]:
 def setup_section(portal: dict[str, Any]) -> list[str]:
     processes = portal.get("processes", {})
     settings = portal.get("settings", {})
+    layout = portal.get("worker_layout")  # absent in results written before the layout could be chosen
+    compose = (COMPOSE_INFERENCE_PROCESSES, COMPOSE_INFERENCE_THREADS)
+    if layout is None or (layout["processes"], layout["threads"]) == compose:
+        worker_note = f"as docker-compose.yml: prefork, {COMPOSE_INFERENCE_PROCESSES} processes"
+    else:
+        worker_note = (
+            f"**not docker-compose.yml's layout**: {layout['processes']} processes × {layout['threads']} threads, "
+            f"against {COMPOSE_INFERENCE_PROCESSES} × {COMPOSE_INFERENCE_THREADS} (BENCH_INFERENCE_CONCURRENCY, "
+            "BENCH_INFERENCE_THREADS)"
+        )
     return [
         "## How the portal ran",
         "",
         f"- web: `{processes.get('web', '?')}` (as docker-compose.yml: 3 sync workers)",
-        f"- inference worker: `{processes.get('worker', '?')}` (as docker-compose.yml: prefork, 2 processes)",
+        f"- inference worker: `{processes.get('worker', '?')}` ({worker_note})",
         "- PostgreSQL and Redis on 127.0.0.1, database `portal_bench` (migrations applied), Redis database 1; "
         "settings from the environment (`DATABASE_URL`, `CELERY_BROKER_URL`, `SECRET_KEY`, "
         "`ALLOWED_HOSTS=127.0.0.1`, `SECURE_SSL_REDIRECT=0`, `SECURE_COOKIES=0`, API throttle raised).",
