@@ -16,6 +16,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from diagnostics.display import metric_rows
 from diagnostics.manifest_tables import manifest_html, metrics_html
 from diagnostics.models import ModelVersion, PromotionGate, TrainingRun, User
 from diagnostics.selectors import model_version_active, shadow_comparison
@@ -27,6 +28,12 @@ from diagnostics.services.model_registry import (
     model_version_rollback,
     model_version_set_shadow,
     promotion_gate_get,
+)
+from diagnostics.services.promotion_gate import (
+    evaluation_set_read,
+    floor_check,
+    gate_floors,
+    size_check,
 )
 from diagnostics.services.training import (
     DATA_SOURCES,
@@ -104,6 +111,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("<int:pk>/promote/", wrap(self.promote_view), name="diagnostics_modelversion_promote"),
+            path("<int:pk>/rollback/", wrap(self.rollback_view), name="diagnostics_modelversion_rollback"),
             path("<int:pk>/lifecycle/<str:action>/", wrap(self.lifecycle_view), name="diagnostics_modelversion_act"),
             *super().get_urls(),
         ]
@@ -117,6 +125,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "model_version": model_version,
             "active": active,
             "gate": promotion_gate_get(),
+            "floors": gate_floors(),
             "shadow": (
                 shadow_comparison(shadow=model_version, active=active)
                 if active and model_version.status == ModelVersion.Status.SHADOW
@@ -142,18 +151,43 @@ class ModelVersionAdmin(admin.ModelAdmin):
         except ValidationError as error:
             self.message_user(request, _messages_from(error), messages.ERROR)
             return HttpResponseRedirect(change_url)
-        metrics = ("roc_auc", "sensitivity", "specificity", "accuracy", "n")
-        rows = [(m, result.candidate.get(m), (result.active or {}).get(m)) for m in metrics]
         context = {
             **self.admin_site.each_context(request),
             "title": f"Promote {model_version.name}?",
             "model_version": model_version,
             "result": result,
-            "rows": rows,
+            "rows": _side_by_side(result.candidate, result.active) if result.candidate else [],
             "gate": promotion_gate_get(),
+            "floors": gate_floors(),
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/diagnostics/modelversion/promote.html", context)
+
+    def rollback_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Says what a rollback does and asks for a reason; rolls back only on that confirmation (POST)."""
+        model_version = get_object_or_404(ModelVersion, pk=pk)
+        change_url = reverse("admin:diagnostics_modelversion_change", args=[pk])
+        form = RollbackForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                model_version_rollback(
+                    model_version=model_version, actor=_actor(request), reason=form.cleaned_data["reason"]
+                )
+            except ValidationError as error:
+                self.message_user(request, _messages_from(error), messages.ERROR)
+            else:
+                self.message_user(request, f"{model_version.name} is active again (rolled back).")
+            return HttpResponseRedirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Roll back to {model_version.name}?",
+            "model_version": model_version,
+            "active": model_version_active(),
+            "form": form,
+            "measured": _rollback_measures(model_version),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/diagnostics/modelversion/rollback.html", context)
 
     def lifecycle_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
         model_version = get_object_or_404(ModelVersion, pk=pk)
@@ -162,10 +196,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(change_url)
         actor = _actor(request)
         try:
-            if action == "rollback":
-                model_version_rollback(model_version=model_version, actor=actor)
-                done = "is active again (rolled back)."
-            elif action == "shadow":
+            if action == "shadow":
                 model_version_set_shadow(model_version=model_version, actor=actor)
                 done = "now runs in shadow mode: it predicts on new uploads, clinicians do not see it."
             elif action == "archive":
@@ -186,24 +217,86 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(change_url)
 
 
+def _side_by_side(candidate: dict[str, Any], active: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each metric in words with the candidate's and the active model's value and 95 % interval."""
+    theirs = {row["key"]: row for row in metric_rows(active or {})}
+    return [{**row, "active": theirs.get(row["key"])} for row in metric_rows(candidate)]
+
+
+def _rollback_measures(model_version: ModelVersion) -> dict[str, Any] | None:
+    """What is known of the version's performance, for the confirmation page: its last evaluation on the gate
+    set (else its manifest's external split) in words, and whether that meets the gate's floors today."""
+    evaluation, source = model_version.evaluation, "its last evaluation on the promotion gate's set"
+    if not evaluation.get("n"):
+        evaluation, source = (model_version.metrics or {}).get("external") or {}, "its manifest (external split)"
+    if not evaluation.get("n"):
+        return None
+    floors = gate_floors()
+    return {
+        "source": source,
+        "n": evaluation["n"],
+        "rows": metric_rows(evaluation),
+        "checks": [
+            floor_check(evaluation, "sensitivity", floors.min_sensitivity),
+            floor_check(evaluation, "roc_auc", floors.min_auc),
+        ],
+    }
+
+
+class RollbackForm(forms.Form):
+    reason = forms.CharField(
+        label="Why roll back?",
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Recorded in the audit log with your name, the time and the model this replaces.",
+    )
+
+
 class PromotionGateForm(forms.ModelForm):
     class Meta:
         model = PromotionGate
         fields = ["evaluation_data_dir", "auc_tolerance", "sensitivity_tolerance"]
+        labels = {
+            "evaluation_data_dir": "Evaluation folder",
+            "auc_tolerance": "Tolerance on the ROC AUC (area under the ROC curve) against the active model",
+            "sensitivity_tolerance": "Tolerance on the sensitivity against the active model",
+        }
+        help_texts = {
+            "evaluation_data_dir": (
+                "Films of a period no model trained on, in the standard layout (NORMAL/, PNEUMONIA/), for example "
+                "external/. It must hold at least PROMOTION_MIN_EVALUATION_FILMS films (300 by default) of both "
+                "classes."
+            ),
+        }
 
     def clean_evaluation_data_dir(self) -> str:
-        from pathlib import Path
-
         folder = self.cleaned_data["evaluation_data_dir"].strip()
-        if folder and not all((Path(folder) / label).is_dir() for label in ("NORMAL", "PNEUMONIA")):
-            raise forms.ValidationError("This folder must exist and contain NORMAL/ and PNEUMONIA/ sub-folders.")
+        if not folder:
+            return folder
+        try:
+            evaluation_set = evaluation_set_read(evaluation_dir=folder)
+        except ValidationError:
+            raise forms.ValidationError(
+                "This folder must exist and contain NORMAL/ and PNEUMONIA/ sub-folders."
+            ) from None
+        check = size_check(evaluation_set, gate_floors())
+        if not check.passed:
+            raise forms.ValidationError(check.explanation)
         return folder
 
 
 @admin.register(PromotionGate)
 class PromotionGateAdmin(admin.ModelAdmin):
     form = PromotionGateForm
-    list_display = ("evaluation_data_dir", "auc_tolerance", "sensitivity_tolerance", "updated_at")
+    list_display = ("evaluation_data_dir", "auc_tolerance_words", "sensitivity_tolerance_words", "updated_at")
+
+    @admin.display(description="ROC AUC tolerance")
+    def auc_tolerance_words(self, obj: PromotionGate) -> float:
+        return obj.auc_tolerance
+
+    @admin.display(description="sensitivity tolerance")
+    def sensitivity_tolerance_words(self, obj: PromotionGate) -> float:
+        return obj.sensitivity_tolerance
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return not PromotionGate.objects.exists()  # one gate for the whole portal

@@ -57,7 +57,8 @@ def test_promotion_shows_the_comparison_then_promotes_on_confirmation(admin_user
     client = login_client(admin_user)
     url = reverse("admin:diagnostics_modelversion_promote", args=[candidate.pk])
     page = client.get(url).content.decode()
-    assert "The gate passes." in page and "roc_auc" in page and gate.evaluation_data_dir in page
+    assert "The gate passes." in page and gate.evaluation_data_dir in page
+    assert '<th scope="row">ROC AUC</th>' in page and "roc_auc" not in page  # metric names in words
     candidate.refresh_from_db()
     assert candidate.status == ModelVersion.Status.CANDIDATE  # looking is not promoting
     client.post(url)
@@ -78,6 +79,50 @@ def test_shadow_rollback_and_archive_buttons(admin_user, active_model, candidate
     client.post(reverse("admin:diagnostics_modelversion_act", args=[candidate.pk, "archive"]))
     candidate.refresh_from_db()
     assert candidate.status == ModelVersion.Status.ARCHIVED
+
+
+def test_rollback_asks_for_confirmation_and_a_reason_and_is_audited(admin_user, active_model, candidate):
+    """Issue 29, item 6: rollback was one click, without confirmation."""
+    from django.test import Client
+
+    from diagnostics.models import AuditEvent
+    from diagnostics.services.model_registry import model_version_activate
+
+    model_version_activate(model_version=candidate)  # the bundled model is now an earlier, once-active version
+    active_model.refresh_from_db()
+    client = login_client(admin_user)
+    change = client.get(reverse("admin:diagnostics_modelversion_change", args=[active_model.pk])).content.decode()
+    url = reverse("admin:diagnostics_modelversion_rollback", args=[active_model.pk])
+    assert f'href="{url}">Roll back to this version…</a>' in change and "act-rollback" not in change
+    # The old one-click action does nothing now.
+    client.post(reverse("admin:diagnostics_modelversion_act", args=[active_model.pk, "rollback"]))
+    page = client.get(url).content.decode()
+    assert page.count(f"<h1>Roll back to {active_model.name}?</h1>") == 1
+    assert f"the active model <strong>{candidate.name}</strong> is archived" in page
+    assert "csrfmiddlewaretoken" in page and 'name="reason"' in page
+    assert "Meets the gate's floor today: Sensitivity" in page
+    external = active_model.metrics["external"]
+    assert "its manifest (external split)" in page and f"{external['sensitivity']:.3f}" in page
+    # No reason: the page again, nothing changed.
+    assert "This field is required." in client.post(url, {"reason": ""}).content.decode()
+    # Without the CSRF token: refused.
+    forged = Client(enforce_csrf_checks=True)
+    forged.force_login(admin_user)
+    assert forged.post(url, {"reason": "forged"}).status_code == 403
+    candidate.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.ACTIVE and not AuditEvent.objects.filter(action="model.rolled_back")
+
+    assert client.post(url, {"reason": "Missed pneumonia on two films"})["Location"] == reverse(
+        "admin:diagnostics_modelversion_change", args=[active_model.pk]
+    )
+    active_model.refresh_from_db()
+    candidate.refresh_from_db()
+    assert active_model.status == ModelVersion.Status.ACTIVE and candidate.status == ModelVersion.Status.ARCHIVED
+    event = AuditEvent.objects.get(action="model.rolled_back")
+    assert event.actor == admin_user
+    assert event.detail == {"replaced": candidate.name, "reason": "Missed pneumonia on two films"}
+    # A GET changes nothing.
+    assert client.get(url).status_code == 200 and AuditEvent.objects.filter(action="model.rolled_back").count() == 1
 
 
 def test_a_training_run_starts_only_after_confirmation_and_can_be_cancelled(admin_user, dataset):

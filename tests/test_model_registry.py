@@ -61,20 +61,25 @@ def test_a_less_sensitive_candidate_is_refused_with_the_comparison(gate, default
     # probabilities: below every probability calls all films pneumonia (1.0), above none (0.0).
     active_model = model_version_activate(model_version=register_copy(default_model_dir, tmp_path, "a", threshold=-1))
     candidate = register_copy(default_model_dir, tmp_path, "c", threshold=1.5)
-    with pytest.raises(ValidationError, match="sensitivity 0.0000 is worse than the active model"):
+    with pytest.raises(ValidationError, match="Sensitivity 0.000 is worse than the active model's .* 1.000"):
         model_version_promote(model_version=candidate)
     assert ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE) == active_model
     refused = AuditEvent.objects.get(action="model.promotion_refused")
     assert refused.detail["candidate"]["sensitivity"] == 0.0
     assert refused.detail["active"]["sensitivity"] == 1.0
+    failed = [check["name"] for check in refused.detail["checks"] if not check["passed"]]
+    assert failed == ["Sensitivity against the active model"]
 
 
-def test_rollback_reactivates_an_earlier_version_only(gate, active_model, default_model_dir, tmp_path):
+def test_rollback_reactivates_an_earlier_version_only(gate, active_model, default_model_dir, tmp_path, owner):
     candidate = register_copy(default_model_dir, tmp_path, "c")
     model_version_promote(model_version=candidate)
     active_model.refresh_from_db()
-    model_version_rollback(model_version=active_model)
+    model_version_rollback(model_version=active_model, actor=owner, reason="  Missed pneumonia on the ward  ")
     assert ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE) == active_model
+    rolled_back = AuditEvent.objects.get(action="model.rolled_back")
+    assert rolled_back.actor == owner and rolled_back.object_id == str(active_model.pk)
+    assert rolled_back.detail == {"replaced": candidate.name, "reason": "Missed pneumonia on the ward"}
     never_active = register_copy(default_model_dir, tmp_path, "n")
     with pytest.raises(ValidationError, match="never active"):
         model_version_rollback(model_version=never_active)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,18 @@ from ml.artifacts import read_manifest, sha256_file
 from ml.inference import ModelArtifactError
 
 from .audit import audit_record
+from .promotion_gate import (
+    GATE_BOOTSTRAP_SAMPLES,
+    GATE_CI_METHOD,
+    EvaluationSet,
+    GateResult,
+    evaluation_set_read,
+    gate_floors,
+    novelty_check,
+    performance_checks,
+    size_check,
+    training_film_hashes,
+)
 
 
 def model_version_register(
@@ -74,6 +85,12 @@ def _take_exclusive_status(model_version: ModelVersion, status: str, *, demote_t
 
 def model_version_activate(*, model_version: ModelVersion, actor: User | None = None) -> ModelVersion:
     """Make `model_version` the one active model; the previous active one is archived."""
+    _activate(model_version, actor)
+    return model_version
+
+
+def _activate(model_version: ModelVersion, actor: User | None) -> ModelVersion | None:
+    """Activate, audited; returns the model it replaced."""
     with transaction.atomic():
         previous = _take_exclusive_status(model_version, Status.ACTIVE, demote_to=Status.ARCHIVED)
         model_version.activated_at = timezone.now()
@@ -84,15 +101,7 @@ def model_version_activate(*, model_version: ModelVersion, actor: User | None = 
             target=model_version,
             detail={"previous": previous.name if previous else None},
         )
-    return model_version
-
-
-@dataclass(frozen=True)
-class GateResult:
-    passed: bool
-    reasons: list[str]
-    candidate: dict[str, Any]
-    active: dict[str, Any] | None
+    return previous
 
 
 def promotion_gate_get() -> PromotionGate:
@@ -109,7 +118,9 @@ def model_version_evaluate(*, model_version: ModelVersion, evaluation_dir: str) 
     if not (folder / "NORMAL").is_dir() or not (folder / "PNEUMONIA").is_dir():
         raise ValidationError(f"The evaluation folder {folder} must contain NORMAL/ and PNEUMONIA/ sub-folders.")
     try:
-        summary = evaluate_artifact(model_version.artifact_path, folder.parent, folder.name, bootstrap_samples=200)
+        summary = evaluate_artifact(
+            model_version.artifact_path, folder.parent, folder.name, bootstrap_samples=GATE_BOOTSTRAP_SAMPLES
+        )
     except (ModelArtifactError, FileNotFoundError) as error:
         raise ValidationError(f"Cannot evaluate {model_version.name}: {error}") from None
     if summary["onnx_sha256"] != model_version.sha256:
@@ -123,8 +134,10 @@ def model_version_evaluate(*, model_version: ModelVersion, evaluation_dir: str) 
         "sensitivity": summary["sensitivity"],
         "specificity": summary["specificity"],
         "accuracy": summary["accuracy"],
+        "precision": summary["precision"],
         "threshold": summary["threshold"],
         "ci95": summary.get("ci95", {}),
+        "ci_method": summary.get("ci_method", ""),
     }
     model_version.evaluation = _json_safe(model_version.evaluation)
     model_version.save(update_fields=["evaluation"])
@@ -147,48 +160,51 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _evaluation_on(model_version: ModelVersion, evaluation_dir: str) -> dict[str, Any]:
-    if model_version.evaluation.get("evaluation_dir") == evaluation_dir:
-        return model_version.evaluation
-    return model_version_evaluate(model_version=model_version, evaluation_dir=evaluation_dir)
+def _evaluation_on(model_version: ModelVersion, evaluation_set: EvaluationSet) -> dict[str, Any]:
+    """The model's evaluation on the gate set: the stored one if it was made on these films with the gate's
+    intervals, else a new one."""
+    stored = model_version.evaluation or {}
+    if (
+        stored.get("evaluation_dir") == evaluation_set.folder
+        and stored.get("n") == evaluation_set.films
+        and stored.get("ci_method") == GATE_CI_METHOD
+    ):
+        return stored
+    return model_version_evaluate(model_version=model_version, evaluation_dir=evaluation_set.folder)
 
 
 def model_version_gate_check(*, model_version: ModelVersion) -> GateResult:
-    """Compare a candidate with the active model on the admin's fixed evaluation set."""
+    """The promotion gate's verdict on a candidate (services.promotion_gate has the rule).
+
+    The evaluation set is checked first, without running a model: a set too small, with one class, or
+    holding films the candidate trained on is a refusal, never a pass. Then the candidate and the active
+    model are evaluated on it (ONNX, as served) and the candidate must meet the gate's own floors and
+    stay within the tolerances of the active model."""
     gate = promotion_gate_get()
     if not gate.evaluation_data_dir:
         raise ValidationError("Set the promotion gate's evaluation folder before promoting a model.")
-    candidate = _evaluation_on(model_version, gate.evaluation_data_dir)
+    floors = gate_floors()
+    evaluation_set = evaluation_set_read(evaluation_dir=gate.evaluation_data_dir)
+    trained_on = training_film_hashes(artifact_path=model_version.artifact_path, manifest=model_version.manifest)
+    checks = [size_check(evaluation_set, floors), novelty_check(evaluation_set, trained_on)]
+    if not all(check.passed for check in checks):
+        return GateResult(False, checks, evaluation_set, candidate={}, active=None)
+    candidate = _evaluation_on(model_version, evaluation_set)
     active_model = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).exclude(pk=model_version.pk).first()
-    if active_model is None:
-        return GateResult(True, ["No model is active: nothing to compare with."], candidate, None)
-    active = _evaluation_on(active_model, gate.evaluation_data_dir)
-    reasons = []
-    for metric, tolerance in (("roc_auc", gate.auc_tolerance), ("sensitivity", gate.sensitivity_tolerance)):
-        if candidate[metric] is None or active[metric] is None:
-            reasons.append(f"{metric} is undefined on the evaluation set (it needs both classes).")
-        elif candidate[metric] < active[metric] - tolerance:
-            reasons.append(
-                f"{metric} {candidate[metric]:.4f} is worse than the active model's {active[metric]:.4f} "
-                f"by more than the tolerance {tolerance}."
-            )
-    passed = not reasons
-    if passed:
-        reasons.append("AUC and sensitivity are within tolerance of the active model.")
-    return GateResult(passed, reasons, candidate, active)
+    active = _evaluation_on(active_model, evaluation_set) if active_model is not None else None
+    active_name = active_model.name if active_model is not None else None
+    checks += performance_checks(candidate=candidate, active=active, active_name=active_name, gate=gate, floors=floors)
+    passed = all(check.passed for check in checks)
+    return GateResult(passed, checks, evaluation_set, candidate=candidate, active=active, active_name=active_name)
 
 
 def model_version_promote(*, model_version: ModelVersion, actor: User | None = None) -> GateResult:
-    """Make a candidate (or shadow) model active if it passes the promotion gate."""
+    """Make a candidate (or shadow) model active if it passes the promotion gate; the verdict is audited
+    either way, with every check."""
     if model_version.status not in (ModelVersion.Status.CANDIDATE, ModelVersion.Status.SHADOW):
         raise ValidationError(f"{model_version.name} is {model_version.status}; only candidates can be promoted.")
     result = model_version_gate_check(model_version=model_version)
-    detail = {
-        "passed": result.passed,
-        "reasons": result.reasons,
-        "candidate": result.candidate,
-        "active": result.active,
-    }
+    detail = result.audit_detail()
     if not result.passed:
         audit_record(action="model.promotion_refused", actor=actor, target=model_version, detail=detail)
         raise ValidationError(f"{model_version.name} did not pass the promotion gate: " + " ".join(result.reasons))
@@ -197,14 +213,21 @@ def model_version_promote(*, model_version: ModelVersion, actor: User | None = N
     return result
 
 
-def model_version_rollback(*, model_version: ModelVersion, actor: User | None = None) -> ModelVersion:
-    """Make an earlier, once-active version active again (no gate: it already served)."""
+def model_version_rollback(*, model_version: ModelVersion, actor: User | None = None, reason: str = "") -> ModelVersion:
+    """Make an earlier, once-active version active again (no gate: it already served).
+
+    Audited with the model it replaced and the reason given (the admin's confirmation page asks for one)."""
     if model_version.status == ModelVersion.Status.ACTIVE:
         raise ValidationError(f"{model_version.name} is already active.")
     if model_version.activated_at is None:
         raise ValidationError(f"{model_version.name} was never active; promote it through the gate instead.")
-    model_version_activate(model_version=model_version, actor=actor)
-    audit_record(action="model.rolled_back", actor=actor, target=model_version)
+    replaced = _activate(model_version, actor)
+    audit_record(
+        action="model.rolled_back",
+        actor=actor,
+        target=model_version,
+        detail={"replaced": replaced.name if replaced else None, "reason": reason.strip()},
+    )
     return model_version
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_int, env_list, env_str
+from .env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -169,6 +169,13 @@ DEFAULT_MODEL_DIR = Path(env_str("DEFAULT_MODEL_DIR", str(BASE_DIR / "ml" / "def
 MODEL_DIR = Path(env_str("MODEL_DIR", str(VAR_DIR / "models")))
 PNEUMONIA_DATA_DIR = env_str("PNEUMONIA_DATA_DIR")
 IMAGENET_WEIGHTS_DIR = env_str("IMAGENET_WEIGHTS_DIR")
+# The promotion gate (services.promotion_gate; docs/operations.md, "Promotion gate"): its evaluation set must
+# hold at least this many films, both classes, none the candidate trained on; and the candidate must meet
+# these floors at the LOWER end of its 95 % patient-level bootstrap interval, whatever the active model does.
+# The bundled model's lower ends on external/ (314 films) are 0.923 (sensitivity) and 0.950 (AUC).
+PROMOTION_MIN_EVALUATION_FILMS = env_int("PROMOTION_MIN_EVALUATION_FILMS", 300)
+PROMOTION_MIN_SENSITIVITY = env_float("PROMOTION_MIN_SENSITIVITY", 0.90)
+PROMOTION_MIN_AUC = env_float("PROMOTION_MIN_AUC", 0.92)
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0)  # 0: ONNX Runtime decides
 # A worker predicts the study it was sent plus up to this many waiting ones in one model call.
 INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 16)
