@@ -17,10 +17,15 @@ from django.utils.dateformat import format as format_date
 from diagnostics.models import Study
 from ml.gate import LATERAL_VIEWS
 
-# The header fields the portal keeps (ml.preprocessing.DICOM_METADATA_TAGS), in the order a reader wants
+# The header fields the portal keeps (ml.preprocessing.DICOM_METADATA_TAGS and the identity tags of
+# services.images.dicom_identity_tags), in the order a reader wants
 # them, with their names as the DICOM standard writes them in words.
 DICOM_FIELD_LABELS = {
     "PatientID": "Patient ID",
+    # The patient's identity, kept to compare with the record the film is filed under (selectors.warnings).
+    "PatientName": "Patient's name",
+    "PatientBirthDate": "Patient's birth date",
+    "PatientSex": "Patient's sex",
     "PatientAge": "Patient's age",
     "StudyDate": "Study date",
     "StudyTime": "Study time",
@@ -83,7 +88,11 @@ def _time_words(value: str) -> str:
 
 def dicom_value_words(tag: str, value: object) -> str:
     text = str(value).strip()
-    if tag == "StudyDate":
+    if tag == "PatientName":
+        return " ".join(part for part in text.split("=")[0].split("^") if part.strip())
+    if tag == "PatientSex":
+        return {"M": "M (male)", "F": "F (female)", "O": "O (other)"}.get(text.upper(), text)
+    if tag in ("StudyDate", "PatientBirthDate"):
         day = dicom_date(text)
         return format_date(day, DATE_FORMAT) if day else text
     if tag == "StudyTime":

@@ -91,6 +91,8 @@ def cr_film_bytes(
     seed: int = 0,
     size: int = 256,
     accession_number: str = "ACC-PACS-1",
+    study_date: str = "20240102",
+    sex: str = "F",
 ) -> bytes:
     """A film as a hospital's CR modality sends it: CR Image Storage with the patient, study and series
     attributes a PACS and highdicom expect (a real chest film, 12-bit)."""
@@ -104,9 +106,9 @@ def cr_film_bytes(
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID, ds.SOPInstanceUID = cr_storage, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = patient_name, patient_id, birth_date, "F"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = patient_name, patient_id, birth_date, sex
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid(entropy_srcs=[study_uid, "series"])
-    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240102", "101500", "1", accession_number
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = study_date, "101500", "1", accession_number
     ds.ReferringPhysicianName, ds.SeriesNumber, ds.InstanceNumber = "", 1, seed + 1
     ds.Modality, ds.BodyPartExamined, ds.ViewPosition, ds.PatientOrientation = "CR", "CHEST", "PA", ["L", "F"]
     pixels = chest_like_pixels(size, seed).astype(np.uint16) * 16

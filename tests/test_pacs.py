@@ -242,3 +242,53 @@ def test_films_sent_after_the_results_get_their_captures_and_a_new_report(peer, 
     assert [(d.kind, d.status) for d in rows] == [("sr", "delivered"), ("sc", "delivered"), ("sr", "pending"),
                                                   ("sc", "pending")]  # fmt: skip
 
+
+
+def test_a_film_that_disagrees_with_the_known_patient_is_filed_with_a_warning_in_its_results(
+    peer, patient, active_model, settings, monkeypatch, tmp_path
+):
+    """Issue 29 item 4: a PACS's film is filed under the patient its PatientID names; when its name and birth
+    date are another person's, the study carries the wrong-patient warning (never refused: the film was
+    acknowledged), and so do the Structured Report and the captions sent back."""
+    import shutil
+    import subprocess
+
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from diagnostics.selectors.warnings import study_warnings
+    from diagnostics.services import pacs_results
+    from diagnostics.services.pacs_results import caption_lines
+
+    settings.DICOM_PATIENT_MISMATCH = "refuse"  # uploads only: a PACS's films are warned about
+    film = cr_film_bytes(patient_id="MRN-A-1", study_uid=generate_uid(), patient_name="Doe^Sam",
+                         birth_date="19400305", study_date="20040826")  # fmt: skip
+    [study] = receive(peer, film)
+    assert study.patient == patient
+    study_run_inference(study_id=study.pk)
+    study.refresh_from_db()
+    assert study.status == Study.Status.DONE, study.failure_reason
+    wrong, outside = study_warnings(study=study)
+    assert wrong.mismatched_fields == ("name", "birth_date", "study_date") and outside.code == "outside_intended_use"
+    assert "study.patient_mismatch_warned" in actions()
+
+    sent = []
+    monkeypatch.setattr(pacs_results, "_c_store", lambda study, items: sent.extend(items) or {})
+    pacs_results.pacs_send_results(study_id=study.pk, final=True)
+    [sr] = [dataset for delivery, dataset in sent if delivery.kind == "sr"]
+    buffer = io.BytesIO()
+    sr.save_as(buffer)
+    [group] = hd.sr.srread(io.BytesIO(buffer.getvalue())).content.get_image_measurement_groups()
+    evaluations = {(e.name.meaning, e.value.value) for e in group.get_qualitative_evaluations()}
+    assert {("AI result warning", "wrong-patient"), ("AI result warning", "outside-ages")} <= evaluations
+    assert {("Pneumonia", codes.SCT.Present.value), ("Pneumonia", codes.SCT.Absent.value)} & evaluations
+    if shutil.which("dciodvfy"):  # dicom3tools: the SR stays a valid Comprehensive 3D SR
+        path = tmp_path / "sr.dcm"
+        path.write_bytes(buffer.getvalue())
+        checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+        assert "Error" not in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+    prediction = Prediction.objects.get(image__study=study)
+    assert caption_lines(prediction, study_warnings(study=study))[1:3] == [
+        "WARNING: Film may be of another patient",
+        "WARNING: Outside intended use",
+    ]

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from diagnostics.models import AuditEvent, Feedback, Prediction, Study
 
-from .conftest import HTMX, login_client
+from .conftest import HTMX, calibrated, login_client
 from .factories import ModelVersionFactory, PatientFactory, PredictionFactory, StudyFactory
 from .images import dicom_bytes, jpeg_bytes
 
@@ -138,6 +138,7 @@ def test_study_links_carry_the_worklist_order_to_previous_and_next(owner, four_s
 
 
 def test_live_status_answers_204_until_the_status_changes_then_the_new_results(owner, patient, active_model):
+    calibrated(active_model)  # its score reads as a probability
     study = StudyFactory(created_by=owner, patient=patient)
     client = login_client(owner)
     page = client.get(reverse("study_detail", args=[study.pk])).content.decode()
@@ -246,6 +247,27 @@ def test_dicom_inspection_shows_the_metadata_and_offers_view_and_modality(owner,
     mismatch = client.post(url, {"images": [_dicom_upload(patient_id="SOMEONE-ELSE")]}, **HTMX).content.decode()
     assert "SOMEONE-ELSE" in mismatch and "differs from this patient's record number MRN-A-1" in mismatch
     assert not Study.objects.exists()  # inspecting stores nothing
+
+
+def test_dicom_inspection_names_every_header_field_that_disagrees_with_the_record(owner, patient, settings):
+    """The same rule as the study's wrong-patient warning (selectors.warnings): ID, name, birth date, sex."""
+    from pydicom.uid import generate_uid
+
+    from .images import cr_film_bytes
+
+    film = cr_film_bytes(patient_id="9RG1", study_uid=generate_uid(), patient_name="CompressedSamples^RG1",
+                         birth_date="19400305", study_date="20040826", sex="M")  # fmt: skip
+    url = reverse("study_inspect_dicom", args=[patient.pk])
+    client = login_client(owner)
+    html = client.post(url, {"images": [SimpleUploadedFile("adult.dcm", film)]}, **HTMX).content.decode()
+    assert "Film may be of another patient." in html
+    for words in ("patient ID 9RG1 (record: MRN-A-1)", "name CompressedSamples RG1 (record: Ada Lovelace)",
+                  "birth date 5 Mar 1940 (record: ", "sex M (record: F)"):  # fmt: skip
+        assert words in html, words
+    assert "the study carries this warning" in html
+    settings.DICOM_PATIENT_MISMATCH = "refuse"
+    html = client.post(url, {"images": [SimpleUploadedFile("adult.dcm", film)]}, **HTMX).content.decode()
+    assert "The portal refuses this file for this patient." in html
 
 
 def test_dicom_window_level_renders_the_film_through_the_chosen_window(owner, patient):

@@ -3,6 +3,7 @@ why), then a strip of thumbnails linking to each film's card, then the films."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -10,7 +11,7 @@ from django.urls import reverse
 
 from diagnostics.models import Prediction, Study
 
-from .conftest import HTMX, jpeg_upload, login_client
+from .conftest import HTMX, calibrated, jpeg_upload, login_client
 from .factories import ModelVersionFactory, PredictionFactory, StudyFactory
 from .images import jpeg_bytes
 
@@ -71,6 +72,7 @@ def test_the_conclusion_names_the_most_suspicious_film_and_the_refused_ones(owne
 
 
 def test_a_calibrated_model_is_called_a_probability_in_the_conclusion(owner, patient, active_model):
+    calibrated(active_model)
     study = study_of(owner, patient, ["a.jpeg", "b.jpeg"])
     a, b = study.images.all()
     PredictionFactory(image=a, model_version=active_model, probability=0.1)
@@ -93,13 +95,37 @@ def test_a_study_of_only_refused_films_has_no_result(owner, patient):
     assert "film-strip" not in page  # one film: nothing to choose between
 
 
+def test_a_done_study_without_a_scored_film_never_says_the_assessment_is_ready(owner, patient):
+    """Issue 29 item 5: the status says no AI result could be given, and why; no reassuring tick."""
+    model = ModelVersionFactory()
+    study = study_of(owner, patient, ["ct.jpeg", "ct2.jpeg"])
+    for image in study.images.all():
+        refuse(image, model)
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.DONE)
+    client = login_client(owner)
+    page = client.get(reverse("study_detail", args=[study.pk])).content.decode()
+    status = html.unescape(
+        text(page[page.index('id="study-status"') : page.index("</div>", page.index('id="study-status"'))])
+    )
+    assert "assessment is ready" not in page
+    assert (
+        "Done, no AI result — no AI result could be given. The AI could read none of the study's 2 films. "
+        f"Images 1 and 2: {CT_REASON}" in status
+    )
+    assert "status-done-no-result" in page and 'class="status status-done"' not in page
+    worklist = client.get(reverse("worklist")).content.decode()
+    assert "Done, no AI result" in worklist and "Not analysable" in worklist
+
+
 @pytest.mark.parametrize(
     ("status", "line", "conclusion"),
     [
         ("queued", "waiting for the AI; this page updates by itself", "the study is queued"),
         ("running", "the AI is assessing the images", "the AI is assessing the 2 films"),
         ("failed", "the AI could not assess this study", "the AI assessment failed (the reason is given above)"),
-        ("done", "the AI assessment is ready", "No AI result is shown for this study"),
+        # Done without a scored film: never "the AI assessment is ready" (issue 29 item 5).
+        ("done", "no AI result could be given. No film of this study has an AI assessment.",
+         "No AI result is shown for this study"),
     ],
 )
 def test_every_status_has_its_own_words(owner, patient, status, line, conclusion):

@@ -14,7 +14,7 @@ from django.utils.html import strip_tags
 
 from diagnostics.models import Study
 
-from .conftest import login_client
+from .conftest import calibrated, login_client
 from .factories import FeedbackFactory, PatientFactory, PredictionFactory, StudyFactory, UserFactory
 from .images import dicom_bytes, jpeg_bytes
 
@@ -72,6 +72,7 @@ def test_each_films_block_stays_on_one_page(owner, five_film_study):
 
 
 def test_the_report_opens_with_the_study_pages_conclusion(owner, five_film_study, active_model):
+    calibrated(active_model)  # its score reads as a probability
     client = login_client(owner)
     assert 3 / 6 < active_model.threshold < 4 / 6  # so films 4 and 5 (of scores n/6) are the suspected ones
     threshold = f"{100 * active_model.threshold:.1f} %"
@@ -103,6 +104,25 @@ def test_a_not_analysable_film_is_listed_with_its_reason_in_the_summary(owner, p
     first = report_pages(login_client(owner), study)[0]
     assert "Not analysable: the AI could read none of this study's films" in first
     assert "Image 1 lateral.jpeg: The film is a lateral view." in first
+    # Done without a scored film: the status says there is no AI result, and why (issue 29 item 5).
+    assert (
+        "Status Done: no AI result could be given. The AI could not read the study's film. "
+        "Image 1: The film is a lateral view." in first
+    )
+
+
+def test_page_one_carries_the_studys_warnings_before_its_result(owner, team):
+    """Issue 29 item 5: a one-month-old's result (the film's StudyDate is 2 Jan 2024) and a film of another
+    patient are flagged on page 1."""
+    baby = PatientFactory(team=team, created_by=owner, name="Ada Lovelace", medical_record_number="MRN-B-1",
+                          birth_date=datetime.date(2023, 12, 1))  # fmt: skip
+    study = StudyFactory(created_by=owner, patient=baby, films=[("film.dcm", dicom_bytes(patient_id="OTHER-9"))])
+    PredictionFactory(study=study, probability=1.0, finish_study=True)
+    first = report_pages(login_client(owner), study)[0]
+    assert "Film may be of another patient. The film's DICOM header disagrees with the record of Ada Lovelace" in first
+    assert "patient ID OTHER-9 (record: MRN-B-1)" in first
+    assert "Outside intended use. When the film was taken the patient was 1 month old by the patient's record" in first
+    assert first.index("Film may be of another patient") < first.index("Pneumonia suspected")
 
 
 def test_the_readings_with_their_comments_and_the_readers_full_names(owner, member, five_film_study):

@@ -25,10 +25,13 @@ from rest_framework.views import APIView
 from diagnostics.models import ApiToken, Image, Prediction, Study, User, WebhookDelivery
 from diagnostics.selectors import (
     patient_get_for_user,
+    study_film_results,
     study_get_for_user,
     study_list_for_user,
+    study_summary,
     webhook_delivery_list_for_study,
 )
+from diagnostics.selectors.warnings import study_list_with_warning_facts, study_warnings
 from diagnostics.services.audit import audit_record
 from diagnostics.services.idempotency import IdempotencyKeyReused
 from diagnostics.services.images import StorageUnavailable, ValidatedUpload
@@ -39,6 +42,7 @@ from .common import ListApi, location_header, request_user, service_errors
 from .errors import ApiError, ErrorSerializer
 from .filters import StudyFilter
 from .parsers import DicomParser, OctetStreamDicomParser
+from .warnings import StudyWarningSerializer
 from .webhooks import STUDY_FINISHED_FROM_BODY, STUDY_FINISHED_FROM_QUERY
 
 IDEMPOTENCY_KEY = OpenApiParameter(
@@ -119,7 +123,12 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
         return prediction.gate_reason or None
 
     @extend_schema_field(
-        serializers.CharField(allow_null=True, help_text="Set when the patient is outside the intended ages.")
+        serializers.CharField(
+            allow_null=True,
+            help_text="This film's 'Outside intended use: …' (the patient's age, by the record or the film's DICOM "
+            "header, is outside the intended ages) or 'Age unknown: …' warning. The study's `warnings` hold them "
+            "for the whole study.",
+        )
     )
     def get_intended_use_warning(self, prediction: Prediction) -> str | None:
         return prediction.intended_use_warning or None
@@ -137,6 +146,14 @@ class StudySummarySerializer(serializers.ModelSerializer):
     patient_id = serializers.IntegerField()
     latest_probability = serializers.FloatField(allow_null=True)
     latest_label = serializers.ChoiceField(choices=Prediction.Label.choices, allow_null=True)
+    warnings = serializers.SerializerMethodField(
+        help_text="What the study's AI result must be read with (wrong patient, outside intended use, age "
+        "unknown), the same warnings the study page, the worklist and the PDF show; empty when none."
+    )
+
+    @extend_schema_field(StudyWarningSerializer(many=True))
+    def get_warnings(self, study: Study) -> list[dict[str, Any]]:
+        return [warning.as_dict() for warning in study_warnings(study=study)]
 
     class Meta:
         model = Study
@@ -152,14 +169,24 @@ class StudySummarySerializer(serializers.ModelSerializer):
             "status_changed_at",
             "latest_probability",
             "latest_label",
+            "warnings",
         ]
 
 
 class StudyDetailSerializer(StudySummarySerializer):
     images = ImageOutputSerializer(many=True)
+    no_result_reason = serializers.SerializerMethodField(
+        help_text="Why a done study has no AI result (no film could be scored), in sentences for people; null "
+        "when it has one or is not done (a failed study says why in failure_reason)."
+    )
 
     class Meta(StudySummarySerializer.Meta):
-        fields = [*StudySummarySerializer.Meta.fields, "callback_url", "images"]
+        fields = [*StudySummarySerializer.Meta.fields, "no_result_reason", "callback_url", "images"]
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_no_result_reason(self, study: Study) -> str | None:
+        summary = study_summary(status=study.status, results=study_film_results(study=study, heatmaps=False))
+        return summary.no_result_reason or None
 
 
 class StudyAcceptedSerializer(serializers.Serializer):
@@ -336,7 +363,7 @@ class StudyListCreateApi(ListApi):
     parser_classes = [MultiPartParser, *ListApi.parser_classes]
 
     def select(self, user: User) -> Any:
-        return study_list_for_user(user=user)
+        return study_list_with_warning_facts(study_list_for_user(user=user))
 
     @extend_schema(
         operation_id="studies_list",

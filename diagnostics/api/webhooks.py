@@ -14,6 +14,8 @@ from rest_framework import serializers
 from diagnostics.models import Prediction, Study
 from diagnostics.services.webhooks import EVENT_STUDY_FINISHED, SIGNATURE_HEADER, TIMESTAMP_HEADER
 
+from .warnings import StudyWarningSerializer
+
 
 class WebhookPredictionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
@@ -24,7 +26,9 @@ class WebhookPredictionSerializer(serializers.Serializer):
     probability = serializers.FloatField(allow_null=True, help_text="null when the film is not analysable.")
     threshold = serializers.FloatField()
     not_analysable_reason = serializers.CharField(allow_null=True)
-    intended_use_warning = serializers.CharField(allow_null=True)
+    intended_use_warning = serializers.CharField(
+        allow_null=True, help_text="This film's 'Outside intended use: …' or 'Age unknown: …' warning."
+    )
     model_version = serializers.CharField(help_text="The model version's name.")
 
 
@@ -42,6 +46,13 @@ class StudyFinishedEventSerializer(serializers.Serializer):
     accession_number = serializers.CharField(allow_blank=True)
     status = serializers.ChoiceField(choices=Study.Status.choices, help_text="`done` or `failed`.")
     failure_reason = serializers.CharField(allow_blank=True, help_text="Why the study failed; empty when done.")
+    no_result_reason = serializers.CharField(
+        allow_null=True,
+        help_text="Why a done study has no AI result (no film could be scored); null when it has one, or failed.",
+    )
+    warnings = StudyWarningSerializer(
+        many=True, help_text="What the result must be read with (wrong patient, outside intended use, age unknown)."
+    )
     finished_at = serializers.DateTimeField()
     status_path = serializers.CharField(help_text="The study's status URL, as a path (GET it for full detail).")
     images = WebhookImageSerializer(many=True)

@@ -145,8 +145,8 @@ def study_list_filter(
     return studies
 
 
-def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:
-    """One study with its images, the predictions shown to clinicians (newest first) and their readings."""
+def _with_results(studies: QuerySet[Study]) -> QuerySet[Study]:
+    """Each study's images, the predictions shown to clinicians (newest first) and their readings."""
     predictions = (
         Prediction.objects.filter(role=Prediction.Role.PRIMARY)
         .select_related("model_version")
@@ -154,10 +154,20 @@ def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:
         .order_by("-created_at")
     )
     images = Image.objects.prefetch_related(Prefetch("predictions", queryset=predictions))
+    return studies.prefetch_related(Prefetch("images", queryset=images))
+
+
+def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:
+    """One study with its images, the predictions shown to clinicians (newest first) and their readings."""
     try:
-        return study_list_for_user(user=user).prefetch_related(Prefetch("images", queryset=images)).get(pk=study_id)
+        return _with_results(study_list_for_user(user=user)).get(pk=study_id)
     except (Study.DoesNotExist, ValueError, TypeError):
         raise Http404("No such study.") from None
+
+
+def study_get_with_results(*, study_id: int) -> Study:
+    """As study_get_for_user, for the system acting on the study's own behalf (its webhook): no user."""
+    return _with_results(Study.objects.select_related("patient")).get(pk=study_id)
 
 
 @dataclass(frozen=True)
@@ -168,13 +178,14 @@ class FilmResult:
     heatmap: HeatmapState | None
 
 
-def study_film_results(*, study: Study) -> list[FilmResult]:
+def study_film_results(*, study: Study, heatmaps: bool = True) -> list[FilmResult]:
     """The films of a study from study_get_for_user (predictions prefetched) with their newest shown
-    assessment and its heatmap's state: what the study page and the PDF report both show."""
+    assessment and its heatmap's state: what the study page and the PDF report both show. Without
+    `heatmaps` (the API, the webhook: a study's conclusion only), no heatmap is looked up."""
     results = []
     for number, image in enumerate(study.images.all(), start=1):
         prediction = next(iter(image.predictions.all()), None)  # primary only, newest first
-        heatmap = prediction_heatmap_state(prediction=prediction) if prediction else None
+        heatmap = prediction_heatmap_state(prediction=prediction) if prediction and heatmaps else None
         results.append(FilmResult(number, image, prediction, heatmap))
     return results
 
@@ -217,6 +228,31 @@ class StudySummary:
     def waiting(self) -> int:
         """Films with no assessment shown yet (all of them while the study is queued)."""
         return self.films - self.assessed
+
+    @property
+    def no_result_reason(self) -> str:
+        """Why a done study has no AI result, in sentences for people: '' when it has one, or is not done."""
+        if self.conclusion == "not_analysable":
+            reasons = " ".join(
+                f"{_images_words([film.number for film in refusal.films])}: {refusal.reason}"
+                for refusal in self.refusals
+            )
+            head = (
+                "The AI could not read the study's film."
+                if self.films == 1
+                else f"The AI could read none of the study's {self.films} films."
+            )
+            return f"{head} {reasons}".strip()
+        if self.conclusion == "no_result":
+            return "No film of this study has an AI assessment."
+        return ""
+
+
+def _images_words(numbers: Sequence[int]) -> str:
+    """'Image 2', 'Images 1 and 3', 'Images 1, 2 and 4'."""
+    if len(numbers) == 1:
+        return f"Image {numbers[0]}"
+    return "Images " + ", ".join(str(n) for n in numbers[:-1]) + f" and {numbers[-1]}"
 
 
 def study_summary(*, status: str, results: Sequence[FilmResult]) -> StudySummary:

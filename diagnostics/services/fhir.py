@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from diagnostics.models import Prediction, Study
-from diagnostics.selectors import study_film_results
+from diagnostics.selectors import FilmResult, study_film_results, study_summary
+from diagnostics.selectors.warnings import study_warnings
 
 from .pacs_results import CAPTION  # the same words on every channel
 
@@ -67,7 +68,7 @@ def study_fhir_report(*, study: Study, base_url: str) -> dict[str, Any]:
         "performer": [{"display": "Pneumonia portal AI (decision support)"}],
         "imagingStudy": [{"reference": "#imaging-study"}],
         "result": [{"reference": f"#{o['id']}"} for o in observations],
-        "conclusion": _conclusion(study, observations, suspected),
+        "conclusion": _conclusion(study, observations, suspected, films),
     }
     if suspected:
         report["conclusionCode"] = [{"coding": [PNEUMONIA]}]
@@ -82,13 +83,21 @@ def _report_status(study: Study) -> str:
     return "registered"
 
 
-def _conclusion(study: Study, observations: list[dict[str, Any]], suspected: list[dict[str, Any]]) -> str:
+def _conclusion(
+    study: Study, observations: list[dict[str, Any]], suspected: list[dict[str, Any]], films: list[FilmResult]
+) -> str:
+    """The caption, then the study's warnings (selectors.warnings: as on the study page, the PDF and the
+    API), then the result, or why there is none."""
+    warnings = "".join(f" Warning: {warning.title}. {warning.message}" for warning in study_warnings(study=study))
     if study.status == Study.Status.FAILED:
-        return f"{CAPTION}. The AI could not assess this study: {study.failure_reason}"
+        return f"{CAPTION}.{warnings} The AI could not assess this study: {study.failure_reason}"
     if study.status != Study.Status.DONE:
-        return f"{CAPTION}. The AI assessment is not finished."
+        return f"{CAPTION}.{warnings} The AI assessment is not finished."
+    no_result = study_summary(status=study.status, results=films).no_result_reason
+    if no_result:
+        return f"{CAPTION}.{warnings} No AI result could be given. {no_result}"
     scored = [o for o in observations if "valueQuantity" in o]
-    text = f"{CAPTION}. Pneumonia suspected on {len(suspected)} of {len(scored)} analysed films"
+    text = f"{CAPTION}.{warnings} Pneumonia suspected on {len(suspected)} of {len(scored)} analysed films"
     unanalysed = len(observations) - len(scored)
     return text + (f"; {unanalysed} not analysable." if unanalysed else ".")
 

@@ -15,6 +15,7 @@ from django.core.files.uploadedfile import UploadedFile
 from PIL import Image as PILImage
 
 from diagnostics.models import Image, Study, User
+from diagnostics.selectors.warnings import IDENTITY_TAGS
 from ml.preprocessing import DecodedImage, ImageDecodeError, decode_image_bytes
 
 logger = logging.getLogger(__name__)
@@ -85,9 +86,28 @@ def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
         format=decoded.format,
         width=decoded.width,
         height=decoded.height,
-        metadata=dict(decoded.metadata),
+        metadata={**decoded.metadata, **(dicom_identity_tags(data) if decoded.format == Image.Format.DICOM else {})},
         derivatives=film_derivatives(decoded),
     )
+
+
+def dicom_identity_tags(data: bytes) -> dict[str, str]:
+    """The patient's identity as a DICOM file's header gives it (IDENTITY_TAGS: ID, name, birth date, sex),
+    kept with the film so that it can be compared with the record it is filed under
+    (selectors.warnings); header only, no pixel is read. Empty for a file pydicom cannot read."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(IDENTITY_TAGS))
+    except (InvalidDicomError, ValueError, EOFError, OSError, TypeError, KeyError):
+        return {}
+    tags = {}
+    for tag in IDENTITY_TAGS:
+        value = dataset.get(tag)
+        if value not in (None, ""):
+            tags[tag] = str(value).strip()
+    return tags
 
 
 def _decode_for_derivatives(data: bytes) -> DecodedImage:

@@ -25,8 +25,9 @@ from django.utils import timezone
 
 from diagnostics.models import Image, ModelVersion, Prediction, Study
 from diagnostics.selectors import model_version_active
+from diagnostics.selectors.warnings import film_intended_use_warning
 from ml import variants
-from ml.gate import GateResult, dicom_age_years, intended_use_warning
+from ml.gate import GateResult
 from ml.inference import ModelArtifactError, Predictor
 from ml.preprocessing import ImageDecodeError
 
@@ -368,23 +369,11 @@ def _prediction_store(
 
 
 def _intended_use_warning(study: Study, image: Image) -> str:
-    """The warning for the age the patient's record gives, else the one the DICOM header gives."""
-    from_record = intended_use_warning(_age_years(study, image))
-    return from_record or intended_use_warning(dicom_age_years((image.dicom_metadata or {}).get("PatientAge", "")))
-
-
-def _age_years(study: Study, image: Image) -> float | None:
-    """The patient's age when the film was taken (DICOM StudyDate, else when the study was created)."""
-    taken = study.created_at.date()
-    study_date = str((image.dicom_metadata or {}).get("StudyDate", ""))
-    try:
-        taken = dt.datetime.strptime(study_date, "%Y%m%d").date()
-    except ValueError:
-        pass
-    birth = study.patient.birth_date
-    if birth is None or taken < birth:
-        return None
-    return (taken - birth).days / 365.25
+    """The film's warning when the patient's age, by the record or by the film's own DICOM header, is
+    outside the model card's ages, or when neither gives it (selectors.warnings, the study's rule too)."""
+    return film_intended_use_warning(
+        patient=study.patient, metadata=image.dicom_metadata, uploaded_on=timezone.localdate(study.created_at)
+    )
 
 
 def _read_and_decode(study: Study, image: Image, predictor: Predictor) -> _DecodedUpload | ImageDecodeError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import numpy as np
 from django.conf import settings
@@ -29,6 +30,13 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
 from diagnostics.models import Image, ModelVersion, PacsDelivery, Prediction, Study
+from diagnostics.selectors.warnings import (
+    AGE_UNKNOWN,
+    OUTSIDE_INTENDED_USE,
+    WRONG_PATIENT,
+    StudyWarning,
+    study_warnings,
+)
 
 from .audit import audit_record
 from .reports import image_display_pixels, overlay_pixels
@@ -59,7 +67,8 @@ def pacs_send_results(*, study_id: int, final: bool) -> None:
     pending = [d for d in deliveries if d.status != PacsDelivery.Status.DELIVERED]
     if not pending:
         return
-    datasets = {d.pk: _build(study, films, d) for d in pending}
+    warnings = study_warnings(study=study)
+    datasets = {d.pk: _build(study, films, d, warnings) for d in pending}
     errors = _c_store(study, [(d, datasets[d.pk]) for d in pending])
     now = timezone.now()
     for delivery in pending:
@@ -126,7 +135,12 @@ def _source_dataset(image: Image):  # noqa: ANN202 (a pydicom Dataset)
         return pydicom.dcmread(handle)
 
 
-def _build(study: Study, films: list[tuple[Image, Prediction | None]], delivery: PacsDelivery):  # noqa: ANN202
+def _build(  # noqa: ANN202
+    study: Study,
+    films: list[tuple[Image, Prediction | None]],
+    delivery: PacsDelivery,
+    warnings: Sequence[StudyWarning] = (),
+):
     if delivery.kind == PacsDelivery.Kind.STRUCTURED_REPORT:
         reports = list(study.pacs_deliveries.filter(kind=PacsDelivery.Kind.STRUCTURED_REPORT).order_by("pk"))
         return build_structured_report(
@@ -134,6 +148,7 @@ def _build(study: Study, films: list[tuple[Image, Prediction | None]], delivery:
             sop_instance_uid=delivery.sop_instance_uid,
             series_uid=_series_uid(study, "sr"),
             instance_number=[d.pk for d in reports].index(delivery.pk) + 1,
+            warnings=warnings,
         )
     captures = list(study.pacs_deliveries.filter(kind=PacsDelivery.Kind.SECONDARY_CAPTURE).order_by("pk"))
     index = [d.pk for d in captures].index(delivery.pk)
@@ -144,6 +159,7 @@ def _build(study: Study, films: list[tuple[Image, Prediction | None]], delivery:
         sop_instance_uid=delivery.sop_instance_uid,
         series_uid=_series_uid(study, "sc"),
         instance_number=index + 1,
+        warnings=warnings,
     )
 
 
@@ -172,8 +188,34 @@ def score_meaning(model_version: ModelVersion):  # noqa: ANN201
     )
 
 
+# The study's warnings (selectors.warnings) as coded qualitative evaluations of each film's group: a code
+# value is at most 16 characters and a code meaning at most 64 (DICOM SH and LO).
+SR_WARNING_CODES = {
+    WRONG_PATIENT: ("wrong-patient", "Film DICOM header disagrees with the patient record"),
+    OUTSIDE_INTENDED_USE: ("outside-ages", "Patient age outside the AI's intended use"),
+    AGE_UNKNOWN: ("age-unknown", "Patient age unknown: intended use not checked"),
+}
+
+
+def warning_evaluations(warnings: Sequence[StudyWarning]):  # noqa: ANN201
+    """One 'AI result warning' qualitative evaluation per study warning, for every film's group."""
+    import highdicom as hd
+
+    concept = hd.sr.CodedConcept("ai-warning", PRIVATE_SCHEME, "AI result warning")
+    evaluations = []
+    for warning in warnings:
+        value, meaning = SR_WARNING_CODES[warning.code]
+        evaluations.append(hd.sr.QualitativeEvaluation(concept, hd.sr.CodedConcept(value, PRIVATE_SCHEME, meaning)))
+    return evaluations
+
+
 def build_structured_report(
-    *, films: list[tuple[Image, Prediction | None]], sop_instance_uid: str, series_uid: str, instance_number: int = 1
+    *,
+    films: list[tuple[Image, Prediction | None]],
+    sop_instance_uid: str,
+    series_uid: str,
+    instance_number: int = 1,
+    warnings: Sequence[StudyWarning] = (),
 ):  # noqa: ANN201
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -221,7 +263,7 @@ def build_structured_report(
                 algorithm_id=algorithm,
                 finding_type=_pneumonia_code(),
                 measurements=measurements or None,
-                qualitative_evaluations=evaluations,
+                qualitative_evaluations=[*evaluations, *warning_evaluations(warnings)],
                 source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
             )
         )
@@ -252,23 +294,31 @@ def build_structured_report(
     return sr
 
 
-def caption_lines(prediction: Prediction | None) -> list[str]:
+def caption_lines(prediction: Prediction | None, warnings: Sequence[StudyWarning] = ()) -> list[str]:
+    """The burned-in caption: the caption, the study's warnings (titles), then this film's finding."""
+    head = [CAPTION, *(f"WARNING: {warning.title}" for warning in warnings)]
     if prediction is None:
-        return [CAPTION, "No AI result for this film."]
+        return [*head, "No AI result for this film."]
     model = prediction.model_version
     if not prediction.analysable:
-        return [CAPTION, f"Not analysable: {prediction.gate_reason}"[:120], f"Model {model.name}"]
+        return [*head, f"Not analysable: {prediction.gate_reason}"[:120], f"Model {model.name}"]
     word = "probability" if model.score_is_probability else "AI score"
     finding = "pneumonia suspected" if prediction.label == Prediction.Label.PNEUMONIA else "no pneumonia suspected"
     return [
-        CAPTION,
+        *head,
         f"{finding}: {word} {prediction.probability:.2f} (threshold {prediction.threshold:.2f})",
         f"Model {model.name}" + ("" if prediction.heatmap else "; heatmap not available"),
     ]
 
 
 def build_secondary_capture(
-    *, image: Image, prediction: Prediction | None, sop_instance_uid: str, series_uid: str, instance_number: int
+    *,
+    image: Image,
+    prediction: Prediction | None,
+    sop_instance_uid: str,
+    series_uid: str,
+    instance_number: int,
+    warnings: Sequence[StudyWarning] = (),
 ):  # noqa: ANN201
     import highdicom as hd
 
@@ -282,11 +332,12 @@ def build_secondary_capture(
     canvas = PILImage.fromarray(pixels)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=max(12, canvas.height // 40))
-    lines = caption_lines(prediction)
+    lines = caption_lines(prediction, warnings)
     line_height = font.size + 6 if hasattr(font, "size") else 18
     draw.rectangle((0, 0, canvas.width, line_height * len(lines) + 8), fill=(0, 0, 0))
     for i, line in enumerate(lines):
-        draw.text((6, 4 + i * line_height), line, fill=(255, 255, 0) if i == 0 else (255, 255, 255), font=font)
+        colour = (255, 255, 0) if i == 0 or line.startswith("WARNING") else (255, 255, 255)
+        draw.text((6, 4 + i * line_height), line, fill=colour, font=font)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=np.asarray(canvas.convert("RGB")),

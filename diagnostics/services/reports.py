@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 from diagnostics.models import Feedback, Image, Prediction, Study, User
 from diagnostics.selectors import FilmResult, study_film_results, study_summary, study_taken_on
 from diagnostics.selectors.heatmaps import HeatmapState
+from diagnostics.selectors.warnings import study_warnings
 from ml.preprocessing import apply_display_window
 
 from .audit import audit_record
@@ -126,6 +127,7 @@ def study_report_context(*, study: Study, user: User) -> dict[str, object]:
         "study": study,
         "patient": study.patient,
         "summary": study_summary(status=study.status, results=films),
+        "warnings": study_warnings(study=study),
         "taken_on": study_taken_on(study=study),
         "images": _report_images(films),
         "generated_at": timezone.now(),

@@ -4,16 +4,20 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from diagnostics.models import ApiToken, DicomPeer, Image, Patient, Prediction, Study, User
+from diagnostics.selectors.warnings import dicom_header_mismatches, mismatch_sentence
 
 from .audit import audit_record
 from .idempotency import idempotency_fingerprint, idempotency_key_record, idempotency_key_validate, idempotency_replay
 from .images import (
     DERIVATIVE_SIDE,
+    FileCheck,
+    FilesRefused,
     ValidatedUpload,
     dicom_study_defaults,
     image_delete_files,
@@ -78,6 +82,8 @@ def study_accept(
         if replay is not None:
             return AcceptedStudy(study=replay.study, replayed=True)
     uploads = uploads if uploads is not None else _validate_admitted(user=user, files=files)
+    if dicom_peer is None:  # a PACS's films are acknowledged already: warned about, never refused
+        uploads_check_patient(user=user, patient=patient, uploads=uploads)
     written: list[Image] = []
     try:
         with transaction.atomic():
@@ -105,6 +111,53 @@ def study_accept(
             raise
         return AcceptedStudy(study=replay.study, replayed=True)
     return AcceptedStudy(study=study, replayed=False)
+
+
+def uploads_check_patient(*, user: User, patient: Patient, uploads: Sequence[ValidatedUpload]) -> None:
+    """Where DICOM_PATIENT_MISMATCH is "refuse": refuse uploads of which a DICOM header disagrees with
+    `patient`'s record (selectors.warnings.dicom_header_mismatches), saying which fields differ, and
+    record the refusal. Raises FilesRefused (a ValidationError) with every file's verdict; nothing is stored."""
+    if settings.DICOM_PATIENT_MISMATCH != "refuse":
+        return
+    checks: list[FileCheck] = []
+    fields: list[str] = []
+    for upload in uploads:
+        mismatches = dicom_header_mismatches(patient=patient, metadata=upload.metadata)
+        fields.extend(m.field for m in mismatches if m.field not in fields)
+        reason = (
+            f"its DICOM header disagrees with the record of {patient.name} ({patient.medical_record_number}): "
+            f"{mismatch_sentence(mismatches)}. Nothing was stored: check that you chose the right patient."
+        )
+        checks.append(FileCheck(upload.filename, None, reason) if mismatches else FileCheck(upload.filename, upload))
+    if fields:
+        audit_record(
+            action="study.refused_patient_mismatch",
+            actor=user,
+            target=patient,
+            team_id=patient.team_id,
+            detail={"files": sum(1 for check in checks if check.upload is None), "fields": fields},
+        )
+        raise FilesRefused(checks)
+
+
+def _audit_patient_mismatch(*, user: User, study: Study, patient: Patient, images: Sequence[Image]) -> None:
+    """Films stored although their DICOM header disagrees with the record: the study carries a
+    wrong-patient warning from now on (selectors.warnings), recorded with the fields (no values)."""
+    fields: list[str] = []
+    mismatched = []
+    for image in images:
+        mismatches = dicom_header_mismatches(patient=patient, metadata=image.dicom_metadata)
+        if mismatches:
+            mismatched.append(image.pk)
+            fields.extend(m.field for m in mismatches if m.field not in fields)
+    if mismatched:
+        audit_record(
+            action="study.patient_mismatch_warned",
+            actor=user,
+            target=study,
+            team_id=patient.team_id,
+            detail={"images": mismatched, "fields": fields},
+        )
 
 
 def study_create(
@@ -156,6 +209,7 @@ def study_create(
                 team_id=patient.team_id,
                 detail={"images": [image.pk for image in stored], "status": study.status},
             )
+            _audit_patient_mismatch(user=user, study=study, patient=patient, images=stored)
             study_enqueue_inference(study=study)
     except Exception:
         _remove_files(stored)
@@ -184,6 +238,7 @@ def study_add_images(*, study: Study, uploads: Sequence[ValidatedUpload], user: 
                 team_id=locked.patient.team_id,
                 detail={"images": [image.pk for image in stored]},
             )
+            _audit_patient_mismatch(user=user, study=locked, patient=locked.patient, images=stored)
             if locked.status in (Study.Status.DONE, Study.Status.FAILED):
                 study_set_status(study=locked, status=Study.Status.QUEUED, reason="", expected=[locked.status])
             if locked.status == Study.Status.QUEUED:

@@ -31,6 +31,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from diagnostics.models import Prediction, Study, WebhookDelivery
+from diagnostics.selectors import study_film_results, study_get_with_results, study_summary
+from diagnostics.selectors.warnings import study_warnings
 
 from .api_tokens import api_token_signing_secret
 from .audit import audit_record
@@ -141,6 +143,9 @@ def webhook_signature(*, secret: str, timestamp: int, body: bytes) -> str:
 
 
 def _study_payload(study: Study) -> dict[str, Any]:
+    # The study's warnings and, for a done study without an AI result, why: as the study page says them.
+    loaded = study_get_with_results(study_id=study.pk)
+    summary = study_summary(status=study.status, results=study_film_results(study=loaded, heatmaps=False))
     images = []
     for image in study.images.order_by("pk"):
         # Only what clinicians see: shadow predictions never leave the portal.
@@ -170,6 +175,8 @@ def _study_payload(study: Study) -> dict[str, Any]:
         "accession_number": study.accession_number,
         "status": study.status,
         "failure_reason": study.failure_reason,
+        "no_result_reason": summary.no_result_reason or None,
+        "warnings": [warning.as_dict() for warning in study_warnings(study=loaded)],
         "finished_at": study.status_changed_at.isoformat(),
         "status_path": reverse("api_study_detail", kwargs={"study_id": study.pk}),
         "images": images,

@@ -7,12 +7,13 @@ from typing import Any
 
 from django import template
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from diagnostics.display import DicomFact
 from diagnostics.display import dicom_facts as display_dicom_facts
 from diagnostics.selectors import study_taken_on
+from diagnostics.selectors.warnings import study_warnings
 
 register = template.Library()
 
@@ -61,6 +62,31 @@ def taken_on(study: Any) -> date:
     """`{{ study|taken_on }}`: the day the study's films were taken (selectors.study_taken_on), the day
     the patient's age is given for, as the intended-use check does."""
     return study_taken_on(study=study)
+
+
+_ROW_WARNING = (
+    '<span class="row-warning row-warning-{}"><svg class="icon" aria-hidden="true" focusable="false" '
+    'viewBox="0 0 16 16" width="16" height="16"><path d="M8 1.2l7 13.3H1z" fill="currentColor"/>'
+    '<path d="M8 5.5v4.2M8 11.2v1.4" stroke="#fff" stroke-width="1.7"/></svg> {}</span>'
+)
+
+
+@register.simple_tag
+def row_warnings(study: Any) -> SafeString:
+    """`{% row_warnings study %}`: the study's warnings by their titles, each with a warning sign, under a
+    list row's result (the worklist, a patient's history), whose images come prefetched
+    (study_list_with_warning_facts). A tag: one per row, no template include."""
+    return format_html_join("", _ROW_WARNING, ((w.code, w.title) for w in study_warnings(study=study)))
+
+
+@register.filter
+def warning_heading(text: str) -> tuple[str, str]:
+    """A film's stored warning ('Outside intended use: the patient …', 'Age unknown: Neither …') as its
+    heading and its sentences, these starting with a capital letter: ('Outside intended use', 'The patient …')."""
+    heading, separator, rest = str(text or "").partition(": ")
+    if not separator or len(heading) > 40:
+        return "", str(text or "")
+    return heading, rest[:1].upper() + rest[1:]
 
 
 # Times on the pages and in the PDF are in the portal's time zone (settings.TIME_ZONE), and say which.
@@ -137,11 +163,17 @@ _STATUS_MARKUP = {
         'stroke-dasharray="28 10"/><path d="M12.5 1.5v4h-4" fill="none" stroke="currentColor" stroke-width="1.6"/>',
         "queued": '<circle cx="8" cy="8" r="6.5" fill="none" stroke="currentColor" stroke-width="1.5"/>'
         '<path d="M8 4v4.3l2.8 1.7" fill="none" stroke="currentColor" stroke-width="1.5"/>',
+        # Done, yet no film was scored: neither the reassuring tick nor a failure's cross.
+        "done-no-result": '<circle cx="8" cy="8" r="6.5" fill="none" stroke="currentColor" stroke-width="1.5"/>'
+        '<path d="M4.5 8h7" stroke="currentColor" stroke-width="1.8"/>',
     }.items()
 }
 
 
 @register.simple_tag
 def status_badge(study: Any) -> SafeString:
-    """`{% status_badge study %}`: the study's status word next to its icon."""
+    """`{% status_badge study %}`: the study's status word next to its icon. A done study without an AI
+    result (no film scored: Study.latest_probability is empty) says so instead of the tick of a result."""
+    if study.status == "done" and getattr(study, "latest_probability", 0.0) is None:
+        return format_html(_STATUS_MARKUP["done-no-result"], "Done, no AI result")
     return format_html(_STATUS_MARKUP.get(study.status, _STATUS_MARKUP["queued"]), study.get_status_display())

@@ -10,6 +10,7 @@ from django.utils import timezone
 from diagnostics.forms import PatientForm
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import patient_get_for_user, patient_list_for_user, study_list_for_user
+from diagnostics.selectors.warnings import study_list_with_warning_facts
 from diagnostics.services.audit import audit_read, audit_record
 from diagnostics.services.patients import patient_create
 
@@ -48,6 +49,6 @@ def patient_new(request: AuthenticatedHttpRequest) -> HttpResponse:
 def patient_detail(request: AuthenticatedHttpRequest, patient_id: int) -> HttpResponse:
     patient = patient_get_for_user(user=request.user, patient_id=patient_id)
     audit_record(action="patient.viewed", actor=request.user, target=patient, team_id=patient.team_id)
-    studies = study_list_for_user(user=request.user).filter(patient=patient)
+    studies = study_list_with_warning_facts(study_list_for_user(user=request.user).filter(patient=patient))
     context = {"patient": patient, "studies": studies, "today": timezone.localdate()}
     return render(request, "diagnostics/patient_detail.html", context)

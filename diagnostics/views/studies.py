@@ -27,8 +27,21 @@ from diagnostics.selectors import (
 )
 from diagnostics.selectors.comparison import study_comparison_for_user, study_previous_for_user
 from diagnostics.selectors.heatmaps import HeatmapState
+from diagnostics.selectors.warnings import (
+    FieldMismatch,
+    dicom_header_mismatches,
+    mismatch_sentence,
+    study_list_with_warning_facts,
+    study_warnings,
+)
 from diagnostics.services.audit import audit_read, audit_record
-from diagnostics.services.images import FileCheck, FilesRefused, StorageUnavailable, dicom_study_fields
+from diagnostics.services.images import (
+    FileCheck,
+    FilesRefused,
+    StorageUnavailable,
+    dicom_identity_tags,
+    dicom_study_fields,
+)
 from diagnostics.services.reports import study_report_pdf
 from diagnostics.services.studies import study_accept
 from diagnostics.services.upload_admission import RETRY_AFTER_SECONDS, InferenceBacklogFull, UploadsBusy
@@ -47,7 +60,9 @@ STUDY_NAVIGATION_LIMIT = 200
 @require_GET
 def worklist(request: AuthenticatedHttpRequest) -> HttpResponse:
     filters = WorklistFilterForm(request.GET)
-    studies_shown = study_list_with_row_facts(filters.filter(study_list_for_user(user=request.user)))
+    studies_shown = study_list_with_warning_facts(
+        study_list_with_row_facts(filters.filter(study_list_for_user(user=request.user)))
+    )
     page = Paginator(studies_shown, WORKLIST_LIMIT).get_page(request.GET.get("page"))
     studies = list(page.object_list)
     querystring = filters.querystring()
@@ -140,6 +155,16 @@ class DicomSummary:
     filename: str
     metadata: dict[str, str]
     error: str = ""
+    # How the header disagrees with the patient's record (selectors.warnings: the study's wrong-patient rule).
+    mismatches: tuple[FieldMismatch, ...] = ()
+
+    @property
+    def mismatch_fields(self) -> list[str]:
+        return [mismatch.field for mismatch in self.mismatches]
+
+    @property
+    def mismatch_sentence(self) -> str:
+        return mismatch_sentence(self.mismatches)
 
     @property
     def view_position(self) -> str:
@@ -164,20 +189,28 @@ def study_inspect_dicom(request: AuthenticatedHttpRequest, patient_id: int) -> H
     summaries = []
     if form.is_valid():
         for uploaded in form.cleaned_data["images"]:
+            data = uploaded.read()
             try:
-                metadata = read_dicom_metadata(uploaded.read())
+                metadata = read_dicom_metadata(data)
             except ImageDecodeError as error:
                 summaries.append(DicomSummary(uploaded.name or "upload", {}, str(error)))
                 continue
             if metadata is not None:
-                summaries.append(DicomSummary(uploaded.name or "upload", metadata))
+                metadata |= dicom_identity_tags(data)
+                mismatches = tuple(dicom_header_mismatches(patient=patient, metadata=metadata))
+                summaries.append(DicomSummary(uploaded.name or "upload", metadata, mismatches=mismatches))
     suggestion = next((summary for summary in summaries if summary.view_position or summary.modality), None)
     audit_record(action="dicom.inspected", actor=request.user, target=patient, team_id=patient.team_id,
                  detail={"files": len(summaries)})  # fmt: skip
     return render(
         request,
         "diagnostics/_dicom_metadata.html",
-        {"patient": patient, "summaries": summaries, "suggestion": suggestion},
+        {
+            "patient": patient,
+            "summaries": summaries,
+            "suggestion": suggestion,
+            "refuses_mismatches": settings.DICOM_PATIENT_MISMATCH == "refuse",
+        },
     )
 
 
@@ -221,6 +254,8 @@ def _study_context(request: AuthenticatedHttpRequest, study: Study) -> dict[str,
         "results": image_results(study=study, films=films),
         # The conclusion first: the most suspicious film, how many were assessed, which were refused and why.
         "summary": summary,
+        # Wrong patient, outside intended use, age unknown: before the result, on every surface.
+        "warnings": study_warnings(study=study),
         # The patient's previous study, offered beside this study's most suspicious (else first) film.
         "previous": study_previous_for_user(user=request.user, study=study),
         "compare_number": summary.top.number if summary.top is not None else 1,

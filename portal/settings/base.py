@@ -322,6 +322,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
 
+# A DICOM film whose header disagrees with the patient record it is uploaded to (patient ID, name, birth
+# date, sex: selectors.warnings): "warn" stores it and every surface shows the study with a wrong-patient
+# warning; "refuse" refuses the upload (page and API) with the fields that differ, and stores nothing.
+# Films from a PACS are acknowledged before they are filed: they are never refused, always warned about.
+DICOM_PATIENT_MISMATCH = env_str("DICOM_PATIENT_MISMATCH", "warn").strip().lower()
+if DICOM_PATIENT_MISMATCH not in ("warn", "refuse"):
+    raise ImproperlyConfigured(f"DICOM_PATIENT_MISMATCH must be warn or refuse, not {DICOM_PATIENT_MISMATCH!r}.")
 # Hosts a webhook callback may target although they resolve to private addresses (SSRF guard).
 WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])
 

@@ -360,3 +360,53 @@ def test_a_bad_filter_answers_400_naming_the_parameter(machine, worklist, query)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "validation_error" and list(error["fields"]) == [query.split("=")[0]]
+
+
+# --- a study's warnings and why it has no result (issue 29 items 4 and 5) ---
+
+
+def test_a_raw_dicom_body_of_another_patient_is_accepted_with_a_warning_or_refused_where_configured(
+    machine, patient, settings
+):
+    """The header of dicom_bytes names patient TEST-001; this record is MRN-A-1."""
+    url = f"/api/v1/studies/dicom/?patient_id={patient.pk}"
+    response = machine.client.generic("POST", url, dicom_bytes(patient_id="TEST-001"), content_type="application/dicom")
+    assert response.status_code == 202, response.content
+    detail = machine.client.get(response.json()["status_url"]).json()
+    [warning] = [w for w in detail["warnings"] if w["code"] == "wrong_patient"]
+    assert warning["mismatched_fields"] == ["patient_id"] and warning["title"] == "Film may be of another patient"
+    assert "patient ID TEST-001 (record: MRN-A-1)" in warning["message"]
+    assert warning["image_ids"] == [Study.objects.get().images.get().pk]
+
+    settings.DICOM_PATIENT_MISMATCH = "refuse"
+    response = machine.client.generic("POST", url, dicom_bytes(patient_id="TEST-001"), content_type="application/dicom")
+    assert response.status_code == 400
+    [message] = response.json()["error"]["fields"]["images"]
+    assert message.startswith("upload.dcm: its DICOM header disagrees with the record of Ada Lovelace (MRN-A-1)")
+    assert Study.objects.count() == 1
+    assert machine.client.generic(
+        "POST", url, dicom_bytes(patient_id=" MRN-A-1 "), content_type="application/dicom"
+    ).status_code == 202  # the same ID, padded: not a difference
+
+
+def test_the_study_says_why_it_has_no_result_and_lists_its_warnings(machine, patient):
+    import datetime as _dt
+
+    from diagnostics.models import Prediction
+
+    patient.birth_date = _dt.date.today() - _dt.timedelta(days=190)  # six months old
+    patient.save()
+    study = StudyFactory(created_by=machine.token.user, patient=patient)
+    model = ModelVersionFactory()
+    Prediction.objects.create(
+        image=study.images.get(), model_version=model, outcome="not_analysable", gate_code="dicom_modality",
+        gate_reason="This is a CT image.", threshold=0.5, latency_ms=1.0, model_sha256="0" * 64,
+        preprocessing_version="v", input_sha256="0" * 64,
+    )  # fmt: skip
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.DONE)
+    detail = machine.client.get(f"/api/v1/studies/{study.pk}/").json()
+    assert detail["no_result_reason"] == "The AI could not read the study's film. Image 1: This is a CT image."
+    assert [w["code"] for w in detail["warnings"]] == ["outside_intended_use"]
+    assert detail["warnings"][0]["message"].startswith("When the film was taken the patient was 6 months old")
+    [listed] = machine.client.get("/api/v1/studies/").json()["results"]
+    assert listed["warnings"] == detail["warnings"] and "no_result_reason" not in listed

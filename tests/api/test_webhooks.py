@@ -321,3 +321,34 @@ def test_https_to_a_pinned_address_still_checks_the_certificate_of_the_name(tmp_
             webhook_post(f"https://other.example:{port}/hook", "127.0.0.1", body=b"{}", headers={})
     finally:
         server.shutdown()
+
+
+@pytest.mark.django_db
+def test_the_payload_carries_the_studys_warnings_and_why_it_has_no_result(machine, patient):
+    """Issue 29 item 5: the webhook says what the study page says: the warnings, and for a done study with no
+    scored film, that there is no AI result and why (here a six-month-old's film the gate refused)."""
+    import datetime
+
+    from diagnostics.models import Prediction
+    from diagnostics.services.webhooks import _study_payload
+
+    patient.birth_date = datetime.date.today() - datetime.timedelta(days=190)
+    patient.save()
+    study = create_study(machine.client, patient, "https://his.example/hooks/pneumonia")
+    model = ModelVersionFactory(name="cnn@0")
+    Prediction.objects.create(
+        image=study.images.get(), model_version=model, outcome="not_analysable", gate_code="blank",
+        gate_reason="The image is blank.", threshold=0.5, latency_ms=1.0, model_sha256="0" * 64,
+        preprocessing_version="v", input_sha256="0" * 64,
+    )  # fmt: skip
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.DONE)
+    study.refresh_from_db()
+    payload = _study_payload(study)
+    assert payload["no_result_reason"] == "The AI could not read the study's film. Image 1: The image is blank."
+    [warning] = payload["warnings"]
+    assert warning["code"] == "outside_intended_use" and warning["title"] == "Outside intended use"
+    assert warning["message"][0].isupper() and "6 months old" in warning["message"]
+    assert json.loads(json.dumps(payload)) == payload
+
+    scored = finish(create_study(machine.client, patient, "https://his.example/hooks/pneumonia"))
+    assert _study_payload(scored)["no_result_reason"] is None
