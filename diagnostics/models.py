@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
@@ -228,7 +229,9 @@ class ModelVersion(models.Model):
         return self.name
 
     # The score is called a probability only where it is calibrated on films of a new period (the
-    # external split) with an expected calibration error at most this; otherwise it is an "AI score".
+    # external split): the UPPER end of the 95 % interval of its cross-fitted expected calibration error
+    # must be at most this. A point estimate under it is not enough (0.037 [0.02, 0.07] may well be 0.07),
+    # and a model with no interval recorded shows an "AI score".
     PROBABILITY_MAX_ECE = 0.05
 
     @property
@@ -239,9 +242,51 @@ class ModelVersion(models.Model):
         return float(value) if value is not None else None
 
     @property
+    def external_ece_interval(self) -> list[float] | None:
+        """95 % interval of the cross-fitted ECE on the external split (ml.calibration), if recorded."""
+        return _interval(((self.metrics or {}).get("external") or {}).get("ece_crossfit_ci95"))
+
+    @property
     def score_is_probability(self) -> bool:
-        ece = self.external_ece
-        return ece is not None and ece <= self.PROBABILITY_MAX_ECE
+        interval = self.external_ece_interval
+        return interval is not None and interval[1] <= self.PROBABILITY_MAX_ECE
+
+    @property
+    def operating_point(self) -> dict[str, Any] | None:
+        """The manifest's operating point, when it records one: the threshold, its rule in words, the target
+        sensitivity, the sensitivity and specificity expected there with their 95 % intervals, and how that
+        expectation was measured. Read in one place for the Models page and the API; a value of the wrong
+        type reads as null rather than as something it is not."""
+        point = (self.manifest or {}).get("operating_point")
+        if not isinstance(point, dict) or not point:
+            return None
+        expected = point.get("expected") if isinstance(point.get("expected"), dict) else {}
+        return {
+            "threshold": _number(point.get("threshold")),
+            "rule": str(point.get("rule") or ""),
+            "target_sensitivity": _number(point.get("target_sensitivity")),
+            "expected": {
+                "sensitivity": _number(expected.get("sensitivity")),
+                "sensitivity_ci95": _interval(expected.get("sensitivity_ci95")),
+                "specificity": _number(expected.get("specificity")),
+                "specificity_ci95": _interval(expected.get("specificity_ci95")),
+            },
+            "expected_method": str(point.get("expected_method") or ""),
+        }
+
+
+def _number(value: object) -> float | None:
+    """A JSON number as a float; anything else (absent, text, a boolean) as None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _interval(value: object) -> list[float] | None:
+    """A JSON [low, high] pair of numbers, else None."""
+    if isinstance(value, list | tuple) and len(value) == 2:
+        low, high = _number(value[0]), _number(value[1])
+        if low is not None and high is not None:
+            return [low, high]
+    return None
 
 
 class Prediction(models.Model):

@@ -108,6 +108,19 @@ def active_model(db, default_model_dir) -> ModelVersion:
     return model_version_activate(model_version=model_version_register(artifact_dir=default_model_dir))
 
 
+def calibrated(model_version: ModelVersion, interval: tuple[float, float] = (0.02, 0.045)) -> ModelVersion:
+    """`model_version` as if its manifest recorded the 95 % interval of its cross-fitted calibration error on
+    external/ (metrics.external.ece_crossfit_ci95, which registration copies to the row): with the upper end
+    within ModelVersion.PROBABILITY_MAX_ECE its score is a probability. Tests about the wording of a calibrated
+    score use it, so that they do not hang on the bundled model's own figure."""
+    metrics = dict(model_version.metrics)
+    metrics["external"] = {**(metrics.get("external") or {}), "ece_crossfit_ci95": list(interval)}
+    model_version.metrics = metrics
+    model_version.manifest = {**model_version.manifest, "metrics": metrics}
+    model_version.save(update_fields=["metrics", "manifest"])
+    return model_version
+
+
 @pytest.fixture
 def celery_worker(django_db_setup, django_db_blocker) -> Iterator[CeleryWorker]:
     """A real `celery worker` process on the test database and the test Redis database.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import shutil
 
 import pytest
@@ -15,7 +16,7 @@ from diagnostics.selectors.monitoring import model_monitoring
 from diagnostics.services.feedback import feedback_record
 from diagnostics.services.model_registry import model_version_register
 
-from .conftest import login_client
+from .conftest import calibrated, login_client
 from .factories import AdminFactory, ModelVersionFactory, PredictionFactory, StudyFactory
 
 pytestmark = pytest.mark.django_db
@@ -137,12 +138,13 @@ def test_a_model_with_no_use_yet_says_so(admin, active_model):
 
 
 def test_the_score_is_called_a_probability_only_when_calibrated_on_external(admin, active_model, owner, patient):
-    """The bundled model is calibrated on external/ (ECE <= 0.05): probability. A model without that
-    figure shows an 'AI score', on the page and in the API."""
+    """A model whose cross-fitted calibration error on external/ is at most 0.05 at the upper end of its 95 %
+    interval: probability. A model without that figure shows an 'AI score', on the page and in the API."""
     from .conftest import api_client_for
 
+    calibrated(active_model)
     assert active_model.score_is_probability
-    calibrated = PredictionFactory(
+    calibrated_prediction = PredictionFactory(
         study=StudyFactory(created_by=owner, patient=patient), model_version=active_model, probability=0.8
     )
     uncalibrated_model = ModelVersionFactory(metrics={"validation": {"ece": 0.01}})
@@ -151,13 +153,83 @@ def test_the_score_is_called_a_probability_only_when_calibrated_on_external(admi
         study=StudyFactory(created_by=owner, patient=patient, seed=1), model_version=uncalibrated_model, probability=0.8
     )
     client = login_client(owner)
-    calibrated_page = client.get(reverse("study_detail", args=[calibrated.image.study_id])).content.decode()
+    calibrated_page = client.get(reverse("study_detail", args=[calibrated_prediction.image.study_id])).content.decode()
     score_page = client.get(reverse("study_detail", args=[scored.image.study_id])).content.decode()
     assert "The probability of pneumonia is" in calibrated_page and "AI score" not in calibrated_page
     assert "The AI score is" in score_page and "not a calibrated probability" in score_page
     api = api_client_for(owner)
     body = api.get(reverse("api_prediction_detail", kwargs={"prediction_id": scored.pk})).json()
     assert body["probability_calibrated"] is False
+
+
+@pytest.mark.parametrize(
+    ("external", "probability"),
+    [
+        # The bundled model's figures of 2026-11-28 (ECE 0.044, cross-fitted 0.037): a point estimate under
+        # 0.05 is not enough without its interval...
+        ({"ece": 0.044, "ece_crossfit": 0.037}, False),
+        # ...nor with one that reaches above 0.05 (issue 29, item 1)...
+        ({"ece": 0.044, "ece_crossfit": 0.037, "ece_crossfit_ci95": [0.021, 0.068]}, False),
+        # ...nor an in-sample ECE alone, however small.
+        ({"ece": 0.01}, False),
+        # The upper end within 0.05, the limit included: a probability.
+        ({"ece_crossfit": 0.03, "ece_crossfit_ci95": [0.018, 0.05]}, True),
+        ({"ece_crossfit_ci95": [0.01, 0.049]}, True),
+        # Not a pair of numbers: not recorded.
+        ({"ece_crossfit_ci95": [0.01]}, False),
+        ({"ece_crossfit_ci95": "0.01-0.04"}, False),
+    ],
+)
+def test_a_probability_needs_the_upper_end_of_the_cross_fitted_ece_interval_within_0_05(external, probability):
+    assert ModelVersionFactory(metrics={"external": external}).score_is_probability is probability
+
+
+OPERATING_POINT = {
+    "threshold": 0.4321,
+    "rule": "highest threshold with sensitivity >= 0.95 on external/",
+    "target_sensitivity": 0.95,
+    "expected": {
+        "sensitivity": 0.9461,
+        "sensitivity_ci95": [0.9112, 0.9763],
+        "specificity": 0.8874,
+        "specificity_ci95": [0.8201, 0.9402],
+    },
+    "expected_method": "cross-fitted on external/: the threshold chosen on half the patients, measured on the other",
+}
+
+
+def test_the_model_page_shows_the_operating_point_with_its_intervals_and_rule(admin, default_model_dir, tmp_path):
+    """Issue 29, item 1: what a clinician can expect at the threshold, as the manifest measured it."""
+    folder = tmp_path / "artifact"
+    shutil.copytree(default_model_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["version"] += "-operating-point"
+    manifest["operating_point"] = OPERATING_POINT
+    manifest["metrics"]["external"]["ece_crossfit_ci95"] = [0.024, 0.061]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model_version = model_version_register(artifact_dir=folder)
+    assert model_version.metrics["external"]["ece_crossfit_ci95"] == [0.024, 0.061]  # registration copies it
+    assert not model_version.score_is_probability
+
+    html = login_client(admin).get(reverse("model_detail", args=[model_version.pk])).content.decode()
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    assert "Operating point" in page
+    assert (
+        "Decision threshold 0.432, chosen by this rule: highest threshold with sensitivity &gt;= 0.95 on external/ "
+        "(target sensitivity 0.95)."
+    ) in page
+    assert "Sensitivity (pneumonia films the AI calls suspected) 0.946 0.911–0.976" in page
+    assert "Specificity (normal films the AI calls normal) 0.887 0.820–0.940" in page
+    assert f"How this was measured: {OPERATING_POINT['expected_method']}." in page
+    # The calibration, with its interval and what clinicians therefore see.
+    assert "cross-fitted (95 % interval 0.024–0.061)" in page
+    assert "Clinicians see its score as an AI score, not a probability: the upper end of the cross-fitted " in page
+    assert "0.061, is above 0.05." in page
+
+
+def test_a_model_without_an_operating_point_shows_none(admin, active_model):
+    html = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
+    assert "Operating point" not in html
 
 
 def test_the_model_page_says_where_its_assessments_ran(owner, patient, admin, active_model):

@@ -20,13 +20,53 @@ from .filters import ModelVersionFilter
 from .permissions import IsPortalAdmin
 
 
+def _ci95() -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=2,
+        max_length=2,
+        allow_null=True,
+        help_text="95 % interval: low, high.",
+    )
+
+
+class ExpectedAtOperatingPointSerializer(serializers.Serializer):
+    sensitivity = serializers.FloatField(allow_null=True)
+    sensitivity_ci95 = _ci95()
+    specificity = serializers.FloatField(allow_null=True)
+    specificity_ci95 = _ci95()
+
+
+class OperatingPointSerializer(serializers.Serializer):
+    threshold = serializers.FloatField(allow_null=True)
+    rule = serializers.CharField(help_text="How the threshold was chosen, in words.")
+    target_sensitivity = serializers.FloatField(allow_null=True)
+    expected = ExpectedAtOperatingPointSerializer(
+        help_text="Sensitivity and specificity expected at the threshold on films of a new period."
+    )
+    expected_method = serializers.CharField(help_text="How the expectation was measured, in words.")
+
+
 class ModelVersionOutputSerializer(serializers.ModelSerializer):
+    operating_point = OperatingPointSerializer(
+        read_only=True,
+        allow_null=True,
+        help_text="The manifest's operating point, when it records one; null otherwise.",
+    )
+    probability_calibrated = serializers.BooleanField(
+        source="score_is_probability",
+        read_only=True,
+        help_text="Whether this model's score is shown as a probability: the upper end of the 95 % interval of its "
+        "cross-fitted expected calibration error on films of a new period is at most 0.05. Otherwise it is an AI "
+        "score, not a calibrated probability.",
+    )
+
     class Meta:
         model = ModelVersion
         fields = [
             "id", "name", "architecture", "status", "threshold", "preprocessing_version", "sha256", "metrics",
-            "evaluation", "training_run", "created_at", "activated_at",
-        ]
+            "evaluation", "training_run", "created_at", "activated_at", "operating_point", "probability_calibrated",
+        ]  # fmt: skip
 
 
 class ModelVersionListApi(ListApi):
@@ -77,8 +117,12 @@ class ModelVersionPromoteApi(APIView):
     @_action_schema(
         "model_versions_promote",
         "Promote a candidate (or shadow) model to active, through the promotion gate",
-        "Evaluates the candidate and the active model on the admin's fixed evaluation set; refuses (400, "
-        "with the reasons) a candidate whose AUC or sensitivity is worse than the active model's beyond tolerance.",
+        "Refuses (400, with every failed check in words) unless: the gate's evaluation set holds at least "
+        "PROMOTION_MIN_EVALUATION_FILMS films (300 by default) of both classes, none the candidate trained on; the "
+        "lower ends of the candidate's 95 % patient-level intervals meet the gate's own floors (sensitivity "
+        "PROMOTION_MIN_SENSITIVITY, 0.90; ROC AUC PROMOTION_MIN_AUC, 0.92), whatever the active model does; and its "
+        "sensitivity and ROC AUC are not worse than the active model's beyond the tolerances. Every verdict is "
+        "audited with its checks.",
     )
     def post(self, request: Request, model_version_id: int) -> Response:
         model_version = model_version_get(model_version_id=model_version_id)
@@ -93,7 +137,8 @@ class ModelVersionRollbackApi(APIView):
     @_action_schema(
         "model_versions_rollback",
         "Roll back: make an earlier, once-active version active again",
-        "No gate: the version already served. The current active model is archived.",
+        "No gate: the version already served. The current active model is archived; the audit log records who "
+        "rolled back and the model replaced (the admin's page asks for confirmation and a reason).",
     )
     def post(self, request: Request, model_version_id: int) -> Response:
         model_version = model_version_get(model_version_id=model_version_id)
