@@ -18,6 +18,8 @@ import keras
 
 from ml.config import WEIGHTS_DIR_ENV
 
+POOL_CROP_LAYER = "pool_margin"
+
 
 class WeightsNotFoundError(FileNotFoundError):
     """ImageNet weights were asked for and are not available."""
@@ -193,10 +195,18 @@ class BuiltModel:
 
 
 def build_model(
-    architecture: str, *, input_size: int, weights: str | None, seed: int, pretrained: bool | None = None
+    architecture: str,
+    *,
+    input_size: int,
+    weights: str | None,
+    seed: int,
+    pretrained: bool | None = None,
+    pool_margin: int = 0,
 ) -> BuiltModel:
     """``weights`` is the output of resolve_weights; ``pretrained`` (default: weights given) keeps the
-    backbone's BatchNorm in inference mode, also for weights loaded afterwards (a warm start)."""
+    backbone's BatchNorm in inference mode, also for weights loaded afterwards (a warm start).
+    ``pool_margin``: cells of the last feature map's outer frame that average pooling leaves out
+    (ml.config.TrainConfig.pool_margin); it has no weights, so a warm start from a model without it loads."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture '{architecture}'; choose from {sorted(ARCHITECTURES)}")
     keras.utils.set_random_seed(seed)
@@ -211,6 +221,10 @@ def build_model(
         # training=False keeps BatchNorm in inference mode while a pretrained base is tuned.
         pretrained = weights is not None if pretrained is None else pretrained
         x = backbone(x, training=False) if pretrained else backbone(x)
+    if pool_margin:
+        if spec.pooling != "avg":
+            raise ValueError(f"{architecture} flattens its feature map; a pooling margin needs average pooling")
+        x = keras.layers.Cropping2D(pool_margin, name=POOL_CROP_LAYER)(x)
     pool = (
         keras.layers.Flatten(name="flatten")
         if spec.pooling == "flatten"

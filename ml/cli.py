@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-weights", help="start from this .weights.h5 of the same architecture and size")
     train.add_argument("--soft-labels", help="distil: 'relpath<TAB>probability' teacher scores for the training films")
     train.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher in the target")
+    train.add_argument(
+        "--pool-margin",
+        type=int,
+        default=0,
+        help="leave this many cells of the last feature map's outer frame out of the pooling (and the heatmap)",
+    )
     train.add_argument("--max-fit-minutes", type=float, help="stop fitting after this long, keeping the best weights")
     train.add_argument(
         "--precision",
@@ -102,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plots-dir")
     evaluate.add_argument("--output", help="also write the JSON here")
     evaluate.add_argument("--keras", action="store_true", help="predict with model.keras (before ONNX export)")
+
+    heatmaps = sub.add_parser(
+        "heatmaps", help="where an artifact's heatmaps put their evidence on a split's flagged pneumonia films"
+    )
+    _add_data_flags(heatmaps)
+    heatmaps.add_argument("--artifact", required=True)
+    heatmaps.add_argument("--split", default="external")
+    heatmaps.add_argument("--figure", help="write the mean drawn heatmap here (PNG)")
 
     scores = sub.add_parser("teacher-scores", help="mean score of artifacts (Keras) on a split: soft labels to distil")
     _add_data_flags(scores)
@@ -228,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "gate": _gate,
         "calibrate": _calibrate,
         "teacher-scores": _teacher_scores,
+        "heatmaps": _heatmaps,
         "variants": _variants,
     }
     return handler[args.command](args)
@@ -293,6 +308,7 @@ def _train(args: argparse.Namespace) -> int:
         distill_alpha=args.distill_alpha,
         max_fit_seconds=args.max_fit_minutes * 60 if args.max_fit_minutes else None,
         precision=args.precision,
+        pool_margin=args.pool_margin,
     )
     config.optimizer = args.optimizer
     data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
@@ -485,6 +501,14 @@ def _split(args: argparse.Namespace) -> int:
         ]
         Path(args.write).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _heatmaps(args: argparse.Namespace) -> int:
+    from ml.evaluation import heatmap_placement
+
+    data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
+    print(json.dumps(heatmap_placement(args.artifact, data_dir, args.split, figure=args.figure), indent=2))
     return 0
 
 

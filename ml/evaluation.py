@@ -275,3 +275,70 @@ def evaluate_artifact(
         Path(plots_dir).mkdir(parents=True, exist_ok=True)
         summary["plots"] = save_plots(y, prob, plots_dir, title=f"{predictor.name} on {split}")
     return summary
+
+
+def heatmap_placement(
+    artifact_dir: str | Path,
+    data_dir: str | Path,
+    split: str,
+    *,
+    side: int = 256,
+    figure: str | Path | None = None,
+) -> dict[str, Any]:
+    """Where the served heatmaps of ``split``'s flagged pneumonia films (label and decision both pneumonia)
+    put their strong evidence: its share in the film's outer 10 % frame (pooled over the films, and the
+    median film's) and how often the hottest point is inside it. Drawn as the portal draws them
+    (ml.heatmap, the manifest's extent), at ``side`` px; ``figure``: a PNG of the mean drawn map and examples."""
+    from ml.data import labels_of, list_images, load_images
+    from ml.heatmap import FULL_EXTENT, evidence_over_film, evidence_placement, positive_evidence
+    from ml.inference import Predictor
+
+    predictor = Predictor.from_artifact(artifact_dir)
+    if not predictor.has_cam:
+        raise ValueError(f"{predictor.name} has no class activation map, so no heatmap to place.")
+    extent = predictor.manifest["heatmap"].get("extent", FULL_EXTENT)
+    records = list_images(data_dir, split)
+    images, y = load_images(records, input_size=predictor.input_size), labels_of(records)
+    drawn, placements = [], []
+    for start in range(0, len(images), 64):
+        batch = predictor.predict_with_cam(images[start : start + 64])
+        assert batch.cams is not None
+        for offset, (probability, cam) in enumerate(zip(batch.probabilities, batch.cams, strict=True)):
+            if y[start + offset] != 1 or probability < predictor.threshold:
+                continue
+            values = evidence_over_film(positive_evidence(cam).map, width=side, height=side, extent=extent)
+            drawn.append(values)
+            placements.append(evidence_placement(values))
+    strong_total = sum(p.strong_total for p in placements)
+    summary = {
+        "model": predictor.name,
+        "split": split,
+        "flagged_pneumonia_films": len(placements),
+        "frame": "outer 10 % of the film's width and height on each side",
+        "strong_evidence": "drawn values at least half the map's largest",
+        "frame_share_pooled": sum(p.strong_in_frame for p in placements) / strong_total if strong_total else None,
+        "frame_share_median": float(np.median([p.frame_share for p in placements])) if placements else None,
+        "hottest_inside_fraction": float(np.mean([p.hottest_inside for p in placements])) if placements else None,
+        "extent": list(extent),
+    }
+    if figure and drawn:
+        _placement_figure(np.mean(drawn, axis=0), Path(figure), title=f"{predictor.name}: mean heatmap, {split}")
+    return summary
+
+
+def _placement_figure(mean_map: np.ndarray, path: Path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.6, 3.6))
+    ax.imshow(mean_map, cmap="inferno", vmin=0, vmax=1)
+    side = mean_map.shape[0]
+    frame = 0.1 * side
+    ax.add_patch(plt.Rectangle((frame, frame), side - 2 * frame, side - 2 * frame, fill=False, color="cyan", lw=1))
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

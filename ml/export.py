@@ -41,6 +41,9 @@ class CamHead:
     feature_map: Any  # the KerasTensor the global average pooling reduces, (N, h, w, C)
     kernel: np.ndarray  # (C,) the final Dense(1) layer's weights
     bias: float
+    # Where the map lies on the model's input, as fractions (top, left, bottom, right): the whole input,
+    # or the part a pooling margin (Cropping2D before the pooling, ml.architectures) keeps.
+    extent: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,20 @@ def cam_head(model: keras.Model) -> CamHead | None:
     if None in tuple(layer_input.shape[1:]):  # the map's size must be known to name its shape
         return None
     kernel, *bias = (np.asarray(weights, dtype=np.float32) for weights in dense.get_weights())
-    return CamHead(layer_input, kernel[:, 0], float(bias[0][0]) if bias else 0.0)
+    return CamHead(layer_input, kernel[:, 0], float(bias[0][0]) if bias else 0.0, _extent(layer_input))
+
+
+def _extent(feature_map: Any) -> tuple[float, float, float, float]:
+    """The part of the input a (possibly cropped) feature map covers: a Cropping2D that made it keeps
+    the cells inside its margins, each cell standing for an equal share of the input."""
+    import keras
+
+    layer, layer_input = _produced_by(feature_map)
+    if not isinstance(layer, keras.layers.Cropping2D) or layer_input is None:
+        return (0.0, 0.0, 1.0, 1.0)
+    (top, bottom), (left, right) = layer.cropping
+    height, width = (int(size) for size in layer_input.shape[1:3])
+    return (top / height, left / width, (height - bottom) / height, (width - right) / width)
 
 
 def _produced_by(tensor: Any) -> tuple[Any, Any]:
@@ -179,15 +195,19 @@ def export_verified(model: keras.Model, onnx_path: str | Path, images: np.ndarra
     cam_parity = float(np.max(np.abs(cam - keras_cam(model, head, checked))))
     if cam_parity > CAM_PARITY_ATOL:
         raise RuntimeError(f"The exported class activation map disagrees with Keras by {cam_parity:.2e}")
-    return Exported(path, parity, heatmap_entry(shape=cam.shape[1:], parity=cam_parity))
+    return Exported(path, parity, heatmap_entry(shape=cam.shape[1:], parity=cam_parity, extent=head.extent))
 
 
-def heatmap_entry(*, shape: tuple[int, ...], parity: float) -> dict[str, Any]:
-    """What the manifest says about the map (ml.inference reads ``onnx_output``)."""
+def heatmap_entry(
+    *, shape: tuple[int, ...], parity: float, extent: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+) -> dict[str, Any]:
+    """What the manifest says about the map (ml.inference reads ``onnx_output``; the heatmap is drawn
+    over the ``extent`` of the film, top, left, bottom, right as fractions)."""
     return {
         "method": "class activation map",
         "onnx_output": CAM_OUTPUT,
         "shape": [int(size) for size in shape],
+        "extent": [float(edge) for edge in extent],
         "values": (
             "logit of P(PNEUMONIA) at each location of the last feature map (the final Dense layer applied "
             "there); their mean is the logit of the served probability"

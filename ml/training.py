@@ -158,7 +158,12 @@ def _train_into(
     keras.mixed_precision.set_global_policy(precision)
     try:
         built = build_model(
-            config.architecture, input_size=config.input_size, weights=weights, seed=config.seed, pretrained=pretrained
+            config.architecture,
+            input_size=config.input_size,
+            weights=weights,
+            seed=config.seed,
+            pretrained=pretrained,
+            pool_margin=config.pool_margin,
         )
         if config.init_weights:
             built.model.load_weights(config.init_weights)
@@ -174,7 +179,12 @@ def _train_into(
         trained_weights = run.folder / "trained.weights.h5"
         built.model.save_weights(trained_weights)
         built = build_model(
-            config.architecture, input_size=config.input_size, weights=None, seed=config.seed, pretrained=pretrained
+            config.architecture,
+            input_size=config.input_size,
+            weights=None,
+            seed=config.seed,
+            pretrained=pretrained,
+            pool_margin=config.pool_margin,
         )
         built.model.load_weights(trained_weights)
 

@@ -19,13 +19,13 @@ from django.core.files.base import ContentFile
 
 from diagnostics.models import Prediction
 from diagnostics.selectors.heatmaps import STORED, UNAVAILABLE, HeatmapState
-from ml.heatmap import cam_matches_probability, heatmap_png, positive_evidence
+from ml.heatmap import FULL_EXTENT, cam_matches_probability, heatmap_png, positive_evidence
 
 from .audit import audit_record
 
 logger = logging.getLogger(__name__)
 
-# The map has 14x14 cells: 256 px is far finer than what it holds, and the page, the PDF and the PACS
+# The map has 14x14 cells at most: 256 px is far finer than what it holds, and the page, the PDF and the PACS
 # captures stretch it smoothly over the film. Drawn for every film in the inference step: 4 ms at 256 px,
 # 19 ms at 512.
 HEATMAP_MAX_SIDE = 256
@@ -46,7 +46,9 @@ def prediction_store_heatmap(*, prediction: Prediction, cam: np.ndarray, team_id
         return _record_unavailable(prediction=prediction, team_id=team_id, reason=CAM_MISMATCH)
     evidence = positive_evidence(cam)
     width, height = heatmap_size(width=prediction.image.width, height=prediction.image.height)
-    png = heatmap_png(evidence.map, width=width, height=height)
+    # A model with a pooling margin maps only the film inside it (ml/export.py): drawn there, clear outside.
+    extent = (prediction.model_version.manifest.get("heatmap") or {}).get("extent", FULL_EXTENT)
+    png = heatmap_png(evidence.map, width=width, height=height, extent=extent)
     return _store_heatmap(prediction=prediction, png=png, raw_max=evidence.raw_max, team_id=team_id)
 
 

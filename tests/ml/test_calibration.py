@@ -25,11 +25,60 @@ def test_platt_fit_recovers_a_known_miscalibration():
     assert expected_calibration_error(y, fixed) < expected_calibration_error(y, overconfident) / 2
 
 
-def test_threshold_for_sensitivity_is_the_highest_that_keeps_it():
+def _scores(n_patients: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Two films a patient; pneumonia scores overlap the normals' a little."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(rng.random(n_patients) < 0.6, 2).astype(int)
+    prob = 1 / (1 + np.exp(-(rng.normal(0, 1.2, len(y)) + np.where(y == 1, 2.5, -2.5))))
+    return y, prob, [f"p{i // 2}" for i in range(len(y))]
+
+
+def test_threshold_keeps_a_margin_below_the_edge_of_the_target():
+    """The highest threshold whose bootstrap lower bound of sensitivity still meets the target: below the
+    threshold where the point estimate just meets it, and the next higher candidate's bound misses it."""
+    y, prob, groups = _scores()
+    positives = np.sort(prob[y == 1])[::-1]
+    edge = positives[int(np.ceil(0.95 * len(positives))) - 1]  # point sensitivity just 0.95
+    chosen = calibration.threshold_for_sensitivity_bound(y, prob, groups, 0.95, samples=400, seed=1)
+    assert chosen < edge
+    assert (prob[y == 1] >= chosen).mean() > 0.97
+
+    def lower_bound(threshold: float) -> float:
+        counts = calibration.patient_resample_counts(groups, samples=400, seed=1)[:, y == 1]
+        rates = counts[:, prob[y == 1] >= threshold].sum(axis=1) / counts.sum(axis=1)
+        return float(np.percentile(rates, 2.5))
+
+    assert lower_bound(chosen) >= 0.95
+    assert lower_bound(positives[positives > chosen].min()) < 0.95
+
+
+def test_an_unreachable_target_flags_every_pneumonia():
     y = np.array([1, 1, 1, 1, 0, 0])
     prob = np.array([0.9, 0.8, 0.6, 0.3, 0.5, 0.1])
-    assert calibration.threshold_for_sensitivity(y, prob, 0.75) == 0.6  # 3 of 4 positives
-    assert calibration.threshold_for_sensitivity(y, prob, 1.0) == 0.3
+    assert calibration.threshold_for_sensitivity_bound(y, prob, list("abcdef"), 0.99, samples=50) == 0.3
+
+
+def test_resampling_draws_whole_patients():
+    counts = calibration.patient_resample_counts(["a", "a", "b", "c", "c", "c"], samples=30, seed=0)
+    assert counts.shape == (30, 6)
+    assert (counts[:, 0] == counts[:, 1]).all() and (counts[:, 3] == counts[:, 5]).all()
+    assert (counts.sum(axis=1) > 0).all()
+
+
+def test_crossfit_expectation_measures_each_film_with_a_threshold_chosen_without_it():
+    y, prob, groups = _scores(seed=3)
+    expected = calibration.crossfit_operating_point(y, prob, groups, 0.95, repeats=4, samples=200, seed=0)
+    for point, (low, high) in (
+        (expected.sensitivity, expected.sensitivity_ci95),
+        (expected.specificity, expected.specificity_ci95),
+        (expected.ece, expected.ece_ci95),
+    ):
+        assert 0.0 <= low <= point <= high <= 1.0
+    assert expected.sensitivity > 0.9 and expected.specificity > 0.5 and expected.repeats == 4
+    # Random scores: no threshold rule makes them useful, and the cross-fit does not pretend otherwise.
+    noise = np.random.default_rng(5).random(len(y))
+    blind = calibration.crossfit_operating_point(y, noise, groups, 0.95, repeats=4, samples=200, seed=0)
+    assert blind.specificity < 0.25
 
 
 @pytest.mark.slow  # a real training run, calibrated and re-exported
@@ -46,7 +95,13 @@ def test_calibrate_artifact_folds_platt_into_the_served_model(artifact: Path, da
 
     manifest = artifacts.read_manifest(copy)
     assert manifest["calibration"]["a"] == summary["platt"]["a"] and "external" in manifest["calibration"]["fitted_on"]
-    assert manifest["threshold"] == summary["threshold"] and "sensitivity >= 0.75" in manifest["threshold_rule"]
+    assert manifest["threshold"] == summary["threshold"]
+    assert "lower end of the patient-level bootstrap 95 % interval of sensitivity" in manifest["threshold_rule"]
+    point = manifest["operating_point"]
+    assert point["threshold"] == manifest["threshold"] and point["target_sensitivity"] == 0.75
+    assert {"sensitivity", "sensitivity_ci95", "specificity", "specificity_ci95"} == set(point["expected"])
+    low, high = manifest["metrics"]["external"]["ece_crossfit_ci95"]
+    assert low <= manifest["metrics"]["external"]["ece_crossfit"] <= high
     assert manifest["onnx_sha256"] != before["onnx_sha256"]
     assert manifest["metrics"]["external"]["sensitivity"] >= 0.75
     assert manifest["metrics"]["uncalibrated"]["threshold"] == before["threshold"]

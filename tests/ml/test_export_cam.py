@@ -13,7 +13,13 @@ from PIL import Image
 
 from ml import export
 from ml.artifacts import CAM_OUTPUT
-from ml.heatmap import cam_matches_probability, heatmap_png, positive_evidence
+from ml.heatmap import (
+    cam_matches_probability,
+    evidence_over_film,
+    evidence_placement,
+    heatmap_png,
+    positive_evidence,
+)
 from ml.inference import ModelArtifactError, Predictor
 from ml.preprocessing import load_for_model
 
@@ -72,6 +78,55 @@ def test_a_pooling_head_exports_its_class_activation_map_beside_the_unchanged_pr
     assert np.max(np.abs(cam.mean(axis=(1, 2)) - logits)) < 1e-4
     assert all(cam_matches_probability(c, float(p)) for c, p in zip(cam, probability[:, 0], strict=True))
     assert not cam_matches_probability(cam[0] + 1.0, float(probability[0, 0]))
+
+
+def test_a_pooling_margin_maps_only_the_cells_it_pools_and_says_where_they_lie(tmp_path: Path) -> None:
+    """Cropping2D before the pooling (ml.architectures' pool_margin): the map is the inner cells, still
+    averaging to the probability's logit, and its extent is the part of the film those cells stand for."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu")(x)  # 16 x 16
+    x = keras.layers.Cropping2D(2)(x)  # the inner 12 x 12
+    x = keras.layers.Dropout(0.2)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", bias_initializer="ones")(x))
+    images = _images()
+    exported = export.export_verified(model, tmp_path / "model.onnx", images)
+    assert exported.heatmap is not None and exported.heatmap["shape"] == [12, 12]
+    assert exported.heatmap["extent"] == [2 / 16, 2 / 16, 14 / 16, 14 / 16]
+    probability, cam = export.onnx_session(exported.path).run(None, {"image": images})
+    assert all(cam_matches_probability(c, float(p)) for c, p in zip(cam, probability[:, 0], strict=True))
+    assert export.cam_head(_model("gap")).extent == (0.0, 0.0, 1.0, 1.0)  # type: ignore[union-attr]
+
+
+def test_a_map_is_drawn_over_its_extent_and_clear_outside() -> None:
+    hot_corner = np.zeros((12, 12), dtype=np.float32)
+    hot_corner[0, 0] = 1.0
+    whole = evidence_over_film(hot_corner, width=160, height=160)
+    inner = evidence_over_film(hot_corner, width=160, height=160, extent=(0.125, 0.125, 0.875, 0.875))
+    assert whole[:8, :8].max() > 0.9  # a corner cell stretched over the whole film paints its corner
+    assert inner[:20, :].max() == 0 and inner[:, :20].max() == 0 and inner[20:30, 20:30].max() > 0.9
+    picture = np.asarray(
+        Image.open(io.BytesIO(heatmap_png(hot_corner, width=160, height=160, extent=[0.125] * 2 + [0.875] * 2)))
+    )
+    assert picture[:20, :, 3].max() == 0 and picture[20:30, 20:30, 3].max() > 150
+
+
+def test_placement_counts_the_strong_evidence_in_the_outer_frame() -> None:
+    values = np.zeros((100, 100), dtype=np.float32)
+    values[2:8, 2:8] = 1.0  # 36 px of strong evidence in the frame (outer 10 px)
+    values[40:52, 40:49] = 0.8  # 108 px inside it, weaker
+    values[60:70, 60:70] = 0.3  # weak: not counted
+    placement = evidence_placement(values)
+    assert placement.frame_share == pytest.approx(36 / (36 + 108 * 0.8))
+    assert not placement.hottest_inside
+    values[2:8, 2:8] = 0.9
+    values[45, 45] = 1.0
+    assert evidence_placement(values).hottest_inside
+    assert evidence_placement(np.zeros((10, 10))) == evidence_placement(np.zeros((10, 10)))
+    assert not evidence_placement(np.zeros((10, 10))).hottest_inside
 
 
 @pytest.mark.parametrize("head", ["hidden", "flatten"])
