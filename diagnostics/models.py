@@ -260,7 +260,9 @@ class ModelVersion(models.Model):
         point = (self.manifest or {}).get("operating_point")
         if not isinstance(point, dict) or not point:
             return None
-        expected = point.get("expected") if isinstance(point.get("expected"), dict) else {}
+        expected = point.get("expected")
+        if not isinstance(expected, dict):
+            expected = {}
         return {
             "threshold": _number(point.get("threshold")),
             "rule": str(point.get("rule") or ""),
