@@ -227,9 +227,14 @@ def test_the_model_page_shows_the_operating_point_with_its_intervals_and_rule(ad
     assert "0.061, is above 0.05." in page
 
 
-def test_a_model_without_an_operating_point_shows_none(admin, active_model):
-    html = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
+def test_a_model_without_an_operating_point_shows_none(admin):
+    model_version = ModelVersionFactory(manifest={"threshold": 0.5}, metrics={"external": {"n": 10, "ece": 0.01}})
+    html = login_client(admin).get(reverse("model_detail", args=[model_version.pk])).content.decode()
     assert "Operating point" not in html
+    assert (
+        "Clinicians see its score as an AI score, not a probability: no 95 % interval of its cross-fitted "
+        "calibration error is recorded."
+    ) in html
 
 
 def test_the_model_page_says_where_its_assessments_ran(owner, patient, admin, active_model):
