@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 
+from ml import artifacts
+
 
 class CareTeam(models.Model):
     """An organisation unit; clinicians see only their own team's patients."""
@@ -231,8 +233,9 @@ class ModelVersion(models.Model):
     # The score is called a probability only where it is calibrated on films of a new period (the
     # external split): the UPPER end of the 95 % interval of its cross-fitted expected calibration error
     # must be at most this. A point estimate under it is not enough (0.037 [0.02, 0.07] may well be 0.07),
-    # and a model with no interval recorded shows an "AI score".
-    PROBABILITY_MAX_ECE = 0.05
+    # and a model with no interval recorded shows an "AI score". The rule's owner is ml.artifacts (the model
+    # card states it too).
+    PROBABILITY_MAX_ECE = artifacts.PROBABILITY_MAX_ECE
 
     @property
     def external_ece(self) -> float | None:
@@ -248,8 +251,7 @@ class ModelVersion(models.Model):
 
     @property
     def score_is_probability(self) -> bool:
-        interval = self.external_ece_interval
-        return interval is not None and interval[1] <= self.PROBABILITY_MAX_ECE
+        return artifacts.score_is_probability(self.metrics)
 
     @property
     def operating_point(self) -> dict[str, Any] | None:

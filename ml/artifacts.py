@@ -20,6 +20,22 @@ CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
 # The ONNX output holding a model's class activation map, when its architecture has one (ml/export.py).
 CAM_OUTPUT = "cam"
 
+# A model's score is called a probability only where the upper end of the 95 % interval of its cross-fitted
+# expected calibration error on films of a new period (metrics.external.ece_crossfit_ci95, ml.calibration)
+# is at most this; otherwise it is an "AI score". The portal's pages, API, FHIR and SR and the model card
+# all ask score_is_probability.
+PROBABILITY_MAX_ECE = 0.05
+
+
+def score_is_probability(metrics: dict[str, Any] | None) -> bool:
+    """Whether a model with these manifest metrics may call its score a probability (no interval: no)."""
+    interval = ((metrics or {}).get("external") or {}).get("ece_crossfit_ci95")
+    if not isinstance(interval, list | tuple) or len(interval) != 2:
+        return False
+    upper = interval[1]
+    return isinstance(upper, int | float) and not isinstance(upper, bool) and upper <= PROBABILITY_MAX_ECE
+
+
 REQUIRED_KEYS = (
     "name",
     "version",

@@ -113,7 +113,11 @@ def _external_lines(manifest: dict[str, Any]) -> list[str]:
         before = manifest["metrics"].get("uncalibrated", {})
         ece = f"ECE on external {ext['ece']:.3f} (in-sample)"
         if ext.get("ece_crossfit") is not None:
-            ece += f", {ext['ece_crossfit']:.3f} cross-fitted (fitted on half the patients, measured on the others)"
+            ece += f", {ext['ece_crossfit']:.3f} cross-fitted"
+            if ext.get("ece_crossfit_ci95"):
+                low, high = ext["ece_crossfit_ci95"]
+                ece += f" (95% CI {low:.3f}–{high:.3f})"
+            ece += " (fitted on half the patients, measured on the others)"
         if before.get("external_ece") is not None:
             ece += f"; {before['external_ece']:.3f} before calibration"
         threshold = f"- The threshold {manifest['threshold']:.4f} is the {manifest['threshold_rule']}"
@@ -123,8 +127,34 @@ def _external_lines(manifest: dict[str, Any]) -> list[str]:
             f"- Calibration: {calibration['method']}, a = {calibration['a']:.4f}, b = {calibration['b']:.4f}, "
             f"fitted on {calibration['fitted_on']}. {ece}.",
             threshold + ".",
+            *_operating_point_lines(manifest),
         ]
     return [*lines, ""]
+
+
+def _operating_point_lines(manifest: dict[str, Any]) -> list[str]:
+    """What to expect at the threshold on films of new patients (ml.calibration.crossfit_operating_point),
+    and whether the score may be called a probability (the cross-fitted ECE interval's upper end)."""
+    point = manifest.get("operating_point")
+    ext = manifest["metrics"].get("external") or {}
+    lines = []
+    if point:
+        expected = point["expected"]
+        sens, spec = expected["sensitivity_ci95"], expected["specificity_ci95"]
+        lines.append(
+            f"- **Expected on films of new patients** at this threshold: sensitivity {_pct(expected['sensitivity'])} "
+            f"(95% CI {_pct(sens[0])}–{_pct(sens[1])}), specificity {_pct(expected['specificity'])} "
+            f"(95% CI {_pct(spec[0])}–{_pct(spec[1])}); {point['expected_method']}."
+        )
+    if ext.get("ece_crossfit_ci95"):
+        upper = ext["ece_crossfit_ci95"][1]
+        calibrated = artifacts.score_is_probability(manifest["metrics"])
+        word = "a probability" if calibrated else "an AI score, not a calibrated probability"
+        lines.append(
+            f"- The portal calls the score {word}: the upper end of the cross-fitted ECE interval is {upper:.3f} "
+            f"({'within' if calibrated else 'above'} {artifacts.PROBABILITY_MAX_ECE})."
+        )
+    return lines
 
 
 def _other_evaluations(manifest: dict[str, Any]) -> list[str]:
@@ -193,6 +223,13 @@ def _heatmap_line(manifest: dict[str, Any]) -> str:
         "i.e. the logit of P(PNEUMONIA) there; their mean is the logit of the probability. Computed with the "
         f"probability in the same model call (ONNX vs Keras: max difference {heatmap['onnx_keras_max_abs_diff']:.1e})."
     )
+    top, left, bottom, right = heatmap.get("extent", (0.0, 0.0, 1.0, 1.0))
+    if (top, left, bottom, right) != (0.0, 0.0, 1.0, 1.0):
+        line += (
+            f" The pooling leaves out the feature map's outer cells (made largely of the convolutions' zero padding "
+            f"and the film's edge), so the map covers the film from {100 * top:.0f}% to {100 * bottom:.0f}% of its "
+            f"height and {100 * left:.0f}% to {100 * right:.0f}% of its width, and the heatmap is clear outside."
+        )
     return f"{line} {heatmap['note']}" if heatmap.get("note") else line
 
 
