@@ -25,7 +25,7 @@ from diagnostics.services.inference import study_run_inference
 from diagnostics.services.model_registry import model_version_activate, model_version_register
 from diagnostics.services.pacs_results import caption_lines
 from diagnostics.services.studies import study_queue_follow_ups
-from ml.heatmap import heatmap_png, positive_evidence
+from ml.heatmap import FULL_EXTENT, heatmap_png, positive_evidence
 from ml.inference import Predictor
 from ml.preprocessing import load_for_model
 
@@ -68,8 +68,13 @@ def test_the_stored_heatmap_is_the_keras_models_class_activation_map_of_the_film
     head = export.cam_head(model)
     assert head is not None  # the bundled xception_mid: pooling straight into Dense(1)
     expected = export.keras_cam(model, head, tensor[None])[0]
-    side = -(-predictor.input_size // 16)  # xception_mid's last feature map: stride 16, 'same' padding
+    # xception_mid's last feature map: stride 16, 'same' padding; a pooling margin leaves its outer cells out.
+    extent = predictor.manifest["heatmap"].get("extent", FULL_EXTENT)
+    full_side = -(-predictor.input_size // 16)
+    margin = round(extent[0] * full_side)
+    side = full_side - 2 * margin
     assert expected.shape == (side, side) == tuple(predictor.manifest["heatmap"]["shape"])
+    assert list(head.extent) == list(extent)
     # The map explains the number shown: its mean is the logit of the stored probability.
     p = prediction.probability
     assert float(expected.mean()) == pytest.approx(np.log(p / (1 - p)), abs=1e-3)
@@ -85,14 +90,25 @@ def test_the_stored_heatmap_is_the_keras_models_class_activation_map_of_the_film
     width, height = heatmap_size(width=prediction.image.width, height=prediction.image.height)
     rgba = stored_rgba(prediction)
     assert rgba.shape == (height, width, 4)
-    reference = np.asarray(PILImage.open(io.BytesIO(heatmap_png(evidence.map, width=width, height=height))))
+    drawn = heatmap_png(evidence.map, width=width, height=height, extent=extent)
+    reference = np.asarray(PILImage.open(io.BytesIO(drawn)))
     assert np.abs(rgba.astype(int) - reference.astype(int)).max() <= 2
-    # Where the map is strongest, the picture is opaque; where it is not positive, clear.
-    row, col = np.unravel_index(np.argmax(expected), expected.shape)
-    y, x = int((row + 0.5) * height / side), int((col + 0.5) * width / side)
-    assert rgba[y, x, 3] > 150
+
+    def pixel(row: int, col: int) -> tuple[int, int]:
+        """The film pixel at the centre of a map cell, the map lying over its extent of the film."""
+        top, left, bottom, right = extent
+        return (
+            int((top + (row + 0.5) / side * (bottom - top)) * height),
+            int((left + (col + 0.5) / side * (right - left)) * width),
+        )
+
+    # Where the map is strongest, the picture is opaque; where it is not positive, clear; outside the map, clear.
+    assert rgba[(*pixel(*np.unravel_index(np.argmax(expected), expected.shape)), 3)] > 150
     row, col = np.unravel_index(np.argmin(expected), expected.shape)
-    assert expected[row, col] < 0 and rgba[int((row + 0.5) * height / side), int((col + 0.5) * width / side), 3] < 30
+    assert expected[row, col] < 0 and rgba[(*pixel(row, col), 3)] < 30
+    if margin:
+        outside = int(extent[0] * height) - 1
+        assert rgba[:outside, :, 3].max() == 0 and rgba[-outside:, :, 3].max() == 0
 
 
 @pytest.mark.django_db
