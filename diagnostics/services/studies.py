@@ -9,7 +9,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from diagnostics.models import ApiToken, DicomPeer, Image, Patient, Prediction, Study, User
+from diagnostics.models import ApiToken, DicomPeer, Image, Patient, Study, User
+from diagnostics.selectors import study_film_results, study_get_with_results, study_result
 from diagnostics.selectors.warnings import dicom_header_mismatches, mismatch_sentence
 
 from .audit import audit_record
@@ -356,25 +357,15 @@ def _send_follow_up(what: str, study_id: int, send: Callable[[], object]) -> Non
 
 
 def study_refresh_latest_result(*, study: Study) -> None:
-    """Keep the study's current AI result (the worklist's triage key) in step with its predictions.
-
-    The result is the highest pneumonia probability among the study's images, from the model that
-    predicted them last (a later model's results replace an earlier one's), with that image's label:
-    a study is suspected when any of its films is. Call it where primary predictions are stored.
-    """
-    # Films the input gate refused carry no score; the study's result is its scored films' (the
-    # study page says how many were not analysable).
-    primary = Prediction.objects.filter(
-        image__study=study, role=Prediction.Role.PRIMARY, outcome=Prediction.Outcome.SCORED
-    )
-    newest = primary.order_by("-created_at", "-pk").values("model_version_id").first()
-    best = (
-        primary.filter(model_version_id=newest["model_version_id"]).order_by("-probability", "-pk").first()
-        if newest
-        else None
-    )
-    study.latest_probability = best.probability if best else None
-    study.latest_label = best.label if best else None
+    """Keep the study's current AI result (the worklist's triage key) in step with its predictions:
+    the top film of selectors.study_result, the rule the study page follows too, with its score and
+    label (a study is suspected when its most suspicious film is). Call it where primary predictions
+    are stored."""
+    loaded = study_get_with_results(study_id=study.pk)
+    top = study_result(results=study_film_results(study=loaded, heatmaps=False)).top
+    prediction = top.prediction if top is not None else None
+    study.latest_probability = prediction.probability if prediction is not None else None
+    study.latest_label = prediction.label if prediction is not None else None
     Study.objects.filter(pk=study.pk).update(
         latest_probability=study.latest_probability, latest_label=study.latest_label
     )
