@@ -221,7 +221,7 @@ def test_in_process_tasks_get_their_heatmaps_and_nothing_is_queued_after_the_stu
 SERVING_IMPORTS = """
 import sys, django
 django.setup()
-import portal.urls, worker.tasks, diagnostics.services.heatmaps, diagnostics.services.inference
+import portal.urls, diagnostics.tasks, diagnostics.services.heatmaps, diagnostics.services.inference
 import diagnostics.services.reports, ml.heatmap, ml.inference
 from django.test import Client
 Client().get("/")

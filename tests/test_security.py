@@ -207,7 +207,7 @@ def test_with_redis_down_reads_work_and_a_new_study_is_stored_for_the_reconciler
 ):
     from kombu.exceptions import OperationalError
 
-    from worker.tasks import run_study_inference
+    from diagnostics.tasks import run_study_inference
 
     # The throttle counters' Redis and the broker both unreachable.
     unreachable = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:9/0"}

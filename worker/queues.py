@@ -9,6 +9,9 @@ Queues and the workers that consume them (Makefile, docker-compose.yml):
   queue so that it still runs when the inference queue is stuck.
 - ``training``: retraining runs (TensorFlow), one at a time.
 
+The tasks live in diagnostics/tasks/; their names keep the prefix ``worker.tasks.`` of the package they
+were first written in, so that routes, beat entries and messages already in Redis still find them.
+
 Heatmaps have no queue: the inference task stores each with its prediction (diagnostics/services/heatmaps.py).
 """
 

@@ -13,7 +13,7 @@ Results: the radiologist finds them beside the films):
 
 Each object is a PacsDelivery row with its SOP Instance UID fixed at creation, so a retry sends the
 same instance again (the PACS replaces it, no duplicates). Sent by C-STORE as settings.DICOM_AE_TITLE;
-retried with backoff by the task (worker/tasks/pacs.py) and recorded like webhooks.
+retried with backoff by the task (diagnostics/tasks/pacs.py) and recorded like webhooks.
 """
 
 from __future__ import annotations

@@ -275,7 +275,7 @@ def study_enqueue_inference(*, study: Study) -> None:
 def _send_to_inference(study_id: int) -> None:
     from kombu.exceptions import OperationalError
 
-    from worker.tasks import run_study_inference  # the worker package imports services
+    from diagnostics.tasks import run_study_inference  # the tasks import the services
 
     try:
         run_study_inference.delay(study_id)
@@ -342,7 +342,7 @@ def study_queue_follow_ups(*, study_id: int, status: str) -> None:
 def pacs_enqueue_results(*, study_id: int) -> None:
     """Queue the results for the PACS a done study came from, if it came from one."""
     if Study.objects.filter(pk=study_id, dicom_peer__isnull=False).exists():
-        from worker.tasks.pacs import send_pacs_results  # the worker package imports services
+        from diagnostics.tasks.pacs import send_pacs_results  # the tasks import the services
 
         send_pacs_results.delay(study_id)
 

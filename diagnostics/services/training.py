@@ -101,7 +101,7 @@ def training_run_start(
     *, actor: User | None, architecture: str, config: dict[str, Any], trigger: str = "admin"
 ) -> TrainingRun:
     """Record a training run and queue it for a training worker."""
-    from worker.tasks.training import run_training  # the worker package imports services
+    from diagnostics.tasks.training import run_training  # the tasks import the services
 
     clean = training_config_validate(architecture=architecture, config=config)
     with transaction.atomic():

@@ -233,7 +233,7 @@ def _record_attempt(
 def webhook_enqueue_for_study(*, study_id: int, status: str) -> None:
     """Queue the finished study's notification, if it was created with a callback_url."""
     if Study.objects.filter(pk=study_id).exclude(callback_url="").exists():
-        from worker.tasks.webhooks import deliver_study_webhook  # the worker package imports services
+        from diagnostics.tasks.webhooks import deliver_study_webhook  # the tasks import the services
 
         deliver_study_webhook.delay(study_id, status)
 

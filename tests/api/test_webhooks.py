@@ -14,9 +14,9 @@ from django.utils import timezone
 from diagnostics.models import ApiToken, AuditEvent, Study, WebhookDelivery
 from diagnostics.services.studies import study_finish
 from diagnostics.services.webhooks import WebhookNotDelivered, webhook_notify_study_finished
+from diagnostics.tasks.webhooks import deliver_study_webhook
 from tests.images import jpeg_bytes
 from worker.queues import WEBHOOK_MAX_RETRIES
-from worker.tasks.webhooks import deliver_study_webhook
 
 from ..factories import ModelVersionFactory, PredictionFactory
 from .webhook_receiver import WebhookReceiver

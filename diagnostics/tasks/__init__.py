@@ -1,4 +1,7 @@
-"""Celery tasks, one module per concern. Each task takes ids and calls one service."""
+"""Celery tasks, beside the services they run, one module per concern; each takes ids and calls one
+service. Found by the Celery app's autodiscovery (worker/celery_app.py). Their registered names stay
+`worker.tasks.<name>` (where they lived before), so routing (worker/queues.py), beat entries and messages
+already queued keep working."""
 
 from .inference import run_study_inference
 from .maintenance import reconcile_stuck_studies, sweep_orphan_files
