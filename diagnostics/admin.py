@@ -104,4 +104,3 @@ class DicomPeerAdmin(admin.ModelAdmin):
 class PacsDeliveryAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "study", "peer", "kind", "status", "attempts", "last_error")
     list_filter = ("status", "kind", "peer")
-

@@ -55,7 +55,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
     search_fields = ("name", "prefix", "user__username")
     actions = ["revoke"]
     readonly_fields = (
-        "name", "prefix", "team", "user", "created_by", "created_at", "last_used_at", "revoked_at",
+        "name",
+        "prefix",
+        "team",
+        "user",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
     )
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
@@ -110,7 +117,15 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_filter = ("status", "event")
     search_fields = ("url", "study__id")
     readonly_fields = (
-        "study", "url", "event", "payload", "status", "attempts", "last_response_code", "last_error", "created_at",
+        "study",
+        "url",
+        "event",
+        "payload",
+        "status",
+        "attempts",
+        "last_response_code",
+        "last_error",
+        "created_at",
         "delivered_at",
     )
 

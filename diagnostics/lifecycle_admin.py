@@ -414,6 +414,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
             except ValidationError as error:
                 self.message_user(request, _messages_from(error), messages.ERROR)
             else:
-                self.message_user(request, f"Training run {run.pk}: {run.get_status_display().lower()}"
-                                  + (" (stopping at the next progress report)" if run.status == "running" else "."))
+                self.message_user(
+                    request,
+                    f"Training run {run.pk}: {run.get_status_display().lower()}"
+                    + (" (stopping at the next progress report)" if run.status == "running" else "."),
+                )
         return HttpResponseRedirect(reverse("admin:diagnostics_trainingrun_change", args=[pk]))

@@ -128,9 +128,7 @@ def test_the_worker_keeps_consuming_through_ten_broker_restarts(
             pending = {s.pk for s in studies}
             while pending and time.monotonic() < deadline:
                 study_reconcile_stale()  # beat's reconciler, with its defaults
-                pending = set(
-                    Study.objects.filter(pk__in=pending).exclude(status="done").values_list("pk", flat=True)
-                )
+                pending = set(Study.objects.filter(pk__in=pending).exclude(status="done").values_list("pk", flat=True))
                 time.sleep(1)
             assert not pending, worker.log_tail(80)
             assert worker.process.poll() is None, "the worker died"

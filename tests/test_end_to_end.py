@@ -13,9 +13,7 @@ from .worker import wait_for_study
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def test_api_upload_is_predicted_by_the_worker_and_shown_on_page_and_api(
-    owner, patient, active_model, celery_worker
-):
+def test_api_upload_is_predicted_by_the_worker_and_shown_on_page_and_api(owner, patient, active_model, celery_worker):
     api = api_client_for(owner)
     response = api.post(
         reverse("api_study_list"),

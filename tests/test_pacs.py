@@ -243,7 +243,6 @@ def test_films_sent_after_the_results_get_their_captures_and_a_new_report(peer, 
                                                   ("sc", "pending")]  # fmt: skip
 
 
-
 def test_a_film_that_disagrees_with_the_known_patient_is_filed_with_a_warning_in_its_results(
     peer, patient, active_model, settings, monkeypatch, tmp_path
 ):

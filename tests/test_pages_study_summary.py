@@ -124,8 +124,11 @@ def test_a_done_study_without_a_scored_film_never_says_the_assessment_is_ready(o
         ("running", "the AI is assessing the images", "the AI is assessing the 2 films"),
         ("failed", "the AI could not assess this study", "the AI assessment failed (the reason is given above)"),
         # Done without a scored film: never "the AI assessment is ready" (issue 29 item 5).
-        ("done", "no AI result could be given. No film of this study has an AI assessment.",
-         "No AI result is shown for this study"),
+        (
+            "done",
+            "no AI result could be given. No film of this study has an AI assessment.",
+            "No AI result is shown for this study",
+        ),
     ],
 )
 def test_every_status_has_its_own_words(owner, patient, status, line, conclusion):

@@ -187,9 +187,11 @@ def test_the_promote_page_lists_each_check_in_words_with_value_interval_and_floo
     team, gate, active_model, default_model_dir, tmp_path
 ):
     candidate = register_copy(default_model_dir, tmp_path, "c")
-    page = login_client(AdminFactory(team=team)).get(
-        reverse("admin:diagnostics_modelversion_promote", args=[candidate.pk])
-    ).content.decode()
+    page = (
+        login_client(AdminFactory(team=team))
+        .get(reverse("admin:diagnostics_modelversion_promote", args=[candidate.pk]))
+        .content.decode()
+    )
     candidate.refresh_from_db()
     evaluation = candidate.evaluation
     assert evaluation["ci_method"] == GATE_CI_METHOD
@@ -197,7 +199,7 @@ def test_the_promote_page_lists_each_check_in_words_with_value_interval_and_floo
     assert "12 films (6 with pneumonia, 6 normal)" in page
     assert "measured at the <strong>lower end</strong> of the candidate's 95 % interval" in page
     assert (
-        f"<th scope=\"row\">Sensitivity: the gate&#x27;s floor</th>\n      <td>{evaluation['sensitivity']:.3f}</td>\n"
+        f'<th scope="row">Sensitivity: the gate&#x27;s floor</th>\n      <td>{evaluation["sensitivity"]:.3f}</td>\n'
         f"      <td>{low:.3f}–{high:.3f}</td>\n      <td>lower end of the 95 % interval at least 0.000</td>\n"
         "      <td><strong>met</strong></td>"
     ) in page

@@ -182,4 +182,3 @@ def test_a_finished_studys_lost_webhook_is_sent_again_and_a_broker_outage_fails_
     later = timezone.now() + datetime.timedelta(seconds=90)
     assert study_reconcile_follow_ups(now=later) == {"webhooks_resent": 1, "pacs_results_resent": 0}
     assert queue.llen("inference") == before + 1
-

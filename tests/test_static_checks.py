@@ -15,8 +15,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bandit_is_clean_at_medium_severity():
     result = subprocess.run(
-        [sys.executable, "-m", "bandit", "-q", "-r", "portal", "diagnostics", "worker", "ml",
-         "-ll", "-x", "diagnostics/migrations", "-f", "txt"],
-        cwd=ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bandit",
+            "-q",
+            "-r",
+            "portal",
+            "diagnostics",
+            "worker",
+            "ml",
+            "-ll",
+            "-x",
+            "diagnostics/migrations",
+            "-f",
+            "txt",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -84,8 +84,13 @@ def test_the_header_is_compared_field_by_field_with_the_record():
     assert dicom_header_mismatches(patient=patient, metadata=agreeing) == []
     found = dicom_header_mismatches(
         patient=patient,
-        metadata={"PatientID": "9RG1", "PatientName": "CompressedSamples^RG1", "PatientBirthDate": "19400305",
-                  "PatientSex": "M", "StudyDate": "20040826"},  # fmt: skip
+        metadata={
+            "PatientID": "9RG1",
+            "PatientName": "CompressedSamples^RG1",
+            "PatientBirthDate": "19400305",
+            "PatientSex": "M",
+            "StudyDate": "20040826",
+        },  # fmt: skip
     )
     assert [(m.field, m.film, m.record) for m in found] == [
         ("patient_id", "9RG1", "MRN-A-1"),
@@ -121,8 +126,11 @@ def test_a_missing_or_unknown_value_is_never_a_difference(metadata, sex):
         ({"StudyDate": "20240601"}, datetime.date(2023, 6, 1), FilmAge(record=1.0, header=None)),
         ({"StudyDate": "20240531"}, datetime.date(2023, 6, 1), FilmAge(record=11 / 12, header=None)),
         ({"PatientAge": "045Y"}, datetime.date(2023, 6, 1), FilmAge(record=3.5, header=45.0)),
-        ({"PatientBirthDate": "19400305", "StudyDate": "20040826"}, datetime.date(2023, 6, 1),
-         FilmAge(record=None, header=773 / 12)),  # fmt: skip
+        (
+            {"PatientBirthDate": "19400305", "StudyDate": "20040826"},
+            datetime.date(2023, 6, 1),
+            FilmAge(record=None, header=773 / 12),
+        ),  # fmt: skip
     ],
 )
 def test_the_age_when_the_film_was_taken(metadata, born, expected):
@@ -192,9 +200,7 @@ def test_the_adult_film_of_another_patient_is_warned_about_on_every_surface(owne
     # The study page: both warnings in the result box, before the result.
     page = client.get(reverse("study_detail", args=[study.pk])).content.decode()
     box = page[page.index('class="card study-summary"') : page.index("</section>", page.index("study-summary"))]
-    assert box.index("Film may be of another patient.") < box.index("Outside intended use.") < box.index(
-        "suspected"
-    )
+    assert box.index("Film may be of another patient.") < box.index("Outside intended use.") < box.index("suspected")
     assert "patient ID 9RG1 (record: MRN-A-1)" in text(box)
     # The worklist row.
     worklist = client.get(reverse("worklist")).content.decode()
@@ -226,9 +232,7 @@ def test_the_adult_film_of_another_patient_is_warned_about_on_every_surface(owne
 
 
 @pytest.mark.django_db
-def test_where_the_setting_says_so_the_upload_is_refused_with_the_fields_that_differ(
-    settings, owner, toddler
-):
+def test_where_the_setting_says_so_the_upload_is_refused_with_the_fields_that_differ(settings, owner, toddler):
     settings.DICOM_PATIENT_MISMATCH = "refuse"
     client = login_client(owner)
     film = io.BytesIO(adult_film_of_another_patient())

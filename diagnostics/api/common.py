@@ -83,4 +83,3 @@ def location_header(description: str) -> Any:
     return OpenApiParameter(
         "Location", OpenApiTypes.URI, OpenApiParameter.HEADER, response=[202], required=True, description=description
     )
-

@@ -122,9 +122,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         fields = _validation_fields(exc.detail)
         response.data = error_body("validation_error", _validation_message(fields), fields)
         return response
-    code = getattr(exc, "error_code", None) or next(
-        (code for cls, code in _CODES if isinstance(exc, cls)), "error"
-    )
+    code = getattr(exc, "error_code", None) or next((code for cls, code in _CODES if isinstance(exc, cls)), "error")
     response.data = error_body(code, " ".join(_flatten(exc.detail)))
     return response
 

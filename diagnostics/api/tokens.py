@@ -34,8 +34,18 @@ class ApiTokenOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = ApiToken
         fields = [
-            "id", "name", "prefix", "team_id", "team", "user_id", "username", "created_by", "created_at",
-            "last_used_at", "revoked_at", "revoked",
+            "id",
+            "name",
+            "prefix",
+            "team_id",
+            "team",
+            "user_id",
+            "username",
+            "created_by",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+            "revoked",
         ]
 
     def get_revoked(self, token: ApiToken) -> bool:

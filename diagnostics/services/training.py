@@ -105,12 +105,8 @@ def training_run_start(
 
     clean = training_config_validate(architecture=architecture, config=config)
     with transaction.atomic():
-        run = TrainingRun.objects.create(
-            requested_by=actor, trigger=trigger, architecture=architecture, config=clean
-        )
-        audit_record(
-            action="training.requested", actor=actor, target=run, detail={"trigger": trigger, "config": clean}
-        )
+        run = TrainingRun.objects.create(requested_by=actor, trigger=trigger, architecture=architecture, config=clean)
+        audit_record(action="training.requested", actor=actor, target=run, detail={"trigger": trigger, "config": clean})
         run_training.delay_on_commit(run.pk)
     return run
 

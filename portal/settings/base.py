@@ -276,7 +276,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Pneumonia detection portal API",
     "DESCRIPTION": (
         "Decision support for pediatric chest X-rays; not a diagnosis. "
-        "Every error has the shape {\"error\": {\"code\", \"message\", \"fields\"}}; see docs/api.md."
+        'Every error has the shape {"error": {"code", "message", "fields"}}; see docs/api.md.'
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

@@ -384,9 +384,12 @@ def test_a_raw_dicom_body_of_another_patient_is_accepted_with_a_warning_or_refus
     [message] = response.json()["error"]["fields"]["images"]
     assert message.startswith("upload.dcm: its DICOM header disagrees with the record of Ada Lovelace (MRN-A-1)")
     assert Study.objects.count() == 1
-    assert machine.client.generic(
-        "POST", url, dicom_bytes(patient_id=" MRN-A-1 "), content_type="application/dicom"
-    ).status_code == 202  # the same ID, padded: not a difference
+    assert (
+        machine.client.generic(
+            "POST", url, dicom_bytes(patient_id=" MRN-A-1 "), content_type="application/dicom"
+        ).status_code
+        == 202
+    )  # the same ID, padded: not a difference
 
 
 def test_the_study_says_why_it_has_no_result_and_lists_its_warnings(machine, patient):

@@ -57,9 +57,7 @@ def test_a_revoked_token_answers_401_and_the_revocation_is_audited(admin_api, ma
     assert response.status_code == 200 and response.json()["revoked"] is True
     refused = machine.client.get("/api/v1/patients/")
     assert refused.status_code == 401
-    assert refused.json() == {
-        "error": {"code": "authentication_failed", "message": "This API token has been revoked."}
-    }
+    assert refused.json() == {"error": {"code": "authentication_failed", "message": "This API token has been revoked."}}
     assert refused["WWW-Authenticate"].startswith("Bearer")
     assert AuditEvent.objects.filter(action="api_token.revoked", object_id=str(machine.token.pk)).count() == 1
     # Revoking again changes nothing and records nothing.
@@ -173,7 +171,6 @@ def test_the_django_admin_refuses_an_account_of_another_team(admin_user, team, o
 
 
 def test_webhook_deliveries_are_visible_read_only_in_the_django_admin(admin_user, machine, patient):
-
 
     study = StudyFactory(created_by=machine.token.user, patient=patient)
     delivery = WebhookDeliveryFactory(study=study)

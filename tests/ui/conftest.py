@@ -90,9 +90,7 @@ def page(browser, live_server) -> Iterator[Any]:
     # Anything the Content-Security-Policy blocked is a page that does not work as written.
     page.on(
         "console",
-        lambda message: (
-            errors.append(f"CSP: {message.text}") if "Content Security Policy" in message.text else None
-        ),
+        lambda message: errors.append(f"CSP: {message.text}") if "Content Security Policy" in message.text else None,
     )
     page.on(
         "response",
