@@ -626,12 +626,15 @@ def _fit_end_to_end(built, config, stage, split, class_weight, run, progress, bu
 
 
 def cached_features(built, images, records, split_name, config, cache_dir, list_digest):
-    """(features, cache hit?) memoised on disk by (arch, size, weights, preprocessing, files)."""
+    """(features, cache hit?) memoised on disk by (arch, size, weights, warm start, pooling margin,
+    preprocessing, files): two warm starts, or two margins, of one architecture pool different features."""
     key_text = "|".join(
         [
             config.architecture,
             str(config.input_size),
             str(built.weights_source),
+            _weights_label(built.weights_source, config.init_weights),
+            f"pool_margin={config.pool_margin}",
             PREPROCESSING_VERSION,
             str(built.model.dtype_policy.name),  # float16 features are not float32 ones
             split_name,

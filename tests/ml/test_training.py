@@ -351,3 +351,35 @@ def _evaluate_json(dataset_root: Path, artifact: Path, tmp_path: Path) -> str:
     main(["evaluate", "--data-dir", str(dataset_root), "--artifact", str(artifact), "--split", "val",
           "--bootstrap", "10", "--output", str(tmp_path / "onnx.json")])  # fmt: skip
     return (tmp_path / "onnx.json").read_text()
+
+
+def test_cached_features_are_keyed_by_the_warm_start_and_the_pooling_margin(tmp_path: Path) -> None:
+    """Two warm starts, or two pooling margins, of one architecture pool different features: neither may be
+    served the other's cache."""
+    from types import SimpleNamespace
+
+    from ml.config import TrainConfig
+    from ml.data import ImageRecord
+    from ml.training import cached_features
+
+    images = np.zeros((2, 4, 4, 3), dtype=np.float32)
+    records = [ImageRecord(tmp_path / f"person{i}_virus_1.jpeg", 1, f"person{i}") for i in range(2)]
+    first_start, second_start = tmp_path / "a.weights.h5", tmp_path / "b.weights.h5"
+    first_start.write_bytes(b"a")
+    second_start.write_bytes(b"b")
+
+    def features(value: float, **changes: object) -> np.ndarray:
+        config = TrainConfig(architecture="xception_mid", input_size=4, init_weights=str(first_start))
+        for name, change in changes.items():
+            setattr(config, name, change)
+        built = SimpleNamespace(
+            weights_source=None,
+            model=SimpleNamespace(dtype_policy=SimpleNamespace(name="float32")),
+            features=SimpleNamespace(predict=lambda x, **_: np.full((len(x), 3), value, dtype=np.float32)),
+        )
+        return cached_features(built, images, records, "train", config, tmp_path / "cache", "digest")[0]
+
+    assert features(1.0)[0, 0] == 1.0
+    assert features(2.0)[0, 0] == 1.0  # the same run again: a cache hit
+    assert features(3.0, pool_margin=1)[0, 0] == 3.0
+    assert features(4.0, init_weights=str(second_start))[0, 0] == 4.0
