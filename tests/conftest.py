@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,25 @@ from .worker import CeleryWorker, running_worker
 
 # A request as htmx sends it (the pages answer with a fragment).
 HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The quick loop (`-m "... not slow ..."`, make test-fast) does not even import a module marked slow as
+    a whole (`pytestmark = pytest.mark.slow`): their TensorFlow imports alone take seconds."""
+    if collection_path.suffix != ".py" or "not slow" not in (config.option.markexpr or ""):
+        return None
+    return bool(re.search(r"^pytestmark = pytest\.mark\.slow\b", collection_path.read_text(), re.M)) or None
+
+
+def require_tool(found: object, what: str) -> None:
+    """A test that drives a tool besides Python (`make test-deps` installs them): without it the test is
+    skipped, naming the tool, or fails under CI (CI=true), where a missing tool is a broken set-up."""
+    if found:
+        return
+    message = f"{what} is not installed: `make test-deps` installs it (Debian packages)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def bare_environment(**settings: str) -> dict[str, str]:

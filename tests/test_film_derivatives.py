@@ -51,6 +51,7 @@ def test_storing_a_film_makes_bounded_derivatives(owner, patient):
     assert not jpeg.window_source  # only grayscale DICOM has a window/level source
 
 
+@pytest.mark.slow
 def test_previews_window_level_and_the_report_never_decode_the_original_again(owner, patient, active_model):
     study = StudyFactory(created_by=owner, patient=patient, films=[("film.dcm", DICOM_FILM.read_bytes())])
     image = study.images.get()

@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from .test_deployment_files import ROOT, compose_command
 
 GPU_WORKERS = ("worker-inference", "worker-training")
@@ -18,6 +20,7 @@ def _services(config: str) -> dict[str, dict]:
     return services
 
 
+@pytest.mark.slow
 def test_the_gpu_override_reserves_gpus_for_the_ml_workers_only():
     env = dict(os.environ, SECRET_KEY="compose-check")
     command = [*compose_command(), "-f", "docker-compose.yml", "-f", "docker-compose.gpu.yml", "config"]

@@ -53,6 +53,7 @@ def test_clinicians_cannot_open_the_lifecycle_screens(owner, candidate):
     assert candidate.status == ModelVersion.Status.CANDIDATE
 
 
+@pytest.mark.slow
 def test_promotion_shows_the_comparison_then_promotes_on_confirmation(admin_user, active_model, candidate, gate):
     client = login_client(admin_user)
     url = reverse("admin:diagnostics_modelversion_promote", args=[candidate.pk])
@@ -160,6 +161,7 @@ def test_admins_search_the_audit_log_and_cannot_edit_it(admin_user, owner, patie
     assert event.action == "patient.viewed"
 
 
+@pytest.mark.slow
 def test_each_lifecycle_screen_names_itself_once(admin_user, active_model, candidate, gate, dataset):
     """The admin prints the page title as its heading; the templates must not add a second one."""
     client = login_client(admin_user)
@@ -172,6 +174,7 @@ def test_each_lifecycle_screen_names_itself_once(admin_user, active_model, candi
     assert review.count("<h1>Confirm the training run</h1>") == 1 and review.count("<h1") == 1
 
 
+@pytest.mark.slow
 def test_the_model_version_page_shows_manifest_and_metrics_as_tables_not_json(admin_user, active_model, gate):
     """Issue 17, finding 10: the page dumped the manifest and metrics as raw JSON."""
     from diagnostics.services.model_registry import model_version_evaluate

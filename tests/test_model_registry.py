@@ -41,6 +41,7 @@ def test_promotion_needs_a_configured_evaluation_set(active_model, default_model
     assert ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE) == active_model
 
 
+@pytest.mark.slow
 def test_an_equally_good_candidate_passes_the_gate_and_becomes_active(
     gate, active_model, default_model_dir, tmp_path, owner
 ):
@@ -56,6 +57,7 @@ def test_an_equally_good_candidate_passes_the_gate_and_becomes_active(
     assert event.actor == owner and event.detail["passed"] is True
 
 
+@pytest.mark.slow
 def test_a_less_sensitive_candidate_is_refused_with_the_comparison(gate, default_model_dir, tmp_path):
     # Same model bytes, so the same AUC; the thresholds make sensitivity certain whatever the
     # probabilities: below every probability calls all films pneumonia (1.0), above none (0.0).
@@ -71,6 +73,7 @@ def test_a_less_sensitive_candidate_is_refused_with_the_comparison(gate, default
     assert failed == ["Sensitivity against the active model"]
 
 
+@pytest.mark.slow
 def test_rollback_reactivates_an_earlier_version_only(gate, active_model, default_model_dir, tmp_path, owner):
     candidate = register_copy(default_model_dir, tmp_path, "c")
     model_version_promote(model_version=candidate)

@@ -127,6 +127,7 @@ def test_films_a_crash_left_in_the_inbox_are_filed_at_the_next_start(peer, inbox
     assert not any(inbox.iterdir())
 
 
+@pytest.mark.slow
 def test_results_are_a_structured_report_and_captioned_captures_in_the_studys_uid(peer, active_model):
     import highdicom as hd
 

@@ -52,6 +52,7 @@ def stored_rgba(prediction: Prediction) -> np.ndarray:
         return np.asarray(PILImage.open(io.BytesIO(handle.read())).convert("RGBA"))
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_the_stored_heatmap_is_the_keras_models_class_activation_map_of_the_film(owner, patient, active_model):
     """Against a map computed independently, from the Keras model's own last feature map and its final Dense
@@ -230,6 +231,7 @@ print("heavy:", heavy)
 """
 
 
+@pytest.mark.slow
 def test_the_web_app_and_the_task_modules_never_import_tensorflow():
     env = {"DJANGO_SETTINGS_MODULE": "portal.settings.test", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", SERVING_IMPORTS], cwd=ROOT, env=env, capture_output=True, text=True)

@@ -98,6 +98,7 @@ def test_the_size_check_wants_the_settings_count_and_both_classes(tmp_path, sett
     assert not one_class.passed and "It lacks one class" in one_class.explanation
 
 
+@pytest.mark.slow
 def test_a_candidate_below_the_sensitivity_floor_is_refused_even_when_the_active_model_is_worse(
     gate, evaluation_dir, default_model_dir, tmp_path, settings
 ):
@@ -130,6 +131,7 @@ def test_a_candidate_below_the_sensitivity_floor_is_refused_even_when_the_active
     }
 
 
+@pytest.mark.slow
 def test_with_no_active_model_the_floors_still_apply(gate, default_model_dir, tmp_path, settings):
     """The old gate passed any candidate when no model was active: nothing to compare with."""
     settings.PROMOTION_MIN_SENSITIVITY = 0.90
@@ -183,6 +185,7 @@ def test_a_set_holding_films_the_candidate_trained_on_is_refused(gate, active_mo
         model_version_promote(model_version=unlisted)
 
 
+@pytest.mark.slow
 def test_the_promote_page_lists_each_check_in_words_with_value_interval_and_floor(
     team, gate, active_model, default_model_dir, tmp_path
 ):

@@ -23,6 +23,7 @@ from .images import jpeg_bytes
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_production_settings_pass_the_deploy_check_at_warning_level(tmp_path):
     env = bare_environment(
         DJANGO_SETTINGS_MODULE="portal.settings.base",

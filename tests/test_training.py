@@ -22,7 +22,6 @@ from diagnostics.services.training import (
     training_run_reconcile_stale,
     training_run_start,
 )
-from ml.architectures import ARCHITECTURES
 from ml.config import ARCHITECTURE_NAMES
 
 from .factories import TrainingRunFactory
@@ -32,7 +31,10 @@ from .worker import CeleryWorker
 QUICK = {"epochs": 2, "input_size": 32, "batch_size": 8}
 
 
+@pytest.mark.slow  # imports TensorFlow (ml.architectures)
 def test_the_portal_knows_every_architecture_ml_can_build():
+    from ml.architectures import ARCHITECTURES
+
     assert set(ARCHITECTURE_NAMES) == set(ARCHITECTURES)
 
 
@@ -77,6 +79,7 @@ def test_a_queued_run_is_cancelled_at_once(dataset, owner):
         training_run_cancel(run=run, actor=owner)
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_running_run_stops_at_its_next_progress_report(dataset, owner):
     run = training_run_start(actor=owner, architecture="cnn", config={**QUICK, "epochs": 50})

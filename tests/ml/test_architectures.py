@@ -9,6 +9,8 @@ import pytest
 from ml.architectures import WeightsNotFoundError, build_model, local_weights_name, resolve_weights
 from ml.cli import main
 
+pytestmark = pytest.mark.slow  # builds Keras models (TensorFlow)
+
 
 def test_missing_weights_name_the_expected_file(tmp_path: Path) -> None:
     expected = tmp_path / "vgg19_imagenet_notop.weights.h5"

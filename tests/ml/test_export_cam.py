@@ -23,6 +23,8 @@ from ml.heatmap import (
 from ml.inference import ModelArtifactError, Predictor
 from ml.preprocessing import load_for_model
 
+pytestmark = pytest.mark.slow  # builds and exports Keras models (TensorFlow, tf2onnx)
+
 SIZE = 32
 
 

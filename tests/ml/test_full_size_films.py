@@ -31,6 +31,7 @@ def test_the_fixture_holds_the_16_full_size_val_films() -> None:
     assert all(min(decode_image_bytes(film.read_bytes()).pixels.shape) > 2 * 224 for film in FILMS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resampler", sorted(RESAMPLERS))
 def test_a_full_size_film_scores_within_0_05_of_its_224_px_copy(
     predictor: Predictor, full_size_scores: dict[str, float], resampler: str

@@ -88,6 +88,7 @@ def test_each_pixel_check_names_what_is_wrong(predictor):
 KNOWN_MISSES = {"skimage-gray-color.png"}
 
 
+@pytest.mark.slow
 def test_the_project_corpus_of_non_chest_files_is_refused_whole(predictor):
     refused = {}
     for name, make in nonchest.corpus_files().items():
@@ -104,6 +105,7 @@ def test_the_project_corpus_of_non_chest_files_is_refused_whole(predictor):
     assert {"dicom_modality", "colour", "not_chest_film", "resolution", "noise", "flat"} <= set(refused.values())
 
 
+@pytest.mark.slow
 def test_the_learned_check_onnx_graph_matches_its_numpy_fit(tmp_path):
     rng = np.random.default_rng(1)
     # Films-like vectors: a shared structure plus noise, so PCA has something to find.

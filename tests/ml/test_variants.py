@@ -166,6 +166,7 @@ def selected(artifact: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFa
     return entry, cache_dir
 
 
+@pytest.mark.slow
 def test_every_variant_is_measured_against_fp32_and_the_choice_cached(selected, artifact: Path, data_dir) -> None:
     entry, cache_dir = selected
     rows = {row["variant"]: row for row in entry["variants"]}
@@ -187,6 +188,7 @@ def test_every_variant_is_measured_against_fp32_and_the_choice_cached(selected, 
     assert "chosen:" in variants.render(entry)
 
 
+@pytest.mark.slow
 def test_the_variants_command_prints_the_cached_record_with_the_cpu_flags(
     selected, artifact: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -201,6 +203,7 @@ def test_the_variants_command_prints_the_cached_record_with_the_cpu_flags(
     assert json.loads(out.read_text())["measured_at"] == entry["measured_at"]  # cached, not measured again
 
 
+@pytest.mark.slow
 def test_a_checked_int8_variant_serves_and_a_changed_file_never_does(selected, artifact: Path) -> None:
     from ml.artifacts import read_manifest
 

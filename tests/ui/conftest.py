@@ -1,6 +1,6 @@
 """Browser fixtures: Debian's headless Chromium driven by Playwright, axe-core, screenshots, two workers.
 
-Chromium comes from Debian (`apt-get install chromium chromium-driver`, as .ci/run does); Playwright
+Chromium comes from Debian (`make test-deps` installs chromium and chromium-driver); Playwright
 never downloads a browser of its own. Screenshots and axe reports go to test-artifacts/ui/.
 """
 
@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
+
+from ..conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "ui"
@@ -36,11 +38,7 @@ BLOCKING_IMPACTS = ("serious", "critical")
 @pytest.fixture
 def browser(monkeypatch) -> Iterator[Any]:
     """One Chromium per test (a second to start). Function-scoped so the flag below lasts only as long."""
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"Chromium not found at {CHROMIUM}: install Debian's chromium and chromium-driver "
-            "(apt-get install -y chromium chromium-driver), as .ci/run does."
-        )
+    require_tool(shutil.which(CHROMIUM) or Path(CHROMIUM).is_file(), f"Chromium ({CHROMIUM})")
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread, which makes Django refuse ORM calls
