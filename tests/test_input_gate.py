@@ -12,8 +12,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
 
+from diagnostics.integrations.webhooks.services import _study_payload
 from diagnostics.models import AuditEvent, Prediction, Study
-from diagnostics.services.webhooks import _study_payload
 from ml import nonchest
 
 from .conftest import api_client_for, jpeg_upload, login_client

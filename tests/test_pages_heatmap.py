@@ -18,12 +18,12 @@ from django.conf import settings
 from django.urls import reverse
 from PIL import Image as PILImage
 
+from diagnostics.integrations.pacs_out.services import caption_lines
 from diagnostics.models import AuditEvent, Prediction, Study
 from diagnostics.selectors.heatmaps import NO_HEATMAP_ARCHITECTURE, prediction_heatmap_state
 from diagnostics.services.heatmaps import CAM_MISMATCH, heatmap_size, prediction_store_heatmap
 from diagnostics.services.inference import study_run_inference
 from diagnostics.services.model_registry import model_version_activate, model_version_register
-from diagnostics.services.pacs_results import caption_lines
 from diagnostics.services.studies import study_queue_follow_ups
 from ml.heatmap import FULL_EXTENT, heatmap_png, positive_evidence
 from ml.inference import Predictor

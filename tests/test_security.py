@@ -155,7 +155,7 @@ def test_the_database_refuses_to_change_or_delete_audit_events(owner):
     ],
 )
 def test_webhook_callbacks_cannot_target_private_addresses(url, allowed):
-    from diagnostics.services.webhooks import webhook_url_allowed
+    from diagnostics.integrations.webhooks.services import webhook_url_allowed
 
     assert webhook_url_allowed(url) is allowed
 

@@ -18,6 +18,8 @@ from django.urls import reverse
 from django.utils import timezone
 from pydicom.uid import generate_uid
 
+from diagnostics.integrations.fhir.services import study_fhir_report
+from diagnostics.integrations.webhooks.services import _study_payload
 from diagnostics.models import AuditEvent, Patient, Study
 from diagnostics.selectors import study_get_for_user
 from diagnostics.selectors.warnings import (
@@ -31,9 +33,7 @@ from diagnostics.selectors.warnings import (
     names_agree,
     study_warnings,
 )
-from diagnostics.services.fhir import study_fhir_report
 from diagnostics.services.inference import study_run_inference
-from diagnostics.services.webhooks import _study_payload
 
 from .conftest import api_client_for, login_client
 from .factories import ModelVersionFactory, PatientFactory, PredictionFactory, StudyFactory

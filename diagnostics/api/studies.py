@@ -22,14 +22,14 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from diagnostics.models import ApiToken, Image, Prediction, Study, User, WebhookDelivery
+from diagnostics.integrations.webhooks.apis import STUDY_FINISHED_FROM_BODY, STUDY_FINISHED_FROM_QUERY
+from diagnostics.models import ApiToken, Image, Prediction, Study, User
 from diagnostics.selectors import (
     patient_get_for_user,
     study_film_results,
     study_get_for_user,
     study_list_for_user,
     study_summary,
-    webhook_delivery_list_for_study,
 )
 from diagnostics.selectors.warnings import study_list_with_warning_facts, study_warnings
 from diagnostics.services.audit import audit_record
@@ -43,7 +43,6 @@ from .errors import ApiError, ErrorSerializer
 from .filters import StudyFilter
 from .parsers import DicomParser, OctetStreamDicomParser
 from .warnings import StudyWarningSerializer
-from .webhooks import STUDY_FINISHED_FROM_BODY, STUDY_FINISHED_FROM_QUERY
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
@@ -449,37 +448,3 @@ class StudyDetailApi(APIView):
             action="study.viewed", actor=user, target=study, team_id=study.patient.team_id, detail={"via": "api"}
         )
         return Response(StudyDetailSerializer(study).data)
-
-
-class WebhookDeliveryOutputSerializer(serializers.ModelSerializer):
-    payload = serializers.JSONField(
-        help_text="The JSON body sent: a StudyFinishedEvent (the studyFinished callback of studies_create)."
-    )
-
-    class Meta:
-        model = WebhookDelivery
-        fields = [
-            "id",
-            "url",
-            "event",
-            "status",
-            "attempts",
-            "last_response_code",
-            "last_error",
-            "payload",
-            "created_at",
-            "delivered_at",
-        ]
-
-
-class StudyWebhookDeliveryListApi(ListApi):
-    output_serializer = WebhookDeliveryOutputSerializer
-
-    @extend_schema(
-        operation_id="studies_webhook_deliveries_list",
-        summary="The notifications sent to the study's callback_url, with their attempts",
-        responses=WebhookDeliveryOutputSerializer(many=True),
-    )
-    def get(self, request: Request, study_id: int) -> Response:
-        study = study_get_for_user(user=request_user(request), study_id=study_id)
-        return self.list_response(webhook_delivery_list_for_study(study=study))

@@ -1,7 +1,11 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from . import account, fhir, model_versions, patients, predictions, studies, tokens, training_runs
+from diagnostics.integrations.fhir import apis as fhir
+from diagnostics.integrations.pacs_out import apis as pacs_out
+from diagnostics.integrations.webhooks import apis as webhooks
+
+from . import account, model_versions, patients, predictions, studies, tokens, training_runs
 from .errors import api_not_found
 
 urlpatterns = [
@@ -17,12 +21,12 @@ urlpatterns = [
     path("studies/<int:study_id>/fhir/", fhir.StudyFhirReportApi.as_view(), name="api_study_fhir"),
     path(
         "studies/<int:study_id>/pacs-deliveries/",
-        fhir.StudyPacsDeliveryListApi.as_view(),
+        pacs_out.StudyPacsDeliveryListApi.as_view(),
         name="api_study_pacs_deliveries",
     ),
     path(
         "studies/<int:study_id>/webhook-deliveries/",
-        studies.StudyWebhookDeliveryListApi.as_view(),
+        webhooks.StudyWebhookDeliveryListApi.as_view(),
         name="api_study_webhook_deliveries",
     ),
     path("predictions/", predictions.PredictionListApi.as_view(), name="api_prediction_list"),

@@ -91,8 +91,8 @@ def study_reconcile_follow_ups(*, now: datetime.datetime | None = None) -> dict[
     both tasks are idempotent (one WebhookDelivery per study and event, PacsDelivery rows with fixed
     UIDs), so a duplicate changes nothing. Studies older than a day are left alone.
     """
-    from .studies import pacs_enqueue_results
-    from .webhooks import webhook_enqueue_for_study
+    from diagnostics.integrations.pacs_out.services import pacs_enqueue_results
+    from diagnostics.integrations.webhooks.services import webhook_enqueue_for_study
 
     now = now or timezone.now()
     window = Q(status_changed_at__gte=now - datetime.timedelta(days=1))

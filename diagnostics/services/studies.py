@@ -184,7 +184,7 @@ def study_create(
     if not uploads:
         raise ValidationError("Attach at least one X-ray image.")
     if callback_url:
-        from .webhooks import webhook_url_check
+        from diagnostics.integrations.webhooks.services import webhook_url_check
 
         webhook_url_check(url=callback_url)
     stored: list[Image] = []  # files written so far: removed again if the rows roll back
@@ -332,19 +332,12 @@ def study_queue_follow_ups(*, study_id: int, status: str) -> None:
     Each is sent on its own: the broker being away loses none of the others, and never fails the
     task that finished the study. The reconciler sends a lost webhook or PACS result again
     (services/reconcile.py: study_reconcile_follow_ups)."""
-    from .webhooks import webhook_enqueue_for_study
+    from diagnostics.integrations.pacs_out.services import pacs_enqueue_results
+    from diagnostics.integrations.webhooks.services import webhook_enqueue_for_study
 
     _send_follow_up("webhook", study_id, lambda: webhook_enqueue_for_study(study_id=study_id, status=status))
     if status == Study.Status.DONE:
         _send_follow_up("PACS results", study_id, lambda: pacs_enqueue_results(study_id=study_id))
-
-
-def pacs_enqueue_results(*, study_id: int) -> None:
-    """Queue the results for the PACS a done study came from, if it came from one."""
-    if Study.objects.filter(pk=study_id, dicom_peer__isnull=False).exists():
-        from diagnostics.tasks.pacs import send_pacs_results  # the tasks import the services
-
-        send_pacs_results.delay(study_id)
 
 
 def _send_follow_up(what: str, study_id: int, send: Callable[[], object]) -> None:

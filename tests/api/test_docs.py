@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from diagnostics.integrations.webhooks.services import webhook_signature
 from diagnostics.models import Feedback, Patient, Study
-from diagnostics.services.webhooks import webhook_signature
 from tests.images import jpeg_bytes
 
 from ..images import dicom_bytes

@@ -32,7 +32,7 @@ from django.conf import settings
 from diagnostics.models import Study
 
 from ..images import dicom_bytes, jpeg_bytes
-from .webhook_receiver import WebhookReceiver
+from ..integrations.webhooks.receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real Celery worker; the generator runs as a subprocess
 

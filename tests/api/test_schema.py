@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from diagnostics.api.webhooks import StudyFinishedEventSerializer
-from diagnostics.services.webhooks import _study_payload
+from diagnostics.integrations.webhooks.apis import StudyFinishedEventSerializer
+from diagnostics.integrations.webhooks.services import _study_payload
 
 from ..factories import PredictionFactory, StudyFactory
 

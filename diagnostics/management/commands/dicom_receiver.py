@@ -15,6 +15,6 @@ class Command(BaseCommand):
         parser.add_argument("--ae-title", help="the portal's AE title (default settings.DICOM_AE_TITLE)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from diagnostics.dicom_receiver import DicomReceiver
+        from diagnostics.integrations.dicom_in.receiver import DicomReceiver
 
         DicomReceiver(port=options["port"], ae_title=options["ae_title"]).start(block=True)

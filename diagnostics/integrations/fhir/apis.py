@@ -1,22 +1,18 @@
-"""Hospital integration views: a study's result as FHIR R4 (diagnostics/services/fhir.py) for the EHR,
-and the results sent back to the PACS it came from (docs/integration.md)."""
+"""A study's result as FHIR R4 (services.py beside this module) for the EHR (docs/integration.md)."""
 
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from diagnostics.models import PacsDelivery
-from diagnostics.selectors import pacs_delivery_list_for_study, study_get_for_user
+from diagnostics.api.common import request_user
+from diagnostics.integrations.fhir.services import study_fhir_report
+from diagnostics.selectors import study_get_for_user
 from diagnostics.services.audit import audit_record
-from diagnostics.services.fhir import study_fhir_report
-
-from .common import ListApi, request_user
 
 FHIR_JSON = "application/fhir+json"
 
@@ -48,25 +44,3 @@ class StudyFhirReportApi(APIView):
         )
         report = study_fhir_report(study=study, base_url=request.build_absolute_uri("/").rstrip("/"))
         return Response(report)
-
-
-class PacsDeliveryOutputSerializer(serializers.ModelSerializer):
-    peer = serializers.CharField(source="peer.ae_title", help_text="The PACS's AE title.")
-
-    class Meta:
-        model = PacsDelivery
-        fields = ["id", "peer", "kind", "sop_instance_uid", "status", "attempts", "last_error", "created_at",
-                  "delivered_at"]  # fmt: skip
-
-
-class StudyPacsDeliveryListApi(ListApi):
-    output_serializer = PacsDeliveryOutputSerializer
-
-    @extend_schema(
-        operation_id="studies_pacs_deliveries_list",
-        summary="The results (DICOM SR, Secondary Captures) sent back to the PACS the study came from",
-        responses=PacsDeliveryOutputSerializer(many=True),
-    )
-    def get(self, request: Request, study_id: int) -> Response:
-        study = study_get_for_user(user=request_user(request), study_id=study_id)
-        return self.list_response(pacs_delivery_list_for_study(study=study))

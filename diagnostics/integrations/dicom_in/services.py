@@ -33,10 +33,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from diagnostics.models import DicomPeer, Image, Patient, Study
-
-from .audit import audit_record
-from .images import ValidatedUpload, image_validate_upload
-from .studies import study_accept, study_add_images
+from diagnostics.services.audit import audit_record
+from diagnostics.services.images import ValidatedUpload, image_validate_upload
+from diagnostics.services.studies import study_accept, study_add_images
 
 logger = logging.getLogger(__name__)
 

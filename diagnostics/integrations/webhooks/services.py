@@ -33,9 +33,8 @@ from django.utils import timezone
 from diagnostics.models import Prediction, Study, WebhookDelivery
 from diagnostics.selectors import study_film_results, study_get_with_results, study_summary
 from diagnostics.selectors.warnings import study_warnings
-
-from .api_tokens import api_token_signing_secret
-from .audit import audit_record
+from diagnostics.services.api_tokens import api_token_signing_secret
+from diagnostics.services.audit import audit_record
 
 EVENT_STUDY_FINISHED = "study.finished"
 SIGNATURE_HEADER = "X-Portal-Signature"
@@ -233,7 +232,7 @@ def _record_attempt(
 def webhook_enqueue_for_study(*, study_id: int, status: str) -> None:
     """Queue the finished study's notification, if it was created with a callback_url."""
     if Study.objects.filter(pk=study_id).exclude(callback_url="").exists():
-        from diagnostics.tasks.webhooks import deliver_study_webhook  # the tasks import the services
+        from .tasks import deliver_study_webhook  # the tasks import the services
 
         deliver_study_webhook.delay(study_id, status)
 

@@ -7,7 +7,7 @@ from typing import Any
 from celery import shared_task
 from django.db import DatabaseError, InterfaceError
 
-from diagnostics.services.webhooks import WebhookNotDelivered
+from diagnostics.integrations.webhooks.services import WebhookNotDelivered
 from worker.queues import options
 
 
@@ -18,6 +18,6 @@ from worker.queues import options
     **options("worker.tasks.deliver_study_webhook"),
 )
 def deliver_study_webhook(self: Any, study_id: int, status: str) -> None:
-    from diagnostics.services.webhooks import webhook_notify_study_finished
+    from diagnostics.integrations.webhooks.services import webhook_notify_study_finished
 
     webhook_notify_study_finished(study_id=study_id, status=status, final=self.request.retries >= self.max_retries)

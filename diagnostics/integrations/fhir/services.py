@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from diagnostics.integrations.pacs_out.services import CAPTION  # the same words on every channel
 from diagnostics.models import Prediction, Study
 from diagnostics.selectors import FilmResult, study_film_results, study_summary
 from diagnostics.selectors.warnings import study_warnings
-
-from .pacs_results import CAPTION  # the same words on every channel
 
 SNOMED, LOINC, UCUM = "http://snomed.info/sct", "http://loinc.org", "http://unitsofmeasure.org"
 V3_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"

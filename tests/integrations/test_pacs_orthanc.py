@@ -17,16 +17,16 @@ import pytest
 import requests
 from pydicom.uid import generate_uid
 
-from diagnostics.dicom_receiver import DicomReceiver
+from diagnostics.integrations.dicom_in.receiver import DicomReceiver
 from diagnostics.models import DicomPeer, PacsDelivery, Prediction, Study, User
 
-from .factories import UserFactory
-from .images import cr_film_bytes
-from .worker import CeleryWorker, running_worker, wait_for_study
+from ..factories import UserFactory
+from ..images import cr_film_bytes
+from ..worker import CeleryWorker, running_worker, wait_for_study
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PORTAL_AE = "PNEUMOPORTAL"
 
 

@@ -12,7 +12,7 @@ from worker.queues import PACS_BACKOFF_MAX_SECONDS, options
 @shared_task(bind=True, **options("worker.tasks.send_pacs_results"))
 def send_pacs_results(self: Any, study_id: int, waited: float = 0.0) -> None:
     """`waited` is ignored: retries queued before heatmaps came with the prediction still carry it."""
-    from diagnostics.services.pacs_results import PacsNotDelivered, pacs_send_results
+    from diagnostics.integrations.pacs_out.services import PacsNotDelivered, pacs_send_results
 
     try:
         pacs_send_results(study_id=study_id, final=self.request.retries >= self.max_retries)

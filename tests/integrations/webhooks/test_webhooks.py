@@ -11,15 +11,15 @@ import time
 import pytest
 from django.utils import timezone
 
+from diagnostics.integrations.webhooks.services import WebhookNotDelivered, webhook_notify_study_finished
+from diagnostics.integrations.webhooks.tasks import deliver_study_webhook
 from diagnostics.models import ApiToken, AuditEvent, Study, WebhookDelivery
 from diagnostics.services.studies import study_finish
-from diagnostics.services.webhooks import WebhookNotDelivered, webhook_notify_study_finished
-from diagnostics.tasks.webhooks import deliver_study_webhook
 from tests.images import jpeg_bytes
 from worker.queues import WEBHOOK_MAX_RETRIES
 
-from ..factories import ModelVersionFactory, PredictionFactory
-from .webhook_receiver import WebhookReceiver
+from ...factories import ModelVersionFactory, PredictionFactory
+from .receiver import WebhookReceiver
 
 
 def verify(received, secret: str) -> dict:
@@ -231,13 +231,13 @@ def test_the_webhook_is_signed_with_the_token_that_created_the_study():
     ],
 )
 def test_no_non_public_address_is_a_webhook_target(address):
-    from diagnostics.services.webhooks import public_address
+    from diagnostics.integrations.webhooks.services import public_address
 
     assert not public_address(address)
 
 
 def test_public_addresses_are_webhook_targets():
-    from diagnostics.services.webhooks import public_address
+    from diagnostics.integrations.webhooks.services import public_address
 
     assert public_address("93.184.216.34") and public_address("2606:4700::1111")
     assert public_address("64:ff9b::5db8:d822")  # NAT64 of a public IPv4 address
@@ -249,7 +249,7 @@ def test_a_delivery_connects_to_the_address_it_checked_so_dns_rebinding_reaches_
     (rebinding): the delivery connects only to an address it checked, so it reaches nothing local."""
     import socket
 
-    from diagnostics.services import webhooks
+    from diagnostics.integrations.webhooks import services as webhooks
 
     monkeypatch.setattr(webhooks, "TIMEOUT_SECONDS", 2)
     real_getaddrinfo = socket.getaddrinfo
@@ -285,7 +285,7 @@ def test_https_to_a_pinned_address_still_checks_the_certificate_of_the_name(tmp_
 
     import requests
 
-    from diagnostics.services.webhooks import webhook_post
+    from diagnostics.integrations.webhooks.services import webhook_post
 
     if not shutil.which("openssl"):
         pytest.skip("openssl is needed to make a test certificate")
@@ -329,8 +329,8 @@ def test_the_payload_carries_the_studys_warnings_and_why_it_has_no_result(machin
     scored film, that there is no AI result and why (here a six-month-old's film the gate refused)."""
     import datetime
 
+    from diagnostics.integrations.webhooks.services import _study_payload
     from diagnostics.models import Prediction
-    from diagnostics.services.webhooks import _study_payload
 
     patient.birth_date = datetime.date.today() - datetime.timedelta(days=190)
     patient.save()

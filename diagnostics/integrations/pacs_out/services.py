@@ -13,7 +13,7 @@ Results: the radiologist finds them beside the films):
 
 Each object is a PacsDelivery row with its SOP Instance UID fixed at creation, so a retry sends the
 same instance again (the PACS replaces it, no duplicates). Sent by C-STORE as settings.DICOM_AE_TITLE;
-retried with backoff by the task (diagnostics/tasks/pacs.py) and recorded like webhooks.
+retried with backoff by the task (tasks.py beside this module) and recorded like webhooks.
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ from diagnostics.selectors.warnings import (
     StudyWarning,
     study_warnings,
 )
-
-from .audit import audit_record
-from .reports import image_display_pixels, overlay_pixels
+from diagnostics.services.audit import audit_record
+from diagnostics.services.reports import image_display_pixels, overlay_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +50,14 @@ PRIVATE_SCHEME = "99PNEUMOPORTAL"
 
 class PacsNotDelivered(Exception):
     """Some results could not be stored to the PACS; the task retries."""
+
+
+def pacs_enqueue_results(*, study_id: int) -> None:
+    """Queue the results for the PACS a done study came from, if it came from one."""
+    if Study.objects.filter(pk=study_id, dicom_peer__isnull=False).exists():
+        from .tasks import send_pacs_results  # the task imports this module
+
+        send_pacs_results.delay(study_id)
 
 
 def pacs_results_wanted(*, study: Study) -> bool:

@@ -3,7 +3,7 @@
 Run by `python manage.py dicom_receiver` (make dicom-receiver, the compose service `dicom-receiver`).
 Each association is one thread: its films are checked and written to the inbox while the sender waits
 (so a refusal reaches the sender), and accepted as studies when the association ends
-(diagnostics/services/pacs.py). Only the work of the services happens here; this module speaks DICOM.
+(services.py beside this module). Only the work of the services happens here; this module speaks DICOM.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection
 from pydicom.dataset import Dataset
 
-from diagnostics.models import DicomPeer
-from diagnostics.services.audit import audit_record
-from diagnostics.services.pacs import (
+from diagnostics.integrations.dicom_in.services import (
     pacs_association_folder,
     pacs_check_instance,
     pacs_inbox_write,
@@ -27,6 +25,8 @@ from diagnostics.services.pacs import (
     pacs_ingest_leftovers,
     pacs_peer_for,
 )
+from diagnostics.models import DicomPeer
+from diagnostics.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
 

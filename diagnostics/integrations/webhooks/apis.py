@@ -1,7 +1,8 @@
-"""The webhook a study's callback_url receives, declared in the schema as an OpenAPI callback.
+"""The webhook a study's callback_url receives, declared in the schema as an OpenAPI callback, and the
+API view listing a study's deliveries.
 
-The body is built by services.webhooks (`_study_payload`); these serializers only describe it, so that
-a generated client has a model to parse what its receiver is sent.
+The body is built by services.py beside this module (`_study_payload`); these serializers only describe it,
+so that a generated client has a model to parse what its receiver is sent.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiCallback, OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
 
-from diagnostics.models import Prediction, Study
-from diagnostics.services.webhooks import EVENT_STUDY_FINISHED, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from diagnostics.api.common import ListApi, request_user
+from diagnostics.api.warnings import StudyWarningSerializer
+from diagnostics.models import Prediction, Study, WebhookDelivery
+from diagnostics.selectors import study_get_for_user, webhook_delivery_list_for_study
 
-from .warnings import StudyWarningSerializer
+from .services import EVENT_STUDY_FINISHED, SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 
 class WebhookPredictionSerializer(serializers.Serializer):
@@ -100,3 +105,37 @@ class WebhookCallback(OpenApiCallback):
 
 STUDY_FINISHED_FROM_BODY = WebhookCallback(path="{$request.body#/callback_url}")
 STUDY_FINISHED_FROM_QUERY = WebhookCallback(path="{$request.query.callback_url}")
+
+
+class WebhookDeliveryOutputSerializer(serializers.ModelSerializer):
+    payload = serializers.JSONField(
+        help_text="The JSON body sent: a StudyFinishedEvent (the studyFinished callback of studies_create)."
+    )
+
+    class Meta:
+        model = WebhookDelivery
+        fields = [
+            "id",
+            "url",
+            "event",
+            "status",
+            "attempts",
+            "last_response_code",
+            "last_error",
+            "payload",
+            "created_at",
+            "delivered_at",
+        ]
+
+
+class StudyWebhookDeliveryListApi(ListApi):
+    output_serializer = WebhookDeliveryOutputSerializer
+
+    @extend_schema(
+        operation_id="studies_webhook_deliveries_list",
+        summary="The notifications sent to the study's callback_url, with their attempts",
+        responses=WebhookDeliveryOutputSerializer(many=True),
+    )
+    def get(self, request: Request, study_id: int) -> Response:
+        study = study_get_for_user(user=request_user(request), study_id=study_id)
+        return self.list_response(webhook_delivery_list_for_study(study=study))

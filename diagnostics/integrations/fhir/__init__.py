@@ -1,0 +1,1 @@
+"""A study's result as a FHIR R4 DiagnosticReport for the EHR (docs/integration.md)."""

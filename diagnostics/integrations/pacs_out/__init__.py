@@ -1,0 +1,1 @@
+"""AI results back to the PACS a study came from: a DICOM SR and captioned Secondary Captures."""
