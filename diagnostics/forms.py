@@ -92,7 +92,7 @@ class WorklistFilterForm(forms.Form):
     q = forms.CharField(label="Patient name or record number", required=False, max_length=100)
     status = forms.ChoiceField(label="Status", choices=[("", "Any")] + list(Study.Status.choices), required=False)
     suspicion = forms.ChoiceField(label="AI assessment", choices=SUSPICION_CHOICES, required=False)
-    # Read: a clinician has recorded a reading of at least one of the study's films (selectors.study_read).
+    # Read: a clinician has recorded a reading of at least one of the study's films (selectors.study_read_exists).
     reading = forms.ChoiceField(
         label="Reading", choices=[("", "All"), ("unread", "Unread"), ("read", "Read")], required=False
     )

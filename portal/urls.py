@@ -8,4 +8,4 @@ urlpatterns = [
 ]
 
 # An upload stopped while streaming raises RequestDataTooBig: answer 413 with the reason.
-handler400 = "diagnostics.uploads.bad_request"
+handler400 = "diagnostics.upload_limits.bad_request"

@@ -18,11 +18,11 @@ def _hold_claimed_studies(**_: Any) -> None:
     # After the worker has set Django up; the solo pool runs tasks in this same process.
     from diagnostics.services import inference
 
-    predict = inference.studies_run_inference
+    predict = inference.study_batch_predict
 
     def held(*, studies: list[Any]) -> None:
         time.sleep(HOLD_SECONDS)
         predict(studies=studies)
 
     if HOLD_SECONDS:
-        inference.studies_run_inference = held  # type: ignore[assignment]
+        inference.study_batch_predict = held  # type: ignore[assignment]

@@ -1,40 +1,40 @@
 """Every read goes through a function here; reads of clinical data check access.
 
-A user sees only the patients, studies and images of their own care team; a
-lookup outside it raises Http404, so another team's record is indistinguishable
-from one that does not exist. Clinical lists never include shadow predictions.
-Beside this module: `study_results` (a study's films with their assessments, and `study_result`, the one
-owner of the study-result rule), `monitoring` (a model's live use, for admins), `heatmaps` (where a
-prediction's heatmap stands) and `comparison` (a patient's previous study beside this one).
+A user sees only the patients, studies and images of their own care team; a lookup outside it raises
+Http404, so another team's record is indistinguishable from one that does not exist. Clinical lists never
+include shadow predictions.
+
+One module per entity (`patients`, `studies`, `images`, `predictions`, `model_versions`, `training_runs`,
+`api_tokens`), each function also importable from here; the deliveries an integration sent are read in its
+folder (diagnostics/integrations/<name>/selectors.py). Beside them: `study_results` (a study's films with
+their assessments, and `study_result`, the one owner of the study-result rule), `monitoring` (a model's live
+use, for admins), `heatmaps` (where a prediction's heatmap stands), `comparison` (a patient's previous study
+beside this one) and `warnings` (what a study is flagged for).
 """
 
 from __future__ import annotations
 
-import datetime
-
-from django.contrib.auth.models import AnonymousUser
-from django.db.models import CharField, Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
-from django.db.models.fields.json import KT
-from django.db.models.functions import Coalesce
-from django.http import Http404
-from django.utils import timezone
-
-from diagnostics.display import dicom_date
-from diagnostics.models import (
-    ApiToken,
-    Feedback,
-    Image,
-    ModelVersion,
-    PacsDelivery,
-    Patient,
-    Prediction,
-    Study,
-    TrainingRun,
-    User,
-    WebhookDelivery,
-)
-
-# The study's films and the study-result rule live in study_results; they are read from here too.
+from .api_tokens import api_token_get as api_token_get
+from .api_tokens import api_token_list as api_token_list
+from .images import image_get_for_user as image_get_for_user
+from .model_versions import model_version_active as model_version_active
+from .model_versions import model_version_get as model_version_get
+from .model_versions import model_version_list as model_version_list
+from .model_versions import shadow_comparison as shadow_comparison
+from .patients import patient_get_for_user as patient_get_for_user
+from .patients import patient_list_for_user as patient_list_for_user
+from .predictions import feedback_list_for_prediction as feedback_list_for_prediction
+from .predictions import prediction_get_for_user as prediction_get_for_user
+from .predictions import prediction_list_for_user as prediction_list_for_user
+from .studies import study_dicom_date as study_dicom_date
+from .studies import study_get_for_user as study_get_for_user
+from .studies import study_get_with_results as study_get_with_results
+from .studies import study_list_filter as study_list_filter
+from .studies import study_list_for_user as study_list_for_user
+from .studies import study_list_with_film_counts as study_list_with_film_counts
+from .studies import study_list_with_row_facts as study_list_with_row_facts
+from .studies import study_read_exists as study_read_exists
+from .studies import study_taken_on as study_taken_on
 from .study_results import FilmRefusal as FilmRefusal
 from .study_results import FilmResult as FilmResult
 from .study_results import StudyResult as StudyResult
@@ -42,260 +42,5 @@ from .study_results import StudySummary as StudySummary
 from .study_results import study_film_results as study_film_results
 from .study_results import study_result as study_result
 from .study_results import study_summary as study_summary
-
-
-def patient_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Patient]:
-    if not user.is_authenticated or user.team_id is None:
-        return Patient.objects.none()
-    return Patient.objects.filter(team_id=user.team_id)
-
-
-def patient_get_for_user(*, user: User | AnonymousUser, patient_id: int) -> Patient:
-    try:
-        return patient_list_for_user(user=user).get(pk=patient_id)
-    except (Patient.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such patient.") from None
-
-
-def study_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Study]:
-    """The team's studies, newest first, with the patient (and, on each study, its current AI result)."""
-    if not user.is_authenticated or user.team_id is None:
-        return Study.objects.none()
-    return Study.objects.filter(patient__team_id=user.team_id).select_related("patient")
-
-
-def study_list_with_film_counts(studies: QuerySet[Study]) -> QuerySet[Study]:
-    """`film_count` on each study: one correlated count in the list's own query, computed only for
-    the rows a page shows (a GROUP BY over the whole list would give up the triage index)."""
-    films = Image.objects.filter(study=OuterRef("pk")).order_by().values("study").annotate(n=Count("pk")).values("n")
-    return studies.annotate(film_count=Coalesce(Subquery(films, output_field=IntegerField()), 0))
-
-
-def study_read() -> Exists:
-    """Whether a study has been read: a clinician's reading (Feedback: agreeing with or correcting the AI)
-    exists on an assessment shown to clinicians of any of its films. A film the input gate refused has no
-    assessment to read, so a study of refused films alone stays unread."""
-    readings = Feedback.objects.filter(
-        prediction__image__study=OuterRef("pk"), prediction__role=Prediction.Role.PRIMARY
-    )
-    return Exists(readings)
-
-
-def study_dicom_date() -> Subquery:
-    """The DICOM StudyDate (YYYYMMDD) of the first of a study's films that records one, as study_taken_on
-    reads it; NULL when none does (JPEG and PNG films, a header without it). A study has no date field."""
-    dates = (
-        Image.objects.filter(study=OuterRef("pk"))
-        .annotate(study_date=KT("dicom_metadata__StudyDate"))
-        .filter(study_date__regex=r"^[0-9]{8}$")
-        .order_by("created_at", "pk")
-        .values("study_date")[:1]
-    )
-    return Subquery(dates, output_field=CharField())
-
-
-def study_list_with_row_facts(studies: QuerySet[Study]) -> QuerySet[Study]:
-    """What a worklist row shows besides the study itself: `film_count`, `read` (study_read) and
-    `dicom_study_date` (study_dicom_date; the row falls back to the upload date), each a correlated
-    subquery of the list's own query, computed only for the rows a page shows."""
-    return study_list_with_film_counts(studies).annotate(read=study_read(), dicom_study_date=study_dicom_date())
-
-
-def study_list_filter(
-    studies: QuerySet[Study],
-    *,
-    query: str = "",
-    patient_id: int | None = None,
-    status: str = "",
-    label: str = "",
-    min_probability: float | None = None,
-    created_from: datetime.date | None = None,
-    created_to: datetime.date | None = None,
-    accession_number: str = "",
-    model_version_id: int | None = None,
-    reading: str = "",
-) -> QuerySet[Study]:
-    """The one study-list filter: the worklist page and the API's study list both apply it to an
-    access-checked queryset. `label`: the study's current AI label (PNEUMONIA when any film is
-    suspected), or "awaiting" for studies with no AI result; dates are inclusive; `reading`: "read"
-    or "unread" (study_read)."""
-    if query := query.strip():
-        studies = studies.filter(Q(patient__name__icontains=query) | Q(patient__medical_record_number__icontains=query))
-    if patient_id is not None:
-        studies = studies.filter(patient_id=patient_id)
-    if status:
-        studies = studies.filter(status=status)
-    # latest_label and latest_probability: the study's current AI result (indexed for triage).
-    if label == "awaiting":
-        studies = studies.filter(latest_probability__isnull=True)
-    elif label:
-        studies = studies.filter(latest_label=label)
-    if min_probability is not None:
-        studies = studies.filter(latest_probability__gte=min_probability)
-    if created_from is not None:
-        studies = studies.filter(created_at__date__gte=created_from)
-    if created_to is not None:
-        studies = studies.filter(created_at__date__lte=created_to)
-    if accession_number:
-        studies = studies.filter(accession_number=accession_number)
-    if model_version_id is not None:
-        # Only predictions shown to clinicians count: a shadow model's id must not reveal which studies it saw.
-        shown = Prediction.objects.filter(
-            image__study=OuterRef("pk"), model_version_id=model_version_id, role=Prediction.Role.PRIMARY
-        )
-        studies = studies.filter(Exists(shown))
-    if reading == "read":
-        studies = studies.filter(study_read())
-    elif reading == "unread":
-        studies = studies.filter(~study_read())
-    return studies
-
-
-def _with_results(studies: QuerySet[Study]) -> QuerySet[Study]:
-    """Each study's images, the predictions shown to clinicians (newest first) and their readings."""
-    predictions = (
-        Prediction.objects.filter(role=Prediction.Role.PRIMARY)
-        .select_related("model_version")
-        .prefetch_related(Prefetch("feedback", queryset=Feedback.objects.select_related("clinician")))
-        .order_by("-created_at", "-pk")
-    )
-    images = Image.objects.prefetch_related(Prefetch("predictions", queryset=predictions))
-    return studies.prefetch_related(Prefetch("images", queryset=images))
-
-
-def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:
-    """One study with its images, the predictions shown to clinicians (newest first) and their readings."""
-    try:
-        return _with_results(study_list_for_user(user=user)).get(pk=study_id)
-    except (Study.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such study.") from None
-
-
-def study_get_with_results(*, study_id: int) -> Study:
-    """As study_get_for_user, for the system acting on the study's own behalf (its webhook): no user."""
-    return _with_results(Study.objects.select_related("patient")).get(pk=study_id)
-
-
-def study_taken_on(*, study: Study) -> datetime.date:
-    """The day a study's films were taken, as the intended-use check dates a film: the DICOM StudyDate
-    (the first of its films that records one), else the day the study was uploaded (local date).
-    Reads the study's images as given (prefetched by study_get_for_user)."""
-    for image in study.images.all():
-        taken = dicom_date((image.dicom_metadata or {}).get("StudyDate"))
-        if taken is not None:
-            return taken
-    return timezone.localdate(study.created_at)
-
-
-def image_get_for_user(*, user: User | AnonymousUser, image_id: int) -> Image:
-    if not user.is_authenticated or user.team_id is None:
-        raise Http404("No such image.")
-    try:
-        return Image.objects.select_related("study__patient").get(pk=image_id, study__patient__team_id=user.team_id)
-    except (Image.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such image.") from None
-
-
-def model_version_active() -> ModelVersion | None:
-    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
-
-
-def model_version_list() -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.all()
-
-
-def prediction_get_for_user(*, user: User | AnonymousUser, prediction_id: int) -> Prediction:
-    """A prediction shown to clinicians (never a shadow one) of the user's team."""
-    if not user.is_authenticated or user.team_id is None:
-        raise Http404("No such prediction.")
-    try:
-        return Prediction.objects.select_related("image__study__patient", "model_version").get(
-            pk=prediction_id, role=Prediction.Role.PRIMARY, image__study__patient__team_id=user.team_id
-        )
-    except (Prediction.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such prediction.") from None
-
-
-def model_version_get(*, model_version_id: int) -> ModelVersion:
-    try:
-        return ModelVersion.objects.get(pk=model_version_id)
-    except (ModelVersion.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such model version.") from None
-
-
-def training_run_list() -> QuerySet[TrainingRun]:
-    return TrainingRun.objects.select_related("requested_by").prefetch_related("model_versions")
-
-
-def training_run_get(*, run_id: int) -> TrainingRun:
-    try:
-        return training_run_list().get(pk=run_id)
-    except (TrainingRun.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such training run.") from None
-
-
-def shadow_comparison(*, shadow: ModelVersion, active: ModelVersion) -> dict[str, float | int | None]:
-    """How a shadow model's predictions compare with the active model's on the same images."""
-    # Films both models scored: a film the gate refused has no probability to compare.
-    pairs = list(
-        Prediction.objects.filter(
-            model_version=shadow,
-            outcome=Prediction.Outcome.SCORED,
-            image__predictions__model_version=active,
-            image__predictions__outcome=Prediction.Outcome.SCORED,
-        ).values_list("probability", "label", "image__predictions__probability", "image__predictions__label")
-    )
-    if not pairs:
-        return {
-            "images": 0,
-            "label_agreement": None,
-            "mean_abs_probability_difference": None,
-            "shadow_positive_rate": None,
-            "active_positive_rate": None,
-        }
-    return {
-        "images": len(pairs),
-        "label_agreement": sum(1 for _, s_label, _, a_label in pairs if s_label == a_label) / len(pairs),
-        "mean_abs_probability_difference": sum(abs(s - a) for s, _, a, _ in pairs if s is not None and a is not None)
-        / len(pairs),
-        "shadow_positive_rate": sum(1 for _, s_label, _, _ in pairs if s_label == "PNEUMONIA") / len(pairs),
-        "active_positive_rate": sum(1 for _, _, _, a_label in pairs if a_label == "PNEUMONIA") / len(pairs),
-    }
-
-
-# --- API lists (the same access rules; token and delivery reads are for views that checked the caller) ---
-
-
-def prediction_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Prediction]:
-    """The team's predictions shown to clinicians (never shadow ones), newest first."""
-    if not user.is_authenticated or user.team_id is None:
-        return Prediction.objects.none()
-    return Prediction.objects.filter(
-        role=Prediction.Role.PRIMARY, image__study__patient__team_id=user.team_id
-    ).select_related("image__study", "model_version")
-
-
-def feedback_list_for_prediction(*, prediction: Prediction) -> QuerySet[Feedback]:
-    """Feedback on an access-checked prediction, newest (the current verdict) first."""
-    return prediction.feedback.select_related("clinician").order_by("-created_at", "-pk")
-
-
-def webhook_delivery_list_for_study(*, study: Study) -> QuerySet[WebhookDelivery]:
-    """Notifications for an access-checked study, newest first."""
-    return study.webhook_deliveries.order_by("-created_at", "-pk")
-
-
-def pacs_delivery_list_for_study(*, study: Study) -> QuerySet[PacsDelivery]:
-    """Results sent back to the PACS of an access-checked study, newest first."""
-    return study.pacs_deliveries.select_related("peer").order_by("-created_at", "-pk")
-
-
-def api_token_list() -> QuerySet[ApiToken]:
-    return ApiToken.objects.select_related("user", "team", "created_by")
-
-
-def api_token_get(*, token_id: int) -> ApiToken:
-    try:
-        return api_token_list().get(pk=token_id)
-    except (ApiToken.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such API token.") from None
+from .training_runs import training_run_get as training_run_get
+from .training_runs import training_run_list as training_run_list

@@ -192,11 +192,12 @@ def study_run_inference(*, study_id: int) -> None:
         logger.info("Study %s is not queued; nothing to do", study_id)
         return
     studies = [study, *studies_claim_waiting(limit=settings.INFERENCE_MAX_BATCH - 1, exclude=study.pk)]
-    studies_run_inference(studies=studies)
+    study_batch_predict(studies=studies)
 
 
-def studies_run_inference(*, studies: list[Study]) -> None:
-    """Finish claimed (running) studies: done with predictions, or failed with a reason."""
+def study_batch_predict(*, studies: list[Study]) -> None:
+    """Predict a micro-batch of studies study_run_inference claimed (running) with the active model in one
+    call, and finish each: done with its predictions, or failed with a reason."""
     try:
         active = model_version_active()
         if active is None:

@@ -62,7 +62,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: refuses an oversized upload from its Content-Length before any body is read.
-    "diagnostics.uploads.RequestSizeLimitMiddleware",
+    "diagnostics.upload_limits.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # After WhiteNoise (static files keep their own caching): CSP and no-store on patient data.
@@ -159,7 +159,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Counts the bytes of every uploaded file as they stream in (covers chunked bodies too).
 FILE_UPLOAD_HANDLERS = [
-    "diagnostics.uploads.SizeLimitedUploadHandler",
+    "diagnostics.upload_limits.SizeLimitedUploadHandler",
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]

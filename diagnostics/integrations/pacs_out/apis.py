@@ -9,7 +9,9 @@ from rest_framework.response import Response
 
 from diagnostics.api.common import ListApi, request_user
 from diagnostics.models import PacsDelivery
-from diagnostics.selectors import pacs_delivery_list_for_study, study_get_for_user
+from diagnostics.selectors import study_get_for_user
+
+from .selectors import pacs_delivery_list_for_study
 
 
 class PacsDeliveryOutputSerializer(serializers.ModelSerializer):

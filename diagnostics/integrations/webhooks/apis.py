@@ -17,8 +17,9 @@ from rest_framework.response import Response
 from diagnostics.api.common import ListApi, request_user
 from diagnostics.api.warnings import StudyWarningSerializer
 from diagnostics.models import Prediction, Study, WebhookDelivery
-from diagnostics.selectors import study_get_for_user, webhook_delivery_list_for_study
+from diagnostics.selectors import study_get_for_user
 
+from .selectors import webhook_delivery_list_for_study
 from .services import EVENT_STUDY_FINISHED, SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 
