@@ -140,11 +140,13 @@ def test_films_sent_to_the_pacs_come_back_with_a_structured_report_and_captures(
     while time.monotonic() < deadline:
         study.refresh_from_db()
         reports, captures = orthanc.find(uid, "SR"), orthanc.find(uid, "OT")
-        if reports and len(captures) == study.images.count() == 2:
+        # Orthanc holds the objects as soon as its C-STORE answers; the worker records them delivered just after.
+        recorded = not study.pacs_deliveries.exclude(status=PacsDelivery.Status.DELIVERED).exists()
+        if reports and len(captures) == study.images.count() == 2 and recorded:
             break
         time.sleep(0.5)
     else:
-        raise AssertionError(f"results not in Orthanc: {inference_worker.log_tail()}")
+        raise AssertionError(f"results not in Orthanc, or not recorded as delivered: {inference_worker.log_tail()}")
     print(f"\nC-STORE to SR in Orthanc: {time.perf_counter() - started:.1f} s (2 films, heatmaps included)")
 
     report = hd.sr.srread(io.BytesIO(orthanc.file(reports[0])))
