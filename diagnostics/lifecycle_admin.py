@@ -16,8 +16,8 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from diagnostics.display import metric_rows
-from diagnostics.manifest_tables import manifest_html, metrics_html
+from diagnostics.formatting.manifest_tables import manifest_html, metrics_html
+from diagnostics.formatting.words import metric_rows
 from diagnostics.models import ModelVersion, PromotionGate, TrainingRun, User
 from diagnostics.selectors import model_version_active, shadow_comparison
 from diagnostics.services.model_registry import (

@@ -11,7 +11,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from diagnostics.display import dicom_age_words, dicom_facts
+from diagnostics.formatting.words import dicom_age_words, dicom_facts
 from ml.nonchest import dicom_file
 
 from .conftest import HTMX, login_client

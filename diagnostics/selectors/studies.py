@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 
-from diagnostics.display import dicom_date
+from diagnostics.formatting.words import dicom_date
 from diagnostics.models import (
     Feedback,
     Image,

@@ -30,7 +30,7 @@ from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 from django.utils.dateformat import format as format_date
 
-from diagnostics.display import DATE_FORMAT, dicom_date
+from diagnostics.formatting.words import DATE_FORMAT, dicom_date
 from diagnostics.models import Image, Patient, Study
 from ml.gate import INTENDED_AGE_YEARS, dicom_age_years, intended_use_warning
 

@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from diagnostics.display import METRICS
+from diagnostics.formatting.words import METRICS
 from diagnostics.models import PromotionGate
 from ml.artifacts import sha256_file
 

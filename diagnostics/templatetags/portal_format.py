@@ -10,8 +10,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from diagnostics.display import DicomFact
-from diagnostics.display import dicom_facts as display_dicom_facts
+from diagnostics.formatting.words import DicomFact
+from diagnostics.formatting.words import dicom_facts as display_dicom_facts
 from diagnostics.selectors import study_taken_on
 from diagnostics.selectors.warnings import study_warnings
 

@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
-from diagnostics.display import metric_rows
+from diagnostics.formatting.words import metric_rows
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.models import ModelVersion
 from diagnostics.selectors import model_version_list

@@ -14,7 +14,7 @@ from django.template.loader import render_to_string
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from diagnostics.display import is_evaluation_summary, metric_rows
+from diagnostics.formatting.words import is_evaluation_summary, metric_rows
 
 SPLIT_TITLES = {
     "validation": "Validation (patient-grouped split of the training period)",
