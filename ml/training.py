@@ -157,14 +157,7 @@ def _train_into(
     precision = precision_policy(config.precision)
     keras.mixed_precision.set_global_policy(precision)
     try:
-        built = build_model(
-            config.architecture,
-            input_size=config.input_size,
-            weights=weights,
-            seed=config.seed,
-            pretrained=pretrained,
-            pool_margin=config.pool_margin,
-        )
+        built = _build(config, weights=weights, pretrained=pretrained)
         if config.init_weights:
             built.model.load_weights(config.init_weights)
         class_weight = data.balanced_class_weights(split.train) if config.class_weighting == "balanced" else None
@@ -178,14 +171,7 @@ def _train_into(
         # what is saved, exported and served.
         trained_weights = run.folder / "trained.weights.h5"
         built.model.save_weights(trained_weights)
-        built = build_model(
-            config.architecture,
-            input_size=config.input_size,
-            weights=None,
-            seed=config.seed,
-            pretrained=pretrained,
-            pool_margin=config.pool_margin,
-        )
+        built = _build(config, weights=None, pretrained=pretrained)
         built.model.load_weights(trained_weights)
 
     keras_path = artifact_dir / artifacts.KERAS_NAME
@@ -273,6 +259,18 @@ def _train_into(
     gate.fit_artifact_gate(artifact_dir, data_dir)
     run.finish(artifact_dir)
     return artifact_dir
+
+
+def _build(config: TrainConfig, *, weights: str | None, pretrained: bool) -> BuiltModel:
+    """The run's model as its config describes it (the 16-bit run is rebuilt in float32 the same way)."""
+    return build_model(
+        config.architecture,
+        input_size=config.input_size,
+        weights=weights,
+        seed=config.seed,
+        pretrained=pretrained,
+        pool_margin=config.pool_margin,
+    )
 
 
 def precision_policy(requested: str) -> str:

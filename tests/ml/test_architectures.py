@@ -120,3 +120,25 @@ def test_every_normalisation_exports_to_onnx_with_the_image_as_only_input(mode: 
     np.testing.assert_allclose(session.run(None, {"image": x})[0], expected, atol=1e-4)
     if mode == "caffe":
         np.testing.assert_allclose(expected[..., 0], x[..., 0] - 103.939, atol=1e-3)
+
+
+def test_a_pooling_margin_pools_the_inner_cells_and_a_warm_start_without_it_loads(tmp_path: Path) -> None:
+    """xception_mid with pool_margin 1: the pooling averages the inner cells of the last feature map, the head
+    and features models share that, and weights saved without the (weightless) crop load into it."""
+    import numpy as np
+
+    from ml.export import cam_head
+
+    plain = build_model("xception_mid", input_size=96, weights=None, seed=0, pretrained=True)
+    plain.model.save_weights(tmp_path / "plain.weights.h5")
+    cropped = build_model("xception_mid", input_size=96, weights=None, seed=1, pretrained=True, pool_margin=1)
+    cropped.model.load_weights(tmp_path / "plain.weights.h5")
+    head = cam_head(cropped.model)
+    assert head is not None and tuple(head.feature_map.shape[1:3]) == (4, 4)  # 6 x 6 less its outer ring
+    assert head.extent == (1 / 6, 1 / 6, 5 / 6, 5 / 6)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    maps = cropped.backbone.predict(plain.model.layers[1](x), verbose=0)  # normalise, then the backbone
+    pooled = cropped.features.predict(x, verbose=0)
+    np.testing.assert_allclose(pooled, maps[:, 1:-1, 1:-1].mean(axis=(1, 2)), atol=1e-4)
+    with pytest.raises(ValueError, match="pooling margin"):
+        build_model("vgg19", input_size=64, weights=None, seed=0, pool_margin=1)
