@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 INTENDED_USE = (
     "Decision support for clinicians reviewing pediatric (age 1-5) frontal chest radiographs: "
-    "estimates the probability of pneumonia (bacterial or viral) versus a normal film. Not a "
+    "scores how strongly a film suggests pneumonia (bacterial or viral) rather than a normal film (a "
+    "calibrated probability only where the model card says so, else an AI score). Not a "
     "diagnosis; not validated on adults, lateral views, or other devices and sites. Films that are "
     "not frontal chest radiographs are refused by the input gate. Every prediction must be "
     "reviewed by a qualified clinician."
