@@ -170,6 +170,8 @@ def crossfit_operating_point(
     for repeat in range(repeats):
         halves = StratifiedGroupKFold(n_splits=2, shuffle=True, random_state=seed + repeat)
         for fit_idx, apply_idx in halves.split(raw_prob, y, groups_arr):
+            if len(np.unique(y[fit_idx])) < 2 or len(np.unique(y[apply_idx])) < 2:
+                raise ValueError("Too few patients to cross-fit: a patient-grouped half holds one class only.")
             a, b = fit_platt(y[fit_idx], raw_prob[fit_idx])
             fitted = apply_platt(raw_prob[fit_idx], a, b)
             threshold = threshold_for_sensitivity_bound(

@@ -79,6 +79,8 @@ def test_crossfit_expectation_measures_each_film_with_a_threshold_chosen_without
     noise = np.random.default_rng(5).random(len(y))
     blind = calibration.crossfit_operating_point(y, noise, groups, 0.95, repeats=4, samples=200, seed=0)
     assert blind.specificity < 0.25
+    with pytest.raises(ValueError, match="Too few patients"):
+        calibration.crossfit_operating_point(y[:4], prob[:4], groups[:4], 0.95, repeats=1, samples=10)
 
 
 @pytest.mark.slow  # a real training run, calibrated and re-exported
