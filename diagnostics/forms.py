@@ -97,7 +97,7 @@ class WorklistFilterForm(forms.Form):
         label="Reading", choices=[("", "All"), ("unread", "Unread"), ("read", "Read")], required=False
     )
     min_probability = forms.IntegerField(
-        label="Probability at least (%)",
+        label="AI suspicion at least (%)",  # the column it filters; a probability only where calibrated
         required=False,
         min_value=0,
         max_value=100,
