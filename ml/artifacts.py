@@ -19,6 +19,9 @@ DATA_FILES_NAME = "data_files.txt"
 CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
 # The ONNX output holding a model's class activation map, when its architecture has one (ml/export.py).
 CAM_OUTPUT = "cam"
+# Where a class activation map lies on the film, (top, left, bottom, right) as fractions: the whole model
+# input, unless a pooling margin keeps only the part inside it (the manifest's heatmap.extent).
+FULL_EXTENT = (0.0, 0.0, 1.0, 1.0)
 
 # A model's score is called a probability only where the upper end of the 95 % interval of its cross-fitted
 # expected calibration error on films of a new period (metrics.external.ece_crossfit_ci95, ml.calibration)
@@ -34,6 +37,12 @@ def score_is_probability(metrics: dict[str, Any] | None) -> bool:
         return False
     upper = interval[1]
     return isinstance(upper, int | float) and not isinstance(upper, bool) and upper <= PROBABILITY_MAX_ECE
+
+
+def heatmap_extent(manifest: dict[str, Any]) -> tuple[float, float, float, float]:
+    """The part of the film a model's heatmap covers (manifests from before extents: the whole film)."""
+    top, left, bottom, right = (manifest.get("heatmap") or {}).get("extent", FULL_EXTENT)
+    return (float(top), float(left), float(bottom), float(right))
 
 
 REQUIRED_KEYS = (

@@ -286,20 +286,22 @@ def heatmap_placement(
     figure: str | Path | None = None,
 ) -> dict[str, Any]:
     """Where the served heatmaps of ``split``'s flagged pneumonia films (label and decision both pneumonia)
-    put their strong evidence: its share in the film's outer 10 % frame (pooled over the films, and the
-    median film's) and how often the hottest point is inside it. Drawn as the portal draws them
-    (ml.heatmap, the manifest's extent), at ``side`` px; ``figure``: a PNG of the mean drawn map and examples."""
+    put their strong evidence: its share in the film's outer frame (pooled over the films, and the median
+    film's) and how often the hottest point is inside it. Drawn as the portal draws them (ml.heatmap, the
+    manifest's extent), at ``side`` px; ``figure``: a PNG of the mean drawn map with the frame's inner edge."""
+    from ml.artifacts import heatmap_extent
     from ml.data import labels_of, list_images, load_images
-    from ml.heatmap import FULL_EXTENT, evidence_over_film, evidence_placement, positive_evidence
+    from ml.heatmap import FRAME_FRACTION, STRONG_EVIDENCE, evidence_over_film, evidence_placement, positive_evidence
     from ml.inference import Predictor
 
     predictor = Predictor.from_artifact(artifact_dir)
     if not predictor.has_cam:
         raise ValueError(f"{predictor.name} has no class activation map, so no heatmap to place.")
-    extent = predictor.manifest["heatmap"].get("extent", FULL_EXTENT)
+    extent = heatmap_extent(predictor.manifest)
     records = list_images(data_dir, split)
     images, y = load_images(records, input_size=predictor.input_size), labels_of(records)
-    drawn, placements = [], []
+    drawn_sum = np.zeros((side, side), dtype=np.float64)
+    placements = []
     for start in range(0, len(images), 64):
         batch = predictor.predict_with_cam(images[start : start + 64])
         assert batch.cams is not None
@@ -307,26 +309,27 @@ def heatmap_placement(
             if y[start + offset] != 1 or probability < predictor.threshold:
                 continue
             values = evidence_over_film(positive_evidence(cam).map, width=side, height=side, extent=extent)
-            drawn.append(values)
+            drawn_sum += values
             placements.append(evidence_placement(values))
     strong_total = sum(p.strong_total for p in placements)
     summary = {
         "model": predictor.name,
         "split": split,
         "flagged_pneumonia_films": len(placements),
-        "frame": "outer 10 % of the film's width and height on each side",
-        "strong_evidence": "drawn values at least half the map's largest",
+        "frame": f"outer {FRAME_FRACTION:.0%} of the film's width and height on each side",
+        "strong_evidence": f"drawn values at least {STRONG_EVIDENCE:.0%} of the map's largest",
         "frame_share_pooled": sum(p.strong_in_frame for p in placements) / strong_total if strong_total else None,
         "frame_share_median": float(np.median([p.frame_share for p in placements])) if placements else None,
         "hottest_inside_fraction": float(np.mean([p.hottest_inside for p in placements])) if placements else None,
         "extent": list(extent),
     }
-    if figure and drawn:
-        _placement_figure(np.mean(drawn, axis=0), Path(figure), title=f"{predictor.name}: mean heatmap, {split}")
+    if figure and placements:
+        title = f"{predictor.name}: mean heatmap, {split}"
+        _placement_figure(drawn_sum / len(placements), Path(figure), frame=FRAME_FRACTION, title=title)
     return summary
 
 
-def _placement_figure(mean_map: np.ndarray, path: Path, *, title: str) -> None:
+def _placement_figure(mean_map: np.ndarray, path: Path, *, frame: float, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -335,8 +338,8 @@ def _placement_figure(mean_map: np.ndarray, path: Path, *, title: str) -> None:
     fig, ax = plt.subplots(figsize=(3.6, 3.6))
     ax.imshow(mean_map, cmap="inferno", vmin=0, vmax=1)
     side = mean_map.shape[0]
-    frame = 0.1 * side
-    ax.add_patch(plt.Rectangle((frame, frame), side - 2 * frame, side - 2 * frame, fill=False, color="cyan", lw=1))
+    edge = frame * side  # the frame's inner edge, as ml.heatmap.evidence_placement counts it
+    ax.add_patch(plt.Rectangle((edge, edge), side - 2 * edge, side - 2 * edge, fill=False, color="cyan", lw=1))
     ax.set_title(title, fontsize=8)
     ax.axis("off")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml.artifacts import CAM_OUTPUT
+from ml.artifacts import CAM_OUTPUT, FULL_EXTENT
 
 if TYPE_CHECKING:
     import keras
@@ -43,7 +43,7 @@ class CamHead:
     bias: float
     # Where the map lies on the model's input, as fractions (top, left, bottom, right): the whole input,
     # or the part a pooling margin (Cropping2D before the pooling, ml.architectures) keeps.
-    extent: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+    extent: tuple[float, float, float, float] = FULL_EXTENT
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _extent(feature_map: Any) -> tuple[float, float, float, float]:
 
     layer, layer_input = _produced_by(feature_map)
     if not isinstance(layer, keras.layers.Cropping2D) or layer_input is None:
-        return (0.0, 0.0, 1.0, 1.0)
+        return FULL_EXTENT
     (top, bottom), (left, right) = layer.cropping
     height, width = (int(size) for size in layer_input.shape[1:3])
     return (top / height, left / width, (height - bottom) / height, (width - right) / width)
@@ -199,7 +199,7 @@ def export_verified(model: keras.Model, onnx_path: str | Path, images: np.ndarra
 
 
 def heatmap_entry(
-    *, shape: tuple[int, ...], parity: float, extent: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+    *, shape: tuple[int, ...], parity: float, extent: tuple[float, float, float, float] = FULL_EXTENT
 ) -> dict[str, Any]:
     """What the manifest says about the map (ml.inference reads ``onnx_output``; the heatmap is drawn
     over the ``extent`` of the film, top, left, bottom, right as fractions)."""

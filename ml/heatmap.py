@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ml.artifacts import FULL_EXTENT
+
 # The map's mean must give back the probability shown (ml/export.py): otherwise it explains something else.
 CAM_PROBABILITY_TOLERANCE = 1e-3
-# (top, left, bottom, right) as fractions of the film: a map that covers the whole model input.
-FULL_EXTENT = (0.0, 0.0, 1.0, 1.0)
 # The placement check: the film's outer frame (this fraction of its width and height on each side), and
 # "strong" evidence, values at least this share of the map's largest.
 FRAME_FRACTION = 0.10

@@ -223,8 +223,8 @@ def _heatmap_line(manifest: dict[str, Any]) -> str:
         "i.e. the logit of P(PNEUMONIA) there; their mean is the logit of the probability. Computed with the "
         f"probability in the same model call (ONNX vs Keras: max difference {heatmap['onnx_keras_max_abs_diff']:.1e})."
     )
-    top, left, bottom, right = heatmap.get("extent", (0.0, 0.0, 1.0, 1.0))
-    if (top, left, bottom, right) != (0.0, 0.0, 1.0, 1.0):
+    top, left, bottom, right = artifacts.heatmap_extent(manifest)
+    if (top, left, bottom, right) != artifacts.FULL_EXTENT:
         line += (
             f" The pooling leaves out the feature map's outer cells (made largely of the convolutions' zero padding "
             f"and the film's edge), so the map covers the film from {100 * top:.0f}% to {100 * bottom:.0f}% of its "

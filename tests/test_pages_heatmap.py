@@ -25,7 +25,8 @@ from diagnostics.services.heatmaps import CAM_MISMATCH, heatmap_size, prediction
 from diagnostics.services.inference import study_run_inference
 from diagnostics.services.model_registry import model_version_activate, model_version_register
 from diagnostics.services.studies import study_queue_follow_ups
-from ml.heatmap import FULL_EXTENT, heatmap_png, positive_evidence
+from ml.artifacts import heatmap_extent
+from ml.heatmap import heatmap_png, positive_evidence
 from ml.inference import Predictor
 from ml.preprocessing import load_for_model
 
@@ -70,7 +71,7 @@ def test_the_stored_heatmap_is_the_keras_models_class_activation_map_of_the_film
     assert head is not None  # the bundled xception_mid: pooling straight into Dense(1)
     expected = export.keras_cam(model, head, tensor[None])[0]
     # xception_mid's last feature map: stride 16, 'same' padding; a pooling margin leaves its outer cells out.
-    extent = predictor.manifest["heatmap"].get("extent", FULL_EXTENT)
+    extent = heatmap_extent(predictor.manifest)
     full_side = -(-predictor.input_size // 16)
     margin = round(extent[0] * full_side)
     side = full_side - 2 * margin

@@ -19,7 +19,8 @@ from django.core.files.base import ContentFile
 
 from diagnostics.models import Prediction
 from diagnostics.selectors.heatmaps import STORED, UNAVAILABLE, HeatmapState
-from ml.heatmap import FULL_EXTENT, cam_matches_probability, heatmap_png, positive_evidence
+from ml.artifacts import heatmap_extent
+from ml.heatmap import cam_matches_probability, heatmap_png, positive_evidence
 
 from .audit import audit_record
 
@@ -47,7 +48,7 @@ def prediction_store_heatmap(*, prediction: Prediction, cam: np.ndarray, team_id
     evidence = positive_evidence(cam)
     width, height = heatmap_size(width=prediction.image.width, height=prediction.image.height)
     # A model with a pooling margin maps only the film inside it (ml/export.py): drawn there, clear outside.
-    extent = (prediction.model_version.manifest.get("heatmap") or {}).get("extent", FULL_EXTENT)
+    extent = heatmap_extent(prediction.model_version.manifest)
     png = heatmap_png(evidence.map, width=width, height=height, extent=extent)
     return _store_heatmap(prediction=prediction, png=png, raw_max=evidence.raw_max, team_id=team_id)
 

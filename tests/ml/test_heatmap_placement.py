@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.heatmap import FULL_EXTENT, evidence_over_film, evidence_placement, positive_evidence
+from ml.artifacts import heatmap_extent
+from ml.heatmap import evidence_over_film, evidence_placement, positive_evidence
 from ml.inference import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ def predictor() -> Predictor:
 
 def test_the_bundled_models_heatmaps_keep_their_evidence_off_the_films_edge(predictor: Predictor) -> None:
     assert len(PNEUMONIA_FILMS) == 8
-    extent = predictor.manifest["heatmap"].get("extent", FULL_EXTENT)
+    extent = heatmap_extent(predictor.manifest)
     placements = {}
     for film in PNEUMONIA_FILMS:
         decoded = predictor.decode(film.read_bytes())
