@@ -32,11 +32,14 @@ APT_INSTALL := $(SUDO) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteracti
 
 # The Compose client validates docker-compose.yml (no Docker engine is needed); the browser tests drive
 # Debian's headless Chromium (Playwright never downloads a browser here). Nothing happens when both are present.
-test-deps:  ## the tools the tests drive besides Python (a Compose client, headless Chromium): installed from Debian if missing
+test-deps:  ## the tools the tests drive besides Python (a Compose client, headless Chromium, dciodvfy): from Debian if missing
 	@if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then \
 		echo "Installing docker-compose"; $(APT_INSTALL) docker-compose; fi
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 		echo "Installing chromium and chromium-driver"; $(APT_INSTALL) chromium chromium-driver; fi
+	@if ! command -v dciodvfy >/dev/null; then \
+		echo "Installing dicom3tools (dciodvfy validates the DICOM objects sent to PACSes)"; \
+		$(APT_INSTALL) dicom3tools; fi
 
 test: $(VENV)/.installed services test-deps  ## the whole test suite against real PostgreSQL, Redis, Orthanc, Celery workers and Chromium
 	$(PY) -m pytest
