@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -75,8 +76,13 @@ def pacs_send_results(*, study_id: int, final: bool) -> None:
     if not pending:
         return
     warnings = study_warnings(study=study)
-    datasets = {d.pk: _build(study, films, d, warnings) for d in pending}
-    errors = _c_store(study, [(d, datasets[d.pk]) for d in pending])
+    datasets, errors = _build_all(study, films, pending, warnings)
+    built = [(d, datasets[d.pk]) for d in pending if d.pk in datasets]
+    try:
+        errors |= _c_store(study, built) if built else {}
+    except Exception as failure:  # noqa: BLE001 - whatever the network layer raises is this attempt's error
+        logger.exception("Study %s: storing the results on %s failed", study.pk, study.dicom_peer)
+        errors |= {d.pk: f"sending failed: {type(failure).__name__}: {failure}" for d, _ in built}
     now = timezone.now()
     for delivery in pending:
         delivery.attempts += 1
@@ -96,6 +102,25 @@ def pacs_send_results(*, study_id: int, final: bool) -> None:
         )
     if errors and not final:
         raise PacsNotDelivered(f"{len(errors)} of {len(pending)} results not stored on {study.dicom_peer}")
+
+
+def _build_all(
+    study: Study,
+    films: list[tuple[Image, Prediction | None]],
+    pending: list[PacsDelivery],
+    warnings: Sequence[StudyWarning],
+) -> tuple[dict[int, Any], dict[int, str]]:
+    """Each pending object built, or why it could not be: a writer's exception is that delivery's failed
+    attempt, recorded with its error like a refused C-STORE (never a task that dies with nothing said)."""
+    datasets: dict[int, Any] = {}
+    errors: dict[int, str] = {}
+    for delivery in pending:
+        try:
+            datasets[delivery.pk] = _build(study, films, delivery, warnings)
+        except Exception as error:  # noqa: BLE001 - any writer failure is recorded on its delivery
+            logger.exception("Study %s: building the %s %s failed", study.pk, delivery.kind, delivery.sop_instance_uid)
+            errors[delivery.pk] = f"could not build the {delivery.get_kind_display()}: {type(error).__name__}: {error}"
+    return datasets, errors
 
 
 def _films(study: Study) -> list[tuple[Image, Prediction | None]]:
@@ -135,11 +160,25 @@ def _deliveries(study: Study, films: list[tuple[Image, Prediction | None]]) -> l
         return existing + PacsDelivery.objects.bulk_create(rows)
 
 
+# Type 2 attributes of the Patient and General Study modules: present in every object sent, empty when the
+# film's header has none (a PACS often sends no AccessionNumber; highdicom copies them from the film).
+TYPE2_REFERENCE_ATTRIBUTES = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)  # fmt: skip
+
+
 def _source_dataset(image: Image):  # noqa: ANN202 (a pydicom Dataset)
+    """The film's header (its pixels are not needed: the captures are drawn from the stored preview), with
+    every Type 2 patient and study attribute the results copy present, empty where the film has none."""
     import pydicom
 
     with image.file.open("rb") as handle:
-        return pydicom.dcmread(handle)
+        dataset = pydicom.dcmread(handle, stop_before_pixels=True)
+    for keyword in TYPE2_REFERENCE_ATTRIBUTES:
+        if keyword not in dataset:
+            setattr(dataset, keyword, "")
+    return dataset
 
 
 def _build(  # noqa: ANN202
@@ -286,9 +325,11 @@ def build_structured_report(
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
     )
+    content = report[0]
+    content.ContentSequence.append(report_statements(warnings))
     sr = hd.sr.Comprehensive3DSR(
         evidence=sources,
-        content=report[0],
+        content=content,
         series_instance_uid=series_uid,
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=sop_instance_uid,
@@ -298,12 +339,62 @@ def build_structured_report(
         is_final=False,  # not verified by a clinician
     )
     sr.SeriesDescription = CAPTION
+    sr.CodingSchemeIdentificationSequence = [private_coding_scheme()]
     return sr
 
 
-def caption_lines(prediction: Prediction | None, warnings: Sequence[StudyWarning] = ()) -> list[str]:
-    """The burned-in caption: the caption, the study's warnings (titles), then this film's finding."""
-    head = [CAPTION, *(f"WARNING: {warning.title}" for warning in warnings)]
+def disclaimer() -> str:
+    """The caption and the intended use (settings.INTENDED_USE, as on every page), in the SR and the SC."""
+    return f"{CAPTION}. Intended use: {settings.INTENDED_USE}"
+
+
+def private_coding_scheme():  # noqa: ANN201
+    """The Coding Scheme Identification item (SOP Common) declaring the portal's own codes, PS3.3 C.12.1."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeName = "Pneumonia portal AI result codes"
+    item.CodingSchemeResponsibleOrganization = MANUFACTURER
+    return item
+
+
+def report_statements(warnings: Sequence[StudyWarning]):  # noqa: ANN201
+    """TID 1500's 'Qualitative Evaluations' container (UMLS C0034375) at the root of the report: the
+    disclaimer and each of the study's warnings in whole sentences, as TEXT items a reader sees as they are
+    (the groups carry the same warnings as codes, for software)."""
+    import highdicom as hd
+
+    items = [hd.sr.TextContentItem(
+        name=hd.sr.CodedConcept("ai-disclaimer", PRIVATE_SCHEME, "AI result disclaimer"),
+        value=disclaimer(),
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )]  # fmt: skip
+    for warning in warnings:
+        items.append(
+            hd.sr.TextContentItem(
+                name=hd.sr.CodedConcept("ai-warning", PRIVATE_SCHEME, "AI result warning"),
+                value=f"Warning: {warning.title}. {warning.message}",
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    container = hd.sr.ContainerContentItem(
+        name=hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations"),
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
+
+
+def caption_lines(
+    prediction: Prediction | None, warnings: Sequence[StudyWarning] = (), *, detailed: bool = False
+) -> list[str]:
+    """The burned-in caption: the caption, the study's warnings (titles; `detailed`: the intended use, and
+    each warning's whole message after its title), then this film's finding."""
+    head = [CAPTION]
+    if detailed:
+        head.append(f"Intended use: {settings.INTENDED_USE}")
+    head += [f"WARNING: {w.title}" + (f". {w.message}" if detailed else "") for w in warnings]
     if prediction is None:
         return [*head, "No AI result for this film."]
     model = prediction.model_version
@@ -316,6 +407,41 @@ def caption_lines(prediction: Prediction | None, warnings: Sequence[StudyWarning
         f"{finding}: {word} {prediction.probability:.2f} (threshold {prediction.threshold:.2f})",
         f"Model {model.name}" + ("" if prediction.heatmap else "; heatmap not available"),
     ]
+
+
+def _wrapped(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> list[str]:
+    """`text` broken into lines no wider than `width` pixels, at spaces, and inside a word that is wider."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+            continue
+        lines.append("")
+        for char in word:
+            if lines[-1] and draw.textlength(lines[-1] + char, font=font) > width:
+                lines.append("")
+            lines[-1] += char
+    return lines or [""]
+
+
+def captioned_pixels(film_rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """The film under a black band holding `lines`, wrapped to the film's width: the caption and the
+    warnings in yellow, the finding in white. The band is added above the film, so no part of it is hidden."""
+    film = PILImage.fromarray(film_rgb)
+    font = ImageFont.load_default(size=max(12, film.height // 40))
+    measure = ImageDraw.Draw(film)
+    line_height = int(getattr(font, "size", 12)) + 6
+    rows: list[tuple[str, tuple[int, int, int]]] = []
+    for i, line in enumerate(lines):
+        colour = (255, 255, 0) if i == 0 or line.startswith(("WARNING", "Intended use")) else (255, 255, 255)
+        rows += [(part, colour) for part in _wrapped(measure, line, font, film.width - 12)]
+    band = line_height * len(rows) + 8
+    canvas = PILImage.new("RGB", (film.width, band + film.height), (0, 0, 0))
+    canvas.paste(film, (0, band))
+    draw = ImageDraw.Draw(canvas)
+    for i, (text, colour) in enumerate(rows):
+        draw.text((6, 4 + i * line_height), text, fill=colour, font=font)
+    return np.asarray(canvas)
 
 
 def build_secondary_capture(
@@ -336,18 +462,9 @@ def build_secondary_capture(
             pixels = overlay_pixels(film=film, heatmap_png=handle.read())
     else:
         pixels = np.stack([film] * 3, axis=-1)
-    canvas = PILImage.fromarray(pixels)
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=max(12, canvas.height // 40))
-    lines = caption_lines(prediction, warnings)
-    line_height = font.size + 6 if hasattr(font, "size") else 18
-    draw.rectangle((0, 0, canvas.width, line_height * len(lines) + 8), fill=(0, 0, 0))
-    for i, line in enumerate(lines):
-        colour = (255, 255, 0) if i == 0 or line.startswith("WARNING") else (255, 255, 255)
-        draw.text((6, 4 + i * line_height), line, fill=colour, font=font)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
-        pixel_array=np.asarray(canvas.convert("RGB")),
+        pixel_array=captioned_pixels(pixels, caption_lines(prediction, warnings, detailed=True)),
         photometric_interpretation="RGB",
         bits_allocated=8,
         coordinate_system="PATIENT",
@@ -358,9 +475,25 @@ def build_secondary_capture(
         manufacturer=MANUFACTURER,
         patient_orientation=("L", "F"),
     )
+    _copy_anatomy(sc, source, body_part=image.study.body_part)
     sc.SeriesDescription = CAPTION
     sc.BurnedInAnnotation = "YES"
     return sc
+
+
+def _copy_anatomy(sc: Any, source: Any, *, body_part: str) -> None:
+    """General Series and General Image as the film says them: BodyPartExamined (the film's, else the
+    study's), Laterality when the film gives one (Type 2C: needed for a paired part, which a chest is not),
+    and the film's own PatientOrientation (the capture is the film scaled, neither turned nor flipped),
+    empty when it gives none (Type 2C) rather than a guess."""
+    sc.BodyPartExamined = str(source.get("BodyPartExamined", "") or body_part or "CHEST")[:16]
+    laterality = str(source.get("Laterality", "") or "")
+    if laterality in ("R", "L"):
+        sc.Laterality = laterality
+    elif "Laterality" in sc:
+        del sc.Laterality
+    orientation = source.get("PatientOrientation")
+    sc.PatientOrientation = list(orientation) if orientation and len(orientation) == 2 else ""
 
 
 def _c_store(study: Study, items: list) -> dict[int, str]:  # noqa: ANN001
