@@ -9,3 +9,5 @@ urlpatterns = [
 
 # An upload stopped while streaming raises RequestDataTooBig: answer 413 with the reason.
 handler400 = "diagnostics.upload_limits.bad_request"
+# A database error raised outside a view (in a middleware) answers 503 with Retry-After too.
+handler500 = "diagnostics.database_unavailable.server_error"

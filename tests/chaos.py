@@ -90,3 +90,29 @@ def _switch(app, url: str) -> None:  # type: ignore[no-untyped-def]
     app.conf.broker_write_url = url  # what producers use (broker_url is read through the Django namespace)
     app._pool = None
     app.amqp._producer_pool = None
+
+
+def terminate_backend(pid: int) -> None:
+    """Cut one PostgreSQL session from outside, as a restart or a failover does (pg_terminate_backend)."""
+    import psycopg2
+    from django.conf import settings
+
+    params = settings.DATABASES["default"]
+    outside = psycopg2.connect(
+        dbname=params["NAME"], user=params["USER"], host=params["HOST"], port=params["PORT"] or 5432
+    )
+    try:
+        outside.autocommit = True
+        with outside.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+            assert cursor.fetchone()[0], f"no session {pid} to terminate"
+    finally:
+        outside.close()
+
+
+def cut_this_connection() -> None:
+    """Terminate this thread's own database session: its next query fails as on a cut connection."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    terminate_backend(connection.connection.get_backend_pid())

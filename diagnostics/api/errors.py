@@ -19,6 +19,8 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from diagnostics.database_unavailable import DATABASE_ERRORS, MESSAGE, RETRY_AFTER_SECONDS
+
 logger = logging.getLogger(__name__)
 
 NON_FIELD = "non_field_errors"
@@ -108,6 +110,13 @@ def _as_drf_exception(exc: Exception) -> Exception:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER: every error, expected or not, in the documented shape."""
+    if isinstance(exc, DATABASE_ERRORS):  # the database went away: a retry succeeds, nothing was stored
+        logger.warning("Database unavailable in an API view: %s", exc)
+        return Response(
+            error_body("database_unavailable", MESSAGE),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     exc = _as_drf_exception(exc)
     response = drf_exception_handler(exc, context)
     if response is None:

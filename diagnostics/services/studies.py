@@ -269,7 +269,8 @@ def study_enqueue_inference(*, study: Study) -> None:
     request still succeeds (the study is stored, not lost) and the reconciler re-sends it later.
     """
     study_id = study.pk
-    transaction.on_commit(lambda: _send_to_inference(study_id))
+    # robust: a failure to queue is logged and left to the reconciler, and the callbacks after it still run.
+    transaction.on_commit(lambda: _send_to_inference(study_id), robust=True)
 
 
 def _send_to_inference(study_id: int) -> None:
@@ -322,7 +323,7 @@ def study_finish(*, study: Study, status: str, reason: str = "", expected: Seque
     changed = study_set_status(study=study, status=status, reason=reason, expected=expected)
     if changed:
         study_id = study.pk
-        transaction.on_commit(lambda: study_queue_follow_ups(study_id=study_id, status=status))
+        transaction.on_commit(lambda: study_queue_follow_ups(study_id=study_id, status=status), robust=True)
     return changed
 
 

@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # After WhiteNoise (static files keep their own caching): CSP and no-store on patient data.
     "diagnostics.security_headers.SecurityHeadersMiddleware",
+    # A database error in a page answers 503 with Retry-After, not 500 (the API: its exception handler).
+    "diagnostics.database_unavailable.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
