@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser
-from django.db import models
+from django.db import models, router
 from django.db.models import F, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 
 from ml import artifacts
 
@@ -361,16 +361,30 @@ class Prediction(models.Model):
         return self.outcome == self.Outcome.SCORED
 
 
-class AuditEvent(models.Model):
-    """Append-only record of who did what to which record, and every study state change."""
+class AuditEventQuerySet(models.QuerySet):
+    def bulk_create(self, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError("Audit events are appended one by one (AuditEvent.save links each to the chain).")
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+class AuditEvent(models.Model):
+    """Append-only record of who did what to which record, and every study state change.
+
+    Rows form a hash chain (diagnostics/audit_chain.py; `manage.py audit_verify` walks it): each stores
+    the hash of its content and of the row before it. `created_at` is the database's clock.
+    """
+
+    created_at = models.DateTimeField(db_default=Now(), db_index=True)
     actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     action = models.CharField(max_length=64, db_index=True)
     object_type = models.CharField(max_length=64, blank=True)
     object_id = models.CharField(max_length=64, blank=True)
     team = models.ForeignKey(CareTeam, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     detail = models.JSONField(default=dict, blank=True)
+    # The chain: the previous row's row_hash (unique: two rows never follow the same one) and this row's.
+    prev_hash = models.CharField(max_length=64, unique=True, editable=False)
+    row_hash = models.CharField(max_length=64, editable=False)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -378,10 +392,12 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.object_type}:{self.object_id}"
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:
             raise PermissionError("Audit events are append-only.")
-        super().save(*args, **kwargs)
+        from diagnostics.audit_chain import chain_append
+
+        chain_append(self, using=kwargs.get("using") or router.db_for_write(AuditEvent, instance=self))
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise PermissionError("Audit events are append-only.")

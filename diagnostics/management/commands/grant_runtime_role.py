@@ -5,9 +5,14 @@ Run by the owner that migrates, after `migrate` (compose's `migrate` service doe
     python manage.py grant_runtime_role --role portal_app   # password from $RUNTIME_DB_PASSWORD
 
 The runtime role (web, workers, beat, the DICOM receiver connect as it) may read and write the
-application's tables, but on the audit table only SELECT and INSERT; it owns nothing, so it can
-neither TRUNCATE a table nor ALTER one (disabling the append-only trigger needs the owner). Tables
-that later migrations create get the same grants (ALTER DEFAULT PRIVILEGES).
+application's tables, but on the audit log and on Django's admin log only SELECT and INSERT; it owns
+nothing, so it can neither TRUNCATE a table nor ALTER one (disabling the append-only trigger or the
+audit log's created_at guard needs the owner). Tables that later migrations create get the same
+grants (ALTER DEFAULT PRIVILEGES).
+
+Run it as the role that owns the tables (the one `migrate` ran as) or a superuser: GRANT and REVOKE
+on a table need its owner, ALTER ROLE ... NOSUPERUSER needs a superuser when the runtime role exists
+and is one, and CREATE ROLE needs CREATEROLE.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from django.db import connection
 from psycopg2 import sql
 
 AUDIT_TABLE = "diagnostics_auditevent"
+# Append-only for the runtime role: no UPDATE, DELETE or TRUNCATE (Django's admin only ever inserts here).
+APPEND_ONLY_TABLES = (AUDIT_TABLE, "django_admin_log")
 
 
 class Command(BaseCommand):
@@ -38,7 +45,9 @@ class Command(BaseCommand):
         for statement, params in runtime_role_statements(role, connection.settings_dict["NAME"], password):
             with connection.cursor() as cursor:
                 cursor.execute(statement, params)
-        self.stdout.write(f"Runtime role {role}: read/write on the application's tables, append-only audit log.")
+        self.stdout.write(
+            f"Runtime role {role}: read/write on the application's tables, append-only audit log and admin log."
+        )
 
 
 def runtime_role_statements(role: str, database: str, password: str | None) -> list[tuple[Any, list[Any]]]:
@@ -56,7 +65,10 @@ def runtime_role_statements(role: str, database: str, password: str | None) -> l
         (sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(name), []),
         (sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(name), []),
         (sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(name), []),
-        (sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE ON {} FROM {}").format(sql.Identifier(AUDIT_TABLE), name), []),
+        *(
+            (sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE ON {} FROM {}").format(sql.Identifier(table), name), [])
+            for table in APPEND_ONLY_TABLES
+        ),
         (
             sql.SQL(
                 "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}"
