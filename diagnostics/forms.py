@@ -11,6 +11,9 @@ from diagnostics.selectors import study_list_filter
 
 
 class PatientForm(forms.ModelForm):
+    # Required here: only a patient a PACS registers without PatientBirthDate has none (shown as "age unknown").
+    birth_date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+
     class Meta:
         model = Patient
         fields = ["medical_record_number", "name", "birth_date", "sex"]

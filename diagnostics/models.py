@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.db import models, router
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce, Now
@@ -48,7 +50,8 @@ class Patient(models.Model):
     team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="patients")
     medical_record_number = models.CharField(max_length=64)
     name = models.CharField(max_length=200)
-    birth_date = models.DateField()
+    # Unknown for some patients a PACS registers (PACSes often send no PatientBirthDate): shown as "age unknown".
+    birth_date = models.DateField(null=True, blank=True)
     sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
     created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -545,15 +548,44 @@ class WebhookDelivery(models.Model):
         return f"{self.event} for study {self.study_id} → {self.url} ({self.status})"
 
 
+def ip_networks_parse(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A DicomPeer's allowed_networks as networks (a bare address is a /32 or /128); ValueError names the bad one."""
+    networks = []
+    for entry in text.replace(",", "\n").split():
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network (10.1.2.3, 10.1.0.0/16, fd00::/8).") from None
+    return networks
+
+
+def validate_ip_networks(text: str) -> None:
+    try:
+        ip_networks_parse(text)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
+
+
 class DicomPeer(models.Model):
     """A PACS or modality that sends films over DICOM, and where the AI results go back.
 
-    Its calling AE title identifies it (the receiver refuses any other); its films belong to its care
-    team and are stored as its service account. Results (a Structured Report and a Secondary Capture
-    per study) are sent to `host`:`port` as `results_ae_title` when a port is set.
+    It is its calling AE title AND the addresses it may call from: the receiver rejects an association
+    (A-ASSOCIATE-RJ) whose AE title is not an enabled peer's or whose address is outside that peer's
+    `allowed_networks`, and one beyond the peer's `max_associations` (integrations/dicom_in/receiver.py).
+    Its films belong to its care team and are stored as its service account. Results (a Structured Report
+    and a Secondary Capture per study) are sent to `host`:`port` as `results_ae_title` when a port is set.
     """
 
     ae_title = models.CharField(max_length=16, unique=True, help_text="The AE title it calls the portal as.")
+    allowed_networks = models.TextField(
+        blank=True,
+        validators=[validate_ip_networks],
+        help_text="Addresses or networks it may call from, one per line or comma-separated (10.1.2.3, "
+        "10.1.0.0/16, fd00::/8). Empty: it cannot call (every association from it is rejected).",
+    )
+    max_associations = models.PositiveSmallIntegerField(
+        default=4, help_text="Associations it may hold open at once; one more is rejected (transient)."
+    )
     team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="dicom_peers")
     service_user = models.ForeignKey(
         User, on_delete=models.PROTECT, related_name="+", help_text="Studies it sends are created as this account."
@@ -573,6 +605,16 @@ class DicomPeer(models.Model):
     @property
     def sends_results(self) -> bool:
         return bool(self.enabled and self.host and self.port and self.results_ae_title)
+
+    def allows_address(self, address: str) -> bool:
+        """Whether an association from `address` may be this peer (IPv4-mapped IPv6 compared as IPv4)."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in ip_networks_parse(self.allowed_networks))
 
 
 class PacsDelivery(models.Model):

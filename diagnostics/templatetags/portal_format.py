@@ -44,8 +44,11 @@ def dicom_facts(metadata: dict[str, Any] | None, always: str = "") -> list[Dicom
 
 @register.filter
 def age_at(birth_date: date | None, moment: datetime | date | None) -> str:
-    """A child's age on a day, as a paediatric worklist writes it: '7 mo' under two years, else '3 y 2 mo'."""
-    if birth_date is None or moment is None:
+    """A child's age on a day, as a paediatric worklist writes it: '7 mo' under two years, else '3 y 2 mo';
+    'age unknown' for a patient registered without a birth date (a PACS sent none)."""
+    if birth_date is None:
+        return "age unknown"
+    if moment is None:
         return "—"
     if isinstance(moment, datetime):
         moment = (timezone.localtime(moment) if timezone.is_aware(moment) else moment).date()

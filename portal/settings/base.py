@@ -327,7 +327,7 @@ LOGGING = {
 # A DICOM film whose header disagrees with the patient record it is uploaded to (patient ID, name, birth
 # date, sex: selectors.warnings): "warn" stores it and every surface shows the study with a wrong-patient
 # warning; "refuse" refuses the upload (page and API) with the fields that differ, and stores nothing.
-# Films from a PACS are acknowledged before they are filed: they are never refused, always warned about.
+# Films from a PACS are never refused for this, always warned about (the PACS files them under their PatientID).
 DICOM_PATIENT_MISMATCH = env_str("DICOM_PATIENT_MISMATCH", "warn").strip().lower()
 if DICOM_PATIENT_MISMATCH not in ("warn", "refuse"):
     raise ImproperlyConfigured(f"DICOM_PATIENT_MISMATCH must be warn or refuse, not {DICOM_PATIENT_MISMATCH!r}.")
@@ -340,11 +340,34 @@ INTENDED_USE = "Decision support for pediatric chest X-rays; not a diagnosis."
 WHITENOISE_USE_FINDERS = EMBEDDED or DEBUG
 
 # Hospital integration over DICOM (docs/integration.md). The receiver (`python manage.py dicom_receiver`)
-# listens as DICOM_AE_TITLE on DICOM_PORT for the peers registered as DicomPeer, and keeps accepted films
-# in DICOM_INBOX_DIR until their study rows are committed. Results go back as this AE title too.
+# listens as DICOM_AE_TITLE on DICOM_PORT for the peers registered as DicomPeer and files each film as it
+# arrives; at start it files what an older receiver left in DICOM_INBOX_DIR. Results go back as this AE title.
 DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "PNEUMOPORTAL")
 DICOM_PORT = env_int("DICOM_PORT", 11112)
 DICOM_INBOX_DIR = Path(env_str("DICOM_INBOX_DIR", str(VAR_DIR / "dicom-inbox")))
+# Who may call and how much (integrations/dicom_in/receiver.py, docs/integration.md "Security of the receiver").
+# The interface it listens on: 127.0.0.1 for the embedded default; production sets the hospital-facing
+# address (or 0.0.0.0 in a container) and registers every peer's addresses (DicomPeer.allowed_networks).
+DICOM_BIND_ADDRESS = env_str("DICOM_BIND_ADDRESS", "127.0.0.1")
+# Associations held at once by registered peers, in total (each peer has its own max_associations too),
+# and connections not yet past association negotiation, in total and per calling address.
+DICOM_MAX_ASSOCIATIONS = env_int("DICOM_MAX_ASSOCIATIONS", 10)
+DICOM_MAX_PENDING_CONNECTIONS = env_int("DICOM_MAX_PENDING_CONNECTIONS", 10)
+DICOM_MAX_PENDING_PER_ADDRESS = env_int("DICOM_MAX_PENDING_PER_ADDRESS", 4)
+# Seconds: to send the A-ASSOCIATE-RQ (and finish a TLS handshake), to send a DIMSE message's next part,
+# and of silence before an association is aborted.
+DICOM_ACSE_TIMEOUT = env_float("DICOM_ACSE_TIMEOUT", 10.0)
+DICOM_DIMSE_TIMEOUT = env_float("DICOM_DIMSE_TIMEOUT", 30.0)
+DICOM_NETWORK_TIMEOUT = env_float("DICOM_NETWORK_TIMEOUT", 60.0)
+# A dataset over this many bytes is refused while it streams (the association is aborted once it passes).
+DICOM_MAX_DATASET_BYTES = env_int("DICOM_MAX_DATASET_BYTES", UPLOAD_MAX_BYTES)
+# DICOM TLS (PS3.15 B.1): set the certificate and key to listen with TLS only; DICOM_TLS_CA_FILE holds
+# the CA (or the peers' own certificates) a caller's certificate must chain to: no certificate, no association.
+DICOM_TLS_CERT_FILE = env_str("DICOM_TLS_CERT_FILE", "")
+DICOM_TLS_KEY_FILE = env_str("DICOM_TLS_KEY_FILE", "")
+DICOM_TLS_CA_FILE = env_str("DICOM_TLS_CA_FILE", "")
+if bool(DICOM_TLS_CERT_FILE) != bool(DICOM_TLS_KEY_FILE) or (DICOM_TLS_CERT_FILE and not DICOM_TLS_CA_FILE):
+    raise ImproperlyConfigured("DICOM TLS needs DICOM_TLS_CERT_FILE, DICOM_TLS_KEY_FILE and DICOM_TLS_CA_FILE together.")
 
 # A read of patient data is audited once per user, thing and detail within this window (services/audit.py).
 AUDIT_READ_WINDOW_SECONDS = env_int("AUDIT_READ_WINDOW_SECONDS", 60)

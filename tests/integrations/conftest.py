@@ -21,5 +21,6 @@ def inbox(settings, tmp_path) -> Path:
 def peer(team) -> DicomPeer:
     service = UserFactory(username="ward-pacs", team=team, role=User.Role.API_CLIENT)
     return DicomPeer.objects.create(
-        ae_title="WARDPACS", team=team, service_user=service, host="127.0.0.1", port=4242, results_ae_title="ORTHANC"
+        ae_title="WARDPACS", team=team, service_user=service, host="127.0.0.1", port=4242, results_ae_title="ORTHANC",
+        allowed_networks="127.0.0.1",
     )

@@ -86,7 +86,7 @@ def pacs(tmp_path, settings, team) -> Iterator[tuple[Orthanc, DicomPeer]]:
     orthanc = Orthanc(tmp_path / "orthanc", receiver_port)
     service = UserFactory(username="pacs-service", team=team, role=User.Role.API_CLIENT)
     peer = DicomPeer.objects.create(ae_title="ORTHANC", team=team, service_user=service, host="127.0.0.1",
-                                    port=orthanc.dicom_port, results_ae_title="ORTHANC")  # fmt: skip
+                                    port=orthanc.dicom_port, results_ae_title="ORTHANC", allowed_networks="127.0.0.1")  # fmt: skip
     receiver = DicomReceiver(port=receiver_port, ae_title=PORTAL_AE, host="127.0.0.1")
     receiver.start(block=False)
     try:
