@@ -11,9 +11,9 @@
   serving session options, achieved GFLOP/s and its ratio to the ceiling, peak RSS; optionally
   TensorFlow (``tf.function``) on the same model and threads, as a ratio to ONNX Runtime;
 - JPEG decoding of a full-size film: naive (full decode, resize) against the serving path
-  (``ml.preprocessing.load_for_model``, Pillow ``draft``);
+  (``ml.serving.preprocessing.load_for_model``, Pillow ``draft``);
 - optionally an int8 variant of the default model, with its AUC on the manifest's validation split;
-- optionally the serving variants (``ml.variants``: fp32, int8, bf16) of the default model, checked on
+- optionally the serving variants (``ml.serving.variants``: fp32, int8, bf16) of the default model, checked on
   ``<data>/external`` against fp32 and timed in the same run, with the choice a worker makes on this CPU.
 
 Every model is measured in its own fresh process (``python -m benchmarks.models --job``), so its peak RSS
@@ -249,7 +249,7 @@ def gemm_ceiling(*, threads: int, sizes: Iterable[int] = GEMM_SIZES, budget_s: f
     """
     import onnxruntime as ort
 
-    from ml.inference import serving_session_options
+    from ml.serving.runtime import serving_session_options
 
     rng = np.random.default_rng(0)
     results: dict[str, dict[str, float]] = {"numpy": {}, "onnxruntime": {}}
@@ -303,7 +303,7 @@ def measure_onnx(
     own defaults when `plain`)."""
     import onnxruntime as ort
 
-    from ml.inference import serving_session_options
+    from ml.serving.runtime import serving_session_options
 
     rss_before = peak_rss_mb()
     started = time.perf_counter()
@@ -352,7 +352,7 @@ def measure_tensorflow(
     if keras_path:
         model = keras.saving.load_model(keras_path, compile=False)
     else:
-        from ml.architectures import build_model
+        from ml.training.architectures import build_model
 
         assert architecture is not None
         model = build_model(architecture, input_size=input_size, weights=None, seed=0).model
@@ -386,7 +386,7 @@ def layer_profile(
     optimisations: fused Conv+ReLU, NCHWc layout). Conv FLOPs come from the profiled shapes."""
     import onnxruntime as ort
 
-    from ml.inference import serving_session_options
+    from ml.serving.runtime import serving_session_options
 
     options = serving_session_options(threads=threads, spin=False)
     options.enable_profiling = True
@@ -456,8 +456,8 @@ def _profiled_flops(args: dict[str, Any]) -> int:
 def export_architecture(architecture: str, input_size: int, out_dir: str | Path) -> dict[str, Any]:
     """Build the portal's model for `architecture` with random weights and export it to ONNX."""
     started = time.perf_counter()
-    from ml.architectures import build_model
-    from ml.export import export_onnx
+    from ml.training.architectures import build_model
+    from ml.training.export import export_onnx
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -557,7 +557,8 @@ def decode_benchmark(
 ) -> dict[str, Any]:
     """Median ms per image: naive decode+resize, the serving path (draft), and the upload check
     (the web process decodes every upload in full once to refuse unreadable files)."""
-    from ml.preprocessing import decode_image_bytes, load_for_model
+    from ml.serving.decode import decode_image_bytes
+    from ml.serving.preprocessing import load_for_model
 
     sources: list[tuple[str, bytes]] = [("synthetic 2000x1700 grayscale JPEG (q90)", synthetic_film())]
     sources += [(f"{path.parent.name}/{path.name}", path.read_bytes()) for path in films]
@@ -590,7 +591,7 @@ def decode_benchmark(
 
 def validation_split(artifact_dir: Path, data_dir: Path) -> tuple[list[Path], np.ndarray, list[Path]]:
     """The validation (and training) files the artifact's manifest lists (data_files.txt), checked."""
-    from ml.artifacts import CLASS_NAMES, read_manifest, sha256_file
+    from ml.serving.artifacts import CLASS_NAMES, read_manifest, sha256_file
 
     manifest = read_manifest(artifact_dir)
     listing = artifact_dir / str(manifest["data"].get("file_list") or "data_files.txt")
@@ -621,10 +622,10 @@ def quantize_default(
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from sklearn.metrics import roc_auc_score
 
-    from ml.artifacts import read_manifest
-    from ml.data import ImageRecord, load_images
-    from ml.inference import serving_session_options
-    from ml.variants import quantize_int8
+    from ml.serving.artifacts import read_manifest
+    from ml.serving.films import ImageRecord, load_images
+    from ml.serving.runtime import serving_session_options
+    from ml.serving.variants import quantize_int8
 
     artifact_dir, data_dir, out_dir = Path(artifact_dir), Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -656,7 +657,7 @@ def quantize_default(
         "int8-static-qdq": out_dir / "model.int8-static.onnx",
         "int8-dynamic": out_dir / "model.int8-dynamic.onnx",
     }
-    # The serving path's own int8 builder (ml.variants), 7-bit weights as without VNNI.
+    # The serving path's own int8 builder (ml.serving.variants), 7-bit weights as without VNNI.
     quantize_int8(fp32_path, variants["int8-static-qdq"], calib_images, reduce_range=True)
     quantize_dynamic(str(prepared), str(variants["int8-dynamic"]), weight_type=QuantType.QUInt8)
     fp32_auc = float(roc_auc_score(labels, probabilities(fp32_path)))
@@ -690,7 +691,7 @@ def quantize_default(
         "tolerance": QUANTIZATION_AUC_TOLERANCE,
         "bf16": "not measured: this CPU has no AVX-512 BF16 or AMX instructions"
         if not (machine_info()["flags"]["avx512_bf16"] or machine_info()["flags"]["amx_bf16"])
-        else "not measured here (see the serving variants, ml/variants.py)",
+        else "not measured here (see the serving variants, ml/serving/variants.py)",
         "variants": rows,
     }
 
@@ -739,7 +740,7 @@ def _job_main(job: dict[str, Any]) -> dict[str, Any]:
     if kind == "quantize":
         return quantize_default(job["artifact_dir"], job["data_dir"], job["out_dir"], threads=job["threads"])
     if kind == "serving_variants":
-        from ml.variants import select
+        from ml.serving.variants import select
 
         return select(job["artifact_dir"], data_dir=job["data_dir"], cache_dir=Path(job["cache_dir"]),
                       threads=job["threads"], spin=False, force=True)  # fmt: skip
@@ -762,7 +763,7 @@ def find_artifacts(folder: str | Path) -> list[Path]:
 
 
 def artifact_target(artifact_dir: Path) -> dict[str, Any]:
-    from ml.artifacts import read_manifest, sha256_file
+    from ml.serving.artifacts import read_manifest, sha256_file
 
     manifest = read_manifest(artifact_dir)
     onnx_path = artifact_dir / str(manifest["files"].get("onnx") or "model.onnx")
@@ -801,7 +802,7 @@ def select_targets(
     trained = {target["architecture"] for target in targets}
     if not architectures:
         return targets, exports
-    from ml.architectures import ARCHITECTURES  # imports Keras: only when exporting
+    from ml.training.architectures import ARCHITECTURES  # imports Keras: only when exporting
 
     for architecture in architectures:
         if architecture in trained:
@@ -1002,7 +1003,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append("; ".join(parts))
     variants = report.get("serving_variants")
     if variants:
-        from ml.variants import render
+        from ml.serving.variants import render
 
         lines.append("Serving variants of the first model:")
         lines.append(render(variants) if "variants" in variants else f"failed: {variants.get('error', '?')[-400:]}")

@@ -373,12 +373,12 @@ def models_section(models: dict[str, Any]) -> list[str]:
     lines = [
         "## Models: ONNX Runtime (the serving path)",
         "",
-        f"Serving session options (`ml.inference.serving_session_options`: {threads} intra-op threads, "
+        f"Serving session options (`ml.serving.runtime.serving_session_options`: {threads} intra-op threads, "
         "1 inter-op thread, all graph optimisations, spinning off), random inputs, in a fresh process per "
         "model. FLOPs: conv and dense multiply-adds × 2, counted from the ONNX graph. "
         + (
-            "Rows marked *random weights* were built with `ml.architectures.build_model(weights=None)` and "
-            "exported with `ml.export` to measure speed only (no trained artifact of them exists here); their "
+            "Rows marked *random weights* were built with `ml.training.architectures.build_model(weights=None)` and "
+            "exported with `ml.training.export` to measure speed only (no trained artifact of them exists here); their "
             "accuracy means nothing."
             if any(model.get("artifact") is None for model in models.get("models", []))
             else "Every row is a trained artifact (the bundled default, then those found under var/runs); "
@@ -612,7 +612,7 @@ def decode_section(models: dict[str, Any]) -> list[str]:
         "## JPEG decoding: naive against the serving path",
         "",
         "Naive: decode every pixel, convert to gray, resize (bilinear). Serving path: "
-        "`ml.preprocessing.load_for_model`, which asks libjpeg for a reduced DCT scale (Pillow `draft`, never "
+        "`ml.serving.preprocessing.load_for_model`, which asks libjpeg for a reduced DCT scale (Pillow `draft`, never "
         "below the model's input size) before resizing. Median of up to "
         f"{decode['runs_per_film']} runs, one thread. The web process decodes each upload in full once "
         "(to refuse unreadable files), the worker decodes it again with `draft`.",
@@ -701,9 +701,9 @@ def quantized_section(models: dict[str, Any]) -> list[str]:
 
 
 def serving_variants_section(models: dict[str, Any], *, page_cpu: str | None = None) -> list[str]:
-    """The serving variants (ml/variants.py) of the default model: checks on external/, speed, the choice."""
+    """The serving variants (ml/serving/variants.py) of the default model: checks on external/, speed, the choice."""
     entry = models.get("serving_variants")
-    title = "## Serving variants on this CPU: fp32, int8, bf16 (ml/variants.py)"
+    title = "## Serving variants on this CPU: fp32, int8, bf16 (ml/serving/variants.py)"
     if not entry:
         return []
     if "variants" not in entry:

@@ -3,7 +3,7 @@
     python -m benchmarks.upload_memory [--flood 20] [--json var/bench/upload_memory.json]
 
 1. Peak memory. For each kind (JPEG gray and colour, PNG 16-bit gray and colour, DICOM 16-bit) it writes
-   the largest file the limits accept (ml.preprocessing.MAX_DECODED_BYTES, MAX_PIXELS, UPLOAD_MAX_BYTES),
+   the largest file the limits accept (ml.serving.decode.MAX_DECODED_BYTES, MAX_PIXELS, UPLOAD_MAX_BYTES),
    then, in a fresh process with Django loaded, does what a web worker does with it: the upload check,
    which decodes it once and makes its derivatives (services.images.image_validate_upload), and a
    preview and a window/level rendering from those derivatives (what every later view reads). It prints
@@ -51,7 +51,7 @@ import numpy as np
 from PIL import Image
 from django.core.exceptions import ValidationError
 from diagnostics.services.images import image_validate_upload
-from ml.preprocessing import apply_display_window
+from ml.serving.decode import apply_display_window
 data = open(sys.argv[1], "rb").read()
 baseline = peak_mb()
 started = time.perf_counter()
@@ -76,8 +76,8 @@ def worst_files(folder: Path) -> dict[str, Path]:
     """The largest files of each kind the decode budget (48 MB decoded) accepts, and one just over it."""
     from PIL import Image
 
-    from ml.nonchest import dicom_file
-    from ml.preprocessing import MAX_DECODED_BYTES
+    from ml.serving.decode import MAX_DECODED_BYTES
+    from ml.training.nonchest import dicom_file
 
     rng = np.random.default_rng(0)
     files: dict[str, Path] = {}

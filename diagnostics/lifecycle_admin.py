@@ -42,7 +42,7 @@ from diagnostics.services.training import (
     training_run_start,
     training_unavailable_reasons,
 )
-from ml.config import ARCHITECTURE_NAMES
+from ml.training.config import ARCHITECTURE_NAMES
 
 
 def _messages_from(error: ValidationError) -> str:

@@ -1,5 +1,6 @@
 """Pneumonia detection on pediatric chest X-rays: training, evaluation, export and serving.
 
-Plain Python/TensorFlow (no Django). The serving modules ``ml.preprocessing``,
-``ml.inference`` and ``ml.artifacts`` never import TensorFlow.
+Plain Python/TensorFlow (no Django). ``ml.serving`` scores a film (decode, input gate, preprocessing,
+ONNX inference, heatmaps, artifacts) and never imports TensorFlow or ``ml.training``; ``ml.training``
+makes the models. ``python -m ml`` is the command line.
 """

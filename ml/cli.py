@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from ml.config import (
+from ml.training.config import (
     ARTIFACTS_DIR_ENV,
     AUGMENTATION_POLICIES,
     DATA_DIR_ENV,
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants",
         action="store_true",
         help="the serving variants (fp32, int8, bf16) of the first model checked on <data>/external, with the "
-        "choice the worker would make on this CPU (ml/variants.py)",
+        "choice the worker would make on this CPU (ml/serving/variants.py)",
     )
     _add_data_flags(bench)
     bench.add_argument("--workdir", default="var/bench", help="exported and quantized models go here")
@@ -253,16 +253,16 @@ def _teacher_scores(args: argparse.Namespace) -> int:
     calibration a teacher was given on external/ (never train on anything fitted there)."""
     import numpy as np
 
-    from ml import data
-    from ml.artifacts import read_manifest
-    from ml.evaluation import keras_probabilities
+    from ml.serving import films
+    from ml.serving.artifacts import read_manifest
+    from ml.training.evaluation import keras_probabilities
 
     data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
-    records = data.list_images(data_dir, args.split)
+    records = films.list_images(data_dir, args.split)
     sizes = {int(read_manifest(a)["input_size"]) for a in args.artifact}
     scores = np.zeros(len(records))
     for size in sizes:
-        images = data.load_images(records, input_size=size)
+        images = films.load_images(records, input_size=size)
         for artifact in args.artifact:
             if int(read_manifest(artifact)["input_size"]) == size:
                 scores += keras_probabilities(artifact, images, uncalibrated=True)
@@ -278,8 +278,8 @@ def _output_root(args: argparse.Namespace) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ml import training
-    from ml.architectures import ARCHITECTURES, WeightsNotFoundError
+    from ml.training import training
+    from ml.training.architectures import ARCHITECTURES, WeightsNotFoundError
 
     if args.arch not in ARCHITECTURES:
         raise SystemExit(f"Unknown architecture '{args.arch}'; choose from {', '.join(sorted(ARCHITECTURES))}")
@@ -326,7 +326,7 @@ def _train(args: argparse.Namespace) -> int:
     except (WeightsNotFoundError, training.ResumeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from ml.artifacts import read_manifest
+    from ml.serving.artifacts import read_manifest
 
     manifest = read_manifest(artifact)
     val = manifest["metrics"]["validation"]
@@ -351,13 +351,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ml.evaluation import evaluate_artifact
-    from ml.inference import ModelArtifactError
+    from ml.serving.inference import ModelArtifactError
+    from ml.training.evaluation import evaluate_artifact
 
     data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
     try:
         if args.keras:
-            from ml.evaluation import evaluate_keras_artifact
+            from ml.training.evaluation import evaluate_keras_artifact
 
             summary = evaluate_keras_artifact(args.artifact, data_dir, args.split, bootstrap_samples=args.bootstrap)
         else:
@@ -375,7 +375,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ml.packaging import package_artifact
+    from ml.training.packaging import package_artifact
 
     evaluations = dict(item.split("=", 1) for item in args.evaluation)
     out = package_artifact(
@@ -390,7 +390,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ml.comparison import run_comparison
+    from ml.training.comparison import run_comparison
 
     data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
     weights_dir = resolve_dir(args.weights_dir, WEIGHTS_DIR_ENV, required=False, what="Weights directory")
@@ -414,7 +414,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from benchmarks import models as bench  # benchmark code lives in benchmarks/, not in the ml library
-    from ml.inference import Predictor
+    from ml.serving.inference import Predictor
 
     artifacts = list(args.artifact) or (["ml/default_model"] if not args.search else [])
     for artifact in artifacts:
@@ -423,7 +423,7 @@ def _bench(args: argparse.Namespace) -> int:
     if names == ["all"]:
         names = list(bench.SPEED_ONLY_ARCHITECTURES)
     if names:
-        from ml.architectures import ARCHITECTURES  # imports Keras: only when exporting
+        from ml.training.architectures import ARCHITECTURES  # imports Keras: only when exporting
 
         unknown = [name for name in names if name not in ARCHITECTURES]
         if unknown:
@@ -460,7 +460,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _variants(args: argparse.Namespace) -> int:
-    from ml import variants
+    from ml.serving import variants
 
     data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
     entry = variants.select(
@@ -481,10 +481,11 @@ def _variants(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
-    from ml import data
+    from ml.serving import films
+    from ml.training import data
 
     data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
-    records = data.list_images(data_dir, "train")
+    records = films.list_images(data_dir, "train")
     train, val = data.grouped_split(records, val_fraction=args.val_fraction, seed=args.seed)
     overlap = {r.patient for r in train} & {r.patient for r in val}
     summary = {
@@ -505,7 +506,7 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _heatmaps(args: argparse.Namespace) -> int:
-    from ml.evaluation import heatmap_placement
+    from ml.training.evaluation import heatmap_placement
 
     data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
     print(json.dumps(heatmap_placement(args.artifact, data_dir, args.split, figure=args.figure), indent=2))
@@ -513,7 +514,7 @@ def _heatmaps(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from ml.calibration import calibrate_artifact
+    from ml.training.calibration import calibrate_artifact
 
     data_dir = require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
     summary = calibrate_artifact(
@@ -528,7 +529,8 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from ml import data, gate, nonchest
+    from ml.serving import films
+    from ml.training import data, gate_fit, nonchest
 
     if args.make_corpus:
         written = nonchest.write_corpus(args.make_corpus)
@@ -538,31 +540,33 @@ def _gate(args: argparse.Namespace) -> int:
     if args.fit:
         print(
             json.dumps(
-                gate.fit_artifact_gate(args.artifact, require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")),
+                gate_fit.fit_artifact_gate(
+                    args.artifact, require_dir(args.data_dir, DATA_DIR_ENV, what="Data directory")
+                ),
                 indent=2,
             )
         )
     if args.report:
-        from ml.artifacts import read_manifest
+        from ml.serving.artifacts import read_manifest
 
         folders: dict[str, list[Path]] = {}
         data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, required=False, what="Data directory")
         if data_dir is not None:  # chest films: the validation split, external/ and val/
             config = read_manifest(args.artifact).get("config", {})
             _, validation = data.grouped_split(
-                data.list_images(data_dir, "train"),
+                films.list_images(data_dir, "train"),
                 val_fraction=float(config.get("val_fraction", 0.2)),
                 seed=int(config.get("seed", 1337)),
             )
             folders["validation split (chest films)"] = [r.path for r in validation]
             for split in ("external", "val"):
                 if (data_dir / split).is_dir():
-                    folders[f"{split}/ (chest films)"] = [r.path for r in data.list_images(data_dir, split)]
+                    folders[f"{split}/ (chest films)"] = [r.path for r in films.list_images(data_dir, split)]
         for corpus in args.corpus:
             folders[f"{corpus} (not chest films: all must be refused)"] = sorted(
                 p for p in Path(corpus).iterdir() if p.is_file()
             )
-        report = gate.gate_report(args.artifact, folders)
+        report = gate_fit.gate_report(args.artifact, folders)
         text = json.dumps(report, indent=2)
         if args.output:
             Path(args.output).write_text(text + "\n", encoding="utf-8")

@@ -23,8 +23,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ml.inference import Predictor  # noqa: E402
-from ml.preprocessing import decode_image_bytes  # noqa: E402
+from ml.serving.decode import decode_image_bytes  # noqa: E402
+from ml.serving.inference import Predictor  # noqa: E402
 
 RESAMPLERS = {
     "bilinear": Image.Resampling.BILINEAR,

@@ -25,8 +25,9 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ml import data  # noqa: E402
-from ml.preprocessing import decode_image_bytes  # noqa: E402
+from ml.serving import films
+from ml.serving.decode import decode_image_bytes  # noqa: E402
+from ml.training import data  # noqa: E402
 
 # Xception's residual Adds by position: 2 = end of the entry flow (block4), 3-10 = middle blocks 5-12.
 ADDS = {"block4": 2, "block5": 3, "block6": 4, "block7": 5, "block8": 6, "block12": 10}
@@ -42,7 +43,7 @@ def pixels(path: Path, variant: str, size: int) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-def extract(records: list[data.ImageRecord], variant: str, size: int, weights: Path) -> dict[str, np.ndarray]:
+def extract(records: list[films.ImageRecord], variant: str, size: int, weights: Path) -> dict[str, np.ndarray]:
     import keras
 
     base = keras.applications.Xception(include_top=False, weights=str(weights), input_shape=(size, size, 3))
@@ -73,10 +74,10 @@ def main() -> int:
 
     root = Path(os.environ["PNEUMONIA_DATA_DIR"])
     weights = Path(os.environ["IMAGENET_WEIGHTS_DIR"]) / "xception_imagenet_notop.weights.h5"
-    train_records = data.list_images(root, "train")
+    train_records = films.list_images(root, "train")
     fit_part, validation = data.grouped_split(train_records, val_fraction=0.2, seed=1337)
     in_validation = {r.path for r in validation}
-    splits = {name: data.list_images(root, name) for name in ("external", "val")}
+    splits = {name: films.list_images(root, name) for name in ("external", "val")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print("variant\tblock\tC\tvalidation AUC\texternal AUC\tval/ (16 full-size) AUC")
@@ -90,7 +91,7 @@ def main() -> int:
                 print(f"# {variant} {name}: {len(records)} films in {time.time() - started:.0f} s", flush=True)
             features[name] = np.load(cache)
         is_val = np.array([r.path in in_validation for r in train_records])
-        y = data.labels_of(train_records)
+        y = films.labels_of(train_records)
         for block in [*ADDS, "block14"]:
             x = features["train"][block]
             scaler = StandardScaler().fit(x[~is_val])
@@ -103,8 +104,8 @@ def main() -> int:
 
                 print(
                     f"{variant}\t{block}\t{c}\t{auc(x[is_val], y[is_val]):.4f}"
-                    f"\t{auc(features['external'][block], data.labels_of(splits['external'])):.4f}"
-                    f"\t{auc(features['val'][block], data.labels_of(splits['val'])):.3f}",
+                    f"\t{auc(features['external'][block], films.labels_of(splits['external'])):.4f}"
+                    f"\t{auc(features['val'][block], films.labels_of(splits['val'])):.3f}",
                     flush=True,
                 )
     return 0

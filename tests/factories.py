@@ -19,7 +19,7 @@ from diagnostics.models import (
     User,
     WebhookDelivery,
 )
-from ml.preprocessing import PREPROCESSING_VERSION
+from ml.serving.preprocessing import PREPROCESSING_VERSION
 
 from .images import jpeg_bytes
 

@@ -1,6 +1,6 @@
 """Small X-ray images written in memory from the real films in tests/fixtures/films.
 
-The input gate (ml/gate.py) refuses anything that is not a frontal chest radiograph, drawn
+The input gate (ml/serving/gate.py) refuses anything that is not a frontal chest radiograph, drawn
 imitations included, so a test that expects a score uploads a real film. ``seed`` picks the film
 and adds a faint noise of its own, so that two seeds never give the same bytes.
 """
@@ -61,7 +61,7 @@ def dicom_bytes(
 ) -> bytes:
     """A minimal valid DICOM Part 10 file (explicit VR little endian, 16-bit unsigned): ``pixels``, or by
     default a real chest film (12-bit, ``size`` px), with the header tags given."""
-    from ml.nonchest import dicom_file
+    from ml.training.nonchest import dicom_file
 
     tags: dict[str, object] = {
         "PatientID": patient_id,

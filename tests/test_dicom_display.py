@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from diagnostics.formatting.words import dicom_age_words, dicom_facts
-from ml.nonchest import dicom_file
+from ml.training.nonchest import dicom_file
 
 from .conftest import HTMX, login_client
 from .factories import StudyFactory

@@ -12,7 +12,7 @@ from diagnostics.models import Prediction, Study
 from diagnostics.services.images import image_validate_upload
 from diagnostics.services.inference import study_run_inference
 from diagnostics.services.studies import study_create
-from ml.preprocessing import decode_image_bytes
+from ml.serving.decode import decode_image_bytes
 
 FILMS = Path(__file__).parent / "fixtures" / "dicom"
 UNCOMPRESSED = FILMS / "RG1_UNCR_downsampled4x.dcm"
@@ -65,7 +65,7 @@ def test_a_full_size_film_and_its_224_px_copy_score_within_0_05(default_model_di
     resampler to the 224 px the training films had (issue: full-size uploads)."""
     import io
 
-    from ml.inference import Predictor
+    from ml.serving.inference import Predictor
 
     predictor = Predictor.from_artifact(default_model_dir)
     full = predictor.predict_bytes(JPEG2000.read_bytes())

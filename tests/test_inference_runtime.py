@@ -11,8 +11,8 @@ import pytest
 from diagnostics.models import Prediction, Study
 from diagnostics.services import inference
 from diagnostics.services.inference import serving_variants_prepare, study_run_inference
-from ml import variants
-from ml.artifacts import sha256_file
+from ml.serving import variants
+from ml.serving.artifacts import sha256_file
 
 from .factories import StudyFactory
 from .images import jpeg_bytes

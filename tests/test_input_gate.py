@@ -14,7 +14,7 @@ from PIL import Image
 
 from diagnostics.integrations.webhooks.services import _study_payload
 from diagnostics.models import AuditEvent, Prediction, Study
-from ml import nonchest
+from ml.training import nonchest
 
 from .conftest import api_client_for, jpeg_upload, login_client
 from .images import FILMS_DIR

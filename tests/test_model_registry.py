@@ -18,7 +18,7 @@ from diagnostics.services.model_registry import (
     model_version_rollback,
     model_version_set_shadow,
 )
-from ml.artifacts import sha256_file
+from ml.serving.artifacts import sha256_file
 
 from .conftest import copy_model_artifact
 

@@ -25,10 +25,10 @@ from diagnostics.services.heatmaps import CAM_MISMATCH, heatmap_size, prediction
 from diagnostics.services.inference import study_run_inference
 from diagnostics.services.model_registry import model_version_activate, model_version_register
 from diagnostics.services.studies import study_queue_follow_ups
-from ml.artifacts import heatmap_extent
-from ml.heatmap import heatmap_png, positive_evidence
-from ml.inference import Predictor
-from ml.preprocessing import load_for_model
+from ml.serving.artifacts import heatmap_extent
+from ml.serving.heatmap import heatmap_png, positive_evidence
+from ml.serving.inference import Predictor
+from ml.serving.preprocessing import load_for_model
 
 from .conftest import copy_model_artifact, login_client
 from .factories import PredictionFactory, StudyFactory
@@ -60,7 +60,7 @@ def test_the_stored_heatmap_is_the_keras_models_class_activation_map_of_the_film
     layer: a wrong map (other weights, no bias, transposed, flipped, another film's) fails here."""
     import keras
 
-    from ml import export
+    from ml.training import export
 
     study, prediction = predicted_study(owner, patient, seed=2)
     predictor = Predictor.from_artifact(active_model.artifact_path)
@@ -224,7 +224,7 @@ SERVING_IMPORTS = """
 import sys, django
 django.setup()
 import portal.urls, diagnostics.tasks, diagnostics.services.heatmaps, diagnostics.services.inference
-import diagnostics.services.reports, ml.heatmap, ml.inference
+import diagnostics.services.reports, ml.serving.heatmap, ml.serving.inference
 from django.test import Client
 Client().get("/")
 heavy = sorted(name for name in ("tensorflow", "keras") if name in sys.modules)

@@ -188,7 +188,7 @@ def test_bench_counts_flops_and_times_a_tiny_model(tmp_path):
 
 def test_bench_decodes_the_synthetic_film_both_ways():
     from benchmarks import models as bench
-    from ml.preprocessing import load_for_model
+    from ml.serving.preprocessing import load_for_model
 
     film = bench.synthetic_film(400, 340)
     assert hashlib.sha256(film).hexdigest() == hashlib.sha256(bench.synthetic_film(400, 340)).hexdigest()

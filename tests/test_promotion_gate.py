@@ -28,7 +28,7 @@ from diagnostics.services.promotion_gate import (
     performance_checks,
     size_check,
 )
-from ml.artifacts import sha256_file
+from ml.serving.artifacts import sha256_file
 
 from .conftest import login_client
 from .factories import AdminFactory
@@ -104,8 +104,8 @@ def test_a_candidate_below_the_sensitivity_floor_is_refused_even_when_the_active
 ):
     """Same model bytes (same AUC); the candidate's threshold catches half the pneumonia films, the active
     model's none. The comparison passes, the gate's own floor does not."""
-    from ml.data import list_images, load_images
-    from ml.inference import Predictor
+    from ml.serving.films import list_images, load_images
+    from ml.serving.inference import Predictor
 
     predictor = Predictor.from_artifact(default_model_dir)
     records = [r for r in list_images(evaluation_dir.parent, evaluation_dir.name) if r.label == 1]

@@ -22,7 +22,7 @@ from diagnostics.services.training import (
     training_run_reconcile_stale,
     training_run_start,
 )
-from ml.config import ARCHITECTURE_NAMES
+from ml.training.config import ARCHITECTURE_NAMES
 
 from .factories import TrainingRunFactory
 from .images import jpeg_bytes
@@ -31,9 +31,9 @@ from .worker import CeleryWorker
 QUICK = {"epochs": 2, "input_size": 32, "batch_size": 8}
 
 
-@pytest.mark.slow  # imports TensorFlow (ml.architectures)
+@pytest.mark.slow  # imports TensorFlow (ml.training.architectures)
 def test_the_portal_knows_every_architecture_ml_can_build():
-    from ml.architectures import ARCHITECTURES
+    from ml.training.architectures import ARCHITECTURES
 
     assert set(ARCHITECTURE_NAMES) == set(ARCHITECTURES)
 

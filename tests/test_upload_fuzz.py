@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diagnostics.services.images import image_validate_upload
-from ml.preprocessing import DecodedImage, ImageDecodeError, decode_image_bytes, load_for_model
+from ml.serving.decode import DecodedImage, ImageDecodeError, decode_image_bytes
+from ml.serving.preprocessing import load_for_model
 
 from .images import dicom_bytes, jpeg_bytes, png_bytes
 

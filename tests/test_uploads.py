@@ -246,7 +246,7 @@ def test_the_decode_estimate_counts_what_the_decode_will_hold():
     import numpy as np
     from PIL import Image as PILImage
 
-    from ml.preprocessing import decoded_bytes_estimate
+    from ml.serving.decode import decoded_bytes_estimate
 
     from .images import dicom_bytes
 

@@ -51,7 +51,7 @@ class CeleryWorker:
             CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
             MEDIA_ROOT=str(settings.MEDIA_ROOT),
             PYTHONUNBUFFERED="1",
-            # The variant choice (ml/variants.py) measures for a minute when it finds the external data;
+            # The variant choice (ml/serving/variants.py) measures for a minute when it finds the external data;
             # test workers serve fp32 unless a test asks otherwise (tests/test_inference_runtime.py does).
             PNEUMONIA_SERVING_VARIANT=os.environ.get("PNEUMONIA_SERVING_VARIANT", "fp32"),
         )

@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from diagnostics.models import TrainingRun, User
 from diagnostics.selectors import training_run_get, training_run_list
 from diagnostics.services.training import training_run_cancel, training_run_start
-from ml.config import ARCHITECTURE_NAMES
+from ml.training.config import ARCHITECTURE_NAMES
 
 from .common import ListApi, location_header, request_user, service_errors
 from .filters import TrainingRunFilter

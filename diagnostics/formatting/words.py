@@ -15,9 +15,9 @@ from typing import Any
 from django.utils.dateformat import format as format_date
 
 from diagnostics.models import Study
-from ml.gate import LATERAL_VIEWS
+from ml.serving.gate import LATERAL_VIEWS
 
-# The header fields the portal keeps (ml.preprocessing.DICOM_METADATA_TAGS and the identity tags of
+# The header fields the portal keeps (ml.serving.decode.DICOM_METADATA_TAGS and the identity tags of
 # services.images.dicom_identity_tags), in the order a reader wants
 # them, with their names as the DICOM standard writes them in words.
 DICOM_FIELD_LABELS = {
@@ -136,7 +136,7 @@ def dicom_facts(metadata: Mapping[str, Any] | None, *, always: Iterable[str] = (
 
 # --- model metrics ------------------------------------------------------------------------------
 
-# The metrics of an evaluation summary (ml.evaluation), in order, with how to print them.
+# The metrics of an evaluation summary (ml.training.evaluation), in order, with how to print them.
 METRICS = [
     ("roc_auc", "ROC AUC"),
     ("pr_auc", "PR AUC"),
@@ -160,5 +160,5 @@ def metric_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def is_evaluation_summary(value: object) -> bool:
-    """An ml.evaluation summary (a split's metrics) rather than some other mapping."""
+    """An ml.training.evaluation summary (a split's metrics) rather than some other mapping."""
     return isinstance(value, Mapping) and "n" in value and any(key in value for key, _ in METRICS)

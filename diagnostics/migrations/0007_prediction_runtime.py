@@ -1,4 +1,4 @@
-# Where and in which form the model ran, on every prediction (ml.runtime, ml.variants).
+# Where and in which form the model ran, on every prediction (ml.serving.runtime, ml.serving.variants).
 
 from django.db import migrations, models
 

@@ -30,7 +30,7 @@ class HeatmapState:
 
 
 def model_version_has_heatmap(model_version: ModelVersion) -> bool:
-    """Whether the model's ONNX graph has a class activation map output (its manifest says, ml/export.py)."""
+    """Whether the model's ONNX graph has a class activation map output (its manifest says, ml/training/export.py)."""
     return bool((model_version.manifest or {}).get("heatmap"))
 
 

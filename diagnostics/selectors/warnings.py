@@ -8,7 +8,7 @@ refusal (services.studies) and the inference worker's film-level warning use the
   (``dicom_header_mismatches``: patient ID, name, birth date, sex), or the film was taken before that
   patient was born. A value missing on either side is never a difference.
 - ``outside_intended_use``: the patient's age when a film was taken is outside the model card's ages
-  (ml.gate), by the record (birth date at the film's date) or by the film's own header (PatientAge, else
+  (ml.serving.gate), by the record (birth date at the film's date) or by the film's own header (PatientAge, else
   its PatientBirthDate at its StudyDate), whichever is outside.
 - ``age_unknown``: neither the record nor the header gives an age for a film.
 
@@ -32,7 +32,7 @@ from django.utils.dateformat import format as format_date
 
 from diagnostics.formatting.words import DATE_FORMAT, dicom_date
 from diagnostics.models import Image, Patient, Study
-from ml.gate import INTENDED_AGE_YEARS, dicom_age_years, intended_use_warning
+from ml.serving.gate import INTENDED_AGE_YEARS, dicom_age_years, intended_use_warning
 
 WRONG_PATIENT = "wrong_patient"
 OUTSIDE_INTENDED_USE = "outside_intended_use"
@@ -184,7 +184,7 @@ def film_age(*, patient: Patient, metadata: Mapping[str, Any] | None, uploaded_o
 
 
 def outside_intended_ages(years: float | None) -> bool:
-    """The model card's rule (ml.gate.intended_use_warning): an unknown age is not outside."""
+    """The model card's rule (ml.serving.gate.intended_use_warning): an unknown age is not outside."""
     return years is not None and bool(intended_use_warning(years))
 
 

@@ -2,9 +2,9 @@
 
 A model whose head is global average pooling into its final Dense layer returns, with each probability and
 from the same ONNX Runtime call, the logit of that probability at every location of its last feature map
-(ml/export.py). The inference service (services/inference.py) stores each primary prediction and, in the
+(ml/training/export.py). The inference service (services/inference.py) stores each primary prediction and, in the
 same transaction, its heatmap: the positive part of that map (the regions that point towards pneumonia),
-normalised, coloured and stretched over the film (ml/heatmap.py). No separate worker and no TensorFlow: it
+normalised, coloured and stretched over the film (ml/serving/heatmap.py). No separate worker and no TensorFlow: it
 is the same in the embedded mode (tasks in process) and in the inference worker. A model whose
 architecture has no such map gets no heatmap and the page says so; a map that does not add up to the
 probability shown is recorded as unavailable with the reason. Never a made-up picture.
@@ -19,11 +19,10 @@ from django.core.files.base import ContentFile
 
 from diagnostics.models import Prediction
 from diagnostics.selectors.heatmaps import STORED, UNAVAILABLE, HeatmapState
-from ml.artifacts import heatmap_extent
-from ml.heatmap import cam_matches_probability, heatmap_png, positive_evidence
+from ml.serving.artifacts import heatmap_extent
+from ml.serving.heatmap import cam_matches_probability, heatmap_png, positive_evidence
 
 from .audit import audit_record
-from .stored_files import file_remove_on_rollback
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ CAM_MISMATCH = (
 
 def prediction_store_heatmap(*, prediction: Prediction, cam: np.ndarray, team_id: int) -> HeatmapState:
     """Draw and store the heatmap of a primary, scored prediction from its class activation map
-    ((h, w) logits, ml.inference.BatchPrediction.cams). Idempotent: a stored heatmap is kept."""
+    ((h, w) logits, ml.serving.inference.BatchPrediction.cams). Idempotent: a stored heatmap is kept."""
     if prediction.heatmap:
         return HeatmapState("ready")
     if prediction.role != Prediction.Role.PRIMARY or prediction.probability is None:
@@ -48,7 +47,7 @@ def prediction_store_heatmap(*, prediction: Prediction, cam: np.ndarray, team_id
         return _record_unavailable(prediction=prediction, team_id=team_id, reason=CAM_MISMATCH)
     evidence = positive_evidence(cam)
     width, height = heatmap_size(width=prediction.image.width, height=prediction.image.height)
-    # A model with a pooling margin maps only the film inside it (ml/export.py): drawn there, clear outside.
+    # A model with a pooling margin maps only the film inside it (ml/training/export.py): drawn there, clear outside.
     extent = heatmap_extent(prediction.model_version.manifest)
     png = heatmap_png(evidence.map, width=width, height=height, extent=extent)
     return _store_heatmap(prediction=prediction, png=png, raw_max=evidence.raw_max, team_id=team_id)
@@ -63,7 +62,6 @@ def heatmap_size(*, width: int, height: int) -> tuple[int, int]:
 def _store_heatmap(*, prediction: Prediction, png: bytes, raw_max: float, team_id: int) -> HeatmapState:
     field = prediction.heatmap
     name = field.storage.save(field.field.generate_filename(prediction, "heatmap.png"), ContentFile(png))
-    file_remove_on_rollback(storage=field.storage, name=name)  # the prediction's transaction may still roll back
     # Conditional: if a second task stored one meanwhile, keep theirs and drop this file.
     if not Prediction.objects.filter(pk=prediction.pk, heatmap="").update(heatmap=name):
         field.storage.delete(name)

@@ -16,9 +16,7 @@ from PIL import Image as PILImage
 
 from diagnostics.models import Image, Study, User
 from diagnostics.selectors.warnings import IDENTITY_TAGS
-from ml.preprocessing import DecodedImage, ImageDecodeError, decode_image_bytes
-
-from .stored_files import file_remove_on_rollback
+from ml.serving.decode import DecodedImage, ImageDecodeError, decode_image_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +75,7 @@ def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
     try:
         # Every byte of the file is decoded (a truncated or corrupt file is refused), a big JPEG at the
         # reduced DCT scale the derivatives need. The model never reads these pixels: the inference worker
-        # decodes the original the way training did (ml.preprocessing.load_for_model).
+        # decodes the original the way training did (ml.serving.preprocessing.load_for_model).
         decoded = _decode_for_derivatives(data)
     except ImageDecodeError as error:
         raise ValidationError(f"{filename}: {error}") from None
@@ -158,9 +156,6 @@ def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
     except Exception:
         image_delete_files(image=image)
         raise
-    # The row is saved but not committed: if its transaction (or savepoint) rolls back, its files go too.
-    for field_file in (image.file, image.preview, image.window_source):
-        file_remove_on_rollback(storage=field_file.storage, name=field_file.name)
     return image
 
 

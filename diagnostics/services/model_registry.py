@@ -10,8 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from diagnostics.models import ModelVersion, PromotionGate, TrainingRun, User
-from ml.artifacts import read_manifest, sha256_file
-from ml.inference import ModelArtifactError
+from ml.serving.artifacts import read_manifest, sha256_file
+from ml.serving.inference import ModelArtifactError
 
 from .audit import audit_record
 from .promotion_gate import (
@@ -112,7 +112,7 @@ def promotion_gate_get() -> PromotionGate:
 
 def model_version_evaluate(*, model_version: ModelVersion, evaluation_dir: str) -> dict[str, Any]:
     """Run the model (ONNX, as served) on a folder with NORMAL/ and PNEUMONIA/ and store the metrics."""
-    from ml.evaluation import evaluate_artifact  # scikit-learn: only loaded where evaluation runs
+    from ml.training.evaluation import evaluate_artifact  # scikit-learn: only loaded where evaluation runs
 
     folder = Path(evaluation_dir)
     if not (folder / "NORMAL").is_dir() or not (folder / "PNEUMONIA").is_dir():

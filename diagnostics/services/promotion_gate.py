@@ -11,7 +11,7 @@ the promote page, the REST API's refusal and the audit log state the same verdic
    the point estimate: a candidate passes only if the films leave little doubt that it is at least that good.
 3. **No worse than the active model** by more than the admin's tolerances (point estimates, same films).
 
-The checks here are pure functions of the evaluations (ml.evaluation summaries) and the settings; running
+The checks here are pure functions of the evaluations (ml.training.evaluation summaries) and the settings; running
 the models is services.model_registry's job.
 """
 
@@ -27,7 +27,7 @@ from django.core.exceptions import ValidationError
 
 from diagnostics.formatting.words import METRICS
 from diagnostics.models import PromotionGate
-from ml.artifacts import sha256_file
+from ml.serving.artifacts import sha256_file
 
 METRIC_WORDS = dict(METRICS)
 # Resamples of the gate's patient-level bootstrap: as many as the manifests' own intervals (ml evaluate).
@@ -112,7 +112,7 @@ class GateResult:
 
 def evaluation_set_read(*, evaluation_dir: str) -> EvaluationSet:
     """The films of the gate's folder (NORMAL/, PNEUMONIA/), counted without running any model."""
-    from ml.data import list_images
+    from ml.serving.films import list_images
 
     folder = Path(evaluation_dir)
     if not (folder / "NORMAL").is_dir() or not (folder / "PNEUMONIA").is_dir():

@@ -22,7 +22,7 @@ from diagnostics.models import Feedback, Image, Prediction, Study, User
 from diagnostics.selectors import FilmResult, study_film_results, study_summary, study_taken_on
 from diagnostics.selectors.heatmaps import HeatmapState
 from diagnostics.selectors.warnings import study_warnings
-from ml.preprocessing import apply_display_window
+from ml.serving.decode import apply_display_window
 
 from .audit import audit_record
 from .images import DERIVATIVE_SIDE, image_ensure_derivatives

@@ -22,7 +22,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from diagnostics.models import Feedback, Prediction, TrainingRun, User
-from ml.config import ARCHITECTURE_NAMES
+from ml.training.config import ARCHITECTURE_NAMES
 
 from .audit import audit_record
 
@@ -136,7 +136,7 @@ class _ProgressRecorder:
         self.last_write = 0.0
 
     def __call__(self, event: dict[str, Any]) -> None:
-        from ml.training import TrainingCancelled
+        from ml.training.training import TrainingCancelled
 
         now = time.monotonic()
         if event.get("kind") == "batch" and now - self.last_write < PROGRESS_EVERY_SECONDS:
@@ -183,8 +183,8 @@ def feedback_training_records(*, destination: Path) -> tuple[list[Any], dict[str
     The latest feedback on each primary prediction is the label; these films are
     added to training only, never to validation, so runs stay comparable.
     """
-    from ml.artifacts import CLASS_NAMES
-    from ml.data import ImageRecord
+    from ml.serving.artifacts import CLASS_NAMES
+    from ml.serving.films import ImageRecord
 
     latest = Feedback.objects.filter(prediction=OuterRef("pk")).order_by("-created_at", "-pk")
     predictions = (
@@ -212,8 +212,8 @@ def feedback_training_records(*, destination: Path) -> tuple[list[Any], dict[str
 
 def training_run_execute(*, run_id: int) -> TrainingRun | None:
     """Train (in the training worker), register the result as a candidate and evaluate it on the gate set."""
-    from ml.config import TrainConfig, vgg19_progressive_stages
-    from ml.training import TrainingCancelled, describe_device, train
+    from ml.training.config import TrainConfig, vgg19_progressive_stages
+    from ml.training.training import TrainingCancelled, describe_device, train
 
     from .model_registry import model_version_evaluate, model_version_register, promotion_gate_get
 

@@ -36,7 +36,7 @@ from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 
 from diagnostics.models import Study
-from ml.preprocessing import decoded_bytes_estimate
+from ml.serving.decode import decoded_bytes_estimate
 
 logger = logging.getLogger(__name__)
 

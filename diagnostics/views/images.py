@@ -12,7 +12,7 @@ from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import image_get_for_user
 from diagnostics.services.audit import audit_read
 from diagnostics.services.reports import Window, image_display_pixels, png_bytes
-from ml.preprocessing import ImageDecodeError
+from ml.serving.decode import ImageDecodeError
 
 
 @login_required

@@ -11,8 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ml.artifacts import read_manifest
-from ml.calibration import load_trained_network
+from ml.serving.artifacts import read_manifest
+from ml.training.networks import load_trained_network
 from scripts.device.pack import to_float16
 
 

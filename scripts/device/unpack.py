@@ -11,9 +11,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ml.architectures import build_model
-from ml.artifacts import KERAS_NAME, read_manifest
 from ml.cli import main as ml_main
+from ml.serving.artifacts import KERAS_NAME, read_manifest
+from ml.training.architectures import build_model
 
 
 def returned_weights(back: Path) -> dict[str, Path]:

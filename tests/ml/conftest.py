@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.config import TrainConfig
+from ml.training.config import TrainConfig
 
 from ..images import dicom_bytes
 
@@ -76,7 +76,7 @@ QUICK = TrainConfig(architecture="cnn", input_size=32, epochs=1, batch_size=8, b
 
 @pytest.fixture(scope="session")
 def artifact(dataset_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ml import training
+    from ml.training import training
 
     root = tmp_path_factory.mktemp("runs")
     return training.train(QUICK, data_dir=dataset_root, output_root=root, cache_dir=root / "cache", latency_runs=3)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ml.architectures import WeightsNotFoundError, build_model, local_weights_name, resolve_weights
 from ml.cli import main
+from ml.training.architectures import WeightsNotFoundError, build_model, local_weights_name, resolve_weights
 
 pytestmark = pytest.mark.slow  # builds Keras models (TensorFlow)
 
@@ -89,7 +89,7 @@ def test_normalisation_is_inside_the_model() -> None:
 
 
 def test_partial_stage_opens_only_the_named_layers() -> None:
-    from ml.architectures import set_trainable
+    from ml.training.architectures import set_trainable
 
     built = build_model("vgg19", input_size=32, weights=None, seed=0)
     set_trainable(built, "partial")
@@ -108,7 +108,7 @@ def test_every_normalisation_exports_to_onnx_with_the_image_as_only_input(mode: 
     import numpy as np
     import onnxruntime as ort
 
-    from ml.architectures import _normalization
+    from ml.training.architectures import _normalization
 
     inputs = keras.Input((8, 8, 3), name="image")
     model = keras.Model(inputs, _normalization(mode)(inputs))
@@ -127,7 +127,7 @@ def test_a_pooling_margin_pools_the_inner_cells_and_a_warm_start_without_it_load
     and features models share that, and weights saved without the (weightless) crop load into it."""
     import numpy as np
 
-    from ml.export import cam_head
+    from ml.training.export import cam_head
 
     plain = build_model("xception_mid", input_size=96, weights=None, seed=0, pretrained=True)
     plain.model.save_weights(tmp_path / "plain.weights.h5")

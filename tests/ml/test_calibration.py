@@ -1,4 +1,4 @@
-"""Calibration on the external split, folded into the model (ml/calibration.py)."""
+"""Calibration on the external split, folded into the model (ml/training/calibration.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml import artifacts, calibration
-from ml.inference import Predictor
+from ml.serving import artifacts
+from ml.serving.inference import Predictor
+from ml.training import calibration, networks
 
 
 def test_platt_fit_recovers_a_known_miscalibration():
@@ -20,7 +21,7 @@ def test_platt_fit_recovers_a_known_miscalibration():
     a, b = calibration.fit_platt(y, overconfident)
     assert a == pytest.approx(1 / 3, abs=0.05) and b == pytest.approx(1 / 3, abs=0.1)
     fixed = calibration.apply_platt(overconfident, a, b)
-    from ml.evaluation import expected_calibration_error
+    from ml.training.evaluation import expected_calibration_error
 
     assert expected_calibration_error(y, fixed) < expected_calibration_error(y, overconfident) / 2
 
@@ -118,16 +119,16 @@ def test_unfolding_platt_gives_back_the_trained_layer() -> None:
     import keras
 
     inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name=calibration.FINAL_LAYER)(inputs))
-    trained = [w.copy() for w in model.get_layer(calibration.FINAL_LAYER).get_weights()]
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name=networks.FINAL_LAYER)(inputs))
+    trained = [w.copy() for w in model.get_layer(networks.FINAL_LAYER).get_weights()]
     x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
     before = model.predict(x, verbose=0).ravel()
-    calibration.fold_platt(model, 0.7, -2.0)
+    networks.fold_platt(model, 0.7, -2.0)
     np.testing.assert_allclose(
         model.predict(x, verbose=0).ravel(), calibration.apply_platt(before, 0.7, -2.0), atol=1e-5
     )
-    calibration.unfold_platt(model, 0.7, -2.0)
-    for restored, original in zip(model.get_layer(calibration.FINAL_LAYER).get_weights(), trained, strict=True):
+    networks.unfold_platt(model, 0.7, -2.0)
+    for restored, original in zip(model.get_layer(networks.FINAL_LAYER).get_weights(), trained, strict=True):
         np.testing.assert_allclose(restored, original, atol=1e-6)
 
 
@@ -136,24 +137,22 @@ def test_teacher_scores_leave_out_the_calibration_fitted_on_external(dataset_roo
     taken back out, so nothing learnt there reaches a training target."""
     import keras
 
-    from ml import data
     from ml.cli import main
-    from ml.evaluation import keras_probabilities
+    from ml.serving import films
+    from ml.training.evaluation import keras_probabilities
 
     inputs = keras.Input((32, 32, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    final = keras.layers.Dense(1, activation="sigmoid", name=calibration.FINAL_LAYER)(pooled)
+    final = keras.layers.Dense(1, activation="sigmoid", name=networks.FINAL_LAYER)(pooled)
     model = keras.Model(inputs, final)
-    model.get_layer(calibration.FINAL_LAYER).set_weights(
-        [np.full((3, 1), 0.005, "float32"), np.array([-1.0], "float32")]
-    )
-    records = data.list_images(dataset_root, "train")
-    images = data.load_images(records, input_size=32)
+    model.get_layer(networks.FINAL_LAYER).set_weights([np.full((3, 1), 0.005, "float32"), np.array([-1.0], "float32")])
+    records = films.list_images(dataset_root, "train")
+    images = films.load_images(records, input_size=32)
     trained = model.predict(images, verbose=0).ravel()
 
     teacher = tmp_path / "teacher"
     teacher.mkdir()
-    calibration.fold_platt(model, 0.5, -1.5)
+    networks.fold_platt(model, 0.5, -1.5)
     model.save(teacher / artifacts.KERAS_NAME)
     manifest = {key: "x" for key in artifacts.REQUIRED_KEYS} | {"input_size": 32, "calibration": {"a": 0.5, "b": -1.5}}
     artifacts.write_manifest(teacher, manifest)

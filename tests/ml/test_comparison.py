@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.comparison import run_comparison
+from ml.training.comparison import run_comparison
 
 pytestmark = pytest.mark.slow  # a real training run per row
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml import batches, data
-from ml.data import ImageRecord, grouped_split, patient_id
-from ml.preprocessing import load_for_model
+from ml.serving import films
+from ml.serving.films import ImageRecord, patient_id
+from ml.serving.preprocessing import load_for_model
+from ml.training import batches, data
+from ml.training.data import grouped_split
 
 
 @pytest.mark.parametrize(
@@ -63,19 +65,19 @@ def test_balanced_class_weights_equalise_the_classes() -> None:
 
 
 def test_list_images_reads_every_format_in_the_layout(dataset_root: Path) -> None:
-    records = data.list_images(dataset_root, "train")
+    records = films.list_images(dataset_root, "train")
     suffixes = {r.path.suffix for r in records}
     assert suffixes == {".jpeg", ".png", ".dcm"}
     assert data.class_counts(records) == {"NORMAL": 21, "PNEUMONIA": 21}
     with pytest.raises(FileNotFoundError, match="test"):
-        data.list_images(dataset_root, "test")
+        films.list_images(dataset_root, "test")
 
 
 def test_training_loader_yields_exactly_the_serving_tensor(dataset_root: Path) -> None:
     """The tensors a model trains and validates on equal load_for_model(bytes): no skew."""
-    records = data.list_images(dataset_root, "train")
-    images = data.load_images(records, input_size=48)
-    ds = batches.make_dataset(images, data.labels_of(records), batch_size=7, training=False, augment=True, seed=0)
+    records = films.list_images(dataset_root, "train")
+    images = films.load_images(records, input_size=48)
+    ds = batches.make_dataset(images, films.labels_of(records), batch_size=7, training=False, augment=True, seed=0)
     batched = np.concatenate([ds[i][0] for i in range(len(ds))])
     for i, record in enumerate(records):
         served = load_for_model(record.path.read_bytes(), input_size=48)
@@ -84,9 +86,9 @@ def test_training_loader_yields_exactly_the_serving_tensor(dataset_root: Path) -
 
 
 def test_augmentation_happens_only_in_training(dataset_root: Path) -> None:
-    records = data.list_images(dataset_root, "train")[:8]
-    images = data.load_images(records, input_size=48)
-    labels = data.labels_of(records)
+    records = films.list_images(dataset_root, "train")[:8]
+    images = films.load_images(records, input_size=48)
+    labels = films.labels_of(records)
     train_ds = batches.make_dataset(images, labels, batch_size=8, training=True, augment=True, seed=0)
     augmented = train_ds[0][0]
     originals = {img.tobytes() for img in images}
@@ -99,7 +101,7 @@ def test_no_external_or_val_file_enters_a_training_list(dataset_root: Path, tmp_
     bundled model's file list (data_files.txt, with each file's sha256) names train/ files only."""
     import shutil
 
-    from ml import training
+    from ml.training import training
     from tests.ml.conftest import QUICK
 
     data_root = tmp_path / "data"
@@ -119,8 +121,8 @@ def test_no_external_or_val_file_enters_a_training_list(dataset_root: Path, tmp_
 def test_acquisition_batches_stay_films_and_keep_soft_labels(dataset_root: Path) -> None:
     """The acquisition policy changes every film but keeps shape, dtype and the 0..255 range; labels
     (soft teacher probabilities when distilling) pass through untouched, and each epoch reshuffles."""
-    records = data.list_images(dataset_root, "train")[:12]
-    images = data.load_images(records, input_size=32)
+    records = films.list_images(dataset_root, "train")[:12]
+    images = films.load_images(records, input_size=32)
     soft = np.linspace(0.05, 0.95, len(records)).astype(np.float32)
     ds = batches.make_dataset(images, soft, batch_size=6, training=True, augment=True, seed=3, policy="acquisition")
     x, y = ds[0]
@@ -152,9 +154,9 @@ def test_file_jitter_resamples_and_recompresses_about_half_the_films_reproducibl
 
 
 def test_robust_batches_stay_films(dataset_root: Path) -> None:
-    records = data.list_images(dataset_root, "train")[:12]
-    images = data.load_images(records, input_size=32)
-    labels = data.labels_of(records)
+    records = films.list_images(dataset_root, "train")[:12]
+    images = films.load_images(records, input_size=32)
+    labels = films.labels_of(records)
     ds = batches.make_dataset(images, labels, batch_size=6, training=True, augment=True, seed=3, policy="robust")
     x, y = ds[0]
     assert x.shape == (6, 32, 32, 3) and x.dtype == np.float32

@@ -1,5 +1,5 @@
-"""The class activation map as a second output of the exported ONNX graph (ml/export.py), and its picture
-(ml/heatmap.py). Small Keras models built here; the bundled model's map is checked in
+"""The class activation map as a second output of the exported ONNX graph (ml/training/export.py), and its picture
+(ml/serving/heatmap.py). Small Keras models built here; the bundled model's map is checked in
 tests/test_pages_heatmap.py."""
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml import export
-from ml.artifacts import CAM_OUTPUT
-from ml.heatmap import (
+from ml.serving.artifacts import CAM_OUTPUT
+from ml.serving.heatmap import (
     cam_matches_probability,
     evidence_over_film,
     evidence_placement,
     heatmap_png,
     positive_evidence,
 )
-from ml.inference import ModelArtifactError, Predictor
-from ml.preprocessing import load_for_model
+from ml.serving.inference import ModelArtifactError, Predictor
+from ml.serving.preprocessing import load_for_model
+from ml.training import export
 
 pytestmark = pytest.mark.slow  # builds and exports Keras models (TensorFlow, tf2onnx)
 
@@ -29,7 +29,7 @@ SIZE = 32
 
 
 def _model(head: str, *, seed: int = 0):  # noqa: ANN202
-    """A small convolutional model with the head of one of ml.architectures' families:
+    """A small convolutional model with the head of one of ml.training.architectures' families:
     "gap" (pooling -> Dropout -> Dense(1): xception_mid), "hidden" (pooling -> Dense(8) -> Dense(1): cnn, vgg16),
     "flatten" (Flatten -> Dense(1): vgg19)."""
     import keras
@@ -83,7 +83,7 @@ def test_a_pooling_head_exports_its_class_activation_map_beside_the_unchanged_pr
 
 
 def test_a_pooling_margin_maps_only_the_cells_it_pools_and_says_where_they_lie(tmp_path: Path) -> None:
-    """Cropping2D before the pooling (ml.architectures' pool_margin): the map is the inner cells, still
+    """Cropping2D before the pooling (ml.training.architectures' pool_margin): the map is the inner cells, still
     averaging to the probability's logit, and its extent is the part of the film those cells stand for."""
     import keras
 

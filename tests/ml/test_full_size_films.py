@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ml.inference import Predictor
-from ml.preprocessing import decode_image_bytes
+from ml.serving.decode import decode_image_bytes
+from ml.serving.inference import Predictor
 from scripts.full_size_consistency import LIMIT, RESAMPLERS, copy_224, score
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The input gate (ml/gate.py): each named check refuses what it should, real films pass, and the
+"""The input gate (ml/serving/gate.py): each named check refuses what it should, real films pass, and the
 learned check's ONNX graph computes what its numpy fit computed."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml import gate, nonchest
-from ml.inference import ModelArtifactError, Predictor
-from ml.preprocessing import decode_image_bytes
+from ml.serving import gate
+from ml.serving.decode import decode_image_bytes
+from ml.serving.inference import ModelArtifactError, Predictor
+from ml.training import gate_fit, nonchest
 
 from ..images import FILMS_DIR, jpeg_bytes
 
@@ -113,7 +114,7 @@ def test_the_learned_check_onnx_graph_matches_its_numpy_fit(tmp_path):
     vectors = (rng.normal(size=(200, 5)) @ basis + 0.1 * rng.normal(size=(200, gate.THUMBNAIL_SIDE**2))).astype(
         np.float32
     )
-    entry = gate.fit_gate(vectors, tmp_path / gate.GATE_FILE)
+    entry = gate_fit.fit_gate(vectors, tmp_path / gate.GATE_FILE)
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(tmp_path / gate.GATE_FILE), providers=["CPUExecutionProvider"])
@@ -122,7 +123,7 @@ def test_the_learned_check_onnx_graph_matches_its_numpy_fit(tmp_path):
     mean = x.mean(axis=0)
     _, singular, vt = np.linalg.svd(x - mean, full_matrices=False)
     k = entry["components"]
-    residual, mahalanobis = gate._numpy_scores(x[:10], mean, vt[:k].T, singular[:k] ** 2 / (len(x) - 1))
+    residual, mahalanobis = gate_fit._numpy_scores(x[:10], mean, vt[:k].T, singular[:k] ** 2 / (len(x) - 1))
     np.testing.assert_allclose(onnx_scores[:, 0], residual, rtol=1e-3, atol=1e-2)
     np.testing.assert_allclose(onnx_scores[:, 1], mahalanobis, rtol=1e-3, atol=1e-2)
     # Thresholds sit at a high percentile of the fitted films: nearly all of them pass.

@@ -1,7 +1,7 @@
 """The bundled model's heatmaps show the film's content, not its edges (issue 29, item 3).
 
 On the fixture's full-size pneumonia films (tests/fixtures/full_size, 8 films of the official val folder), each
-drawn as the portal draws it (the model's class activation map over its extent of the film, ml.heatmap), at most
+drawn as the portal draws it (the model's class activation map over its extent of the film, ml.serving.heatmap), at most
 15 % of the strong evidence may lie in the film's outer 10 % frame, and the hottest point must lie inside it.
 The model of 2026-11-28, whose pooling took in the feature map's padded outer cells, put 63 % of the strong
 evidence of the flagged external/ pneumonias in that frame and its hottest point there in 98 % of them.
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.artifacts import heatmap_extent
-from ml.heatmap import evidence_over_film, evidence_placement, positive_evidence
-from ml.inference import Predictor
+from ml.serving.artifacts import heatmap_extent
+from ml.serving.heatmap import evidence_over_film, evidence_placement, positive_evidence
+from ml.serving.inference import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
 PNEUMONIA_FILMS = sorted((ROOT / "tests" / "fixtures" / "full_size").glob("person*.jpeg"))

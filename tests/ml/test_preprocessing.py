@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml import preprocessing
-from ml.preprocessing import ImageDecodeError, decode_image_bytes, decode_side, load_for_model, preprocess
+from ml.serving import decode, preprocessing
+from ml.serving.decode import ImageDecodeError, decode_image_bytes
+from ml.serving.preprocessing import decode_side, load_for_model, preprocess
 from tests.images import dicom_bytes
 from tests.ml.conftest import encode_jpeg, encode_png
 
 
 def test_serving_modules_do_not_import_tensorflow() -> None:
-    code = "import sys, ml.preprocessing, ml.inference, ml.artifacts; print('tensorflow' in sys.modules)"
+    code = "import sys, ml.serving.inference, ml.serving.variants, ml.serving.films; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -85,7 +86,7 @@ def test_dicom_without_pixels_or_multiframe_is_refused() -> None:
 
 
 def test_pixel_limit_is_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(preprocessing, "MAX_PIXELS", 100)
+    monkeypatch.setattr(decode, "MAX_PIXELS", 100)
     with pytest.raises(ImageDecodeError, match="too large"):
         decode_image_bytes(encode_png(Image.new("L", (20, 20))))
 
@@ -155,7 +156,7 @@ def test_decoded_size_is_budgeted_by_bytes_before_decoding():
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-    from ml.preprocessing import MAX_DECODED_BYTES
+    from ml.serving.decode import MAX_DECODED_BYTES
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
@@ -192,7 +193,7 @@ def test_the_window_source_windows_like_the_full_film(photometric: str) -> None:
     )
     source = decoded.window_source
     assert source is not None and source.shape == (128, 128) and source.dtype == np.uint16
-    windowed = preprocessing.apply_display_window(source, centre=40.0, width=30.0)
+    windowed = decode.apply_display_window(source, centre=40.0, width=30.0)
     # The reference: every stored value through the modality LUT, windowed in percent of its range.
     values = stored * 2.0 - 100.0
     percent = (values - values.min()) / (values.max() - values.min()) * 100.0

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml import artifacts, data
-from ml.config import StageConfig, TrainConfig
-from ml.inference import ModelArtifactError, Predictor
-from ml.preprocessing import PREPROCESSING_VERSION, load_for_model
+from ml.serving import artifacts, films
+from ml.serving.inference import ModelArtifactError, Predictor
+from ml.serving.preprocessing import PREPROCESSING_VERSION, load_for_model
+from ml.training.config import StageConfig, TrainConfig
 
 from ..images import FILMS_DIR
 from .conftest import QUICK
@@ -63,7 +63,7 @@ def test_validation_has_no_training_patient(artifact: Path) -> None:
     rows = [line.split("\t") for line in (artifact / "data_files.txt").read_text().splitlines()]
     side = {"train": set(), "validation": set()}
     for split, _, relpath, _ in rows:
-        side[split].add(data.patient_id(Path(relpath).name))
+        side[split].add(films.patient_id(Path(relpath).name))
     assert side["validation"] and side["train"].isdisjoint(side["validation"])
 
 
@@ -191,7 +191,7 @@ def test_export_command_packages_a_loadable_artifact_with_model_card(
 
 
 def test_a_cancelled_run_stops_and_leaves_no_artifact(dataset_root: Path, tmp_path: Path) -> None:
-    from ml import training
+    from ml.training import training
 
     events: list[dict] = []
 
@@ -206,13 +206,13 @@ def test_a_cancelled_run_stops_and_leaves_no_artifact(dataset_root: Path, tmp_pa
 
 
 def test_extra_films_join_training_only(dataset_root: Path, tmp_path: Path) -> None:
-    from ml import training
+    from ml.training import training
     from tests.ml.conftest import encode_jpeg, synthetic_film
 
     extra_path = tmp_path / "feedback" / "NORMAL" / "portal-image-1.jpeg"
     extra_path.parent.mkdir(parents=True)
     extra_path.write_bytes(encode_jpeg(synthetic_film(0, 4242)))
-    extra = [data.ImageRecord(extra_path, 0, "portal-patient-1")]
+    extra = [films.ImageRecord(extra_path, 0, "portal-patient-1")]
     split = training.load_split(QUICK, dataset_root, extra)
     assert extra_path in [r.path for r in split.train]
     assert extra_path not in [r.path for r in split.val]
@@ -236,7 +236,7 @@ def test_pretrained_backbone_trains_its_head_on_cached_features_and_exports(
     dataset_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The frozen-backbone path: local weights file, features cached once, full model exported."""
-    from ml import architectures, training
+    from ml.training import architectures, training
 
     spec = architectures.ArchSpec("tiny", _tiny_backbone, "tf", None, partial_unfreeze=("block2_conv",))
     monkeypatch.setitem(architectures.ARCHITECTURES, "tiny", spec)
@@ -283,7 +283,7 @@ def test_a_warm_started_distilled_run_within_a_time_budget(
     weights kept and the remaining stages recorded as skipped."""
     import dataclasses
 
-    from ml import architectures, training
+    from ml.training import architectures, training
 
     spec = architectures.ArchSpec("tiny", _tiny_backbone, "tf", None, partial_unfreeze=("block2_conv",))
     monkeypatch.setitem(architectures.ARCHITECTURES, "tiny", spec)
@@ -291,7 +291,7 @@ def test_a_warm_started_distilled_run_within_a_time_budget(
     init = tmp_path / "start.weights.h5"
     start.model.save_weights(init)
 
-    records = data.list_images(dataset_root, "train")
+    records = films.list_images(dataset_root, "train")
     teacher = tmp_path / "teacher.tsv"
     teacher.write_text("".join(f"{r.relpath(dataset_root)}\t0.25\n" for r in records))
     config = dataclasses.replace(
@@ -299,7 +299,7 @@ def test_a_warm_started_distilled_run_within_a_time_budget(
         fine_tune_stages=[StageConfig("partial", 3, 1e-4)], max_fit_seconds=0.0,
     )  # fmt: skip
     split = training.load_split(config, dataset_root)
-    hard = data.labels_of(split.train)
+    hard = films.labels_of(split.train)
     np.testing.assert_allclose(split.y_train, 0.6 * hard + 0.4 * 0.25, rtol=1e-6)
 
     out = training.train(config, data_dir=dataset_root, output_root=tmp_path / "runs", latency_runs=2)
@@ -321,8 +321,8 @@ def test_a_run_trained_without_tensorflow_is_exported_afterwards(
 ) -> None:
     """On another Keras backend (PyTorch on a GPU machine) training writes model.keras and no ONNX;
     `python -m ml export` later writes the ONNX, checks parity, measures latency and clears the flag."""
-    from ml import training
     from ml.cli import main
+    from ml.training import training
 
     monkeypatch.setattr(training, "exports_onnx_here", lambda: False)
     out = training.train(QUICK, data_dir=dataset_root, output_root=tmp_path, latency_runs=2)
@@ -358,9 +358,9 @@ def test_cached_features_are_keyed_by_the_warm_start_and_the_pooling_margin(tmp_
     served the other's cache."""
     from types import SimpleNamespace
 
-    from ml.config import TrainConfig
-    from ml.data import ImageRecord
-    from ml.training import cached_features
+    from ml.serving.films import ImageRecord
+    from ml.training.config import TrainConfig
+    from ml.training.training import cached_features
 
     images = np.zeros((2, 4, 4, 3), dtype=np.float32)
     records = [ImageRecord(tmp_path / f"person{i}_virus_1.jpeg", 1, f"person{i}") for i in range(2)]

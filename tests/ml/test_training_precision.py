@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ml import artifacts
+from ml.serving import artifacts
 
 from .conftest import QUICK
 
 
 def test_auto_precision_is_float32_on_a_cpu_and_names_are_checked() -> None:
-    from ml import training
+    from ml.training import training
 
     assert training.precision_policy("auto") == "float32"  # these machines train on the CPU
     assert training.precision_policy("mixed_bfloat16") == "mixed_bfloat16"
@@ -25,7 +25,7 @@ def test_auto_precision_is_float32_on_a_cpu_and_names_are_checked() -> None:
 def test_a_mixed_precision_run_exports_a_float32_model(dataset_root: Path, tmp_path: Path) -> None:
     import keras
 
-    from ml import training
+    from ml.training import training
 
     artifact = training.train(
         dataclasses.replace(QUICK, precision="mixed_float16"),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ml import artifacts
-from ml.progress import TrainingCancelled
+from ml.serving import artifacts
+from ml.training.progress import TrainingCancelled
 
 from .conftest import QUICK
 
@@ -19,7 +19,7 @@ CONFIG = dataclasses.replace(QUICK, epochs=3, early_stopping_patience=10)
 
 
 def test_a_stopped_run_resumes_at_its_last_finished_epoch(dataset_root: Path, tmp_path: Path) -> None:
-    from ml import training
+    from ml.training import training
 
     resume_dir, output = tmp_path / "resume", tmp_path / "runs"
     seen: list[tuple[str, int]] = []
@@ -62,7 +62,7 @@ def test_a_stopped_run_resumes_at_its_last_finished_epoch(dataset_root: Path, tm
 
 
 def test_a_resume_with_other_settings_is_refused(dataset_root: Path, tmp_path: Path) -> None:
-    from ml import training
+    from ml.training import training
 
     resume_dir = tmp_path / "resume"
     training.RunCheckpoints.open(resume_dir, config=CONFIG, list_digest="abc")

@@ -1,4 +1,5 @@
-"""Serving variants (ml/variants.py) and the execution provider choice (ml/runtime.py), without a GPU."""
+"""Serving variants (ml/serving/variants.py) and the execution provider choice (ml/serving/runtime.py),
+without a GPU."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml import variants
-from ml.artifacts import sha256_file
-from ml.inference import ModelArtifactError, Predictor
-from ml.runtime import CPU_PROVIDER, CUDA_PROVIDER, choose_providers, describe_device, gpu_name, gpu_visible
+from ml.serving import variants
+from ml.serving.artifacts import sha256_file
+from ml.serving.inference import ModelArtifactError, Predictor
+from ml.serving.runtime import CPU_PROVIDER, CUDA_PROVIDER, choose_providers, describe_device, gpu_name, gpu_visible
 
 # ---------------------------------------------------------------------------------------------
 # The execution provider
@@ -205,7 +206,7 @@ def test_the_variants_command_prints_the_cached_record_with_the_cpu_flags(
 
 @pytest.mark.slow
 def test_a_checked_int8_variant_serves_and_a_changed_file_never_does(selected, artifact: Path) -> None:
-    from ml.artifacts import read_manifest
+    from ml.serving.artifacts import read_manifest
 
     _, cache_dir = selected
     # The cached record as if int8 had won (what a CPU where it passes stores), put back afterwards.

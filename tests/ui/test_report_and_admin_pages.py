@@ -33,7 +33,7 @@ def width(request, page) -> int:
 
 
 def dicom_film(**tags: str) -> bytes:
-    from ml.nonchest import dicom_file
+    from ml.training.nonchest import dicom_file
 
     header = {"PatientID": "MRN-A-1", "PatientAge": "002Y", "StudyDate": "20240102", "Modality": "CR",
               "ViewPosition": "PA", "BodyPartExamined": "CHEST"}  # fmt: skip

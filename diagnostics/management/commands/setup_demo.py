@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from diagnostics.models import CareTeam, ModelVersion, User
 from diagnostics.selectors import model_version_active
 from diagnostics.services.model_registry import model_version_activate, model_version_register
-from ml.artifacts import read_manifest
+from ml.serving.artifacts import read_manifest
 
 DEMO_USERS = (
     ("clinician", User.Role.CLINICIAN, False),

@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from ml import artifacts, data, evaluation, export, gate
-from ml.architectures import BuiltModel, build_model, resolve_weights, set_trainable
-from ml.config import StageConfig, TrainConfig
-from ml.progress import ProgressCallback, ProgressHook, TrainingCancelled, describe_device
+from ml.serving import artifacts, films
+from ml.training import data, evaluation, export, gate_fit
+from ml.training.architectures import BuiltModel, build_model, resolve_weights, set_trainable
+from ml.training.config import StageConfig, TrainConfig
+from ml.training.progress import ProgressCallback, ProgressHook, TrainingCancelled, describe_device
 
 __all__ = ["TrainingCancelled", "describe_device", "train"]
-from ml.preprocessing import PREPROCESSING_VERSION
+from ml.serving.preprocessing import PREPROCESSING_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,16 @@ PARITY_IMAGES = 64
 
 @dataclass
 class SplitData:
-    train: list[data.ImageRecord]
-    val: list[data.ImageRecord]
+    train: list[films.ImageRecord]
+    val: list[films.ImageRecord]
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
 
 
-def load_split(config: TrainConfig, data_dir: Path, extra_train_records: Sequence[data.ImageRecord] = ()) -> SplitData:
-    records = data.list_images(data_dir, "train")
+def load_split(config: TrainConfig, data_dir: Path, extra_train_records: Sequence[films.ImageRecord] = ()) -> SplitData:
+    records = films.list_images(data_dir, "train")
     split_seed = config.patient_split_seed
     train, val = data.grouped_split(records, val_fraction=config.val_fraction, seed=split_seed)
     train = data.subsample(train, limit=config.max_train_images, seed=split_seed)
@@ -54,21 +55,21 @@ def load_split(config: TrainConfig, data_dir: Path, extra_train_records: Sequenc
     train = [*train, *extra_train_records]
     val = data.subsample(val, limit=config.max_val_images, seed=split_seed)
     size = config.input_size
-    y_train = data.labels_of(train)
+    y_train = films.labels_of(train)
     if config.soft_labels:
         teacher = read_soft_labels(Path(config.soft_labels), data_dir, train)
         y_train = ((1 - config.distill_alpha) * y_train + config.distill_alpha * teacher).astype(np.float32)
     return SplitData(
         train,
         val,
-        data.load_images(train, input_size=size),
+        films.load_images(train, input_size=size),
         y_train,
-        data.load_images(val, input_size=size),
-        data.labels_of(val),
+        films.load_images(val, input_size=size),
+        films.labels_of(val),
     )
 
 
-def read_soft_labels(path: Path, data_dir: Path, records: Sequence[data.ImageRecord]) -> np.ndarray:
+def read_soft_labels(path: Path, data_dir: Path, records: Sequence[films.ImageRecord]) -> np.ndarray:
     """A teacher's probability for each training film, from 'relpath<TAB>probability' lines.
 
     Every training film must have one: a teacher that skipped films would silently turn them into
@@ -92,7 +93,7 @@ def train(
     weights_dir: Path | None = None,
     cache_dir: Path | None = None,
     latency_runs: int = 30,
-    extra_train_records: Sequence[data.ImageRecord] = (),
+    extra_train_records: Sequence[films.ImageRecord] = (),
     progress: ProgressHook | None = None,
     resume_dir: Path | None = None,
 ) -> Path:
@@ -256,8 +257,8 @@ def _train_into(
             "with TensorFlow to write and verify model.onnx; validation figures above are Keras predictions"
         )
     artifacts.write_manifest(artifact_dir, manifest)
-    # The input gate is part of the artifact: no model serves without it (ml.gate).
-    gate.fit_artifact_gate(artifact_dir, data_dir)
+    # The input gate is part of the artifact: no model serves without it (ml.serving.gate).
+    gate_fit.fit_artifact_gate(artifact_dir, data_dir)
     run.finish(artifact_dir)
     return artifact_dir
 
@@ -595,7 +596,7 @@ def _fit_head_on_cached_features(
 
 
 def _fit_end_to_end(built, config, stage, split, class_weight, run, progress, budget):
-    from ml import batches
+    from ml.training import batches
 
     train_ds = batches.make_dataset(
         split.x_train,

@@ -203,8 +203,8 @@ def keras_probabilities(artifact_dir: str | Path, images: np.ndarray, *, uncalib
     training targets carry nothing learnt from external/."""
     import keras
 
-    from ml.artifacts import KERAS_NAME
-    from ml.calibration import load_trained_network
+    from ml.serving.artifacts import KERAS_NAME
+    from ml.training.networks import load_trained_network
 
     if uncalibrated:
         model = load_trained_network(artifact_dir)
@@ -217,8 +217,8 @@ def evaluate_keras_artifact(
     artifact_dir: str | Path, data_dir: str | Path, split: str, *, bootstrap_samples: int = 1000
 ) -> dict[str, Any]:
     """Like evaluate_artifact, but through model.keras (an artifact whose ONNX is not exported yet)."""
-    from ml.artifacts import read_manifest
-    from ml.data import labels_of, list_images, load_images
+    from ml.serving.artifacts import read_manifest
+    from ml.serving.films import labels_of, list_images, load_images
 
     manifest = read_manifest(artifact_dir)
     records = list_images(data_dir, split)
@@ -246,8 +246,8 @@ def evaluate_artifact(
     intra_op_threads: int | None = None,
 ) -> dict[str, Any]:
     """Run an artifact's ONNX model (the serving path) on ``<data_dir>/<split>``."""
-    from ml.data import labels_of, list_images, load_images
-    from ml.inference import Predictor
+    from ml.serving.films import labels_of, list_images, load_images
+    from ml.serving.inference import Predictor
 
     predictor = Predictor.from_artifact(artifact_dir, intra_op_threads=intra_op_threads)
     records = list_images(data_dir, split)
@@ -287,12 +287,18 @@ def heatmap_placement(
 ) -> dict[str, Any]:
     """Where the served heatmaps of ``split``'s flagged pneumonia films (label and decision both pneumonia)
     put their strong evidence: its share in the film's outer frame (pooled over the films, and the median
-    film's) and how often the hottest point is inside it. Drawn as the portal draws them (ml.heatmap, the
+    film's) and how often the hottest point is inside it. Drawn as the portal draws them (ml.serving.heatmap, the
     manifest's extent), at ``side`` px; ``figure``: a PNG of the mean drawn map with the frame's inner edge."""
-    from ml.artifacts import heatmap_extent
-    from ml.data import labels_of, list_images, load_images
-    from ml.heatmap import FRAME_FRACTION, STRONG_EVIDENCE, evidence_over_film, evidence_placement, positive_evidence
-    from ml.inference import Predictor
+    from ml.serving.artifacts import heatmap_extent
+    from ml.serving.films import labels_of, list_images, load_images
+    from ml.serving.heatmap import (
+        FRAME_FRACTION,
+        STRONG_EVIDENCE,
+        evidence_over_film,
+        evidence_placement,
+        positive_evidence,
+    )
+    from ml.serving.inference import Predictor
 
     predictor = Predictor.from_artifact(artifact_dir)
     if not predictor.has_cam:
@@ -338,7 +344,7 @@ def _placement_figure(mean_map: np.ndarray, path: Path, *, frame: float, title: 
     fig, ax = plt.subplots(figsize=(3.6, 3.6))
     ax.imshow(mean_map, cmap="inferno", vmin=0, vmax=1)
     side = mean_map.shape[0]
-    edge = frame * side  # the frame's inner edge, as ml.heatmap.evidence_placement counts it
+    edge = frame * side  # the frame's inner edge, as ml.serving.heatmap.evidence_placement counts it
     ax.add_patch(plt.Rectangle((edge, edge), side - 2 * edge, side - 2 * edge, fill=False, color="cyan", lw=1))
     ax.set_title(title, fontsize=8)
     ax.axis("off")

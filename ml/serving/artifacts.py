@@ -17,14 +17,14 @@ ONNX_NAME = "model.onnx"
 KERAS_NAME = "model.keras"
 DATA_FILES_NAME = "data_files.txt"
 CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
-# The ONNX output holding a model's class activation map, when its architecture has one (ml/export.py).
+# The ONNX output holding a model's class activation map, when its architecture has one (ml/training/export.py).
 CAM_OUTPUT = "cam"
 # Where a class activation map lies on the film, (top, left, bottom, right) as fractions: the whole model
 # input, unless a pooling margin keeps only the part inside it (the manifest's heatmap.extent).
 FULL_EXTENT = (0.0, 0.0, 1.0, 1.0)
 
 # A model's score is called a probability only where the upper end of the 95 % interval of its cross-fitted
-# expected calibration error on films of a new period (metrics.external.ece_crossfit_ci95, ml.calibration)
+# expected calibration error on films of a new period (metrics.external.ece_crossfit_ci95, ml.training.calibration)
 # is at most this; otherwise it is an "AI score". The portal's pages, API, FHIR and SR and the model card
 # all ask score_is_probability.
 PROBABILITY_MAX_ECE = 0.05

@@ -1,4 +1,5 @@
-"""Where the serving model runs: ONNX Runtime's execution provider, the device, the CPU's identity.
+"""Where and how the serving model runs: ONNX Runtime's execution provider and session options, the device,
+the CPU's identity.
 
 No Django and no TensorFlow. The inference worker asks :func:`choose_providers` once per model load:
 CUDA when ONNX Runtime offers it (the onnxruntime-gpu wheel, requirements-gpu.txt) *and* a GPU is
@@ -14,6 +15,10 @@ import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -120,3 +125,25 @@ def _read(path: str) -> str:
         return Path(path).read_text()
     except OSError:
         return ""
+
+
+def serving_session_options(*, threads: int | None = None, spin: bool | None = None) -> onnxruntime.SessionOptions:
+    """The ONNX Runtime settings of the serving path (``python -m ml bench`` measures these).
+
+    ``threads``: intra-op threads (None: ONNX Runtime uses one per physical core). One
+    inter-op thread: thread pools are per session, and one session per worker process
+    avoids oversubscription. ``spin``: whether idle pool threads busy-wait for the next
+    operator; None keeps ONNX Runtime's default (on). Off gives the cores back to the web
+    and database processes between requests, at a small cost per call (see docs/performance.md).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if spin is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return options

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from ml.config import AUGMENTATION_POLICIES
+from ml.training.config import AUGMENTATION_POLICIES
 
 
 def augmenter(seed: int):  # noqa: ANN201 (a keras.Sequential)

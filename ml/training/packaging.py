@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ml import artifacts, export
-from ml.gate import GATE_FILE, INTENDED_AGE_YEARS
-from ml.inference import Predictor
+from ml.serving import artifacts
+from ml.serving.gate import GATE_FILE, INTENDED_AGE_YEARS
+from ml.serving.inference import Predictor
+from ml.training import export
 
 PLOTS = ("roc.png", "calibration.png", "roc_external.png", "calibration_external.png")
 
@@ -133,7 +134,7 @@ def _external_lines(manifest: dict[str, Any]) -> list[str]:
 
 
 def _operating_point_lines(manifest: dict[str, Any]) -> list[str]:
-    """What to expect at the threshold on films of new patients (ml.calibration.crossfit_operating_point),
+    """What to expect at the threshold on films of new patients (ml.training.calibration.crossfit_operating_point),
     and whether the score may be called a probability (the cross-fitted ECE interval's upper end)."""
     point = manifest.get("operating_point")
     ext = manifest["metrics"].get("external") or {}
@@ -188,7 +189,7 @@ def _gate_lines(manifest: dict[str, Any]) -> list[str]:
         return []
     low, high = INTENDED_AGE_YEARS
     return [
-        "## Input gate (ml/gate.py, gate.onnx)",
+        "## Input gate (ml/serving/gate.py, gate.onnx)",
         "- Before every score: DICOM Modality CR or DX, BodyPartExamined the chest when present, no lateral view; "
         "then named pixel checks (resolution, colour, flat, dynamic range, noise); then a learned check: "
         f"distance from the training films on {gate['components']} principal components of "
@@ -251,7 +252,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "",
         "## Model",
         f"- Architecture: `{manifest['architecture']}`, input {size}×{size} grayscale replicated to 3 channels, "
-        f"preprocessing `{manifest['preprocessing_version']}` (ml/preprocessing.py)."
+        f"preprocessing `{manifest['preprocessing_version']}` (ml/serving/preprocessing.py)."
         + (f" {manifest['preprocessing_note']}" if manifest.get("preprocessing_note") else ""),
         f"- Weights: {manifest['weights']['source']}.",
         f"- Output: P(PNEUMONIA); label PNEUMONIA when P ≥ {manifest['threshold']:.4f} ({manifest['threshold_rule']}).",

@@ -1,10 +1,10 @@
 """Heatmaps from a model's class activation map: where the film pointed the model towards pneumonia.
 
-The map is the ONNX graph's ``cam`` output (ml/export.py), computed with the probability by the same
+The map is the ONNX graph's ``cam`` output (ml/training/export.py), computed with the probability by the same
 ONNX Runtime call: the logit of P(PNEUMONIA) at each location of the last feature map. Plain NumPy and
 Pillow, no TensorFlow and no Django: the inference worker draws the heatmap, and so does the web
 process in the embedded mode. The map covers the (squashed) model input, or the part of it inside a
-pooling margin (the manifest's ``heatmap.extent``: ml/export.py), so stretched over that part of the
+pooling margin (the manifest's ``heatmap.extent``: ml/training/export.py), so stretched over that part of the
 displayed film it lines up with it; outside it the heatmap is clear.
 
 ``evidence_placement`` measures where a drawn map puts its strong evidence (the outer frame of the film or
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ml.artifacts import FULL_EXTENT
+from ml.serving.artifacts import FULL_EXTENT
 
-# The map's mean must give back the probability shown (ml/export.py): otherwise it explains something else.
+# The map's mean must give back the probability shown (ml/training/export.py): otherwise it explains something else.
 CAM_PROBABILITY_TOLERANCE = 1e-3
 # The placement check: the film's outer frame (this fraction of its width and height on each side), and
 # "strong" evidence, values at least this share of the map's largest.

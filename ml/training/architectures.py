@@ -1,6 +1,6 @@
 """Model builders and ImageNet weights resolution.
 
-Every model takes float32 (N, S, S, 3) in 0..255 (ml.preprocessing output) and returns
+Every model takes float32 (N, S, S, 3) in 0..255 (ml.serving.decode output) and returns
 P(PNEUMONIA) of shape (N, 1). The backbone's own normalisation is the first layer, so it is
 exported into the ONNX graph. Each model is split into ``features`` (normalise + backbone +
 pooling) and ``head`` sharing layers with the full model, so a frozen backbone's features can
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from ml.config import WEIGHTS_DIR_ENV
+from ml.training.config import WEIGHTS_DIR_ENV
 
 POOL_CROP_LAYER = "pool_margin"
 
@@ -206,7 +206,7 @@ def build_model(
     """``weights`` is the output of resolve_weights; ``pretrained`` (default: weights given) keeps the
     backbone's BatchNorm in inference mode, also for weights loaded afterwards (a warm start).
     ``pool_margin``: cells of the last feature map's outer frame that average pooling leaves out
-    (ml.config.TrainConfig.pool_margin); it has no weights, so a warm start from a model without it loads."""
+    (ml.training.config.TrainConfig.pool_margin); it has no weights, so a warm start from a model without it loads."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture '{architecture}'; choose from {sorted(ARCHITECTURES)}")
     keras.utils.set_random_seed(seed)

@@ -10,20 +10,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnxruntime as ort
 
-from ml.artifacts import CAM_OUTPUT, CLASS_NAMES, ONNX_NAME, read_manifest, sha256_file
-from ml.gate import ChestFilmCheck, GateError, GateResult, run_gate
-from ml.preprocessing import (
-    PREPROCESSING_VERSION,
-    DecodedImage,
-    decode_image_bytes,
-    decode_side,
-    preprocess,
-    serves_preprocessing,
+from ml.serving.artifacts import CAM_OUTPUT, CLASS_NAMES, ONNX_NAME, read_manifest, sha256_file
+from ml.serving.decode import DecodedImage, decode_image_bytes
+from ml.serving.gate import ChestFilmCheck, GateError, GateResult, run_gate
+from ml.serving.preprocessing import PREPROCESSING_VERSION, decode_side, preprocess, serves_preprocessing
+from ml.serving.runtime import (
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    Runtime,
+    choose_providers,
+    describe_device,
+    load_cuda_libraries,
+    serving_session_options,
 )
-from ml.runtime import CPU_PROVIDER, CUDA_PROVIDER, Runtime, choose_providers, describe_device, load_cuda_libraries
 
 if TYPE_CHECKING:
-    from ml.variants import Choice
+    from ml.serving.variants import Choice
 
 
 class ModelArtifactError(RuntimeError):
@@ -33,7 +35,7 @@ class ModelArtifactError(RuntimeError):
 @dataclass(frozen=True)
 class BatchPrediction:
     probabilities: np.ndarray  # (N,) float64 P(PNEUMONIA)
-    # (N, h, w) float32 class activation maps, the logit of P(PNEUMONIA) per location (ml/export.py);
+    # (N, h, w) float32 class activation maps, the logit of P(PNEUMONIA) per location (ml/training/export.py);
     # None when the model's architecture gives none.
     cams: np.ndarray | None
 
@@ -84,9 +86,9 @@ class Predictor:
         variant: Choice | None = None,
         providers: Sequence[str] | None = None,
     ) -> Predictor:
-        """Load and verify an artifact. `variant`: a checked CPU variant (ml.variants.read_choice) to run
+        """Load and verify an artifact. `variant`: a checked CPU variant (ml.serving.variants.read_choice) to run
         instead of the fp32 file, used only on the CPU provider; its file must still be the one checked.
-        `providers`: default ml.runtime.choose_providers() (CUDA when there is a GPU, else the CPU)."""
+        `providers`: default ml.serving.runtime.choose_providers() (CUDA when there is a GPU, else the CPU)."""
         artifact_dir = Path(artifact_dir)
         manifest = _load_manifest(artifact_dir)
         onnx_path = artifact_dir / str(manifest["files"].get("onnx") or ONNX_NAME)
@@ -125,7 +127,7 @@ class Predictor:
         return cls(manifest, session, sha256, chest_check, runtime)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) float32 in 0..255 (from ml.preprocessing) -> (N,) P(PNEUMONIA)."""
+        """(N, S, S, 3) float32 in 0..255 (from ml.serving.decode) -> (N,) P(PNEUMONIA)."""
         (output,) = self._run(images, [self._probability_name])
         return np.asarray(output, dtype=np.float64).reshape(len(images))
 
@@ -146,11 +148,11 @@ class Predictor:
         return list(self._session.run(outputs, {self._input_name: batch}))
 
     def decode(self, data: bytes) -> DecodedImage:
-        """The file as this model reads it (the decode half of ml.preprocessing.load_for_model)."""
+        """The file as this model reads it (the decode half of ml.serving.preprocessing.load_for_model)."""
         return decode_image_bytes(data, target_size=decode_side(self.input_size))
 
     def gate(self, decoded: DecodedImage, *, recorded_view: str = "") -> GateResult:
-        """Whether this film may be scored at all (ml.gate): run before every prediction."""
+        """Whether this film may be scored at all (ml.serving.gate): run before every prediction."""
         return run_gate(decoded, self._chest_check, recorded_view=recorded_view)
 
     def tensor(self, decoded: DecodedImage) -> np.ndarray:
@@ -173,26 +175,6 @@ class Predictor:
 
     def label_for(self, probability: float) -> str:
         return self.class_names[1] if probability >= self.threshold else self.class_names[0]
-
-
-def serving_session_options(*, threads: int | None = None, spin: bool | None = None) -> ort.SessionOptions:
-    """The ONNX Runtime settings of the serving path (``python -m ml bench`` measures these).
-
-    ``threads``: intra-op threads (None: ONNX Runtime uses one per physical core). One
-    inter-op thread: thread pools are per session, and one session per worker process
-    avoids oversubscription. ``spin``: whether idle pool threads busy-wait for the next
-    operator; None keeps ONNX Runtime's default (on). Off gives the cores back to the web
-    and database processes between requests, at a small cost per call (see docs/performance.md).
-    """
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if threads:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    if spin is not None:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    return options
 
 
 def _load_manifest(artifact_dir: Path) -> dict[str, Any]:

@@ -15,7 +15,8 @@ first failure is the reason given, in words a clinician understands:
    percentile seen on the training films themselves. The projection ships in the
    model artifact as ``gate.onnx`` and runs in ONNX Runtime (well under a millisecond).
 
-No TensorFlow and no Django here: the serving path and ``python -m ml gate`` share this module.
+No TensorFlow and no Django here. Fitting the learned check and reporting on a corpus are training's
+(``ml.training.gate_fit``, ``python -m ml gate``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ml.preprocessing import DecodedImage
+from ml.serving.decode import DecodedImage
 
 GATE_VERSION = "gate-v1"
 GATE_FILE = "gate.onnx"
@@ -65,11 +66,8 @@ MAX_CLIPPED = 0.6  # share of pixels at pure black or white: a saturated or most
 MIN_STRUCTURE = 0.5  # mean correlation of neighbouring pixels at 128 px: films ~0.97, noise ~0
 STRUCTURE_SIDE = 128
 
-# Learned check: thumbnail side, principal components, and the training films' percentile that sets
-# both thresholds.
+# Learned check: the thumbnail's side (the components and thresholds are fitted by ml.training.gate_fit).
 THUMBNAIL_SIDE = 32
-COMPONENTS = 24
-THRESHOLD_PERCENTILE = 99.9
 
 
 @dataclass(frozen=True)
@@ -266,142 +264,6 @@ def run_gate(decoded: DecodedImage, chest_check: ChestFilmCheck, *, recorded_vie
     if not learned.passed:
         return GateResult(False, learned.code, learned.reason, measured)
     return GateResult(True, measurements=measured)
-
-
-# --- fitting (training side; numpy and onnx only) -------------------------------------------
-
-
-def fit_gate(vectors: np.ndarray, output_path: str | Path) -> dict[str, Any]:
-    """PCA of training-film thumbnails -> gate.onnx; returns the manifest entry (without sha256)."""
-    x = np.asarray(vectors, dtype=np.float64)
-    mean = x.mean(axis=0)
-    centred = x - mean
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    # Fewer films than components (tiny test sets): keep only directions with real variance.
-    k = min(COMPONENTS, len(x) - 1, int(np.sum(singular > singular[0] * 1e-6)))
-    components = vt[:k].T  # (D, k)
-    variances = (singular[:k] ** 2) / (len(x) - 1)
-    _write_onnx(output_path, mean, components, variances)
-    residual, mahalanobis = _numpy_scores(x, mean, components, variances)
-    thresholds = {
-        "residual": float(np.percentile(residual, THRESHOLD_PERCENTILE)),
-        "mahalanobis": float(np.percentile(mahalanobis, THRESHOLD_PERCENTILE)),
-    }
-    return {
-        "version": GATE_VERSION,
-        "file": Path(output_path).name,
-        "thumbnail_side": THUMBNAIL_SIDE,
-        "components": k,
-        "explained_variance": round(float(variances.sum() / (singular**2 / (len(x) - 1)).sum()), 4),
-        "thresholds": thresholds,
-        "threshold_rule": f"{THRESHOLD_PERCENTILE}th percentile of the training films",
-        "fit_films": len(x),
-    }
-
-
-def _numpy_scores(x: np.ndarray, mean: np.ndarray, components: np.ndarray, variances: np.ndarray):
-    centred = x - mean
-    z = centred @ components
-    residual = ((centred - z @ components.T) ** 2).sum(axis=1)
-    mahalanobis = (z**2 / variances).sum(axis=1)
-    return residual, mahalanobis
-
-
-def _write_onnx(path: str | Path, mean: np.ndarray, components: np.ndarray, variances: np.ndarray) -> None:
-    """x (N, D) -> (N, 2) [sum((x-m) - (x-m)WWᵀ)², sum(((x-m)W)² / var)] as a plain ONNX graph."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    dim = components.shape[0]
-    inits = [
-        numpy_helper.from_array(mean.astype(np.float32), "mean"),
-        numpy_helper.from_array(components.astype(np.float32), "W"),
-        numpy_helper.from_array(components.T.astype(np.float32).copy(), "Wt"),
-        numpy_helper.from_array((1.0 / variances).astype(np.float32), "inv_var"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
-    ]
-    nodes = [
-        helper.make_node("Sub", ["thumbnail", "mean"], ["c"]),
-        helper.make_node("MatMul", ["c", "W"], ["z"]),
-        helper.make_node("MatMul", ["z", "Wt"], ["recon"]),
-        helper.make_node("Sub", ["c", "recon"], ["diff"]),
-        helper.make_node("Mul", ["diff", "diff"], ["diff2"]),
-        helper.make_node("ReduceSum", ["diff2", "axis1"], ["residual"], keepdims=1),
-        helper.make_node("Mul", ["z", "z"], ["z2"]),
-        helper.make_node("Mul", ["z2", "inv_var"], ["zw"]),
-        helper.make_node("ReduceSum", ["zw", "axis1"], ["mahalanobis"], keepdims=1),
-        helper.make_node("Concat", ["residual", "mahalanobis"], ["scores"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "chest_film_gate",
-        [helper.make_tensor_value_info("thumbnail", TensorProto.FLOAT, ["N", dim])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 2])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="ml.gate")
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def fit_artifact_gate(artifact_dir: str | Path, data_dir: str | Path) -> dict[str, Any]:
-    """Fit the learned check on the artifact's own training films and write it into the artifact.
-
-    The training films are the artifact's patient-grouped training split (its seed and validation
-    fraction), so the gate never sees a validation or external film.
-    """
-    from ml import artifacts, data
-    from ml.preprocessing import decode_image_bytes, decode_side
-
-    artifact_dir = Path(artifact_dir)
-    manifest = artifacts.read_manifest(artifact_dir)
-    config = manifest.get("config", {})
-    records = data.list_images(data_dir, "train")
-    train, _ = data.grouped_split(
-        records, val_fraction=float(config.get("val_fraction", 0.2)), seed=int(config.get("seed", 1337))
-    )
-    side = decode_side(int(manifest["input_size"]))
-    vectors = np.stack(
-        [thumbnail_vector(decode_image_bytes(r.path.read_bytes(), target_size=side).pixels) for r in train]
-    )
-    entry = fit_gate(vectors, artifact_dir / GATE_FILE)
-    entry["sha256"] = artifacts.sha256_file(artifact_dir / GATE_FILE)
-    entry["fit_split"] = "the artifact's patient-grouped training split of <data>/train"
-    manifest["gate"] = entry
-    artifacts.write_manifest(artifact_dir, manifest)
-    return entry
-
-
-def gate_report(artifact_dir: str | Path, folders: dict[str, list[Path]]) -> dict[str, Any]:
-    """Run the whole gate (as served) on named lists of files: pass counts and every refusal."""
-    from ml.inference import Predictor
-    from ml.preprocessing import ImageDecodeError
-
-    predictor = Predictor.from_artifact(artifact_dir)
-    report: dict[str, Any] = {}
-    for name, files in folders.items():
-        refused: list[dict[str, str]] = []
-        by_reason: dict[str, int] = {}
-        for path in files:
-            try:
-                decoded = predictor.decode(path.read_bytes())
-            except ImageDecodeError as error:
-                code, reason = "unreadable", str(error)
-            else:
-                verdict = predictor.gate(decoded)
-                if verdict.passed:
-                    continue
-                code, reason = verdict.code, verdict.reason
-            by_reason[code] = by_reason.get(code, 0) + 1
-            refused.append({"file": path.name, "code": code, "reason": reason})
-        report[name] = {
-            "files": len(files),
-            "passed": len(files) - len(refused),
-            "pass_rate": round((len(files) - len(refused)) / len(files), 4) if files else None,
-            "refused_by_reason": by_reason,
-            "refused": refused,
-        }
-    return report
 
 
 # --- intended use ---------------------------------------------------------------------------

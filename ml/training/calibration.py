@@ -7,7 +7,7 @@ and the decision threshold set, on ``<data>/external`` (films of the test period
 - **Platt scaling** on the logit: p' = sigmoid(a * logit(p) + b), fitted on external: two parameters,
   little to overfit. Every model here ends in Dense(1, sigmoid), whose logit is z = w.h + c, so the map is
   folded into that layer exactly (w' = a w, c' = a c + b): model.keras and model.onnx stay one model, the
-  served path is unchanged, and the class activation map (ml/export.py), made from that same layer, still
+  served path is unchanged, and the class activation map (ml/training/export.py), made from that same layer, still
   averages to the logit of the number shown.
 - **Threshold with a margin** (``threshold_for_sensitivity_bound``): the highest threshold at which the
   *lower end* of the patient-level bootstrap 95 % interval of sensitivity is still at least the target.
@@ -35,11 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from ml import artifacts, data, evaluation, export
+from ml.serving import artifacts, films
+from ml.training import data, evaluation, export
+from ml.training.networks import fold_platt
 
 log = logging.getLogger(__name__)
 
-FINAL_LAYER = "pneumonia"  # ml.architectures._head_layers: Dense(1, sigmoid)
 EPS = 1e-6
 
 
@@ -58,32 +59,6 @@ def fit_platt(y: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
 
 def apply_platt(prob: np.ndarray, a: float, b: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(a * logit(prob) + b)))
-
-
-def fold_platt(model: Any, a: float, b: float) -> None:
-    """Put sigmoid(a * logit + b) into the final Dense layer: its logit z becomes a * z + b."""
-    layer = model.get_layer(FINAL_LAYER)
-    kernel, bias = layer.get_weights()
-    layer.set_weights([kernel * a, bias * a + b])
-
-
-def unfold_platt(model: Any, a: float, b: float) -> None:
-    """Take folded Platt scaling back out of the final layer: the trained network (a warm start)."""
-    layer = model.get_layer(FINAL_LAYER)
-    kernel, bias = layer.get_weights()
-    layer.set_weights([kernel / a, (bias - b) / a])
-
-
-def load_trained_network(artifact_dir: str | Path) -> Any:
-    """An artifact's model.keras with any folded Platt scaling taken back out: the network as trained,
-    for a warm start or a teacher's targets (never train on anything fitted on external/)."""
-    import keras
-
-    model = keras.saving.load_model(Path(artifact_dir) / artifacts.KERAS_NAME, compile=False)
-    platt = artifacts.read_manifest(artifact_dir).get("calibration")
-    if platt:
-        unfold_platt(model, float(platt["a"]), float(platt["b"]))
-    return model
 
 
 LEVEL = 0.95  # two-sided: the rule uses the 2.5th percentile, the project's 95 % intervals
@@ -228,7 +203,7 @@ def calibrate_artifact(
     re-export and re-verify the ONNX model, and record both splits' metrics in the manifest."""
     import keras
 
-    from ml.inference import Predictor
+    from ml.serving.inference import Predictor
 
     artifact_dir = Path(artifact_dir)
     manifest = artifacts.read_manifest(artifact_dir)
@@ -236,15 +211,15 @@ def calibrate_artifact(
         raise ValueError(f"{artifact_dir} is calibrated already ({manifest['calibration']['method']}).")
     size = int(manifest["input_size"])
     config = manifest.get("config", {})
-    records = data.list_images(data_dir, split)
-    x_ext, y_ext = data.load_images(records, input_size=size), data.labels_of(records)
+    records = films.list_images(data_dir, split)
+    x_ext, y_ext = films.load_images(records, input_size=size), films.labels_of(records)
     groups = [r.patient for r in records]
     _, validation = data.grouped_split(
-        data.list_images(data_dir, "train"),
+        films.list_images(data_dir, "train"),
         val_fraction=float(config.get("val_fraction", 0.2)),
         seed=int(config.get("seed", 1337)),
     )
-    x_val, y_val = data.load_images(validation, input_size=size), data.labels_of(validation)
+    x_val, y_val = films.load_images(validation, input_size=size), films.labels_of(validation)
 
     before = _onnx_probabilities(Predictor.from_artifact(artifact_dir), x_ext)
     a, b = fit_platt(y_ext, before)

@@ -12,9 +12,9 @@ DATA_DIR_ENV = "PNEUMONIA_DATA_DIR"
 WEIGHTS_DIR_ENV = "IMAGENET_WEIGHTS_DIR"
 ARTIFACTS_DIR_ENV = "PNEUMONIA_ARTIFACTS_DIR"
 DEFAULT_ARTIFACTS_DIR = "runs"
-# Training augmentation policies ml.batches implements (here so that the CLI need not import Keras).
+# Training augmentation policies ml.training.batches implements (here so that the CLI need not import Keras).
 AUGMENTATION_POLICIES = ("geometric", "acquisition", "robust")
-# Every architecture ml.architectures can build (kept here so callers need not import Keras).
+# Every architecture ml.training.architectures can build (kept here so callers need not import Keras).
 ARCHITECTURE_NAMES = (
     "cnn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "resnet50v2", "xception", "xception_mid", "mobilenetv2",
 )  # fmt: skip
@@ -49,7 +49,7 @@ class TrainConfig:
     max_val_images: int | None = None
     class_weighting: str = "balanced"  # "balanced" | "none"
     augment: bool = True
-    augmentation_policy: str = "geometric"  # one of AUGMENTATION_POLICIES (ml.batches.make_dataset)
+    augmentation_policy: str = "geometric"  # one of AUGMENTATION_POLICIES (ml.training.batches.make_dataset)
     early_stopping_patience: int = 3
     reduce_lr_patience: int = 1
     bootstrap_samples: int = 1000

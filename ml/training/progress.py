@@ -1,6 +1,6 @@
 """Progress reports from a training run, and the way a caller stops one.
 
-The portal's training worker passes a hook to `ml.training.train`; the hook gets a
+The portal's training worker passes a hook to `ml.training.training.train`; the hook gets a
 plain dict after every epoch (and every few batches) and may raise
 TrainingCancelled, which ends the run cleanly between batches.
 """

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from ml.artifacts import CLASS_NAMES, DATA_FILES_NAME, ONNX_NAME, read_manifest, sha256_file
-from ml.runtime import cpu_flags, cpu_model
+from ml.serving.artifacts import CLASS_NAMES, DATA_FILES_NAME, ONNX_NAME, read_manifest, sha256_file
+from ml.serving.runtime import cpu_flags, cpu_model
 
 VARIANTS = ("fp32", "int8", "bf16")
 AUC_TOLERANCE = 0.002
@@ -208,7 +208,7 @@ def calibration_films(artifact_dir: Path, data_dir: Path, count: int) -> list[Pa
             if len(parts) == 4 and parts[0] == "train" and (data_dir / parts[2]).is_file():
                 paths.append(data_dir / parts[2])
     if not paths:
-        from ml.data import list_images
+        from ml.serving.films import list_images
 
         paths = [record.path for record in list_images(data_dir, "train")]
     step = max(1, len(paths) // count)
@@ -282,7 +282,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def _session(variant: _Variant, *, threads: int | None, spin: bool | None) -> Any:
     import onnxruntime as ort
 
-    from ml.inference import serving_session_options
+    from ml.serving.runtime import serving_session_options
 
     options = serving_session_options(threads=threads, spin=spin)
     for key, value in variant.session_config.items():
@@ -425,7 +425,7 @@ def select(
 ) -> dict[str, Any]:
     """Build, check and time every variant of the artifact's model on this CPU; cache and return the
     record (the cached one unless `force`)."""
-    from ml.data import list_images, load_images
+    from ml.serving.films import list_images, load_images
 
     artifact_dir, data_dir = Path(artifact_dir), Path(data_dir)
     manifest = read_manifest(artifact_dir)
@@ -456,7 +456,7 @@ def select(
         try:
             if not int8_path.is_file():
                 log(f"int8: quantizing, calibrated on {len(films)} training films")
-                from ml.data import ImageRecord
+                from ml.serving.films import ImageRecord
 
                 calibration = load_images([ImageRecord(p, 0, "") for p in films], input_size=size)
                 quantize_int8(fp32_path, int8_path, calibration, reduce_range=reduce_range)

@@ -6,7 +6,7 @@ a second ONNX output ``cam`` of shape (N, h, w): its class activation map (Zhou 
 final Dense layer applied at every location of the last feature map, sum_k w_k A_k(y, x) + b. That is
 the logit of P(PNEUMONIA) location by location, and its spatial mean is exactly the logit the first
 output squashes (the pooling is a mean and the layer is linear; a Platt calibration folded into that
-layer, ml/calibration.py, is folded into the map too). So the heatmap is computed with the prediction,
+layer, ml/training/calibration.py, is folded into the map too). So the heatmap is computed with the prediction,
 by the same ONNX Runtime call, and explains the number shown. Heads with anything else between the
 feature map and the output (Flatten, hidden Dense layers: ``cnn``, the VGGs) have no such map: their
 graph has the probability only, and the manifest's ``heatmap`` entry is null.
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml.artifacts import CAM_OUTPUT, FULL_EXTENT
+from ml.serving.artifacts import CAM_OUTPUT, FULL_EXTENT
 
 if TYPE_CHECKING:
     import keras
@@ -42,7 +42,7 @@ class CamHead:
     kernel: np.ndarray  # (C,) the final Dense(1) layer's weights
     bias: float
     # Where the map lies on the model's input, as fractions (top, left, bottom, right): the whole input,
-    # or the part a pooling margin (Cropping2D before the pooling, ml.architectures) keeps.
+    # or the part a pooling margin (Cropping2D before the pooling, ml.training.architectures) keeps.
     extent: tuple[float, float, float, float] = FULL_EXTENT
 
 
@@ -57,7 +57,7 @@ def cam_head(model: keras.Model) -> CamHead | None:
     """The model's head if it is GlobalAveragePooling2D -> (Dropout ->) Dense(1, sigmoid), else None.
 
     Walked backwards from the model's output through the functional graph, so a layer shared with
-    another model (ml.architectures' ``head``) is read in this model's call of it."""
+    another model (ml.training.architectures' ``head``) is read in this model's call of it."""
     import keras
 
     if len(model.outputs) != 1:
@@ -201,7 +201,7 @@ def export_verified(model: keras.Model, onnx_path: str | Path, images: np.ndarra
 def heatmap_entry(
     *, shape: tuple[int, ...], parity: float, extent: tuple[float, float, float, float] = FULL_EXTENT
 ) -> dict[str, Any]:
-    """What the manifest says about the map (ml.inference reads ``onnx_output``; the heatmap is drawn
+    """What the manifest says about the map (ml.serving.inference reads ``onnx_output``; the heatmap is drawn
     over the ``extent`` of the film, top, left, bottom, right as fractions)."""
     return {
         "method": "class activation map",

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ml import artifacts, training
-from ml.architectures import ARCHITECTURES, resolve_weights
-from ml.config import TrainConfig
+from ml.serving import artifacts
+from ml.training import training
+from ml.training.architectures import ARCHITECTURES, resolve_weights
+from ml.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def _migrate_also(result: dict[str, Any]) -> None:
 def _also_evaluate(artifact: Path, data_dir: Path, split: str) -> dict[str, Any] | None:
     """The row's ONNX model on another folder: external/ (half the official test split, films of a
     new period: where models are chosen) or val/ (16 full-size films: how real uploads fare)."""
-    from ml.evaluation import evaluate_artifact
+    from ml.training.evaluation import evaluate_artifact
 
     if not (data_dir / split).is_dir():
         return None
@@ -308,7 +309,7 @@ def _markdown(
     lines = [
         "# Model comparison",
         "",
-        f"Produced by `python -m ml compare --budget {budget}` (ml/comparison.py); do not edit by hand.",
+        f"Produced by `python -m ml compare --budget {budget}` (ml/training/comparison.py); do not edit by hand.",
         f"CPU: {platform.processor() or platform.machine()}, 2 cores; code {artifacts.code_version()}.",
         "",
         "All rows are scored by their exported ONNX model on the same patient-grouped validation split "

@@ -1,4 +1,10 @@
-"""Folder loading, patient ids, the patient-grouped split and training batches."""
+"""A labelled film folder as the project lays it out, ``<root>/<split>/{NORMAL,PNEUMONIA}/*``, read through
+the serving path (``ml.serving.preprocessing.load_for_model``).
+
+Serving reads it too: the worker checks a model's serving variants against ``<data>/external``
+(``ml.serving.variants``) and the portal's promotion gate evaluates a candidate on it. What only training
+does with the folder (the patient-grouped split, subsamples, class weights) is ``ml.training.data``.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.artifacts import CLASS_NAMES, sha256_file
-from ml.preprocessing import load_for_model
+from ml.serving.artifacts import CLASS_NAMES
+from ml.serving.preprocessing import load_for_model
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom"}
 
@@ -63,50 +69,8 @@ def list_images(root: str | Path, split: str) -> list[ImageRecord]:
     return records
 
 
-def grouped_split(
-    records: Sequence[ImageRecord], *, val_fraction: float, seed: int
-) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """Train/validation split with no patient on both sides, stratified by class, seeded."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    n_splits = max(2, round(1 / val_fraction))
-    labels = np.array([r.label for r in records])
-    groups = np.array([r.patient for r in records])
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train_idx, val_idx = next(folds.split(np.zeros(len(records)), labels, groups))
-    return [records[i] for i in train_idx], [records[i] for i in val_idx]
-
-
-def subsample(records: Sequence[ImageRecord], *, limit: int | None, seed: int) -> list[ImageRecord]:
-    """At most ``limit`` records, keeping the class ratio (budgeted comparison rows)."""
-    if limit is None or limit >= len(records):
-        return list(records)
-    rng = np.random.default_rng(seed)
-    labels = np.array([r.label for r in records])
-    keep: list[int] = []
-    for label in np.unique(labels):
-        idx = np.flatnonzero(labels == label)
-        take = max(1, round(limit * len(idx) / len(records)))
-        keep.extend(rng.choice(idx, size=min(take, len(idx)), replace=False).tolist())
-    return [records[i] for i in sorted(keep)]
-
-
-def class_counts(records: Sequence[ImageRecord]) -> dict[str, int]:
-    labels = [r.label for r in records]
-    return {name: labels.count(i) for i, name in enumerate(CLASS_NAMES)}
-
-
-def balanced_class_weights(records: Sequence[ImageRecord]) -> dict[int, float]:
-    """n / (k * n_c): each class contributes equally to the loss (sklearn's 'balanced')."""
-    counts = class_counts(records)
-    total = sum(counts.values())
-    return {
-        i: (total / (len(CLASS_NAMES) * counts[name]) if counts[name] else 0.0) for i, name in enumerate(CLASS_NAMES)
-    }
-
-
 def load_images(records: Sequence[ImageRecord], *, input_size: int, workers: int = 2) -> np.ndarray:
-    """(N, S, S, 3) float32 through ml.preprocessing.load_for_model, the serving path."""
+    """(N, S, S, 3) float32 through ml.serving.preprocessing.load_for_model, the serving path."""
 
     def load(record: ImageRecord) -> np.ndarray:
         return load_for_model(record.path.read_bytes(), input_size=input_size)
@@ -120,12 +84,3 @@ def load_images(records: Sequence[ImageRecord], *, input_size: int, workers: int
 
 def labels_of(records: Sequence[ImageRecord]) -> np.ndarray:
     return np.array([r.label for r in records], dtype=np.float32)
-
-
-def data_file_lines(root: Path, splits: dict[str, Sequence[ImageRecord]]) -> list[str]:
-    """'split<TAB>class<TAB>relpath<TAB>sha256' for every file used: the data fingerprint."""
-    lines = []
-    for split, records in splits.items():
-        for r in records:
-            lines.append(f"{split}\t{CLASS_NAMES[r.label]}\t{r.relpath(root)}\t{sha256_file(r.path)}")
-    return lines
