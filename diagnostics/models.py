@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import models, router
 from django.db.models import F, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 
-from ml.serving import artifacts
+from ml import artifacts
 
 
 class CareTeam(models.Model):
@@ -48,7 +50,8 @@ class Patient(models.Model):
     team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="patients")
     medical_record_number = models.CharField(max_length=64)
     name = models.CharField(max_length=200)
-    birth_date = models.DateField()
+    # Unknown for some patients a PACS registers (PACSes often send no PatientBirthDate): shown as "age unknown".
+    birth_date = models.DateField(null=True, blank=True)
     sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
     created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -233,7 +236,7 @@ class ModelVersion(models.Model):
     # The score is called a probability only where it is calibrated on films of a new period (the
     # external split): the UPPER end of the 95 % interval of its cross-fitted expected calibration error
     # must be at most this. A point estimate under it is not enough (0.037 [0.02, 0.07] may well be 0.07),
-    # and a model with no interval recorded shows an "AI score". The rule's owner is ml.serving.artifacts (the model
+    # and a model with no interval recorded shows an "AI score". The rule's owner is ml.artifacts (the model
     # card states it too).
     PROBABILITY_MAX_ECE = artifacts.PROBABILITY_MAX_ECE
 
@@ -246,7 +249,7 @@ class ModelVersion(models.Model):
 
     @property
     def external_ece_interval(self) -> list[float] | None:
-        """95 % interval of the cross-fitted ECE on the external split (ml.training.calibration), if recorded."""
+        """95 % interval of the cross-fitted ECE on the external split (ml.calibration), if recorded."""
         return _interval(((self.metrics or {}).get("external") or {}).get("ece_crossfit_ci95"))
 
     @property
@@ -308,7 +311,7 @@ class Prediction(models.Model):
         NOT_ANALYSABLE = "not_analysable", "Not analysable"
 
     role = models.CharField(max_length=7, choices=Role.choices, default=Role.PRIMARY, db_index=True)
-    # The input gate (ml.serving.gate) runs before every score: a film it refuses is not analysable and
+    # The input gate (ml.gate) runs before every score: a film it refuses is not analysable and
     # carries no probability and no label, only the reason (the check that failed, in words).
     outcome = models.CharField(max_length=14, choices=Outcome.choices, default=Outcome.SCORED, db_index=True)
     gate_code = models.CharField(max_length=32, blank=True)
@@ -324,8 +327,8 @@ class Prediction(models.Model):
     model_sha256 = models.CharField(max_length=64)
     preprocessing_version = models.CharField(max_length=50)
     input_sha256 = models.CharField(max_length=64)
-    # Where and in which form the model ran (ml.serving.runtime, ml.serving.variants): ONNX Runtime's execution
-    # provider, the device, and the variant of the model file (fp32, or an int8/bf16 variant checked against fp32 on
+    # Where and in which form the model ran (ml.runtime, ml.variants): ONNX Runtime's execution provider,
+    # the device, and the variant of the model file (fp32, or an int8/bf16 variant checked against fp32 on
     # external/ on this CPU model) with the sha256 of the file that ran. Empty on rows stored before.
     execution_provider = models.CharField(max_length=40, blank=True)
     device = models.CharField(max_length=120, blank=True)
@@ -361,16 +364,30 @@ class Prediction(models.Model):
         return self.outcome == self.Outcome.SCORED
 
 
-class AuditEvent(models.Model):
-    """Append-only record of who did what to which record, and every study state change."""
+class AuditEventQuerySet(models.QuerySet):
+    def bulk_create(self, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError("Audit events are appended one by one (AuditEvent.save links each to the chain).")
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+class AuditEvent(models.Model):
+    """Append-only record of who did what to which record, and every study state change.
+
+    Rows form a hash chain (diagnostics/audit_chain.py; `manage.py audit_verify` walks it): each stores
+    the hash of its content and of the row before it. `created_at` is the database's clock.
+    """
+
+    created_at = models.DateTimeField(db_default=Now(), db_index=True)
     actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     action = models.CharField(max_length=64, db_index=True)
     object_type = models.CharField(max_length=64, blank=True)
     object_id = models.CharField(max_length=64, blank=True)
     team = models.ForeignKey(CareTeam, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     detail = models.JSONField(default=dict, blank=True)
+    # The chain: the previous row's row_hash (unique: two rows never follow the same one) and this row's.
+    prev_hash = models.CharField(max_length=64, unique=True, editable=False)
+    row_hash = models.CharField(max_length=64, editable=False)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -378,10 +395,12 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.object_type}:{self.object_id}"
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:
             raise PermissionError("Audit events are append-only.")
-        super().save(*args, **kwargs)
+        from diagnostics.audit_chain import chain_append
+
+        chain_append(self, using=kwargs.get("using") or router.db_for_write(AuditEvent, instance=self))
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise PermissionError("Audit events are append-only.")
@@ -410,6 +429,23 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{'Agrees' if self.agrees else 'Corrects to'} {self.confirmed_label} on prediction {self.prediction_id}"
+
+
+class Acknowledgement(models.Model):
+    """A clinician has seen a film the AI could not assess ("seen: no AI result"): a film the input gate
+    refused has no AI label to agree with or correct, so this is how its study leaves the unread list
+    (selectors.study_read_exists counts it beside Feedback). History is kept, like Feedback."""
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.PROTECT, related_name="acknowledgements")
+    clinician = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Seen, no AI result: prediction {self.prediction_id}"
 
 
 class TrainingRun(models.Model):
@@ -529,15 +565,44 @@ class WebhookDelivery(models.Model):
         return f"{self.event} for study {self.study_id} → {self.url} ({self.status})"
 
 
+def ip_networks_parse(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A DicomPeer's allowed_networks as networks (a bare address is a /32 or /128); ValueError names the bad one."""
+    networks = []
+    for entry in text.replace(",", "\n").split():
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network (10.1.2.3, 10.1.0.0/16, fd00::/8).") from None
+    return networks
+
+
+def validate_ip_networks(text: str) -> None:
+    try:
+        ip_networks_parse(text)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
+
+
 class DicomPeer(models.Model):
     """A PACS or modality that sends films over DICOM, and where the AI results go back.
 
-    Its calling AE title identifies it (the receiver refuses any other); its films belong to its care
-    team and are stored as its service account. Results (a Structured Report and a Secondary Capture
-    per study) are sent to `host`:`port` as `results_ae_title` when a port is set.
+    It is its calling AE title AND the addresses it may call from: the receiver rejects an association
+    (A-ASSOCIATE-RJ) whose AE title is not an enabled peer's or whose address is outside that peer's
+    `allowed_networks`, and one beyond the peer's `max_associations` (integrations/dicom_in/receiver.py).
+    Its films belong to its care team and are stored as its service account. Results (a Structured Report
+    and a Secondary Capture per study) are sent to `host`:`port` as `results_ae_title` when a port is set.
     """
 
     ae_title = models.CharField(max_length=16, unique=True, help_text="The AE title it calls the portal as.")
+    allowed_networks = models.TextField(
+        blank=True,
+        validators=[validate_ip_networks],
+        help_text="Addresses or networks it may call from, one per line or comma-separated (10.1.2.3, "
+        "10.1.0.0/16, fd00::/8). Empty: it cannot call (every association from it is rejected).",
+    )
+    max_associations = models.PositiveSmallIntegerField(
+        default=4, help_text="Associations it may hold open at once; one more is rejected (transient)."
+    )
     team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="dicom_peers")
     service_user = models.ForeignKey(
         User, on_delete=models.PROTECT, related_name="+", help_text="Studies it sends are created as this account."
@@ -557,6 +622,16 @@ class DicomPeer(models.Model):
     @property
     def sends_results(self) -> bool:
         return bool(self.enabled and self.host and self.port and self.results_ae_title)
+
+    def allows_address(self, address: str) -> bool:
+        """Whether an association from `address` may be this peer (IPv4-mapped IPv6 compared as IPv4)."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in ip_networks_parse(self.allowed_networks))
 
 
 class PacsDelivery(models.Model):

@@ -21,10 +21,14 @@ urlpatterns = [
     path("studies/<int:study_id>/", studies.study_detail, name="study_detail"),
     path("studies/<int:study_id>/live/", studies.study_live, name="study_live"),
     path("studies/<int:study_id>/compare/", studies.study_compare, name="study_compare"),
+    path("studies/<int:study_id>/acknowledge/", predictions.study_acknowledge, name="study_acknowledge"),
     path("studies/<int:study_id>/report.pdf", studies.study_report, name="study_report"),
     path("images/<int:image_id>/preview.png", images.image_preview, name="image_preview"),
     path("predictions/<int:prediction_id>/heatmap.png", predictions.heatmap_image, name="heatmap_image"),
     path("predictions/<int:prediction_id>/feedback/", predictions.feedback_submit, name="feedback_submit"),
+    path(
+        "predictions/<int:prediction_id>/acknowledge/", predictions.acknowledgement_submit, name="acknowledgement_submit"
+    ),
     path("models/", models.model_list, name="model_list"),
     path("models/<int:model_id>/", models.model_detail, name="model_detail"),
     path("models/<int:model_id>/plots/<slug:kind>.png", models.model_plot, name="model_plot"),

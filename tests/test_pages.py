@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
+from diagnostics.formatting.numbers import score_percent
 from diagnostics.models import AuditEvent, Feedback, Prediction, Study
 
 from .conftest import HTMX, calibrated, login_client
@@ -154,7 +155,7 @@ def test_live_status_answers_204_until_the_status_changes_then_the_new_results(o
     prediction = PredictionFactory(study=study, model_version=active_model, probability=0.91, finish_study=True)
     done = client.get(live, {"seen": "running"}, **HTMX).content.decode()
     assert 'hx-trigger="every 2s" hx-swap="outerHTML">' not in done.split('id="study-results"')[1].split(">")[0]
-    assert "Pneumonia suspected" in done and f"{prediction.probability:.3f}" in done and active_model.name in done
+    assert "Pneumonia suspected" in done and score_percent(prediction.probability, prediction.threshold) in done and active_model.name in done
     # The finding comes first in words, then the numbers.
     assert done.index("Pneumonia suspected") < done.index("Probability of pneumonia") < done.index("Model version")
     # The heatmap is stored with the prediction (this factory-made one has none): nothing to poll for.
@@ -342,7 +343,7 @@ def test_pdf_report_has_the_facts_and_the_disclaimer_and_each_export_is_audited(
         "MRN-A-1",
         "ACC-77",
         "Pneumonia suspected",
-        f"{prediction.probability:.3f}",
+        score_percent(prediction.probability, prediction.threshold),
         active_model.name,
         "not a diagnosis",
         "Generated",

@@ -215,8 +215,8 @@ def test_the_model_page_shows_the_operating_point_with_its_intervals_and_rule(ad
     page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
     assert "Operating point" in page
     assert (
-        "Decision threshold 0.432, chosen by this rule: highest threshold with sensitivity &gt;= 0.95 on external/ "
-        "(target sensitivity 0.95)."
+        "Decision threshold 43.2 %, chosen by this rule: highest threshold with sensitivity &gt;= 0.95 on external/ "
+        "(target sensitivity 0.950)."
     ) in page
     assert "Sensitivity (pneumonia films the AI calls suspected) 0.946 0.911–0.976" in page
     assert "Specificity (normal films the AI calls normal) 0.887 0.820–0.940" in page
@@ -257,3 +257,20 @@ def test_the_model_page_says_where_its_assessments_ran(owner, patient, admin, ac
     assert runtimes == {("CPU: AMD EPYC", "CPUExecutionProvider"): 2, ("GPU: NVIDIA H100", "CUDAExecutionProvider"): 1}
     page = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
     assert "Where its assessments ran" in page and "GPU: NVIDIA H100" in page and "CUDAExecutionProvider" in page
+
+
+def test_the_calibration_plot_is_drawn_from_the_figures_the_table_prints_with_the_models_name(admin, active_model):
+    """The table's ECE and the plot's legend are one number, from the manifest's metrics; the title names
+    the model version (the training-time PNG was drawn before Platt scaling and titled by architecture)."""
+    from diagnostics.formatting.numbers import metric
+    from diagnostics.formatting.plots import calibration_plot_png
+
+    validation = active_model.metrics["validation"]
+    html = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
+    assert f"<td>{metric(validation['ece'])}</td>" in html
+    svg = calibration_plot_png(summary=validation, title=f"Calibration: {active_model.name}", image_format="svg")
+    text = svg.decode()
+    assert f"ECE {metric(validation['ece'])}" in text and active_model.name in text
+    plot = login_client(admin).get(reverse("model_plot", args=[active_model.pk, "calibration"]))
+    assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
+    assert calibration_plot_png(summary={"ece": 0.1}, title="none") is None

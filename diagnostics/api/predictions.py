@@ -1,4 +1,5 @@
-"""AI assessments shown to clinicians (never shadow ones) and the feedback that confirms or corrects them."""
+"""AI assessments shown to clinicians (never shadow ones), the feedback that confirms or corrects them and
+the acknowledgements ("seen: no AI result") of films the AI could not assess."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from diagnostics.models import Feedback, Prediction, User
-from diagnostics.selectors import feedback_list_for_prediction, prediction_get_for_user, prediction_list_for_user
+from diagnostics.models import Acknowledgement, Feedback, Prediction, User
+from diagnostics.selectors import (
+    acknowledgement_list_for_prediction,
+    feedback_list_for_prediction,
+    prediction_get_for_user,
+    prediction_list_for_user,
+)
 from diagnostics.services.audit import audit_read
-from diagnostics.services.feedback import feedback_record
+from diagnostics.services.feedback import acknowledgement_record, feedback_record
 
 from .common import ListApi, request_user, service_errors
 from .filters import PredictionFilter
@@ -36,6 +42,15 @@ class FeedbackOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Feedback
         fields = ["id", "prediction_id", "clinician", "agrees", "confirmed_label", "subtype", "comment", "created_at"]
+
+
+class AcknowledgementOutputSerializer(serializers.ModelSerializer):
+    prediction_id = serializers.IntegerField()
+    clinician = serializers.CharField(source="clinician.username")
+
+    class Meta:
+        model = Acknowledgement
+        fields = ["id", "prediction_id", "clinician", "comment", "created_at"]
 
 
 class PredictionListApi(ListApi):
@@ -116,3 +131,41 @@ class PredictionFeedbackApi(ListApi):
         with service_errors():
             feedback = feedback_record(user=user, prediction=prediction, **serializer.validated_data)
         return Response(FeedbackOutputSerializer(feedback).data, status=status.HTTP_201_CREATED)
+
+
+class PredictionAcknowledgementApi(ListApi):
+    """'Seen: no AI result' on a film the input gate refused: such a film has no label to confirm or
+    correct, so this is how its study is read (the study's `read` and the `reading` filter count it)."""
+
+    output_serializer = AcknowledgementOutputSerializer
+
+    @extend_schema_serializer(component_name="AcknowledgementCreate")
+    class InputSerializer(serializers.Serializer):
+        comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+
+    @extend_schema(
+        operation_id="predictions_acknowledgements_list",
+        summary="Acknowledgements of a not-analysable assessment, newest first",
+        responses=AcknowledgementOutputSerializer(many=True),
+    )
+    def get(self, request: Request, prediction_id: int) -> Response:
+        prediction = prediction_get_for_user(user=request_user(request), prediction_id=prediction_id)
+        return self.list_response(acknowledgement_list_for_prediction(prediction=prediction))
+
+    @extend_schema(
+        operation_id="predictions_acknowledgements_create",
+        summary="Record that a clinician has seen a film the AI could not assess",
+        description="Only for an assessment whose `outcome` is `not_analysable`; a scored assessment is read "
+        "with feedback (400 otherwise).",
+        request=InputSerializer,
+        responses={201: AcknowledgementOutputSerializer},
+        examples=[OpenApiExample("Seen", value={"comment": "Rotated film, read by hand"}, request_only=True)],
+    )
+    def post(self, request: Request, prediction_id: int) -> Response:
+        user = request_user(request)
+        prediction = prediction_get_for_user(user=user, prediction_id=prediction_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with service_errors():
+            acknowledgement = acknowledgement_record(user=user, prediction=prediction, **serializer.validated_data)
+        return Response(AcknowledgementOutputSerializer(acknowledgement).data, status=status.HTTP_201_CREATED)

@@ -29,6 +29,8 @@ from diagnostics.selectors import (
     study_film_results,
     study_get_for_user,
     study_list_for_user,
+    study_read_annotation,
+    study_read_exists,
     study_summary,
 )
 from diagnostics.selectors.warnings import study_list_with_warning_facts, study_warnings
@@ -150,9 +152,22 @@ class StudySummarySerializer(serializers.ModelSerializer):
         "unknown), the same warnings the study page, the worklist and the PDF show; empty when none."
     )
 
+    read = serializers.SerializerMethodField(
+        help_text="true when a clinician has read the study: a reading (feedback) of one of its films' "
+        "assessments, or an acknowledgement ('seen: no AI result') of a film the AI could not assess; "
+        "the worklist's Read/Unread and the `reading` filter follow the same rule."
+    )
+
     @extend_schema_field(StudyWarningSerializer(many=True))
     def get_warnings(self, study: Study) -> list[dict[str, Any]]:
         return [warning.as_dict() for warning in study_warnings(study=study)]
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_read(self, study: Study) -> bool:
+        annotated = getattr(study, "read", None)  # the list annotates it (study_read_annotation)
+        if annotated is not None:
+            return bool(annotated)
+        return Study.objects.filter(pk=study.pk).filter(study_read_exists()).exists()
 
     class Meta:
         model = Study
@@ -168,6 +183,7 @@ class StudySummarySerializer(serializers.ModelSerializer):
             "status_changed_at",
             "latest_probability",
             "latest_label",
+            "read",
             "warnings",
         ]
 
@@ -362,7 +378,7 @@ class StudyListCreateApi(ListApi):
     parser_classes = [MultiPartParser, *ListApi.parser_classes]
 
     def select(self, user: User) -> Any:
-        return study_list_with_warning_facts(study_list_for_user(user=user))
+        return study_list_with_warning_facts(study_list_for_user(user=user)).annotate(read=study_read_annotation())
 
     @extend_schema(
         operation_id="studies_list",

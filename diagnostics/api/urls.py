@@ -36,6 +36,11 @@ urlpatterns = [
         predictions.PredictionFeedbackApi.as_view(),
         name="api_prediction_feedback",
     ),
+    path(
+        "predictions/<int:prediction_id>/acknowledgements/",
+        predictions.PredictionAcknowledgementApi.as_view(),
+        name="api_prediction_acknowledgements",
+    ),
     path("model-versions/", model_versions.ModelVersionListApi.as_view(), name="api_model_version_list"),
     path(
         "model-versions/<int:model_version_id>/",

@@ -23,6 +23,7 @@ from .model_versions import model_version_list as model_version_list
 from .model_versions import shadow_comparison as shadow_comparison
 from .patients import patient_get_for_user as patient_get_for_user
 from .patients import patient_list_for_user as patient_list_for_user
+from .predictions import acknowledgement_list_for_prediction as acknowledgement_list_for_prediction
 from .predictions import feedback_list_for_prediction as feedback_list_for_prediction
 from .predictions import prediction_get_for_user as prediction_get_for_user
 from .predictions import prediction_list_for_user as prediction_list_for_user
@@ -33,6 +34,7 @@ from .studies import study_list_filter as study_list_filter
 from .studies import study_list_for_user as study_list_for_user
 from .studies import study_list_with_film_counts as study_list_with_film_counts
 from .studies import study_list_with_row_facts as study_list_with_row_facts
+from .studies import study_read_annotation as study_read_annotation
 from .studies import study_read_exists as study_read_exists
 from .studies import study_taken_on as study_taken_on
 from .study_results import FilmRefusal as FilmRefusal

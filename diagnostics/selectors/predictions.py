@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from diagnostics.models import (
+    Acknowledgement,
     Feedback,
     Prediction,
     User,
@@ -32,6 +33,11 @@ def prediction_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Predicti
     return Prediction.objects.filter(
         role=Prediction.Role.PRIMARY, image__study__patient__team_id=user.team_id
     ).select_related("image__study", "model_version")
+
+
+def acknowledgement_list_for_prediction(*, prediction: Prediction) -> QuerySet[Acknowledgement]:
+    """'Seen: no AI result' on a prediction from prediction_get_for_user, newest first."""
+    return prediction.acknowledgements.select_related("clinician").order_by("-created_at", "-pk")
 
 
 def feedback_list_for_prediction(*, prediction: Prediction) -> QuerySet[Feedback]:

@@ -5,7 +5,19 @@ from __future__ import annotations
 import datetime
 
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import CharField, Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import (
+    BooleanField,
+    CharField,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+)
 from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce
 from django.http import Http404
@@ -13,6 +25,7 @@ from django.utils import timezone
 
 from diagnostics.formatting.words import dicom_date
 from diagnostics.models import (
+    Acknowledgement,
     Feedback,
     Image,
     Prediction,
@@ -35,14 +48,24 @@ def study_list_with_film_counts(studies: QuerySet[Study]) -> QuerySet[Study]:
     return studies.annotate(film_count=Coalesce(Subquery(films, output_field=IntegerField()), 0))
 
 
-def study_read_exists() -> Exists:
-    """Whether a study has been read: a clinician's reading (Feedback: agreeing with or correcting the AI)
-    exists on an assessment shown to clinicians of any of its films. A film the input gate refused has no
-    assessment to read, so a study of refused films alone stays unread."""
+def study_read_exists() -> Q:
+    """Whether a study has been read, the one owner of the rule: a clinician's reading (Feedback: agreeing
+    with or correcting the AI) exists on an assessment shown to clinicians of any of its films, or a
+    clinician acknowledged one of its films the input gate refused ("seen: no AI result", Acknowledgement):
+    a refused film has no AI label to agree with, so acknowledging it is how its study is closed.
+    A condition for filter() (negate it with ~) and for annotate(read=study_read_annotation())."""
     readings = Feedback.objects.filter(
         prediction__image__study=OuterRef("pk"), prediction__role=Prediction.Role.PRIMARY
     )
-    return Exists(readings)
+    acknowledged = Acknowledgement.objects.filter(
+        prediction__image__study=OuterRef("pk"), prediction__role=Prediction.Role.PRIMARY
+    )
+    return Q(Exists(readings)) | Q(Exists(acknowledged))
+
+
+def study_read_annotation() -> ExpressionWrapper:
+    """study_read_exists as a boolean column (the worklist's `read`, the API's `read`)."""
+    return ExpressionWrapper(study_read_exists(), output_field=BooleanField())
 
 
 def study_dicom_date() -> Subquery:
@@ -62,7 +85,7 @@ def study_list_with_row_facts(studies: QuerySet[Study]) -> QuerySet[Study]:
     """What a worklist row shows besides the study itself: `film_count`, `read` (study_read_exists) and
     `dicom_study_date` (study_dicom_date; the row falls back to the upload date), each a correlated
     subquery of the list's own query, computed only for the rows a page shows."""
-    return study_list_with_film_counts(studies).annotate(read=study_read_exists(), dicom_study_date=study_dicom_date())
+    return study_list_with_film_counts(studies).annotate(read=study_read_annotation(), dicom_study_date=study_dicom_date())
 
 
 def study_list_filter(
@@ -120,7 +143,10 @@ def _with_results(studies: QuerySet[Study]) -> QuerySet[Study]:
     predictions = (
         Prediction.objects.filter(role=Prediction.Role.PRIMARY)
         .select_related("model_version")
-        .prefetch_related(Prefetch("feedback", queryset=Feedback.objects.select_related("clinician")))
+        .prefetch_related(
+            Prefetch("feedback", queryset=Feedback.objects.select_related("clinician")),
+            Prefetch("acknowledgements", queryset=Acknowledgement.objects.select_related("clinician")),
+        )
         .order_by("-created_at", "-pk")
     )
     images = Image.objects.prefetch_related(Prefetch("predictions", queryset=predictions))

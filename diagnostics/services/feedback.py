@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 
-from diagnostics.models import Feedback, Prediction, User
+from diagnostics.models import Acknowledgement, Feedback, Prediction, Study, User
 
 from .audit import audit_record
 
@@ -52,3 +53,43 @@ def feedback_record(
         detail={"prediction": prediction.pk, "agrees": agrees, "confirmed_label": confirmed_label, "subtype": subtype},
     )
     return feedback
+
+
+def acknowledgement_record(*, user: User, prediction: Prediction, comment: str = "") -> Acknowledgement:
+    """Record that a clinician has seen a film the AI could not assess ("seen: no AI result").
+
+    `prediction` must come from an access-checked selector and be a refusal of the input gate shown to
+    clinicians: a scored film is read with feedback_record (agree or correct), not acknowledged. Its
+    study then counts as read (selectors.study_read_exists). Earlier acknowledgements are kept.
+    """
+    if prediction.image.study.patient.team_id != user.team_id:
+        raise PermissionDenied("This prediction belongs to another care team.")
+    if prediction.role != Prediction.Role.PRIMARY:
+        raise ValidationError("Only an assessment shown to clinicians can be acknowledged.")
+    if prediction.analysable:
+        raise ValidationError("The AI assessed this film: record a reading (agree or correct) instead.")
+    acknowledgement = Acknowledgement.objects.create(prediction=prediction, clinician=user, comment=comment.strip())
+    audit_record(
+        action="acknowledgement.recorded",
+        actor=user,
+        target=acknowledgement,
+        team_id=user.team_id,
+        detail={"prediction": prediction.pk, "gate_code": prediction.gate_code},
+    )
+    return acknowledgement
+
+
+def study_acknowledge_not_analysable(*, user: User, study: Study, comment: str = "") -> list[Acknowledgement]:
+    """Acknowledge, in one transaction, every film of a study (from study_get_for_user) whose newest
+    assessment shown to clinicians is a refusal and that nobody has acknowledged yet: the study page's
+    one button for a study the AI could read none of. Raises ValidationError when there is none."""
+    refused = [
+        prediction
+        for image in study.images.all()
+        for prediction in list(image.predictions.all())[:1]  # prefetched: primary only, newest first
+        if not prediction.analysable and not prediction.acknowledgements.all()
+    ]
+    if not refused:
+        raise ValidationError("No film of this study is waiting to be acknowledged.")
+    with transaction.atomic():
+        return [acknowledgement_record(user=user, prediction=p, comment=comment) for p in refused]

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from diagnostics.formatting import numbers
 from diagnostics.formatting.words import DicomFact
 from diagnostics.formatting.words import dicom_facts as display_dicom_facts
 from diagnostics.selectors import study_taken_on
@@ -19,11 +20,34 @@ register = template.Library()
 
 
 @register.filter
-def percent(value: float | None, digits: int = 1) -> str:
-    """0.4955 -> '49.6 %'; one decimal, so a probability just under its threshold never reads as equal to it."""
-    if value is None:
-        return "—"
-    return f"{float(value) * 100:.{int(digits)}f} %"
+def percent(value: float | None) -> str:
+    """A share of films or readings: formatting.numbers.rate_percent ('25.0 %')."""
+    return numbers.rate_percent(value)
+
+
+@register.filter
+def score(value: float | None, beside: float | None = None) -> str:
+    """A model's score or threshold: formatting.numbers.score_percent ('49.6 %', '> 99.9 %'); after the
+    colon, the number it is read against (`prediction.probability|score:prediction.threshold`)."""
+    return numbers.score_percent(value, beside)
+
+
+@register.filter
+def latency(value: float | None) -> str:
+    """Whole milliseconds: formatting.numbers.latency_ms ('33 ms')."""
+    return numbers.latency_ms(value)
+
+
+@register.filter
+def metric(value: float | None) -> str:
+    """An evaluation metric with three decimals: formatting.numbers.metric ('0.972')."""
+    return numbers.metric(value)
+
+
+@register.filter
+def metric_interval(interval: list[float] | None) -> str:
+    """A metric's 95 % interval: formatting.numbers.metric_interval ('0.947–0.989')."""
+    return numbers.metric_interval(interval)
 
 
 @register.filter

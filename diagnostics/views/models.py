@@ -14,12 +14,16 @@ from django.shortcuts import render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
+from diagnostics.formatting.plots import calibration_plot_png
 from diagnostics.formatting.words import metric_rows
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.models import ModelVersion
 from diagnostics.selectors import model_version_list
 from diagnostics.selectors.monitoring import model_monitoring, model_serving_runtimes
 
+# The calibration plots are drawn from the manifest's metrics (formatting.plots), the others are the
+# training run's files; each kind names the split it shows.
+CALIBRATION_SPLITS = {"calibration": "validation", "calibration_external": "external"}
 PLOT_TITLES = {
     "roc": "ROC curve (validation)",
     "calibration": "Calibration (reliability) curve (validation)",
@@ -63,10 +67,12 @@ def model_detail(request: AuthenticatedHttpRequest, model_id: int) -> HttpRespon
     model_version = _model_version(model_id)
     validation = (model_version.metrics or {}).get("validation") or {}
     external = (model_version.metrics or {}).get("external") or {}
+    kinds = [*(model_version.manifest.get("plots") or {})]
+    kinds += [kind for kind in CALIBRATION_SPLITS if kind not in kinds]
     plots = [
         {"kind": kind, "title": PLOT_TITLES.get(kind, kind.title())}
-        for kind in (model_version.manifest.get("plots") or {})
-        if _plot_path(model_version, kind) is not None
+        for kind in kinds
+        if _calibration_summary(model_version, kind) or _plot_path(model_version, kind) is not None
     ]
     context = {
         "model_version": model_version,
@@ -95,11 +101,24 @@ def _plot_path(model_version: ModelVersion, kind: str) -> Path | None:
     return path
 
 
+def _calibration_summary(model_version: ModelVersion, kind: str) -> dict[str, Any] | None:
+    """The evaluation summary a calibration plot is drawn from, when the manifest records its curve."""
+    split = CALIBRATION_SPLITS.get(kind)
+    summary = (model_version.metrics or {}).get(split) if split else None
+    return summary if isinstance(summary, dict) and summary.get("reliability_curve") else None
+
+
 @admin_required
 @require_GET
 @cache_control(private=True, max_age=3600)
-def model_plot(request: AuthenticatedHttpRequest, model_id: int, kind: str) -> FileResponse:
-    path = _plot_path(_model_version(model_id), kind)
+def model_plot(request: AuthenticatedHttpRequest, model_id: int, kind: str) -> HttpResponseBase:
+    model_version = _model_version(model_id)
+    summary = _calibration_summary(model_version, kind)
+    if summary is not None:
+        png = calibration_plot_png(summary=summary, title=f"{PLOT_TITLES[kind]}: {model_version.name}")
+        if png is not None:
+            return HttpResponse(png, content_type="image/png")
+    path = _plot_path(model_version, kind)
     if path is None:
         raise Http404("No such plot.")
     return FileResponse(path.open("rb"), content_type="image/png")

@@ -1,21 +1,22 @@
-"""A prediction's heatmap and the clinician's feedback on it; shadow predictions are never reachable."""
+"""A prediction's heatmap and the clinician's reading of it (feedback on a scored film, an acknowledgement
+of a film the AI could not assess); shadow predictions are never reachable."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics.forms import FeedbackForm
+from diagnostics.forms import FeedbackForm, WorklistFilterForm
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import prediction_get_for_user, study_get_for_user
 from diagnostics.services.audit import audit_read
-from diagnostics.services.feedback import feedback_record
+from diagnostics.services.feedback import acknowledgement_record, feedback_record, study_acknowledge_not_analysable
 
 from .htmx import is_htmx
 from .studies import image_results
@@ -77,3 +78,45 @@ def feedback_submit(request: AuthenticatedHttpRequest, prediction_id: int) -> Ht
 
 def _errors(form: FeedbackForm) -> list[str]:
     return [str(message) for errors in form.errors.values() for message in errors]
+
+
+@login_required
+@require_POST
+def acknowledgement_submit(request: AuthenticatedHttpRequest, prediction_id: int) -> HttpResponse:
+    """'Seen: no AI result' on a film the input gate refused; its study leaves the unread list."""
+    prediction = prediction_get_for_user(user=request.user, prediction_id=prediction_id)
+    error = ""
+    try:
+        acknowledgement_record(user=request.user, prediction=prediction, comment=request.POST.get("comment", ""))
+    except (ValidationError, PermissionDenied) as failure:
+        error = " ".join(failure.messages) if isinstance(failure, ValidationError) else str(failure)
+    study_url = reverse("study_detail", args=[prediction.image.study_id])
+    if not is_htmx(request):
+        if error:
+            messages.error(request, "Not recorded: " + error)
+        else:
+            messages.success(request, "Recorded: you have seen this film; it has no AI result.")
+        return redirect(f"{study_url}#acknowledge-{prediction.pk}")
+    study = study_get_for_user(user=request.user, study_id=prediction.image.study_id)
+    [result] = [r for r in image_results(study=study) if r.prediction == prediction]
+    context = {"result": result, "recorded": not error, "error": error}
+    return render(request, "diagnostics/_acknowledgement.html", context, status=400 if error else 200)
+
+
+@login_required
+@require_POST
+def study_acknowledge(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
+    """'Seen: no AI result' on every not-analysable film of a study at once (the study result's button)."""
+    study = study_get_for_user(user=request.user, study_id=study_id)
+    try:
+        acknowledged = study_acknowledge_not_analysable(user=request.user, study=study)
+    except ValidationError as failure:
+        messages.error(request, "Not recorded: " + " ".join(failure.messages))
+    else:
+        count = len(acknowledged)
+        messages.success(
+            request, f"Recorded: you have seen {count} film{'s' if count != 1 else ''} with no AI result."
+        )
+    # Back to the study with the worklist filters it was opened with (the next-unread link keeps them).
+    query = WorklistFilterForm(QueryDict(request.POST.get("next_query", ""))).querystring()
+    return redirect(reverse("study_detail", args=[study.pk]) + (f"?{query}" if query else "") + "#study-summary")

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from diagnostics.forms import DicomInspectForm, FeedbackForm, StudyUploadForm, WorklistFilterForm
 from diagnostics.http import AuthenticatedHttpRequest
-from diagnostics.models import Feedback, Image, Prediction, Study
+from diagnostics.models import Acknowledgement, Feedback, Image, Prediction, Study
 from diagnostics.selectors import (
     FilmResult,
     patient_get_for_user,
@@ -45,7 +45,7 @@ from diagnostics.services.images import (
 from diagnostics.services.reports import study_report_pdf
 from diagnostics.services.studies import study_accept
 from diagnostics.services.upload_admission import RETRY_AFTER_SECONDS, InferenceBacklogFull, UploadsBusy
-from ml.serving.decode import ImageDecodeError, read_dicom_metadata
+from ml.preprocessing import ImageDecodeError, read_dicom_metadata
 
 from .htmx import is_htmx
 
@@ -224,10 +224,16 @@ class ImageResult:
     heatmap: HeatmapState | None
     feedback: list[Feedback]
     feedback_form: FeedbackForm | None
+    acknowledgements: list[Acknowledgement]  # "seen: no AI result" on a film the AI could not assess
 
     @property
     def verdict(self) -> Feedback | None:
         return self.feedback[0] if self.feedback else None
+
+    @property
+    def is_read(self) -> bool:
+        """A reading (feedback) or an acknowledgement is recorded: the film needs nothing more."""
+        return bool(self.feedback or self.acknowledgements)
 
 
 def image_results(
@@ -237,21 +243,27 @@ def image_results(
     for film in films if films is not None else study_film_results(study=study):
         prediction = film.prediction
         feedback = list(prediction.feedback.all()) if prediction else []  # prefetched, newest first
+        acknowledgements = list(prediction.acknowledgements.all()) if prediction else []
         form = None
         if prediction is not None:
             form = (feedback_forms or {}).get(prediction.pk) or FeedbackForm(auto_id=f"id_p{prediction.pk}_%s")
-        results.append(ImageResult(film.number, film.image, prediction, film.heatmap, feedback, form))
+        results.append(ImageResult(film.number, film.image, prediction, film.heatmap, feedback, form, acknowledgements))
     return results
 
 
 def _study_context(request: AuthenticatedHttpRequest, study: Study) -> dict[str, object]:
     films = study_film_results(study=study)
     summary = study_summary(status=study.status, results=films)
+    results = image_results(study=study, films=films)
+    refused = [result for result in results if result.prediction is not None and not result.prediction.analysable]
     return {
         "study": study,
         "patient": study.patient,
         "pending": study.status in PENDING,
-        "results": image_results(study=study, films=films),
+        "results": results,
+        # Films with no AI result that no clinician has acknowledged yet ("seen: no AI result").
+        "summary_unacknowledged": sum(1 for result in refused if not result.acknowledgements),
+        "summary_acknowledged": any(result.acknowledgements for result in refused),
         # The conclusion first: the most suspicious film, how many were assessed, which were refused and why.
         "summary": summary,
         # Wrong patient, outside intended use, age unknown: before the result, on every surface.
