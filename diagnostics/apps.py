@@ -1,4 +1,14 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
+
+
+class PortalAdminConfig(admin_apps.AdminConfig):
+    """`django.contrib.admin` whose `admin.site` audits every change made through it (diagnostics/admin_audit.py).
+
+    INSTALLED_APPS names this instead of "django.contrib.admin"."""
+
+    default = False  # "diagnostics" in INSTALLED_APPS still means DiagnosticsConfig
+    default_site = "diagnostics.admin_audit.AuditedAdminSite"
 
 
 class DiagnosticsConfig(AppConfig):
