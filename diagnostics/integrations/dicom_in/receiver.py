@@ -160,6 +160,7 @@ class DicomReceiver:
         self.server = ae.make_server(
             self.address, ssl_context=tls_context(), evt_handlers=handlers, server_class=_server_class(self)
         )
+        ae._servers.append(self.server)  # as ae.start_server does: the server's shutdown() removes it
         logger.info("DICOM receiver %s listening on %s:%s%s", self.ae_title, *self.address,
                     " (TLS)" if settings.DICOM_TLS_CERT_FILE else "")  # fmt: skip
         if block:
@@ -170,8 +171,7 @@ class DicomReceiver:
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.shutdown()  # closes its socket too
 
     # -- connections ---------------------------------------------------------------------------------
 
@@ -221,7 +221,7 @@ class DicomReceiver:
         """Negotiation: the calling AE title must be an enabled peer's, calling from its address, within limits."""
         assoc = event.assoc
         conn = self._connection(event)
-        calling = str(assoc.requestor.ae_title).strip()
+        calling = str(assoc.requestor.primitive.calling_ae_title).strip()  # requestor.ae_title is set later
         address = str(assoc.requestor.address)
         try:
             peer = pacs_peer_for(ae_title=calling)
