@@ -372,3 +372,11 @@ if bool(DICOM_TLS_CERT_FILE) != bool(DICOM_TLS_KEY_FILE) or (DICOM_TLS_CERT_FILE
 
 # A read of patient data is audited once per user, thing and detail within this window (services/audit.py).
 AUDIT_READ_WINDOW_SECONDS = env_int("AUDIT_READ_WINDOW_SECONDS", 60)
+
+# FHIR for the hospital's EHR (integrations/fhir/, docs/integration.md): the identifier systems the hospital
+# uses for its medical record numbers and its accession numbers (URIs, e.g. urn:oid:1.2.36.146.595.217.0.1).
+# Left empty, identifiers carry their type (MR, ACSN) and value but no system: the portal never invents one.
+# FHIR_REPORT_ID_SYSTEM, when set, names the system of the portal's own report identifiers (study ids).
+FHIR_MRN_SYSTEM = env_str("FHIR_MRN_SYSTEM", "")
+FHIR_ACCESSION_SYSTEM = env_str("FHIR_ACCESSION_SYSTEM", "")
+FHIR_REPORT_ID_SYSTEM = env_str("FHIR_REPORT_ID_SYSTEM", "")
