@@ -58,6 +58,10 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "mozilla_django_oidc",
     "diagnostics",
 ]
 
@@ -74,16 +78,18 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): the session passed a one-time code; admins must before anything else.
+    "django_otp.middleware.OTPMiddleware",
+    "diagnostics.integrations.sign_in.middleware.TwoFactorRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes requires: locks out repeated failed logins.
     "axes.middleware.AxesMiddleware",
 ]
 
-AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
-]
+# Sign-in methods (local accounts, LDAP / Active Directory, OpenID Connect), their backends and two-factor
+# sign-in: portal/settings/sign_in.py, from environment variables.
+from .sign_in import *  # noqa: E402,F403
 # Lock a username+address pair after repeated failures; an admin unlocks in the admin (Axes).
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = env_int("LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
@@ -229,6 +235,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600,
         "options": {"expires": 3600},
     },
+    **(
+        {
+            # Directory accounts the directory disabled or removed stop working (sessions, API tokens).
+            "sync-directory-accounts": {
+                "task": "worker.tasks.sync_directory_accounts",
+                "schedule": LDAP_SYNC_SECONDS,  # noqa: F405
+                "options": {"expires": LDAP_SYNC_SECONDS},  # noqa: F405
+            }
+        }
+        if LDAP_SERVER_URI  # noqa: F405
+        else {}
+    ),
 }
 
 REST_FRAMEWORK = {
