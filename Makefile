@@ -11,10 +11,6 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	@# python-ldap (LDAP sign-in) builds against OpenLDAP's and Cyrus SASL's headers.
-	@if [ ! -e /usr/include/ldap.h ] || [ ! -e /usr/include/sasl/sasl.h ]; then \
-		echo "Installing libldap2-dev and libsasl2-dev (python-ldap builds against them)"; \
-		$(APT_INSTALL) libldap2-dev libsasl2-dev; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -36,7 +32,7 @@ APT_INSTALL := $(SUDO) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteracti
 
 # The Compose client validates docker-compose.yml (no Docker engine is needed); the browser tests drive
 # Debian's headless Chromium (Playwright never downloads a browser here). Nothing happens when both are present.
-test-deps:  ## the tools the tests drive besides Python (a Compose client, headless Chromium, dciodvfy, slapd): from Debian if missing
+test-deps:  ## the tools the tests drive besides Python (a Compose client, headless Chromium, dciodvfy): from Debian if missing
 	@if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then \
 		echo "Installing docker-compose"; $(APT_INSTALL) docker-compose; fi
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
@@ -44,9 +40,6 @@ test-deps:  ## the tools the tests drive besides Python (a Compose client, headl
 	@if ! command -v dciodvfy >/dev/null; then \
 		echo "Installing dicom3tools (dciodvfy validates the DICOM objects sent to PACSes)"; \
 		$(APT_INSTALL) dicom3tools; fi
-	@if ! command -v slapd >/dev/null && [ ! -x /usr/sbin/slapd ]; then \
-		echo "Installing slapd and ldap-utils (the LDAP sign-in tests run a real OpenLDAP server)"; \
-		$(APT_INSTALL) slapd ldap-utils; fi
 
 test: $(VENV)/.installed services test-deps  ## the whole test suite against real PostgreSQL, Redis, Orthanc, Celery workers and Chromium
 	$(PY) -m pytest
@@ -68,22 +61,14 @@ lint: $(VENV)/.installed  ## ruff and bandit
 typecheck: $(VENV)/.installed  ## mypy
 	$(VENV)/bin/mypy portal diagnostics worker ml
 
-# Pool processes give memory back as in docker-compose.yml (docs/operations.md): replaced after this many
-# tasks, or after a task that leaves one above this many KiB.
-WORKER_MAX_TASKS_PER_CHILD ?= 1000
-WORKER_MAX_MEMORY_PER_CHILD_KB ?= 1048576
-TRAINING_WORKER_MAX_TASKS_PER_CHILD ?= 1
-WORKER_LIMITS = --max-tasks-per-child $(WORKER_MAX_TASKS_PER_CHILD) --max-memory-per-child $(WORKER_MAX_MEMORY_PER_CHILD_KB)
-
 worker: $(VENV)/.installed  ## a Celery worker for the inference queue (needs CELERY_BROKER_URL)
-	$(VENV)/bin/celery -A worker worker -Q inference -l info $(WORKER_LIMITS)
+	$(VENV)/bin/celery -A worker worker -Q inference -l info
 
 worker-maintenance: $(VENV)/.installed  ## a Celery worker for beat's housekeeping (the reconciler)
-	$(VENV)/bin/celery -A worker worker -Q maintenance --concurrency 1 -l info $(WORKER_LIMITS)
+	$(VENV)/bin/celery -A worker worker -Q maintenance --concurrency 1 -l info
 
 worker-training: $(VENV)/.installed  ## a Celery worker for retraining runs (loads TensorFlow)
-	$(VENV)/bin/celery -A worker worker -Q training --concurrency 1 --prefetch-multiplier 1 -l info \
-		--max-tasks-per-child $(TRAINING_WORKER_MAX_TASKS_PER_CHILD)
+	$(VENV)/bin/celery -A worker worker -Q training --concurrency 1 --prefetch-multiplier 1 -l info
 
 beat: $(VENV)/.installed  ## the Celery beat scheduler
 	$(VENV)/bin/celery -A worker beat -l info

@@ -1,14 +1,23 @@
 """python -m benchmarks.faults: inject each fault into the running stack and count what it left.
 
-    python -m benchmarks.faults [--studies 20] [--only worker_kill,redis_restarts] [--json var/bench/faults.json]
+    python -m benchmarks.faults [--studies 20] [--quick] [--only worker_kill,redis_outage] [--json FILE]
 
 The stack is production's, on 127.0.0.1: gunicorn, a Celery inference worker (2 processes), the
 maintenance worker and beat (the reconciler every 10 s, as configured), PostgreSQL (its own
 `portal_bench_faults` database) and a Redis of its own (append-only file, as in docker-compose.yml,
-except where a fault needs it without). Studies are posted through the API with a real film. For each
-fault it prints: submitted, done, failed, stuck (still queued or running when it gave up), duplicated
-(more than one prediction per film and model), orphaned files (under studies/ with no row), and the
-seconds from the end of the fault (and of the posting) until every submitted study was done.
+except where a fault needs it without). Studies are posted through the API with a real film, each with
+an Idempotency-Key, and a post the portal answers 503, 5xx or not at all is sent again with the same key
+(as a client should) until it is accepted or 60 s have passed. For each fault it prints: submitted,
+done, failed, stuck (still queued or running when it gave up), duplicated (more than one prediction
+per film and model), orphaned files (anywhere under MEDIA_ROOT: studies/, derivatives/, heatmaps/,
+the DICOM inbox, with no row naming them), whether every worker process (main and pool) it started
+with is still running, and the seconds from the end of the fault (and of the posting) until every
+submitted study was done.
+
+The faults: a SIGKILL of the whole inference worker once a study is running (so that the kill lands
+mid-study and the lease path is measured), Redis killed and restarted 10 times (each while a study
+runs), Redis down for 60 s (`--quick`: 20 s), 20 s of database disconnects (every backend of the app
+terminated every 0.5 s), web workers killed, and the queue lost (Redis flushed).
 """
 
 from __future__ import annotations
@@ -102,25 +111,58 @@ class Stack:
         self.worker.start()
         self.worker.wait_for_log(" ready.")
 
+    def worker_processes(self) -> set[int]:
+        """The inference worker's main process and its pool processes."""
+        assert self.worker.process is not None
+        return {self.worker.process.pid, *self.worker.child_pids()}
+
+    def workers_alive(self, before: set[int]) -> bool:
+        """Every worker process of `before` still running; after a fault that kills the worker on
+        purpose (worker_kill), the new worker and its pool running instead."""
+        assert self.worker.process is not None
+        if self.worker.process.poll() is not None or not self.worker.child_pids():
+            return False
+        return self.worker.process.pid not in before or before <= self.worker_processes()
+
     def stop(self) -> None:
         for service in (self.beat, self.maintenance, self.worker, self.web):
             service.stop()
 
 
-def post_study(base_url: str, token: str, patient_id: int, film: bytes) -> int | None:
+POST_RETRY_FOR_S = 60.0
+
+
+def post_study(base_url: str, token: str, patient_id: int, film: bytes) -> tuple[int | None, int]:
+    """Post one study with an Idempotency-Key, sending it again with the same key while the portal
+    answers 5xx, 429 or nothing (a client's retry). Returns (the study id or None, the retries it took)."""
+    import uuid
+
     import requests
 
-    try:
-        response = requests.post(
-            f"{base_url}/api/v1/studies/",
-            headers={"Authorization": f"Bearer {token}"},
-            data={"patient_id": patient_id},
-            files={"images": ("film.jpeg", film, "image/jpeg")},
-            timeout=30,
-        )
-    except requests.RequestException:
-        return None
-    return int(response.json()["id"]) if response.status_code == 202 else None
+    key = str(uuid.uuid4())
+    deadline = time.monotonic() + POST_RETRY_FOR_S
+    retries = 0
+    while True:
+        try:
+            response = requests.post(
+                f"{base_url}/api/v1/studies/",
+                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+                data={"patient_id": patient_id},
+                files={"images": ("film.jpeg", film, "image/jpeg")},
+                timeout=30,
+            )
+        except requests.RequestException:
+            response = None
+        if response is not None and response.status_code in (200, 201, 202):
+            return int(response.json()["id"]), retries
+        if response is not None and response.status_code < 500 and response.status_code != 429:
+            log(f"post refused: {response.status_code} {response.text[:200]}")
+            return None, retries
+        if time.monotonic() > deadline:
+            return None, retries
+        retries += 1
+        wait = float(response.headers.get("Retry-After", "1")) if response is not None else 1.0
+        time.sleep(min(wait, 5.0))
 
 
 def counts(study_ids: list[int]) -> dict[str, int]:
@@ -149,16 +191,36 @@ def counts(study_ids: list[int]) -> dict[str, int]:
 
 
 def orphaned_files() -> int:
+    """Files anywhere under MEDIA_ROOT that no row names (films, derivatives, heatmaps, the inbox...)."""
     connection = bench.database_connect()
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT file FROM diagnostics_image")
-            referenced = {row[0] for row in cursor.fetchall()}
+            cursor.execute(
+                "SELECT file FROM diagnostics_image UNION SELECT preview FROM diagnostics_image "
+                "UNION SELECT window_source FROM diagnostics_image UNION SELECT heatmap FROM diagnostics_prediction"
+            )
+            referenced = {row[0] for row in cursor.fetchall() if row[0]}
     finally:
         connection.close()
-    folder = bench.WORKDIR / "media" / "studies"
-    files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
-    return sum(1 for p in files if f"studies/{p.name}" not in referenced)
+    media = bench.WORKDIR / "media"
+    files = [p for p in media.rglob("*") if p.is_file()] if media.is_dir() else []
+    return sum(1 for p in files if str(p.relative_to(media)) not in referenced)
+
+
+def wait_for_running(timeout: float = 60.0) -> bool:
+    """Until some study is running (a kill then lands mid-study)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        connection = bench.database_connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM diagnostics_study WHERE status = 'running'")
+                if cursor.fetchone()[0]:
+                    return True
+        finally:
+            connection.close()
+        time.sleep(0.05)
+    return False
 
 
 def wait_recovered(study_ids: list[int], fault_ended: float) -> float | None:
@@ -175,12 +237,13 @@ def run_fault(name: str, inject: Callable[[Callable[[], None]], None], *, stack:
     """Post `studies` studies from a thread while `inject` runs the fault (given a way to wait until
     a few were posted); then measure until every posted study is finished."""
     posted: list[int] = []
-    refused = 0
+    refused = retried = 0
 
     def submit() -> None:
-        nonlocal refused
+        nonlocal refused, retried
         for i in range(studies):
-            study_id = post_study(stack.base_url, creds["api_token"], creds["patient_ids"][i % 50], film)
+            study_id, retries = post_study(stack.base_url, creds["api_token"], creds["patient_ids"][i % 50], film)
+            retried += retries
             if study_id is None:
                 refused += 1
             else:
@@ -193,6 +256,7 @@ def run_fault(name: str, inject: Callable[[Callable[[], None]], None], *, stack:
             time.sleep(0.05)
 
     before_orphans = orphaned_files()
+    worker_processes = stack.worker_processes()
     log(f"{name}: posting {studies} studies")
     sender = threading.Thread(target=submit)
     sender.start()
@@ -200,8 +264,9 @@ def run_fault(name: str, inject: Callable[[Callable[[], None]], None], *, stack:
     sender.join()
     fault_ended = time.monotonic()
     recovered = wait_recovered(posted, fault_ended)
-    row = {"fault": name, "submitted": len(posted), "refused_at_submission": refused, **counts(posted),
-           "orphaned_files": orphaned_files() - before_orphans,
+    row = {"fault": name, "submitted": len(posted), "post_retries": retried, "refused_at_submission": refused,
+           **counts(posted), "orphaned_files": orphaned_files() - before_orphans,
+           "workers_alive": stack.workers_alive(worker_processes),
            "seconds_to_recover": None if recovered is None else round(recovered, 1)}  # fmt: skip
     if row["orphaned_files"]:
         # What beat's hourly sweep does once the grace period has passed (nothing is uploading now).
@@ -220,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--studies", type=int, default=20, help="studies posted during each fault")
     parser.add_argument("--only", help="comma-separated faults")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--quick", action="store_true", help="a 20 s Redis outage instead of 60 s")
     args = parser.parse_args(argv)
     from benchmarks.models import synthetic_film
 
@@ -234,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def worker_kill(ready: Callable[[], None]) -> None:
         ready()
+        if not wait_for_running():
+            log("worker_kill: no study was running within 60 s; killing anyway")
         assert stack.worker.process is not None
         os.killpg(stack.worker.process.pid, signal.SIGKILL)  # no clean-up runs, as with the OOM killer
         time.sleep(1)
@@ -242,21 +310,37 @@ def main(argv: list[str] | None = None) -> int:
     def redis_restarts(ready: Callable[[], None]) -> None:
         ready()
         for _ in range(10):
+            wait_for_running(timeout=5)
             broker.kill()
-            time.sleep(0.3)
+            time.sleep(1.0)
             broker.start()
             time.sleep(0.7)
 
+    def redis_outage(ready: Callable[[], None]) -> None:
+        ready()
+        wait_for_running(timeout=10)
+        broker.kill()
+        time.sleep(20 if args.quick else 60)
+        broker.start()
+
     def database_disconnects(ready: Callable[[], None]) -> None:
+        """20 s of storm: every backend of the app's database terminated every 0.5 s."""
         ready()
         connection = bench.database_connect()
+        connection.autocommit = True
+        terminated = 0
+        ends = time.monotonic() + 20
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                [bench.DATABASE_NAME],
-            )
+            while time.monotonic() < ends:
+                cursor.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [bench.DATABASE_NAME],
+                )
+                terminated += cursor.fetchone()[0]
+                time.sleep(0.5)
         connection.close()
+        log(f"database_disconnects: {terminated} sessions terminated in 20 s")
 
     def web_worker_kills(ready: Callable[[], None]) -> None:
         ready()
@@ -277,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     faults: dict[str, Callable[[Callable[[], None]], None]] = {
         "worker_kill": worker_kill,
         "redis_restarts": redis_restarts,
+        "redis_outage": redis_outage,
         "database_disconnects": database_disconnects,
         "web_worker_kills": web_worker_kills,
         "queue_loss": queue_loss,
@@ -298,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    columns = ["fault", "submitted", "refused_at_submission", "done", "failed", "stuck", "duplicated",
-               "orphaned_files", "orphaned_after_sweep", "seconds_to_recover"]  # fmt: skip
+    columns = ["fault", "submitted", "post_retries", "refused_at_submission", "done", "failed", "stuck",
+               "duplicated", "orphaned_files", "orphaned_after_sweep", "workers_alive",
+               "seconds_to_recover"]  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines)

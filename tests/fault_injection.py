@@ -8,14 +8,16 @@ import os
 import time
 from typing import Any
 
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
 HOLD_SECONDS = float(os.environ.get("TEST_HOLD_CLAIMED_STUDIES_S", "0"))
 
 
 @worker_ready.connect
+@worker_process_init.connect
 def _hold_claimed_studies(**_: Any) -> None:
-    # After the worker has set Django up; the solo pool runs tasks in this same process.
+    # After the worker has set Django up: in the worker's own process (the solo pool runs tasks there)
+    # and in each prefork pool process.
     from diagnostics.services import inference
 
     predict = inference.study_batch_predict
@@ -24,5 +26,6 @@ def _hold_claimed_studies(**_: Any) -> None:
         time.sleep(HOLD_SECONDS)
         predict(studies=studies)
 
-    if HOLD_SECONDS:
+    if HOLD_SECONDS and not getattr(predict, "held", False):  # a pool process forked after the parent held it
+        held.held = True  # type: ignore[attr-defined]
         inference.study_batch_predict = held  # type: ignore[assignment]

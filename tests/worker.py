@@ -30,12 +30,16 @@ class CeleryWorker:
         queues: str = "inference",
         extra_env: dict[str, str] | None = None,
         hold_claimed_studies_s: float = 0,
+        pool: str = "solo",
+        concurrency: int = 1,
     ) -> None:
         self.database_name = database_name
         self.queues = queues
         self.extra_env = extra_env or {}
         # Chaos tests: keep each claimed study running this long (tests/fault_injection.py).
         self.hold_claimed_studies_s = hold_claimed_studies_s
+        # solo runs tasks in the worker's own process; prefork (production's) in pool processes.
+        self.pool, self.concurrency = pool, concurrency
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = LOG_DIR / "celery-worker.log"
 
@@ -83,8 +87,8 @@ class CeleryWorker:
                 "worker",
                 "-Q",
                 self.queues,
-                "--pool=solo",
-                "--concurrency=1",
+                f"--pool={self.pool}",
+                f"--concurrency={self.concurrency}",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -121,6 +125,13 @@ class CeleryWorker:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def pool_pids(self) -> list[int]:
+        """The worker's pool processes (prefork), from /proc."""
+        if self.process is None:
+            return []
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
