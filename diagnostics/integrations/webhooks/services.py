@@ -52,6 +52,8 @@ def webhook_url_allowed(url: str) -> bool:
     unless its host is in WEBHOOK_ALLOWED_HOSTS. Checked when the study is created and again before
     each delivery, so a name that later resolves inside the hospital network is refused (SSRF)."""
     parts = urlsplit(url)
+    if url_port_problem(url):
+        return False
     if parts.scheme in ("http", "https") and parts.hostname in settings.WEBHOOK_ALLOWED_HOSTS:
         return True
     return webhook_checked_address(url) is not None
@@ -63,7 +65,7 @@ def webhook_checked_address(url: str) -> str | None:
     The delivery connects to exactly this address (webhook_post): a second lookup could answer
     differently (DNS rebinding) and reach an address that was never checked."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or url_port_problem(url):
         return None
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
@@ -108,15 +110,41 @@ def webhook_post(url: str, address: str, *, body: bytes, headers: dict[str, str]
         )
 
 
-# NAT64 prefixes (RFC 6052, RFC 8215) embed an IPv4 address in the last 32 bits: judge that one.
-NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+def url_port_problem(url: str) -> str | None:
+    """What is wrong with the URL's port, if anything (urlsplit raises on 99999; port 0 reaches nothing)."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return "The callback URL's port must be a number from 1 to 65535."
+    if port == 0:
+        return "The callback URL's port must be a number from 1 to 65535."
+    return None
+
+
+# The well-known NAT64 prefix (RFC 6052) embeds an IPv4 address in the last 32 bits: judge that one.
+NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"),)
+# Ranges Python 3.11's is_global lets through that no callback may reach.
+NOT_PUBLIC_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "192.0.0.0/24",  # IETF protocol assignments: 192.0.0.8 (dummy address, RFC 7600), DS-Lite, NAT64 discovery
+        "192.88.99.0/24",  # 6to4 relay anycast (RFC 7526, deprecated)
+        "2002::/16",  # 6to4: embeds an IPv4 address, 127.0.0.1 or a private one as readily as a public one
+        "2001::/32",  # Teredo: tunnels to an IPv4 address hidden in the last 32 bits (XOR-ed)
+        "fec0::/10",  # site-local (deprecated, RFC 3879): inside a site by definition
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): translates to the operator's own IPv4 space
+    )
+)
 
 
 def public_address(text: str) -> bool:
     """A globally routable unicast address: not private, loopback, link-local, shared, documentation,
-    reserved, unspecified or multicast (Python's is_global alone lets 224.0.0.0/4 through), and for
+    reserved, unspecified or multicast (Python's is_global alone lets 224.0.0.0/4 through), nor in
+    NOT_PUBLIC_NETWORKS (6to4, Teredo, site-local, local-use NAT64, 192.0.0.0/24, the 6to4 relay), and for
     IPv4-mapped or NAT64 IPv6 addresses, the IPv4 address inside must be public too."""
     address = ipaddress.ip_address(text.split("%")[0])
+    if any(address in network for network in NOT_PUBLIC_NETWORKS):
+        return False
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return public_address(str(address.ipv4_mapped))
@@ -126,6 +154,8 @@ def public_address(text: str) -> bool:
 
 
 def webhook_url_check(*, url: str) -> None:
+    if problem := url_port_problem(url):
+        raise ValidationError({"callback_url": problem})
     if not webhook_url_allowed(url):
         raise ValidationError(
             {

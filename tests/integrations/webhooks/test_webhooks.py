@@ -228,12 +228,43 @@ def test_the_webhook_is_signed_with_the_token_that_created_the_study():
         "100.64.0.1",
         "0.0.0.0",  # noqa: S104 - an address to refuse, not one to bind
         "169.254.169.254",
+        # Python 3.11's is_global says True for each of these (issue 31's attack pass sent them through):
+        "2002:7f00:1::1",  # 6to4 embedding 127.0.0.1
+        "2002:5db8:d822::1",  # 6to4 of a public address: the whole prefix is refused
+        "fec0::1",  # site-local
+        "192.0.0.8",  # IPv4 dummy address
+        "192.88.99.1",  # 6to4 relay anycast
+        "64:ff9b:1::5db8:d822",  # local-use NAT64, whatever it embeds
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
     ],
 )
 def test_no_non_public_address_is_a_webhook_target(address):
     from diagnostics.integrations.webhooks.services import public_address
 
     assert not public_address(address)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["https://hooks.example:99999/x", "http://hooks.example:0/x", "http://[::1]:70000/"])
+def test_a_callback_url_with_an_impossible_port_is_a_clear_400(machine, patient, url):
+    response = machine.client.post(
+        "/api/v1/studies/",
+        {
+            "patient_id": patient.pk,
+            "callback_url": url,
+            "images": [{"filename": "c.jpeg", "content_base64": base64.b64encode(jpeg_bytes()).decode()}],
+        },
+    )
+    assert response.status_code == 400, response.content  # was 500: urlsplit's port raised ValueError
+    assert "port must be a number from 1 to 65535" in json.dumps(response.json())
+    assert not Study.objects.filter(callback_url=url).exists()
+
+
+def test_a_stored_url_with_an_impossible_port_is_never_delivered_to():
+    from diagnostics.integrations.webhooks.services import webhook_checked_address, webhook_url_allowed
+
+    assert webhook_checked_address("https://hooks.example:99999/x") is None
+    assert not webhook_url_allowed("https://hooks.example:99999/x")
 
 
 def test_public_addresses_are_webhook_targets():
