@@ -173,7 +173,7 @@ def test_an_upload_page_cut_mid_request_answers_503_and_leaves_no_file(owner, pa
     monkeypatch.setattr(study_service, "image_store", store_then_cut)
     response = client.post(
         f"/patients/{patient.pk}/studies/new/",
-        {"images": [ContentFile(jpeg_bytes(seed=3), name="chest.jpeg")]},
+        {"modality": "CR", "images": [ContentFile(jpeg_bytes(seed=3), name="chest.jpeg")]},
     )
     assert response.status_code == 503, response.content[:300]
     assert response["Retry-After"] == "5"
