@@ -94,10 +94,11 @@ class _Connection:
 def _server_class(receiver: DicomReceiver) -> type:
     from pynetdicom.transport import ThreadedAssociationServer
 
-    class Server(ThreadedAssociationServer):  # type: ignore[misc]
+    class Server(ThreadedAssociationServer):
         def get_request(self) -> tuple[Any, Any]:
             # The TLS handshake waits for the connection's own thread (process_request_thread): done here,
             # in the accepting thread, one silent client would stop every other from connecting.
+            assert self.socket is not None
             client, address = self.socket.accept()
             if self.ssl_context:
                 client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
@@ -187,7 +188,10 @@ class DicomReceiver:
             self._prune()
             pending = [c for c in self._connections.values() if c.peer is None]
             from_address = sum(1 for c in pending if c.address == address)
-        if len(pending) >= settings.DICOM_MAX_PENDING_CONNECTIONS or from_address >= settings.DICOM_MAX_PENDING_PER_ADDRESS:
+        if (
+            len(pending) >= settings.DICOM_MAX_PENDING_CONNECTIONS
+            or from_address >= settings.DICOM_MAX_PENDING_PER_ADDRESS
+        ):
             logger.warning("DICOM connection from %s closed: %s connections waiting to negotiate (%s from it)",
                            address, len(pending), from_address)  # fmt: skip
             return False
@@ -240,8 +244,10 @@ class DicomReceiver:
                 if not busy and conn is not None:
                     conn.peer = peer
             if busy:
-                logger.warning("DICOM association from %s rejected: %s of %s held by it, %s of %s in total",
-                               calling, own, peer.max_associations, len(held), settings.DICOM_MAX_ASSOCIATIONS)  # fmt: skip
+                logger.warning(
+                    "DICOM association from %s rejected: %s of %s held by it, %s of %s in total",
+                    calling, own, peer.max_associations, len(held), settings.DICOM_MAX_ASSOCIATIONS,
+                )  # fmt: skip
                 self._reject(assoc, REJECT_BUSY)
         finally:
             if conn is None or conn.peer is None:
@@ -309,7 +315,7 @@ def _discard_partial_dataset(assoc: Any) -> None:
     """The temporary file of a dataset whose association ended before it was complete."""
     message = getattr(getattr(assoc, "dimse", None), "message", None)
     handle = getattr(message, "_data_set_file", None)
-    if handle is None:
+    if message is None or handle is None:
         return
     try:
         handle.close()

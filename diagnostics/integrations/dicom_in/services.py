@@ -20,7 +20,6 @@ no AI result is ever sent back for what the model was not made for.
 from __future__ import annotations
 
 import datetime
-import io
 import logging
 import re
 from dataclasses import dataclass, replace
@@ -35,6 +34,7 @@ from diagnostics.services.audit import audit_record
 from diagnostics.services.images import ValidatedUpload, image_validate_upload
 from diagnostics.services.studies import MAX_IMAGES_PER_STUDY, study_accept, study_add_images
 from diagnostics.services.upload_admission import InferenceBacklogFull, inference_backlog_check
+from ml.serving.decode import ImageDecodeError, read_dicom_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +87,13 @@ class DicomIngested:
 
 def dicom_header_read(data: bytes) -> DicomHeader:
     """The identifiers the ingest needs, from a DICOM file's header (pixels are not read)."""
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    try:  # a deflated dataset is inflated within a cap (ml.serving.decode.read_dicom_dataset)
+        ds = read_dicom_dataset(data, stop_before_pixels=True)
+    except ImageDecodeError as error:
+        raise DicomRefused(status=CANNOT_UNDERSTAND, comment="The deflated dataset is corrupt or too large.",
+                           reason=str(error)) from None  # fmt: skip
     except (InvalidDicomError, ValueError, EOFError, OSError) as error:
         raise DicomRefused(
             status=CANNOT_UNDERSTAND, comment="Not a readable DICOM file.", reason=f"Not a readable DICOM file: {error}"
@@ -133,8 +135,11 @@ def dicom_ingest(*, data: bytes, user: User, peer: DicomPeer | None = None) -> D
             action="dicom.instance_refused",
             actor=user,
             team_id=user.team_id,
-            detail={"peer": peer.ae_title if peer else "", "status": f"0x{refused.status:04X}",
-                    "reason": refused.reason[:500]},  # fmt: skip
+            detail={
+                "peer": peer.ae_title if peer else "",
+                "status": f"0x{refused.status:04X}",
+                "reason": refused.reason[:500],
+            },  # fmt: skip
         )
         logger.info("DICOM instance from %s refused: %s", peer.ae_title if peer else user, refused.reason)
         raise
@@ -206,8 +211,8 @@ def _already_filed(*, filed: Image, user: User, peer: DicomPeer | None) -> Dicom
     study = filed.study
     if study.patient.team_id != user.team_id:
         raise DicomRefused(status=SENT_ELSEWHERE, comment="This SOP Instance UID is filed by another sender.")
-    audit_record(action="dicom.instances_resent", actor=user, target=study, team_id=user.team_id,
-                 detail={"peer": peer.ae_title if peer else "", "study_instance_uid": study.study_instance_uid})  # fmt: skip
+    detail = {"peer": peer.ae_title if peer else "", "study_instance_uid": study.study_instance_uid}
+    audit_record(action="dicom.instances_resent", actor=user, target=study, team_id=user.team_id, detail=detail)
     return DicomIngested(study=study, image=None, duplicate=True)
 
 
@@ -221,7 +226,7 @@ def _check_room(*, user: User, peer: DicomPeer | None, study_uid: str, adding: i
         raise DicomRefused(
             status=STUDY_FULL,
             comment=f"The study has {MAX_IMAGES_PER_STUDY} films, the most it takes.",
-            reason=f"Study {study.pk} ({study_uid}) already holds {MAX_IMAGES_PER_STUDY} films, the most a study takes.",
+            reason=f"Study {study.pk} ({study_uid}) holds {MAX_IMAGES_PER_STUDY} films already, the most it takes.",
         )
 
 
@@ -238,8 +243,12 @@ def _file(*, header: DicomHeader, upload: ValidatedUpload, user: User, peer: Dic
             patient=patient,
             files=[(upload.filename, upload.data)],
             uploads=[upload],
-            fields={"accession_number": header.accession_number, "study_instance_uid": header.study_instance_uid,
-                    "modality": header.modality, "view_position": _view(upload.metadata)},  # fmt: skip
+            fields={
+                "accession_number": header.accession_number,
+                "study_instance_uid": header.study_instance_uid,
+                "modality": header.modality,
+                "view_position": _view(upload.metadata),
+            },  # fmt: skip
             dicom_peer=peer,
         )
         audit_record(
@@ -262,8 +271,10 @@ def _patient_locked(*, header: DicomHeader, user: User, peer: DicomPeer | None) 
     patient = found.first()
     if patient is not None:
         return patient
+    team_id = user.team_id
+    assert team_id is not None  # dicom_ingest checked
     patient = Patient.objects.create(
-        team_id=user.team_id,
+        team_id=team_id,
         medical_record_number=header.patient_id,
         name=header.patient_name or f"Patient {header.patient_id}",
         birth_date=header.birth_date,  # None: unknown, shown as "age unknown"

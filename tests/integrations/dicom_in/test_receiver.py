@@ -49,8 +49,8 @@ def receiver(settings) -> Iterator[int]:
 
 def associate(port: int, *, ae_title: str = "WARDPACS", source: str = "127.0.0.1", tls_args=None,  # noqa: ANN001, ANN201
               explicit: bool = False):  # fmt: skip
-    from pynetdicom import AE
     from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE
 
     ae = AE(ae_title=ae_title)
     ae.acse_timeout = ae.network_timeout = 10
@@ -297,7 +297,9 @@ def test_a_dataset_over_the_limit_is_refused_while_it_streams_and_the_receiver_d
         assert not assoc.is_established
         time.sleep(0.5)
         grown = _peak_rss_mb(process.pid) - before
-        print(f"\n256 MB dataset against an 8 MB limit: aborted after {elapsed:.2f} s; receiver peak RSS +{grown:.1f} MB")
+        print(
+            f"\n256 MB dataset against an 8 MB limit: aborted after {elapsed:.2f} s; receiver peak RSS +{grown:.1f} MB"
+        )
         assert grown < 32, f"the receiver's peak memory grew by {grown:.0f} MB"
         assert not list(scratch.glob("*.dcm")), "the partial dataset's temporary file is removed"
         assert Study.objects.count() == 1, "only the warm-up film"
