@@ -96,6 +96,9 @@ def test_a_missing_birth_date_is_accepted_and_shown_as_age_unknown(peer, member)
     [study] = receive(peer, cr_film_bytes(patient_id="NEW-1", study_uid=generate_uid(), birth_date=""))
     assert study.patient.birth_date is None
     assert AuditEvent.objects.get(action="patient.created_from_dicom").detail["birth_date_known"] is False
+    from diagnostics.selectors.warnings import study_warnings
+
+    assert [warning.code for warning in study_warnings(study=study)] == ["age_unknown"]
     client = login_client(member)
     for url in (f"/studies/{study.pk}/", f"/patients/{study.patient.pk}/", "/", "/patients/"):
         page = client.get(url)
