@@ -201,3 +201,27 @@ def test_a_report_by_a_user_with_no_name_gives_the_username(owner, five_film_stu
     outsider_team_member = UserFactory(username="dana", team=owner.team)
     text = report_pages(login_client(outsider_team_member), five_film_study)[0]
     assert " by dana." in text
+
+
+def test_a_report_of_many_films_draws_the_pictures_of_the_first_few_only(settings, owner, patient, active_model):
+    """A 20-film PDF held a web worker 8.9 s: drawing and embedding the pictures is the cost, so the
+    report gives every film's assessment but the pictures of REPORT_MAX_FILM_PICTURES films."""
+    import time
+
+    films = [(f"chest-{n}.jpeg", jpeg_bytes(size=256, seed=n)) for n in range(1, 13)]
+    study = StudyFactory(created_by=owner, patient=patient, films=films)
+    for image in study.images.all():
+        PredictionFactory(image=image, model_version=active_model, probability=0.3, finish_study=True)
+    client = login_client(owner)
+    timings = {}
+    for cap in (12, 3):
+        settings.REPORT_MAX_FILM_PICTURES = cap
+        started = time.perf_counter()
+        pages = report_pages(client, study)
+        timings[cap] = time.perf_counter() - started
+        text = " ".join(pages)
+        assert len(re.findall(r"Image \d+ chest-\d+\.jpeg \(JPEG", text)) == 12  # every film's block
+        assert len(re.findall(r"Image \d+: the film", text)) == cap
+        assert text.count("left out of the PDF") == 12 - cap
+        assert sum(report_page_images(client, study)) == cap
+    assert timings[3] < timings[12], timings

@@ -103,14 +103,18 @@ def _data_uri(png: bytes) -> str:
 
 
 def _report_images(films: list[FilmResult]) -> list[ReportImage]:
+    """Every film's assessment, and the pictures (film, heatmap overlay) of the first
+    REPORT_MAX_FILM_PICTURES films: drawing and embedding the pictures is what takes a web worker's time
+    (about 0.4 s a film), so a study of many films does not hold a worker for long (docs/operations.md)."""
     images = []
-    for result in films:
-        film = image_display_pixels(image=result.image, max_side=REPORT_IMAGE_SIZE)
-        overlay_uri = ""
-        if result.prediction is not None and result.heatmap is not None and result.heatmap.ready:
-            with result.prediction.heatmap.open("rb") as handle:
-                overlay_uri = _data_uri(png_bytes(overlay_pixels(film=film, heatmap_png=handle.read())))
-        film_uri = _data_uri(png_bytes(film))
+    for index, result in enumerate(films):
+        film_uri = overlay_uri = ""
+        if index < settings.REPORT_MAX_FILM_PICTURES:
+            film = image_display_pixels(image=result.image, max_side=REPORT_IMAGE_SIZE)
+            if result.prediction is not None and result.heatmap is not None and result.heatmap.ready:
+                with result.prediction.heatmap.open("rb") as handle:
+                    overlay_uri = _data_uri(png_bytes(overlay_pixels(film=film, heatmap_png=handle.read())))
+            film_uri = _data_uri(png_bytes(film))
         readings = list(result.prediction.feedback.all()) if result.prediction is not None else []  # prefetched
         images.append(
             ReportImage(result.number, result.image, result.prediction, film_uri, overlay_uri, result.heatmap, readings)
@@ -134,6 +138,7 @@ def study_report_context(*, study: Study, user: User) -> dict[str, object]:
         "generated_by": user,
         "time_zone": timezone.get_current_timezone_name(),
         "INTENDED_USE": settings.INTENDED_USE,
+        "max_film_pictures": settings.REPORT_MAX_FILM_PICTURES,
     }
 
 

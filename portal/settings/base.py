@@ -346,6 +346,9 @@ if DICOM_PATIENT_MISMATCH not in ("warn", "refuse"):
 WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])
 
 INTENDED_USE = "Decision support for pediatric chest X-rays; not a diagnosis."
+# The PDF report draws the pictures of this many films (each costs a web worker about 0.4 s); every film's
+# assessment is in it whatever the number (docs/operations.md, "Processes give memory back").
+REPORT_MAX_FILM_PICTURES = env_int("REPORT_MAX_FILM_PICTURES", 6)
 
 # The embedded default serves static files straight from the source folders.
 WHITENOISE_USE_FINDERS = EMBEDDED or DEBUG
