@@ -25,6 +25,7 @@ import logging
 import ssl
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ MAX_PDU_BYTES = 1024 * 1024
 # A-ASSOCIATE-RJ (result, source, diagnostic): PS3.8 9.3.4
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognised
 REJECT_BUSY = (0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit exceeded
+REJECTION_AUDIT_WINDOW_S = 60
 
 
 class StreamRefused(RuntimeError):
@@ -129,6 +131,7 @@ class DicomReceiver:
         self.address = (host or settings.DICOM_BIND_ADDRESS, port if port is not None else settings.DICOM_PORT)
         self.ae_title = ae_title or settings.DICOM_AE_TITLE
         self._connections: dict[int, _Connection] = {}
+        self._audited_rejections: dict[tuple[str, str, str], float] = {}
         self._lock = threading.Lock()
         self.server: Any = None
 
@@ -231,8 +234,10 @@ class DicomReceiver:
             peer = pacs_peer_for(ae_title=calling)
             if peer is None or not peer.allows_address(address):
                 why = "AE title not registered" if peer is None else "address not allowed for this AE title"
-                audit_record(action="dicom.association_rejected", team_id=peer.team_id if peer else None,
-                             detail={"calling_ae_title": calling[:16], "address": address, "reason": why})  # fmt: skip
+                if self._first_in_window((calling, address, why)):
+                    detail = {"calling_ae_title": calling[:16], "address": address, "reason": why}
+                    team_id = peer.team_id if peer else None
+                    audit_record(action="dicom.association_rejected", team_id=team_id, detail=detail)
                 logger.warning("DICOM association from %r at %s rejected: %s", calling, address, why)
                 self._reject(assoc, REJECT_CALLING_AE)
                 return
@@ -252,6 +257,19 @@ class DicomReceiver:
         finally:
             if conn is None or conn.peer is None:
                 connection.close()  # this thread's database connection: the association ends here
+
+    def _first_in_window(self, key: tuple[str, str, str]) -> bool:
+        """Whether this rejection is the first of its kind in REJECTION_AUDIT_WINDOW_S: a caller retrying in a loop
+        is audited once a minute (and logged every time), not a row per try."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._audited_rejections) > 10_000:
+                self._audited_rejections.clear()
+            last = self._audited_rejections.get(key)
+            if last is not None and now - last < REJECTION_AUDIT_WINDOW_S:
+                return False
+            self._audited_rejections[key] = now
+            return True
 
     @staticmethod
     def _reject(assoc: Any, reason: tuple[int, int, int]) -> None:
