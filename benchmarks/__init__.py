@@ -1,6 +1,7 @@
 """Benchmarks of the whole portal on this machine; `make bench` runs them all.
 
-- `benchmarks.models` (``python -m ml bench``): models, the GEMM ceiling, JPEG decoding, int8 variants;
+- `benchmarks.model_latency` (``python -m benchmarks.model_latency``): each model's latency and throughput on
+  this CPU, the GEMM ceiling, JPEG decoding, int8 variants;
 - `benchmarks.serving`: upload-to-stored-prediction latency with a real gunicorn, Celery worker,
   Redis and PostgreSQL;
 - `benchmarks.loadtest`: pages and API under 1, 10 and 50 concurrent clients with 10,000 studies;

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if args.think_s is None:
         parser.error("--think: the paced clients need a think time (the saturation runs have none)")
-    from benchmarks import models as bench
+    from benchmarks import model_latency as bench
 
     results: dict[str, Any] = {"command": "python -m benchmarks " + " ".join(argv or sys.argv[1:]),
                                "started_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
@@ -117,7 +117,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def wait_for_idle(limit_s: float) -> float:
-    from benchmarks.models import ml_processes
+    from benchmarks.model_latency import ml_processes
 
     started = time.monotonic()
     while ml_processes() and time.monotonic() - started < limit_s:
@@ -127,12 +127,15 @@ def wait_for_idle(limit_s: float) -> float:
 
 
 def run_models(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks import models as bench
+    from benchmarks import model_latency as bench
 
     films = sorted(p for p in Path(args.films_dir).rglob("*.jpeg")) if args.films_dir else []
     search = [args.search] if args.search and Path(args.search).is_dir() else []
     data_dir = Path(args.data_dir) if args.data_dir and Path(args.data_dir).is_dir() else None
-    log("models: benchmarks.models (GEMM ceiling, every model, TensorFlow vs ONNX Runtime, decode, int8, variants)")
+    log(
+        "models: benchmarks.model_latency (GEMM ceiling, every model, TensorFlow vs ONNX Runtime, decode, int8, "
+        "variants)"
+    )
     return bench.run_benchmark(
         artifacts=["ml/default_model"],
         search=search,
@@ -151,7 +154,7 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_portal(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.models import synthetic_film, upload_films
+    from benchmarks.model_latency import synthetic_film, upload_films
 
     from .loadtest import run_level
     from .serving import run_serving

@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--quick", action="store_true", help="a 20 s Redis outage instead of 60 s")
     args = parser.parse_args(argv)
-    from benchmarks.models import synthetic_film
+    from benchmarks.model_latency import synthetic_film
 
     film = synthetic_film(seed=1)
     (bench.WORKDIR / "film.jpeg").parent.mkdir(parents=True, exist_ok=True)

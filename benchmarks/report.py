@@ -982,8 +982,9 @@ def reproduce_section() -> list[str]:
         "",
         "```sh",
         "make bench        # = python -m benchmarks --wait-for-idle 1800, with the val films and the dataset",
-        "python -m ml bench --artifact ml/default_model --threads 2 --runs 200   # the default model alone",
-        "python -m ml -v bench --search var/runs --architectures all --tensorflow --decode "
+        "python -m benchmarks.model_latency --artifact ml/default_model --threads 2 --runs 200   # the default "
+        "model alone",
+        "python -m benchmarks.model_latency -v --search var/runs --architectures all --tensorflow --decode "
         "--films-dir ../shared/data/chest_xray/val --quantize --variants --data-dir ../shared/data/chest_xray",
         "```",
         "",

@@ -1,7 +1,7 @@
 """Performance guards: list pages and API lists run a number of queries that does not grow with rows.
 
 Each guard renders a page with a few rows, then with more rows, and requires the same number of
-queries. A tiny smoke test of the benchmark code (benchmarks/models.py) runs on a two-layer ONNX model.
+queries. A tiny smoke test of the benchmark code (benchmarks/model_latency.py) runs on a two-layer ONNX model.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def tiny_onnx(path: Path) -> Path:
 
 
 def test_bench_counts_flops_and_times_a_tiny_model(tmp_path):
-    from benchmarks import models as bench
+    from benchmarks import model_latency as bench
 
     path = tiny_onnx(tmp_path / "tiny.onnx")
     flops = bench.count_flops(path)
@@ -187,7 +187,7 @@ def test_bench_counts_flops_and_times_a_tiny_model(tmp_path):
 
 
 def test_bench_decodes_the_synthetic_film_both_ways():
-    from benchmarks import models as bench
+    from benchmarks import model_latency as bench
     from ml.serving.preprocessing import load_for_model
 
     film = bench.synthetic_film(400, 340)

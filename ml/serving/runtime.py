@@ -128,7 +128,7 @@ def _read(path: str) -> str:
 
 
 def serving_session_options(*, threads: int | None = None, spin: bool | None = None) -> onnxruntime.SessionOptions:
-    """The ONNX Runtime settings of the serving path (``python -m ml bench`` measures these).
+    """The ONNX Runtime settings of the serving path (``python -m benchmarks.model_latency`` measures these).
 
     ``threads``: intra-op threads (None: ONNX Runtime uses one per physical core). One
     inter-op thread: thread pools are per session, and one session per worker process

@@ -20,6 +20,7 @@ folder, with the sha256 of the variant file that was checked: a file that change
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import fcntl
@@ -40,6 +41,7 @@ import numpy as np
 
 from ml.serving.artifacts import CLASS_NAMES, DATA_FILES_NAME, ONNX_NAME, read_manifest, sha256_file
 from ml.serving.runtime import cpu_flags, cpu_model
+from ml.serving.settings import add_data_dir_argument, require_data_dir
 
 VARIANTS = ("fp32", "int8", "bf16")
 AUC_TOLERANCE = 0.002
@@ -563,3 +565,38 @@ def render(entry: dict[str, Any]) -> str:
         )
     lines.append(f"chosen: {entry['chosen']} ({entry['reason']})")
     return "\n".join(lines)
+
+
+# --- python -m ml variants ----------------------------------------------------------------------
+
+
+def variants_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_dir_argument(parser)
+    parser.add_argument("--artifact", required=True)
+    parser.add_argument(
+        "--cache-dir", help="where choices and variant files go (default $PNEUMONIA_VARIANT_CACHE_DIR or var/variants)"
+    )
+    parser.add_argument("--threads", type=int, help="intra-op threads, as the worker runs (default: ONNX Runtime's)")
+    parser.add_argument("--spin", action="store_true", help="let idle threads spin, as INFERENCE_SPIN=1 does")
+    parser.add_argument("--calibration-films", type=int, default=128)
+    parser.add_argument("--force", action="store_true", help="measure again even if a choice is cached")
+    parser.add_argument("--json", help="also write the record here")
+
+
+def variants_command(args: argparse.Namespace) -> int:
+    data_dir = require_data_dir(args.data_dir)
+    entry = select(
+        args.artifact,
+        data_dir=data_dir,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else cache_dir_from_env("var/variants"),
+        threads=args.threads,
+        spin=args.spin,
+        calibration_count=args.calibration_films,
+        force=args.force,
+        log=(lambda message: print(f"[variants] {message}", file=sys.stderr)) if args.verbose else (lambda _: None),
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
+    print(render(entry))
+    return 0

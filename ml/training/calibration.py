@@ -26,6 +26,8 @@ and the decision threshold set, on ``<data>/external`` (films of the test period
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ml.serving import artifacts, films
+from ml.serving.settings import add_data_dir_argument, require_data_dir
 from ml.training import data, evaluation, export
 from ml.training.networks import fold_platt
 
@@ -315,3 +318,27 @@ def _onnx_probabilities(predictor: Any, images: np.ndarray) -> np.ndarray:
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     keys = ("roc_auc", "accuracy", "sensitivity", "specificity", "ece")
     return {key: summary.get(key) for key in keys} | {"ci95": {k: summary.get("ci95", {}).get(k) for k in keys}}
+
+
+# --- python -m ml calibrate ---------------------------------------------------------------------
+
+
+def calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_dir_argument(parser)
+    parser.add_argument("--artifact", required=True)
+    parser.add_argument("--split", default="external")
+    parser.add_argument("--min-sensitivity", type=float, default=0.95)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+
+
+def calibrate_command(args: argparse.Namespace) -> int:
+    data_dir = require_data_dir(args.data_dir)
+    summary = calibrate_artifact(
+        args.artifact,
+        data_dir,
+        split=args.split,
+        min_sensitivity=args.min_sensitivity,
+        bootstrap_samples=args.bootstrap,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0

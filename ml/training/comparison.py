@@ -6,6 +6,7 @@ the budget it was given so nobody mistakes a 1-epoch row for the architecture's 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import platform
@@ -16,9 +17,11 @@ from typing import Any
 import numpy as np
 
 from ml.serving import artifacts
+from ml.serving.settings import require_data_dir, resolve_dir
 from ml.training import training
 from ml.training.architectures import ARCHITECTURES, resolve_weights
-from ml.training.config import TrainConfig
+from ml.training.config import WEIGHTS_DIR_ENV, TrainConfig
+from ml.training.training import add_run_folder_arguments, output_root
 
 log = logging.getLogger(__name__)
 
@@ -373,3 +376,43 @@ def _markdown(
             for r in too_big
         ]
     return "\n".join(lines) + "\n"
+
+
+# --- python -m ml compare -----------------------------------------------------------------------
+
+
+def compare_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_folder_arguments(parser)
+    parser.add_argument("--budget", default="standard", help="standard | quick | <json file of rows>")
+    parser.add_argument("--only", help="comma-separated architectures")
+    parser.add_argument("--report", default="docs/model-comparison.md")
+    parser.add_argument("--plots-dir", default="docs/ml")
+    parser.add_argument(
+        "--also-evaluate",
+        default="external,val",
+        help="also run every row on these split folders if present, comma-separated ('' to skip)",
+    )
+    parser.add_argument(
+        "--render-only", action="store_true", help="rebuild the report from <plots-dir>/comparison.json"
+    )
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    data_dir = require_data_dir(args.data_dir)
+    weights_dir = resolve_dir(args.weights_dir, WEIGHTS_DIR_ENV, required=False, what="Weights directory")
+    root = output_root(args) / "compare"
+    report = run_comparison(
+        budget=args.budget,
+        only=args.only.split(",") if args.only else None,
+        data_dir=data_dir,
+        weights_dir=weights_dir,
+        output_root=root,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else output_root(args) / "cache",
+        report_path=Path(args.report),
+        plots_dir=Path(args.plots_dir),
+        seed=args.seed,
+        render_only=args.render_only,
+        also_evaluate=args.also_evaluate or None,
+    )
+    print(report)
+    return 0

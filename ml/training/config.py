@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-DATA_DIR_ENV = "PNEUMONIA_DATA_DIR"
 WEIGHTS_DIR_ENV = "IMAGENET_WEIGHTS_DIR"
 ARTIFACTS_DIR_ENV = "PNEUMONIA_ARTIFACTS_DIR"
 DEFAULT_ARTIFACTS_DIR = "runs"
@@ -87,22 +84,3 @@ def vgg19_progressive_stages() -> list[StageConfig]:
         StageConfig("partial", 5, 1e-4, "sgd"),
         StageConfig("full", 5, 1e-4, "sgd"),
     ]
-
-
-def require_dir(cli_value: str | None, env_name: str, *, what: str) -> Path:
-    path = resolve_dir(cli_value, env_name, required=True, what=what)
-    assert path is not None  # resolve_dir exits when a required directory is missing
-    return path
-
-
-def resolve_dir(cli_value: str | None, env_name: str, *, required: bool, what: str) -> Path | None:
-    """A directory from a CLI flag, else the environment; never a hard-coded path."""
-    value = cli_value or os.environ.get(env_name)
-    if not value:
-        if required:
-            raise SystemExit(f"{what} is not configured: pass the flag or set {env_name}.")
-        return None
-    path = Path(value).expanduser()
-    if required and not path.is_dir():
-        raise SystemExit(f"{what} {path} does not exist (from flag or {env_name}).")
-    return path

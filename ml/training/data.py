@@ -5,13 +5,16 @@ The batches themselves (augmentation, tf.data) are ``ml.training.batches``."""
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ml.serving.artifacts import CLASS_NAMES, sha256_file
-from ml.serving.films import ImageRecord
+from ml.serving.films import ImageRecord, list_images
+from ml.serving.settings import add_data_dir_argument, require_data_dir
 
 
 def grouped_split(
@@ -63,3 +66,35 @@ def data_file_lines(root: Path, splits: dict[str, Sequence[ImageRecord]]) -> lis
         for r in records:
             lines.append(f"{split}\t{CLASS_NAMES[r.label]}\t{r.relpath(root)}\t{sha256_file(r.path)}")
     return lines
+
+
+# --- python -m ml split -------------------------------------------------------------------------
+
+
+def split_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_dir_argument(parser)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--write", help="write 'split<TAB>class<TAB>path<TAB>patient' lines here")
+
+
+def split_command(args: argparse.Namespace) -> int:
+    data_dir = require_data_dir(args.data_dir)
+    records = list_images(data_dir, "train")
+    train, val = grouped_split(records, val_fraction=args.val_fraction, seed=args.seed)
+    overlap = {r.patient for r in train} & {r.patient for r in val}
+    summary = {
+        "train": {"images": len(train), "patients": len({r.patient for r in train}), **class_counts(train)},
+        "validation": {"images": len(val), "patients": len({r.patient for r in val}), **class_counts(val)},
+        "patients_in_both": len(overlap),
+        "class_weights_balanced": balanced_class_weights(train),
+    }
+    if args.write:
+        lines = [
+            f"{name}\t{CLASS_NAMES[r.label]}\t{r.relpath(data_dir)}\t{r.patient}"
+            for name, rs in (("train", train), ("validation", val))
+            for r in rs
+        ]
+        Path(args.write).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -6,12 +6,17 @@ them independently would give intervals that are too narrow.
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from ml.serving.settings import add_data_dir_argument, require_data_dir
 
 CALIBRATION_BINS = 10
 
@@ -351,3 +356,88 @@ def _placement_figure(mean_map: np.ndarray, path: Path, *, frame: float, title: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+# --- python -m ml evaluate ----------------------------------------------------------------------
+
+
+def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_dir_argument(parser)
+    parser.add_argument("--artifact", required=True)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--plots-dir")
+    parser.add_argument("--output", help="also write the JSON here")
+    parser.add_argument("--keras", action="store_true", help="predict with model.keras (before ONNX export)")
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from ml.serving.inference import ModelArtifactError
+
+    data_dir = require_data_dir(args.data_dir)
+    try:
+        if args.keras:
+            summary = evaluate_keras_artifact(args.artifact, data_dir, args.split, bootstrap_samples=args.bootstrap)
+        else:
+            summary = evaluate_artifact(
+                args.artifact, data_dir, args.split, bootstrap_samples=args.bootstrap, plots_dir=args.plots_dir
+            )
+    except (ModelArtifactError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(summary, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+# --- python -m ml heatmaps ----------------------------------------------------------------------
+
+
+def heatmaps_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_dir_argument(parser)
+    parser.add_argument("--artifact", required=True)
+    parser.add_argument("--split", default="external")
+    parser.add_argument("--figure", help="write the mean drawn heatmap here (PNG)")
+
+
+def heatmaps_command(args: argparse.Namespace) -> int:
+
+    data_dir = require_data_dir(args.data_dir)
+    print(json.dumps(heatmap_placement(args.artifact, data_dir, args.split, figure=args.figure), indent=2))
+    return 0
+
+
+# --- python -m ml teacher-scores ----------------------------------------------------------------
+
+
+def teacher_scores_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_dir_argument(parser)
+    parser.add_argument("--artifact", action="append", required=True, help="teacher artifact folder (repeatable)")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--output", required=True, help="'relpath<TAB>probability' lines go here")
+
+
+def teacher_scores_command(args: argparse.Namespace) -> int:
+    """Distillation targets: the teachers' mean Keras score on every film of a split, without the
+    calibration a teacher was given on external/ (never train on anything fitted there)."""
+    import numpy as np
+
+    from ml.serving import films
+    from ml.serving.artifacts import read_manifest
+
+    data_dir = require_data_dir(args.data_dir)
+    records = films.list_images(data_dir, args.split)
+    sizes = {int(read_manifest(a)["input_size"]) for a in args.artifact}
+    scores = np.zeros(len(records))
+    for size in sizes:
+        images = films.load_images(records, input_size=size)
+        for artifact in args.artifact:
+            if int(read_manifest(artifact)["input_size"]) == size:
+                scores += keras_probabilities(artifact, images, uncalibrated=True)
+    scores /= len(args.artifact)
+    lines = [f"{r.relpath(data_dir)}\t{p:.6f}" for r, p in zip(records, scores, strict=True)]
+    Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(json.dumps({"films": len(records), "teachers": len(args.artifact), "output": args.output}))
+    return 0

@@ -7,6 +7,8 @@ fits its principal components on the artifact's own training films and writes th
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ from ml.serving.decode import ImageDecodeError, decode_image_bytes
 from ml.serving.gate import GATE_FILE, GATE_VERSION, THUMBNAIL_SIDE, thumbnail_vector
 from ml.serving.inference import Predictor
 from ml.serving.preprocessing import decode_side
-from ml.training import data
+from ml.serving.settings import DATA_DIR_ENV, add_data_dir_argument, require_data_dir, resolve_dir
+from ml.training import data, nonchest
 
 # The principal components kept, and the training films' percentile that sets both thresholds.
 COMPONENTS = 24
@@ -151,3 +154,54 @@ def gate_report(artifact_dir: str | Path, folders: dict[str, list[Path]]) -> dic
             "refused": refused,
         }
     return report
+
+
+# --- python -m ml gate --------------------------------------------------------------------------
+
+
+def gate_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_dir_argument(parser)
+    parser.add_argument("--artifact", help="artifact folder (fit writes gate.onnx and the manifest entry there)")
+    parser.add_argument("--fit", action="store_true", help="fit the learned check on the artifact's training films")
+    parser.add_argument("--make-corpus", metavar="DIR", help="write the project's non-chest corpus here")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="run the gate on the validation split, external/ and val/ (if present) and on --corpus",
+    )
+    parser.add_argument("--corpus", action="append", default=[], help="a folder of files that must all be refused")
+    parser.add_argument("--output", help="also write the report JSON here")
+
+
+def gate_command(args: argparse.Namespace) -> int:
+    if args.make_corpus:
+        written = nonchest.write_corpus(args.make_corpus)
+        print(f"{len(written)} files in {args.make_corpus}")
+    if (args.fit or args.report) and not args.artifact:
+        raise SystemExit("--fit and --report need --artifact")
+    if args.fit:
+        print(json.dumps(fit_artifact_gate(args.artifact, require_data_dir(args.data_dir)), indent=2))
+    if args.report:
+        folders: dict[str, list[Path]] = {}
+        data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, required=False, what="Data directory")
+        if data_dir is not None:  # chest films: the validation split, external/ and val/
+            config = artifacts.read_manifest(args.artifact).get("config", {})
+            _, validation = data.grouped_split(
+                films.list_images(data_dir, "train"),
+                val_fraction=float(config.get("val_fraction", 0.2)),
+                seed=int(config.get("seed", 1337)),
+            )
+            folders["validation split (chest films)"] = [r.path for r in validation]
+            for split in ("external", "val"):
+                if (data_dir / split).is_dir():
+                    folders[f"{split}/ (chest films)"] = [r.path for r in films.list_images(data_dir, split)]
+        for corpus in args.corpus:
+            folders[f"{corpus} (not chest films: all must be refused)"] = sorted(
+                p for p in Path(corpus).iterdir() if p.is_file()
+            )
+        report = gate_report(args.artifact, folders)
+        text = json.dumps(report, indent=2)
+        if args.output:
+            Path(args.output).write_text(text + "\n", encoding="utf-8")
+        print(text)
+    return 0

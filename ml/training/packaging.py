@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -291,3 +292,33 @@ def render_model_card(manifest: dict[str, Any]) -> str:
     if manifest.get("selection_note"):
         lines += ["", "## Why this model", manifest["selection_note"]]
     return "\n".join(lines) + "\n"
+
+
+# --- python -m ml export: package_artifact (the ONNX re-export itself is ml.training.export) -------
+
+
+def export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--artifact", required=True)
+    parser.add_argument("--to", help="copy the packaged artifact here (e.g. ml/default_model)")
+    parser.add_argument("--no-keras", action="store_true", help="leave model.keras out of the copy")
+    parser.add_argument("--selection-note", help="why this model was chosen (goes into MODEL_CARD.md)")
+    parser.add_argument(
+        "--evaluation",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="add an `evaluate` summary to the manifest and model card (repeatable)",
+    )
+
+
+def export_command(args: argparse.Namespace) -> int:
+    evaluations = dict(item.split("=", 1) for item in args.evaluation)
+    out = package_artifact(
+        Path(args.artifact),
+        Path(args.to) if args.to else None,
+        include_keras=not args.no_keras,
+        selection_note=args.selection_note,
+        evaluations={name: Path(path) for name, path in evaluations.items()},
+    )
+    print(out)
+    return 0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
+import os
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,9 +18,25 @@ from typing import Any
 import numpy as np
 
 from ml.serving import artifacts, films
+from ml.serving.settings import add_data_dir_argument, require_data_dir, resolve_dir
 from ml.training import data, evaluation, export, gate_fit
-from ml.training.architectures import BuiltModel, build_model, resolve_weights, set_trainable
-from ml.training.config import StageConfig, TrainConfig
+from ml.training.architectures import (
+    ARCHITECTURES,
+    BuiltModel,
+    WeightsNotFoundError,
+    build_model,
+    resolve_weights,
+    set_trainable,
+)
+from ml.training.config import (
+    ARTIFACTS_DIR_ENV,
+    AUGMENTATION_POLICIES,
+    DEFAULT_ARTIFACTS_DIR,
+    WEIGHTS_DIR_ENV,
+    StageConfig,
+    TrainConfig,
+    vgg19_progressive_stages,
+)
 from ml.training.progress import ProgressCallback, ProgressHook, TrainingCancelled, describe_device
 
 __all__ = ["TrainingCancelled", "describe_device", "train"]
@@ -652,3 +671,148 @@ def cached_features(built, images, records, split_name, config, cache_dir, list_
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, features)
     return features, False
+
+
+# --- python -m ml train -------------------------------------------------------------------------
+
+
+def add_run_folder_arguments(parser: argparse.ArgumentParser) -> None:
+    """The folders and split flags a training run reads (train and compare)."""
+    add_data_dir_argument(parser)
+    parser.add_argument("--weights-dir", help=f"folder of local ImageNet weights (default ${WEIGHTS_DIR_ENV})")
+    parser.add_argument("--output-root", help=f"where versioned artifacts go (default ${ARTIFACTS_DIR_ENV} or runs/)")
+    parser.add_argument("--cache-dir", help="where backbone features are memoised (default <output-root>/cache)")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+
+
+def output_root(args: argparse.Namespace) -> Path:
+    return Path(args.output_root or os.environ.get(ARTIFACTS_DIR_ENV) or DEFAULT_ARTIFACTS_DIR)
+
+
+def parse_stages(text: str | None) -> list[StageConfig]:
+    """'partial:5:1e-4:sgd,full:5:1e-4:sgd' -> fine-tuning stages after the head stage."""
+    if not text:
+        return []
+    if text == "vgg19":
+        return vgg19_progressive_stages()[1:]
+    stages = []
+    for item in text.split(","):
+        name, epochs, lr, opt = item.split(":")
+        stages.append(StageConfig(name, int(epochs), float(lr), opt))
+    return stages
+
+
+def train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_folder_arguments(parser)
+    parser.add_argument("--arch", required=True)
+    parser.add_argument("--input-size", type=int)
+    parser.add_argument("--weights", default="none", help="none | imagenet | auto | <file or folder>")
+    parser.add_argument("--epochs", type=int, default=10, help="from-scratch epochs, or head epochs when pretrained")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    parser.add_argument("--fine-tune", help="stages after the head: 'vgg19' or 'partial:5:1e-4:sgd,full:5:1e-4:sgd'")
+    parser.add_argument("--max-train-images", type=int)
+    parser.add_argument("--max-val-images", type=int)
+    parser.add_argument("--class-weighting", choices=["balanced", "none"], default="balanced")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument(
+        "--augmentation",
+        choices=AUGMENTATION_POLICIES,
+        default="geometric",
+        help="geometric: zoom, rotation, flip, shift, shear; acquisition: also gamma, contrast, exposure, blur, "
+        "noise; robust: also a resize through another resampler and JPEG re-encoding",
+    )
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--name")
+    parser.add_argument("--split-seed", type=int, help="the patient split's seed if not --seed (ensemble members)")
+    parser.add_argument("--init-weights", help="start from this .weights.h5 of the same architecture and size")
+    parser.add_argument("--soft-labels", help="distil: 'relpath<TAB>probability' teacher scores for the training films")
+    parser.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher in the target")
+    parser.add_argument(
+        "--pool-margin",
+        type=int,
+        default=0,
+        help="leave this many cells of the last feature map's outer frame out of the pooling (and the heatmap)",
+    )
+    parser.add_argument("--max-fit-minutes", type=float, help="stop fitting after this long, keeping the best weights")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"],
+        help="auto: mixed_float16 on a GPU, float32 on a CPU; the exported model is float32 either way",
+    )
+    parser.add_argument(
+        "--resume-dir",
+        help="keep the run's progress here (every epoch); the same command run again goes on where it stopped",
+    )
+
+
+def train_command(args: argparse.Namespace) -> int:
+    if args.arch not in ARCHITECTURES:
+        raise SystemExit(f"Unknown architecture '{args.arch}'; choose from {', '.join(sorted(ARCHITECTURES))}")
+    stages = parse_stages(args.fine_tune)
+    config = TrainConfig(
+        architecture=args.arch,
+        input_size=args.input_size or ARCHITECTURES[args.arch].default_input_size,
+        weights=args.weights,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        fine_tune_stages=stages,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        max_train_images=args.max_train_images,
+        max_val_images=args.max_val_images,
+        class_weighting=args.class_weighting,
+        augment=not args.no_augment,
+        augmentation_policy=args.augmentation,
+        early_stopping_patience=args.patience,
+        bootstrap_samples=args.bootstrap,
+        name=args.name,
+        split_seed=args.split_seed,
+        init_weights=args.init_weights,
+        soft_labels=args.soft_labels,
+        distill_alpha=args.distill_alpha,
+        max_fit_seconds=args.max_fit_minutes * 60 if args.max_fit_minutes else None,
+        precision=args.precision,
+        pool_margin=args.pool_margin,
+    )
+    config.optimizer = args.optimizer
+    data_dir = require_data_dir(args.data_dir)
+    weights_dir = resolve_dir(args.weights_dir, WEIGHTS_DIR_ENV, required=False, what="Weights directory")
+    root = output_root(args)
+    try:
+        artifact = train(
+            config,
+            data_dir=data_dir,
+            output_root=root,
+            weights_dir=weights_dir,
+            cache_dir=Path(args.cache_dir) if args.cache_dir else root / "cache",
+            resume_dir=Path(args.resume_dir) if args.resume_dir else None,
+        )
+    except (WeightsNotFoundError, ResumeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manifest = artifacts.read_manifest(artifact)
+    val = manifest["metrics"]["validation"]
+    print(
+        json.dumps(
+            {
+                "artifact": str(artifact),
+                "roc_auc": val["roc_auc"],
+                "roc_auc_ci95": val.get("ci95", {}).get("roc_auc"),
+                "sensitivity": val["sensitivity"],
+                "specificity": val["specificity"],
+                "threshold": manifest["threshold"],
+                "latency_p50_ms": (manifest["metrics"]["latency"] or {}).get("p50_ms"),
+                "training_seconds": manifest["training_seconds"],
+                "trained_on": manifest["trained_on"],
+                "onnx_pending": manifest.get("onnx_pending"),
+            },
+            indent=2,
+        )
+    )
+    return 0

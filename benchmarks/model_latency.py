@@ -1,6 +1,6 @@
 """How fast the serving path runs on this CPU, and how close it comes to the CPU's limit.
 
-``python -m ml bench`` (see ``ml/cli.py``) measures, in one run:
+``python -m benchmarks.model_latency`` measures, in one run:
 
 - the machine: CPU model, cores, the SIMD/matrix flags that matter (AVX2, AVX-512, AMX), load;
 - a float32 matrix-multiply ceiling on the same threads (numpy/OpenBLAS and ONNX Runtime MatMul,
@@ -16,12 +16,13 @@
 - optionally the serving variants (``ml.serving.variants``: fp32, int8, bf16) of the default model, checked on
   ``<data>/external`` against fp32 and timed in the same run, with the choice a worker makes on this CPU.
 
-Every model is measured in its own fresh process (``python -m benchmarks.models --job``), so its peak RSS
+Every model is measured in its own fresh process (``python -m benchmarks.model_latency --job``), so its peak RSS
 is its own and TensorFlow never shares a process with ONNX Runtime. No Django here.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -104,7 +105,7 @@ def ml_processes() -> list[str]:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except (OSError, ValueError):
             continue
-        if "-m ml " in cmd + " " and " bench" not in cmd and "--job" not in cmd:
+        if "-m ml " in cmd + " ":
             found.append(f"{proc.name}: {cmd[:160]}")
     return found
 
@@ -710,7 +711,7 @@ def run_job(job: dict[str, Any], *, env: dict[str, str] | None = None, timeout: 
     child_env.update(env or {})
     root = Path(__file__).resolve().parent.parent
     completed = subprocess.run(  # noqa: S603 - our own interpreter and module, no shell
-        [sys.executable, "-m", "benchmarks.models", "--job", json.dumps(job)],
+        [sys.executable, "-m", "benchmarks.model_latency", "--job", json.dumps(job)],
         cwd=root,
         env=child_env,
         capture_output=True,
@@ -1010,8 +1011,94 @@ def render_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    from ml.serving.settings import add_data_dir_argument
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.model_latency",
+        description="speed on this CPU: ONNX Runtime (and TensorFlow) per model, GEMM ceiling, JPEG decode",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--artifact", action="append", default=[], help="artifact folder (repeatable)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=100, help="most timed runs per measurement at batch 1")
+    parser.add_argument("--search", action="append", default=[], help="also every artifact under this folder")
+    parser.add_argument(
+        "--architectures",
+        default="",
+        help="comma-separated, or 'all': architectures with no artifact given are exported with random "
+        "weights to measure speed only",
+    )
+    parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--budget", type=float, default=8.0, help="seconds per measurement (after min. 5 runs)")
+    parser.add_argument("--tensorflow", action="store_true", help="also time each model through tf.function")
+    parser.add_argument("--decode", action="store_true", help="also JPEG decode: naive vs draft")
+    parser.add_argument("--films-dir", help="full-size films for --decode (default $PNEUMONIA_BENCH_FILMS)")
+    parser.add_argument(
+        "--quantize", action="store_true", help="int8 variants of the first model, AUC on its validation split"
+    )
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="the serving variants (fp32, int8, bf16) of the first model checked on <data>/external, with the "
+        "choice the worker would make on this CPU (ml/serving/variants.py)",
+    )
+    add_data_dir_argument(parser)
+    parser.add_argument("--workdir", default="var/bench", help="exported and quantized models go here")
+    parser.add_argument("--json", help="write the full report here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ml.serving.inference import Predictor
+    from ml.serving.settings import require_data_dir
+
+    artifacts = list(args.artifact) or (["ml/default_model"] if not args.search else [])
+    for artifact in artifacts:
+        Predictor.from_artifact(artifact)  # verifies the file before timing it
+    names = [name for name in args.architectures.split(",") if name]
+    if names == ["all"]:
+        names = list(SPEED_ONLY_ARCHITECTURES)
+    if names:
+        from ml.training.architectures import ARCHITECTURES  # imports Keras: only when exporting
+
+        unknown = [name for name in names if name not in ARCHITECTURES]
+        if unknown:
+            raise SystemExit(f"Unknown architecture(s) {unknown}; choose from {', '.join(sorted(ARCHITECTURES))}")
+    films_dir = args.films_dir or os.environ.get("PNEUMONIA_BENCH_FILMS")
+    films = sorted(p for p in Path(films_dir).rglob("*") if p.suffix.lower() in (".jpeg", ".jpg")) if films_dir else []
+    data_dir = None
+    if args.quantize or args.variants:
+        data_dir = require_data_dir(args.data_dir)
+    extras = args.search or names or args.tensorflow or args.decode or args.quantize or len(artifacts) > 1
+    report = run_benchmark(
+        artifacts=artifacts,
+        search=args.search,
+        architectures=names,
+        threads=args.threads,
+        batches=[int(b) for b in args.batches.split(",")],
+        max_runs=args.runs,
+        budget_s=args.budget,
+        tensorflow=args.tensorflow,
+        profile=bool(extras),
+        variants=bool(extras),
+        decode=args.decode,
+        films=films,
+        quantize_data_dir=data_dir if args.quantize else None,
+        serving_variants_data_dir=data_dir if args.variants else None,
+        workdir=Path(args.workdir),
+        log=(lambda message: print(f"[bench] {message}", file=sys.stderr)) if args.verbose else (lambda _: None),
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(render_text(report))
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--job":
+    if len(sys.argv) == 3 and sys.argv[1] == "--job":  # one model in a fresh process (_measure_in_subprocess)
         print(json.dumps(_job_main(json.loads(sys.argv[2]))))
     else:
-        raise SystemExit("usage: python -m ml bench ... (this module's --job is internal)")
+        raise SystemExit(main())
