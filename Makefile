@@ -61,14 +61,22 @@ lint: $(VENV)/.installed  ## ruff and bandit
 typecheck: $(VENV)/.installed  ## mypy
 	$(VENV)/bin/mypy portal diagnostics worker ml
 
+# Pool processes give memory back as in docker-compose.yml (docs/operations.md): replaced after this many
+# tasks, or after a task that leaves one above this many KiB.
+WORKER_MAX_TASKS_PER_CHILD ?= 1000
+WORKER_MAX_MEMORY_PER_CHILD_KB ?= 1048576
+TRAINING_WORKER_MAX_TASKS_PER_CHILD ?= 1
+WORKER_LIMITS = --max-tasks-per-child $(WORKER_MAX_TASKS_PER_CHILD) --max-memory-per-child $(WORKER_MAX_MEMORY_PER_CHILD_KB)
+
 worker: $(VENV)/.installed  ## a Celery worker for the inference queue (needs CELERY_BROKER_URL)
-	$(VENV)/bin/celery -A worker worker -Q inference -l info
+	$(VENV)/bin/celery -A worker worker -Q inference -l info $(WORKER_LIMITS)
 
 worker-maintenance: $(VENV)/.installed  ## a Celery worker for beat's housekeeping (the reconciler)
-	$(VENV)/bin/celery -A worker worker -Q maintenance --concurrency 1 -l info
+	$(VENV)/bin/celery -A worker worker -Q maintenance --concurrency 1 -l info $(WORKER_LIMITS)
 
 worker-training: $(VENV)/.installed  ## a Celery worker for retraining runs (loads TensorFlow)
-	$(VENV)/bin/celery -A worker worker -Q training --concurrency 1 --prefetch-multiplier 1 -l info
+	$(VENV)/bin/celery -A worker worker -Q training --concurrency 1 --prefetch-multiplier 1 -l info \
+		--max-tasks-per-child $(TRAINING_WORKER_MAX_TASKS_PER_CHILD)
 
 beat: $(VENV)/.installed  ## the Celery beat scheduler
 	$(VENV)/bin/celery -A worker beat -l info
