@@ -106,6 +106,13 @@ def test_a_missing_birth_date_is_accepted_and_shown_as_age_unknown(peer, member)
         assert "age unknown" in page.content.decode(), url
 
 
+def test_a_clinician_registering_a_patient_still_gives_a_birth_date(member):
+    from diagnostics.forms import PatientForm
+
+    form = PatientForm({"medical_record_number": "MRN-F", "name": "Ada", "sex": "F"})
+    assert not form.is_valid() and "birth_date" in form.errors
+
+
 @pytest.mark.parametrize(
     ("film", "comment"),
     [
