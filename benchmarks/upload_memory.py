@@ -1,19 +1,30 @@
-"""python -m benchmarks.upload_memory: what the worst accepted file of each kind costs a web process.
+"""python -m benchmarks.upload_memory: what each kind of file costs each process that reads it.
 
-    python -m benchmarks.upload_memory [--flood 20] [--json var/bench/upload_memory.json]
+    python -m benchmarks.upload_memory [--paths validate,page,api,inspect,receiver,worker] [--only KIND,...]
+                                       [--flood 20] [--json var/bench/upload_memory.json]
 
-1. Peak memory. For each kind (JPEG gray and colour, PNG 16-bit gray and colour, DICOM 16-bit) it writes
-   the largest file the limits accept (ml.serving.decode.MAX_DECODED_BYTES, MAX_PIXELS, UPLOAD_MAX_BYTES),
-   then, in a fresh process with Django loaded, does what a web worker does with it: the upload check,
-   which decodes it once and makes its derivatives (services.images.image_validate_upload), and a
-   preview and a window/level rendering from those derivatives (what every later view reads). It prints
-   the process's peak RSS (VmHWM); the target is 512 MB. One file over the budget shows the refusal.
+1. Peak memory per kind of file and path. It writes one file of each kind: the normal cases, the largest
+   file each limit accepts, and the attacks (a JPEG 2000 DICOM whose header says 512x512 over a 16000x16000
+   codestream, a deflated DICOM that inflates to 600 MB, a 65535x383 16-bit DICOM with rescale and window,
+   a 16x1.57M 16-bit PNG, a 6900x6900 palette PNG, a PNG with a 40 MB EXIF chunk after its pixels). Then
+   for each path it does, in a process of its own, what that process does with the file:
+   - ``validate``: the upload check alone (services.images.image_validate_upload);
+   - ``page`` and ``api``: a real request through Django's URL, middleware and view (the study form and
+     POST /api/v1/studies/) on the benchmark's PostgreSQL database, with Django's test client;
+   - ``inspect``: the inspect-dicom view (headers only), DICOM files only;
+   - ``receiver``: the DICOM receiver (diagnostics.integrations.dicom_in) in a process of its own, sent
+     each DICOM file with pynetdicom's C-STORE (from the file, as a PACS streams it);
+   - ``worker``: the inference worker's path (ml.serving.inference.Predictor: decode, gate, tensor, model
+     and heatmap), the bundled model loaded first.
+   Each row is the process's peak RSS over the case minus its RSS just before (the peak is reset through
+   /proc/PID/clear_refs first), so imports and the model count nowhere; the target is 512 MB. The page and
+   API rows include the test client's own copy of the request body (at most the file's size).
 2. ``--flood N``: the production stack on 127.0.0.1 (gunicorn as deployed, the inference worker, beat,
-   PostgreSQL with 2,000 seeded studies, a Redis of its own). One API client keeps N uploads of those
-   worst files in flight for ``--flood-seconds`` (20; each posts again as soon as it is answered) while
-   another user (a clinician, signed in) reloads the worklist; it prints the
-   worklist's p50/p95 before and during the flood (target p95 <= 1 s), what the flood's requests were
-   answered, and the peak RSS of every web process afterwards.
+   PostgreSQL with 2,000 seeded studies, a Redis of its own). One API client keeps N uploads of the worst
+   accepted files in flight for ``--flood-seconds`` (20; each posts again as soon as it is answered) while
+   another user (a clinician, signed in) reloads the worklist; it prints the worklist's p50/p95 before and
+   during the flood (target p95 <= 1 s), what the flood's requests were answered, and the peak RSS of every
+   web process afterwards.
 """
 
 from __future__ import annotations
@@ -22,11 +33,14 @@ import argparse
 import io
 import json
 import os
+import platform
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -35,47 +49,179 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("BENCH_DATABASE_NAME", "portal_bench_flood")  # before benchmarks.env is imported
 
-CHILD = r"""
-import io, json, sys, time
-import django
+MEASURE = r"""
+import os
+from pathlib import Path
 
 
-def peak_mb():
-    # VmHWM: this process's own peak (getrusage's ru_maxrss starts from the parent's after fork)
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
+def rss_mb(pid="self", field="VmRSS:"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
+    return 0.0
 
-django.setup()
-import numpy as np
-from PIL import Image
-from django.core.exceptions import ValidationError
-from diagnostics.services.images import image_validate_upload
-from ml.serving.decode import apply_display_window
-data = open(sys.argv[1], "rb").read()
-baseline = peak_mb()
+
+def reset_peak(pid="self"):
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux 4.0+)
+"""
+
+CHILD = (
+    MEASURE
+    + r"""
+import io, json, sys, time
+path, mode, credentials = sys.argv[1], sys.argv[2], json.loads(sys.argv[3] or "{}")
+data = Path(path).read_bytes()
+name = Path(path).name
+outcome = ""
+if mode == "worker":
+    from ml.serving.inference import Predictor
+    from ml.serving.decode import ImageDecodeError
+    predictor = Predictor.from_artifact(Path("ml/default_model"))
+    warm = (Path("tests/fixtures/films/IM-0119-0001.jpeg")).read_bytes()
+    gate, tensor = predictor.prepare(warm)
+    predictor.predict_with_cam(tensor)
+
+    def run():
+        try:
+            gate, tensor = predictor.prepare(data)
+        except ImageDecodeError as error:
+            return "refused: " + str(error)
+        if tensor is None:
+            return "not analysable: " + ", ".join(gate.reasons)[:80]
+        prediction = predictor.predict_with_cam(tensor)
+        return f"assessed: {float(prediction.probabilities[0]):.3f}"
+else:
+    import django
+    django.setup()
+    from django.test import Client
+    from django.core.exceptions import ValidationError
+    from diagnostics.models import User
+    if mode == "validate":
+        from diagnostics.services.images import image_validate_upload
+
+        def run():
+            try:
+                upload = image_validate_upload(filename=name, data=data)
+                return f"accepted {upload.width}x{upload.height} {upload.format}"
+            except ValidationError as error:
+                return "refused: " + " ".join(error.messages)
+    else:
+        from django.core.files.uploadedfile import SimpleUploadedFile
+        from django.urls import reverse
+        client = Client(HTTP_HOST="127.0.0.1")
+        user = User.objects.get(username=credentials["username"])
+        client.force_login(user)
+        patient = credentials["patient_ids"][0]
+        headers = {"HTTP_AUTHORIZATION": "Bearer " + credentials["api_token"]}
+
+        def run():
+            upload = SimpleUploadedFile(name, data)
+            if mode == "page":
+                response = client.post(reverse("study_new", args=[patient]), {"images": [upload], "modality": "CR"})
+                if response.status_code == 302:
+                    return "accepted (study stored)"
+                text = response.content.decode(errors="replace")
+                import re
+                errors = re.findall(r'class="[^"]*error[^"]*"[^>]*>([^<]+)<', text)
+                return f"{response.status_code}: " + (" ".join(e.strip() for e in errors if e.strip()) or text[:100])
+            if mode == "api":
+                client.logout()
+                response = client.post("/api/v1/studies/", {"patient_id": patient, "images": [upload]}, **headers)
+                client.force_login(user)
+                if response.status_code in (200, 201, 202):
+                    return f"{response.status_code}: accepted (study stored)"
+                return f"{response.status_code}: " + response.content.decode(errors="replace")[:200]
+            response = client.post(reverse("study_inspect_dicom", args=[patient]), {"images": [upload]})
+            return f"{response.status_code}: " + ("header read" if b"error" not in response.content.lower()
+                                                   else "refused with a reason")
+reset_peak()
+before = rss_mb()
 started = time.perf_counter()
-try:
-    upload = image_validate_upload(filename=sys.argv[1], data=data)
-    outcome = f"accepted {upload.width}x{upload.height} {upload.format}"
-    # What the preview and window/level views read afterwards (services.reports.image_display_pixels).
-    Image.open(io.BytesIO(upload.derivatives.preview_jpeg)).load()
-    if upload.derivatives.window_source_png:
-        source = np.asarray(Image.open(io.BytesIO(upload.derivatives.window_source_png)), dtype=np.uint16)
-        apply_display_window(source, centre=40.0, width=20.0)
-except ValidationError as error:
-    outcome = "refused: " + " ".join(error.messages)[:120]
+outcome = run()
 seconds = time.perf_counter() - started
-peak = peak_mb()
-print(json.dumps({"baseline_mb": round(baseline), "peak_mb": round(peak), "seconds": round(seconds, 2),
-                  "outcome": outcome}))
+print(json.dumps({"before_mb": round(before), "peak_delta_mb": round(rss_mb(field="VmHWM:") - before),
+                  "seconds": round(seconds, 2), "outcome": outcome[:160]}))
+"""
+)
+
+RECEIVER = r"""
+import sys, django
+django.setup()
+from diagnostics.integrations.dicom_in.receiver import DicomReceiver
+DicomReceiver(port=int(sys.argv[1]), ae_title="PORTAL", host="127.0.0.1").start(block=True)
+"""
+
+PEER_SETUP = r"""
+import json, sys, django
+django.setup()
+from diagnostics.models import DicomPeer, User
+user = User.objects.get(username=sys.argv[1])
+DicomPeer.objects.update_or_create(ae_title="BENCHPACS", defaults={
+    "team": user.team, "service_user": user, "allowed_networks": "127.0.0.1/32", "enabled": True})
 """
 
 
-def worst_files(folder: Path) -> dict[str, Path]:
-    """The largest files of each kind the decode budget (48 MB decoded) accepts, and one just over it."""
+def _noise(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any, high: int) -> np.ndarray:
+    """Smooth noise: compresses like a film, not like static (the upload limit is 50 MB)."""
+    small = rng.integers(0, high, size=tuple(max(1, s // 16) for s in shape[:2]) + shape[2:])
+    return np.kron(small, np.ones((16, 16) + (1,) * (len(shape) - 2))).astype(dtype)[: shape[0], : shape[1]]
+
+
+def _png(array: np.ndarray, mode: str | None = None, **params: Any) -> bytes:
     from PIL import Image
 
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, "PNG", **params)
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _dicom_compressed(data: bytes, syntax: str) -> bytes:
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.compress(syntax)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _deflate_bomb(base: bytes, inflated_mb: int) -> bytes:
+    """A Deflated Explicit VR Little Endian file: a small film and a private OB element of `inflated_mb`
+    zero megabytes after its pixel data, deflated in a stream (never held inflated here)."""
+    import pydicom
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(io.BytesIO(base))
+    body = io.BytesIO()
+    ds.set_original_encoding(False, True)
+    write_dataset(pydicom.filebase.DicomFileLike(body), ds)  # type: ignore[attr-defined]
+    size = inflated_mb * 2**20
+    bomb = struct.pack("<HH2sHI", 0x7FE1, 0x1000, b"OB", 0, size)
+    creator = struct.pack("<HH2sH", 0x7FE1, 0x0010, b"LO", 4) + b"BOMB"
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = [deflater.compress(body.getvalue() + creator + bomb)]
+    zeros = bytes(2**20)
+    for _ in range(inflated_mb):
+        out.append(deflater.compress(zeros))
+    out.append(deflater.flush())
+    meta = ds.file_meta
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    head = io.BytesIO()
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(pydicom.filebase.DicomFileLike(head), meta)  # type: ignore[attr-defined]
+    return head.getvalue() + b"".join(out)
+
+
+def test_files(folder: Path) -> dict[str, Path]:
+    """One file of each kind (see the module's docstring)."""
+    from PIL import Image
+
+    from ml.serving.codestream import J2K_MAGIC
     from ml.serving.decode import MAX_DECODED_BYTES
     from ml.training.nonchest import dicom_file
 
@@ -89,43 +235,154 @@ def worst_files(folder: Path) -> dict[str, Path]:
         files[name] = folder / name
         files[name].write_bytes(data)
 
-    def noise(shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        # smooth noise: compresses like a film, not like static (the upload limit is 50 MB)
-        small = rng.integers(0, np.iinfo(dtype).max // 2, size=tuple(max(1, s // 16) for s in shape[:2]) + shape[2:])
-        return np.kron(small, np.ones((16, 16) + (1,) * (len(shape) - 2))).astype(dtype)[: shape[0], : shape[1]]
-
-    for name, mode, bpp in (("jpeg-gray.jpg", "L", 1), ("jpeg-rgb.jpg", "RGB", 3)):
-        s = min(side(bpp), 7700)
+    def jpeg(array: np.ndarray, mode: str) -> bytes:
         buffer = io.BytesIO()
-        Image.fromarray(noise((s, s) if bpp == 1 else (s, s, 3), np.uint8), mode).save(buffer, "JPEG", quality=90)
-        save(name, buffer.getvalue())
+        Image.fromarray(array, mode).save(buffer, "JPEG", quality=90)
+        return buffer.getvalue()
+
+    # Normal films.
+    save("normal-jpeg.jpg", jpeg(_noise(rng, (2000, 1700), np.uint8, 255), "L"))
+    normal_dicom = dicom_file(_noise(rng, (2500, 2048), np.uint16, 4095), bits_stored=12, Modality="CR")
+    save("normal-dicom.dcm", normal_dicom)
+    save("normal-dicom-j2k.dcm", _dicom_compressed(normal_dicom, "1.2.840.10008.1.2.4.90"))
+    # The largest each limit accepts.
+    s = min(side(1), 7700)
+    save("largest-jpeg-gray.jpg", jpeg(_noise(rng, (s, s), np.uint8, 255), "L"))
     s = side(2)
-    buffer = io.BytesIO()
-    Image.fromarray(noise((s, s), np.uint16)).save(buffer, "PNG")
-    save("png-gray16.png", buffer.getvalue())
-    s = side(3)
-    buffer = io.BytesIO()
-    Image.fromarray(noise((s, s, 3), np.uint8), "RGB").save(buffer, "PNG")
-    save("png-rgb.png", buffer.getvalue())
+    save("largest-png-gray16.png", _png(_noise(rng, (s, s), np.uint16, 32767)))
+    s = side(4)
+    save("largest-png-rgb.png", _png(_noise(rng, (s, s, 3), np.uint8, 255), "RGB"))
     s = side(2)
-    save("dicom-16bit.dcm", dicom_file(noise((s, s), np.uint16), bits_stored=16, Modality="CR"))
-    s = side(2) + 64  # just over the budget: refused before decoding
-    save("dicom-over-budget.dcm", dicom_file(noise((s, s), np.uint16), bits_stored=16, Modality="CR"))
+    window = {"RescaleSlope": "0.5", "RescaleIntercept": "-1024", "WindowCenter": "500", "WindowWidth": "1500"}
+    save("largest-dicom-16bit-rescale-window.dcm",
+         dicom_file(_noise(rng, (s, s), np.uint16, 32767), bits_stored=16, Modality="CR", **window))  # fmt: skip
+    # The attacks.
+    small = dicom_file(_noise(rng, (512, 512), np.uint16, 4095), bits_stored=12, Modality="CR")
+    j2k = bytearray(_dicom_compressed(small, "1.2.840.10008.1.2.4.90"))
+    at = j2k.index(J2K_MAGIC)
+    j2k[at + 8 : at + 16] = struct.pack(">II", 16000, 16000)  # SIZ's Xsiz, Ysiz; the header keeps 512x512
+    save("attack-j2k-header-512-codestream-16000.dcm", bytes(j2k))
+    save("attack-deflate-bomb-600mb.dcm", _deflate_bomb(small, 600))
+    save("attack-dicom-65535x383-16bit-rescale-window.dcm",
+         dicom_file(_noise(rng, (65535, 383), np.uint16, 32767), bits_stored=16, Modality="CR", **window))  # fmt: skip
+    save("attack-png-16x1570000-16bit.png", _png(_noise(rng, (1_570_000, 16), np.uint16, 32767)))
+    palette = Image.fromarray(_noise(rng, (6900, 6900), np.uint8, 255), "L").convert("P")
+    buffer = io.BytesIO()
+    palette.save(buffer, "PNG")
+    save("attack-png-palette-6900.png", buffer.getvalue())
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    film = _png(_noise(rng, (2000, 1700), np.uint8, 255), "L")
+    big_exif = exif.tobytes() + bytes(40 * 2**20)
+    save("attack-png-40mb-exif-after-pixels.png", film[:-12] + _png_chunk(b"eXIf", big_exif) + film[-12:])
+    s = side(2) + 64
+    over = _noise(rng, (s, s), np.uint16, 4095)
+    save("attack-dicom-over-budget.dcm", dicom_file(over, bits_stored=12, Modality="CR"))
     return files
 
 
-def peak_rss(files: dict[str, Path]) -> list[dict[str, Any]]:
+def _child_env() -> dict[str, str]:
+    from benchmarks import env as bench
+
+    return bench.bench_env()
+
+
+def run_child(path: Path, mode: str, credentials: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    completed = subprocess.run(  # noqa: S603 - our interpreter and the script above
+        [sys.executable, "-c", CHILD, str(path), mode, json.dumps(credentials)],
+        cwd=ROOT, capture_output=True, text=True, check=False, env=env, timeout=900,
+    )  # fmt: skip
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if completed.returncode != 0 or not lines:
+        return {"peak_delta_mb": None, "outcome": f"process failed ({completed.returncode}): {completed.stderr[-300:]}"}
+    found: dict[str, Any] = json.loads(lines[-1])
+    return found
+
+
+def receiver_rows(files: dict[str, Path], credentials: dict[str, Any], env: dict[str, str]) -> list[dict[str, Any]]:
+    """Each DICOM file sent by C-STORE to one receiver process; its peak reset before each."""
+    from pydicom.filereader import read_file_meta_info
+    from pynetdicom import AE, StoragePresentationContexts
+
+    from benchmarks.env import free_port
+
+    setup = [sys.executable, "-c", PEER_SETUP, credentials["username"]]
+    subprocess.run(setup, cwd=ROOT, env=env, check=True)  # noqa: S603 - our interpreter and the script above
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)], cwd=ROOT, env=env)  # noqa: S603
+    exec(MEASURE, namespace := {})  # noqa: S102 - the same two helpers the children use
     rows = []
-    for kind, path in files.items():
-        env_settings = {"DJANGO_SETTINGS_MODULE": "portal.settings.base"}
-        completed = subprocess.run(  # noqa: S603 - our interpreter and the script above
-            [sys.executable, "-c", CHILD, str(path)], cwd=ROOT, capture_output=True, text=True, check=True,
-            env={**os.environ, **env_settings},
-        )  # fmt: skip
-        row = {"file": kind, "file_mb": round(path.stat().st_size / 1e6, 1), **json.loads(completed.stdout)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    try:
+        ae = AE(ae_title="BENCHPACS")
+        ae.requested_contexts = StoragePresentationContexts[:120]
+        deadline = time.time() + 60
+        while True:
+            assoc = ae.associate("127.0.0.1", port, ae_title="PORTAL")
+            if assoc.is_established or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        assoc.release()
+        for kind, path in files.items():
+            if path.suffix != ".dcm":
+                continue
+            meta = read_file_meta_info(path)  # the file meta only: the dataset itself is never read here
+            ae.requested_contexts = []
+            ae.add_requested_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])
+            namespace["reset_peak"](process.pid)
+            before = namespace["rss_mb"](process.pid)
+            started = time.perf_counter()
+            assoc = ae.associate("127.0.0.1", port, ae_title="PORTAL")
+            if not assoc.is_established:
+                outcome = "association refused"
+            else:
+                status = assoc.send_c_store(path)
+                code = getattr(status, "Status", None)
+                comment = getattr(status, "ErrorComment", "")
+                outcome = "no response (aborted)" if code is None else (
+                    "stored" if code == 0 else f"refused 0x{int(code):04X}: {comment}")  # fmt: skip
+                if assoc.is_established:
+                    assoc.release()
+            time.sleep(0.3)
+            peak = namespace["rss_mb"](process.pid, "VmHWM:")
+            row = {"file": kind, "path": "receiver", "file_mb": round(path.stat().st_size / 1e6, 1),
+                   "before_mb": round(before), "seconds": round(time.perf_counter() - started, 2),
+                   "peak_delta_mb": round(peak - before), "outcome": outcome}  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
     return rows
+
+
+def peak_rss(files: dict[str, Path], paths: list[str]) -> list[dict[str, Any]]:
+    from benchmarks import env as bench
+
+    env = _child_env()
+    credentials: dict[str, Any] = {}
+    if set(paths) & {"page", "api", "inspect", "receiver"}:
+        film = ROOT / "tests" / "fixtures" / "films" / "IM-0119-0001.jpeg"
+        credentials = bench.seeded_database(film=film, studies=1, patients=2, env=env)
+    rows = []
+    for mode in paths:
+        if mode == "receiver":
+            rows.extend(receiver_rows(files, credentials, env))
+            continue
+        for kind, path in files.items():
+            if mode == "inspect" and path.suffix != ".dcm":
+                continue
+            row = {"file": kind, "path": mode, "file_mb": round(path.stat().st_size / 1e6, 1),
+                   **run_child(path, mode, credentials, env)}  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    return f"{os.cpu_count()} vCPU {cpu}, {memory} GB, Python {platform.python_version()}, {platform.system()}"
 
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".dcm": "application/dicom"}
@@ -229,16 +486,25 @@ def flood(files: dict[str, Path], requests_count: int, seconds: float) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.upload_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--paths", default="validate,page,api,inspect,receiver,worker",
+                        help="which processes read the files (comma-separated)")  # fmt: skip
+    parser.add_argument("--only", default="", help="only the kinds whose name contains one of these words")
     parser.add_argument("--flood", type=int, default=0, help="also post this many worst files at once (20)")
     parser.add_argument("--flood-seconds", type=float, default=20.0, help="and keep them coming this long")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"machine": machine()}
+    print(result["machine"], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        files = worst_files(Path(tmp))
-        result["peak_rss"] = peak_rss(files)
+        files = test_files(Path(tmp))
+        if args.only:
+            words = args.only.split(",")
+            files = {kind: path for kind, path in files.items() if any(word in kind for word in words)}
+        result["peak_rss"] = peak_rss(files, [path for path in args.paths.split(",") if path])
+        worst = [row["peak_delta_mb"] or 0 for row in result["peak_rss"]]
+        print(f"largest peak increase: {max(worst, default=0)} MB (target 512 MB)", flush=True)
         if args.flood:
-            accepted = {kind: path for kind, path in files.items() if "over-budget" not in kind}
+            accepted = {kind: path for kind, path in files.items() if kind.startswith(("normal", "largest"))}
             result["flood"] = flood(accepted, args.flood, args.flood_seconds)
             print(json.dumps(result["flood"]), flush=True)
     if args.json:

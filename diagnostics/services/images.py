@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 
 from diagnostics.models import Image, Study, User
 from diagnostics.selectors.warnings import IDENTITY_TAGS
-from ml.serving.decode import DecodedImage, ImageDecodeError, decode_image_bytes
+from ml.serving.decode import DecodedImage, ImageDecodeError, decode_image_bytes, read_dicom_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +94,12 @@ def image_validate_upload(*, filename: str, data: bytes) -> ValidatedUpload:
 def dicom_identity_tags(data: bytes) -> dict[str, str]:
     """The patient's identity as a DICOM file's header gives it (IDENTITY_TAGS: ID, name, birth date, sex),
     kept with the film so that it can be compared with the record it is filed under
-    (selectors.warnings); header only, no pixel is read. Empty for a file pydicom cannot read."""
-    import pydicom
+    (selectors.warnings); header only, no pixel is read (a deflated file inflated within its cap). Empty for a
+    file pydicom cannot read."""
     from pydicom.errors import InvalidDicomError
 
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(IDENTITY_TAGS))
+        dataset = read_dicom_dataset(data, stop_before_pixels=True, specific_tags=list(IDENTITY_TAGS))
     except (InvalidDicomError, ValueError, EOFError, OSError, TypeError, KeyError):
         return {}
     tags = {}

@@ -12,16 +12,32 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from ml.serving.codestream import (
+    J2K_MAGIC,
+    JP2_MAGIC,
+    CodestreamError,
+    CodestreamSize,
+    InflateLimitExceeded,
+    exif_orientation,
+    inflate_bounded,
+    j2k_size,
+    jpeg_size,
+    png_header,
+)
 
 if TYPE_CHECKING:
     from pydicom import Dataset
+    from pydicom.dataset import FileDataset
 
 # Anything bigger is not a plain chest film; refuse it before decoding (decompression bombs).
 MAX_PIXELS = 60_000_000
@@ -29,8 +45,23 @@ MAX_PIXELS = 60_000_000
 # a 7745x7745 16-bit RGB DICOM is 360 MB although it has fewer pixels than MAX_PIXELS. A full-size
 # 16-bit chest film (4280x3520) is 30 MB.
 MAX_DECODED_BYTES = 48 * 1024 * 1024
-_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "RGB": 3,
-                    "YCbCr": 3, "RGBA": 4, "CMYK": 4, "I": 4, "F": 4}  # fmt: skip
+# What Pillow holds per pixel in each mode (it keeps RGB, YCbCr and LA in four bytes).
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 4, "PA": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
+                    "RGB": 4, "YCbCr": 4, "RGBA": 4, "CMYK": 4, "I": 4, "F": 4}  # fmt: skip
+# A Deflated Explicit VR Little Endian DICOM is inflated up to this many bytes and refused past it
+# (the pixel data limit and room for a header): environment DICOM_MAX_INFLATED_BYTES.
+MAX_INFLATED_BYTES = int(os.environ.get("DICOM_MAX_INFLATED_BYTES") or MAX_DECODED_BYTES + 16 * 1024 * 1024)
+# Longer side over shorter side: a chest film is about 1.3, a stitched long-leg or spine film under 4. A
+# 65535x383 strip is not a film, and its long side costs the decode's working memory.
+MAX_ASPECT_RATIO = 6
+ASPECT_CHECKED_PIXELS = 1_000_000  # a small strip costs nothing (and the input gate refuses it)
+# A JPEG 2000 decoder keeps state per tile: a film has one or a few hundred, a tile bomb millions.
+MAX_J2K_TILES = 4096
+# Pillow's own decompression-bomb check from the same limit (a warning above it, an error above twice it;
+# decode_image_bytes treats the warning as the error).
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG"
@@ -101,33 +132,199 @@ def decode_image_bytes(
 
 def decoded_bytes_estimate(data: bytes, *, target_size: int | None = None) -> int:
     """What decoding `data` will hold (rows x columns x samples x bytes, as MAX_DECODED_BYTES counts it),
-    read from the header alone; a big JPEG at the reduced DCT scale decode_image_bytes would use.
-    0 for a file no header describes (the decode refuses it at once)."""
+    read from the image data's own header (a DICOM film's codestream, not only its Rows and Columns); a
+    big JPEG at the reduced DCT scale decode_image_bytes would use. 0 for a file no header describes, or
+    one whose header lies (the decode refuses it at once, before any pixel is decoded)."""
     try:
         fmt = detect_format(data)
         if fmt == "DICOM":
-            import pydicom
-
-            return _dicom_decoded_bytes(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
+            return dicom_true_decoded_bytes(read_dicom_dataset(data))
+        if fmt == "PNG":
+            return png_header(data).decoded_bytes
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image: Image.Image = Image.open(io.BytesIO(data))
             return _raster_decoded_bytes(image, fmt, target_size)
-    except Exception:  # noqa: BLE001 - any unreadable header: nothing worth budgeting, the decode refuses it
+    except Exception:  # noqa: BLE001 - any unreadable or lying header: the decode refuses it before decoding
         return 0
 
 
 def read_dicom_metadata(data: bytes) -> dict[str, str] | None:
-    """The tags DecodedImage.metadata holds, from the header alone (no pixel is decoded); None for a file
-    that is not DICOM. ImageDecodeError for a DICOM file whose header cannot be read."""
+    """The tags DecodedImage.metadata holds, from the header alone (no pixel is decoded; a deflated file
+    is inflated within MAX_INFLATED_BYTES); None for a file that is not DICOM. ImageDecodeError for a
+    DICOM file whose header cannot be read."""
     if not data or detect_format(data) != "DICOM":
         return None
-    import pydicom
-
     try:
-        return _dicom_metadata(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
+        return _dicom_metadata(read_dicom_dataset(data, stop_before_pixels=True))
+    except ImageDecodeError:
+        raise
     except Exception as exc:  # pydicom raises many types for broken headers
         raise ImageDecodeError("The DICOM file is truncated or corrupt.") from exc
+
+
+def read_dicom_dataset(
+    data: bytes, *, stop_before_pixels: bool = False, specific_tags: list[str] | None = None
+) -> FileDataset:
+    """``pydicom.dcmread`` of a DICOM file's bytes, except that a Deflated Explicit VR Little Endian dataset
+    is inflated here in steps and refused (ImageDecodeError) once its inflated length passes
+    MAX_INFLATED_BYTES, before pydicom builds anything (pydicom inflates the whole file at once). Every
+    read of an untrusted DICOM file goes through this. pydicom's own errors pass through."""
+    import pydicom
+    from pydicom.dataset import FileDataset
+    from pydicom.filereader import _at_pixel_data, _read_file_meta_info, read_dataset, read_preamble
+
+    source = io.BytesIO(data)
+    preamble = read_preamble(source, force=False)
+    file_meta = _read_file_meta_info(source)
+    if str(file_meta.get("TransferSyntaxUID", "")) != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels, specific_tags=specific_tags)
+    try:
+        inflated = inflate_bounded(memoryview(data)[source.tell() :], limit=MAX_INFLATED_BYTES)
+    except InflateLimitExceeded as exc:
+        raise ImageDecodeError(
+            f"The deflated DICOM file inflates to more than {MAX_INFLATED_BYTES // 2**20} MB, more than a "
+            "film holds; it was refused before it was read."
+        ) from exc
+    except CodestreamError as exc:
+        raise ImageDecodeError("The DICOM file is truncated or corrupt (its deflated data cannot be read).") from exc
+    dataset = read_dataset(
+        inflated,
+        is_implicit_VR=False,
+        is_little_endian=True,
+        stop_when=_at_pixel_data if stop_before_pixels else None,
+        specific_tags=specific_tags,
+    )
+    read = FileDataset(inflated, dataset, preamble=preamble, file_meta=file_meta)
+    read.set_original_encoding(False, True, dataset._character_set)
+    return read
+
+
+def dicom_true_decoded_bytes(ds: Dataset) -> int:
+    """What decoding a DICOM dataset's pixel data holds, every frame, from the image data itself: each
+    frame's codestream header (JPEG SOF, JPEG-LS, JPEG 2000 SIZ) is read and compared with the header's
+    Rows, Columns, SamplesPerPixel and BitsAllocated; ImageDecodeError when they disagree (the decoder
+    believes the codestream) or the data holds another number of frames than NumberOfFrames. Uncompressed
+    data is what the header says (pydicom reads no more)."""
+    header_bytes = _dicom_decoded_bytes(ds) * _dicom_frames(ds)
+    syntax = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in dir(ds) else None
+    if syntax is None or not syntax.is_compressed or "PixelData" not in ds:
+        return header_bytes
+    if str(syntax) == RLE_LOSSLESS:
+        _check_rle_frames(ds)
+        return header_bytes
+    from pydicom.encaps import generate_fragmented_frames
+
+    frames = _dicom_frames(ds)
+    total = 0
+    seen = 0
+    for fragments in generate_fragmented_frames(ds.PixelData, number_of_frames=frames):
+        seen += 1
+        if seen > frames:
+            raise ImageDecodeError(
+                f"The DICOM header says {_frames_words(frames)} but the image data holds more; the file was refused."
+            )
+        size = _frame_codestream(fragments)
+        _compare_with_header(ds, size)
+        total += size.decoded_bytes
+    if seen < frames:
+        raise ImageDecodeError(
+            f"The DICOM header says {_frames_words(frames)} but the image data holds {seen}; the file was refused."
+        )
+    return max(total, header_bytes)
+
+
+def _dicom_frames(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        raise ImageDecodeError("The DICOM header's NumberOfFrames is not a number.") from None
+
+
+def _frames_words(count: int) -> str:
+    return "1 frame" if count == 1 else f"{count} frames"
+
+
+# How much of a frame's first fragments is read for its codestream header.
+CODESTREAM_HEAD_BYTES = 1 << 20
+
+
+def _frame_codestream(fragments: tuple[bytes, ...]) -> CodestreamSize:
+    head = b""
+    for fragment in fragments:
+        head += fragment[: CODESTREAM_HEAD_BYTES - len(head)]
+        if len(head) >= CODESTREAM_HEAD_BYTES:
+            break
+    try:
+        if head[:4] == J2K_MAGIC or head[:12] == JP2_MAGIC:
+            size = j2k_size(head)
+            if size.tiles > MAX_J2K_TILES:
+                raise ImageDecodeError(
+                    f"The JPEG 2000 image data is cut into {size.tiles:,} tiles (limit {MAX_J2K_TILES:,}); "
+                    "the file was refused."
+                )
+            return size
+        if head[:2] == b"\xff\xd8":
+            return jpeg_size(head)
+    except CodestreamError as exc:
+        raise ImageDecodeError(f"The DICOM image data cannot be read: {exc}.") from exc
+    raise ImageDecodeError("The DICOM image data is in a compression the portal cannot check or decode.")
+
+
+def _compare_with_header(ds: Dataset, size: CodestreamSize) -> None:
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
+    lies = []
+    if (size.width, size.height) != (cols, rows):
+        lies.append((f"{cols}x{rows}", f"{size.width}x{size.height}"))
+    if size.components != samples:
+        lies.append((f"{samples} samples per pixel", f"{size.components}"))
+    if size.precision > bits:
+        lies.append((f"{bits}-bit", f"{size.precision}-bit"))
+    if lies:
+        said = ", ".join(header for header, _ in lies)
+        real = ", ".join(data for _, data in lies)
+        raise ImageDecodeError(
+            f"The DICOM header says {said} but the image data ({size.kind}) is {real}; the file was refused "
+            "before it was decoded."
+        )
+
+
+def _check_rle_frames(ds: Dataset) -> None:
+    """An RLE frame's segments, each decoded by pydicom into a growing buffer with no bound: each must
+    decode to no more than Rows x Columns bytes, counted from its run headers without producing a byte."""
+    from pydicom.encaps import generate_frames
+
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    expected = rows * cols
+    for frame in generate_frames(ds.PixelData, number_of_frames=_dicom_frames(ds)):
+        if len(frame) < 64:
+            raise ImageDecodeError("The DICOM RLE image data is truncated.")
+        header = struct.unpack("<16I", frame[:64])
+        offsets = [offset for offset in header[1 : 1 + header[0]]] + [len(frame)]
+        for start, end in zip(offsets, offsets[1:], strict=False):
+            if _rle_segment_length(memoryview(frame)[start:end], stop_after=expected) > expected:
+                raise ImageDecodeError(
+                    f"The DICOM RLE image data decodes to more than the header's {cols}x{rows}; the file "
+                    "was refused before it was decoded."
+                )
+
+
+def _rle_segment_length(segment: memoryview, *, stop_after: int) -> int:
+    """The length a PackBits segment decodes to, stopping once it passes `stop_after`."""
+    length = position = 0
+    size = len(segment)
+    while position < size and length <= stop_after:
+        control = segment[position]
+        if control < 128:  # a literal run of control + 1 bytes
+            length += control + 1
+            position += control + 2
+        elif control > 128:  # one byte repeated 257 - control times
+            length += 257 - control
+            position += 2
+        else:
+            position += 1
+    return length
 
 
 def _decode_raster(data: bytes, fmt: str, target_size: int | None) -> DecodedImage:
@@ -135,27 +332,75 @@ def _decode_raster(data: bytes, fmt: str, target_size: int | None) -> DecodedIma
         # A bomb warning means an absurd pixel count: treat it as the error it is.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
+            if fmt == "PNG":
+                # IHDR and the EXIF orientation from the chunks: nothing is decoded before the checks
+                # (Pillow's getexif decodes a whole PNG to look for an eXIf chunk after the pixels).
+                png = png_header(data)
+                _check_shape(png.width, png.height)
+                _check_decoded_bytes(png.decoded_bytes)
             image: Image.Image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageDecodeError(f"The image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,}).")
-            rotated = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+            _check_shape(width, height)
+            orientation = png.orientation if fmt == "PNG" else image.getexif().get(EXIF_ORIENTATION, 1)
+            if fmt == "PNG" and orientation == 1 and "Raw profile type exif" in image.info:
+                orientation = _raw_profile_orientation(str(image.info["Raw profile type exif"]))
             # Before _raster_decoded_bytes sets a JPEG to decode as luma only (the pixels training saw).
             jpeg_chroma = _jpeg_chroma(data) if fmt == "JPEG" and image.mode != "L" else None
             _check_decoded_bytes(_raster_decoded_bytes(image, fmt, target_size))
-            image = ImageOps.exif_transpose(image)
             image.load()
             chroma = colourfulness(image) if jpeg_chroma is None else jpeg_chroma
             gray = _to_gray(image)
+            del image
+            gray = _orient(gray, orientation)
         except ImageDecodeError:
             raise
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
             raise ImageDecodeError("The image is too large to process safely.") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageDecodeError("The image is truncated or corrupt.") from exc
-    if rotated:  # report the original size in display orientation
+    if orientation in (5, 6, 7, 8):  # report the original size in display orientation
         width, height = height, width
     return DecodedImage(pixels=gray, format=fmt, width=width, height=height, metadata={}, chroma=chroma)
+
+
+def _check_shape(width: int, height: int) -> None:
+    """Pixel count and aspect ratio, from a header, before anything is decoded."""
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(f"The image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,}).")
+    if min(width, height) <= 0:
+        raise ImageDecodeError("The image has no pixels.")
+    if width * height > ASPECT_CHECKED_PIXELS and max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageDecodeError(
+            f"The image is {width}x{height} pixels, longer than a radiograph can be (sides at most "
+            f"{MAX_ASPECT_RATIO}:1)."
+        )
+
+
+def _raw_profile_orientation(profile: str) -> int:
+    """ImageMagick's "Raw profile type exif" PNG text chunk (hex after three header lines)."""
+    try:
+        return exif_orientation(bytes.fromhex("".join(profile.split("\n")[3:])))
+    except ValueError:
+        return 1
+
+
+# EXIF orientation -> the numpy view that puts a stored image upright (as ImageOps.exif_transpose would).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1, :],
+    5: lambda a: a.T,
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].T,
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _orient(gray: np.ndarray, orientation: int) -> np.ndarray:
+    """The 8-bit result turned upright: one byte a pixel, where turning the decoded image would copy it
+    in its own mode (four bytes a pixel for RGB)."""
+    turn = _ORIENT.get(orientation)
+    return gray if turn is None else np.ascontiguousarray(turn(gray))
 
 
 def colourfulness(image: Image.Image | np.ndarray) -> float:
@@ -213,7 +458,16 @@ def _to_gray(image: Image.Image) -> np.ndarray:
         stored = np.asarray(image)
         return _stretch_to_uint8(len(stored), lambda rows: stored[rows].astype(np.float64))
     if mode == "P":
-        image = image.convert("RGBA")
+        # Through a 256-entry table (the palette's luma, as P -> RGBA -> L gives it): never RGBA, which
+        # holds four bytes a pixel (a 6900x6900 palette PNG: 190 MB).
+        strip = Image.frombytes("P", (256, 1), bytes(range(256)))
+        strip.putpalette(image.getpalette(rawmode="RGBA") or [], rawmode="RGBA")
+        table = np.asarray(strip.convert("RGBA").convert("L"), dtype=np.uint8)[0]
+        indices = np.asarray(image)
+        gray = np.empty(indices.shape, dtype=np.uint8)
+        for start in range(0, len(indices), BAND_ROWS):  # a lookup casts its indices to int64: by bands
+            gray[start : start + BAND_ROWS] = table[indices[start : start + BAND_ROWS]]
+        return gray
     if mode == "CMYK":
         image = image.convert("RGB")
     if mode == "1":
@@ -267,18 +521,18 @@ def _decode_dicom(data: bytes, window_source_side: int | None = None) -> Decoded
 
 
 def _read_dicom(data: bytes, window_source_side: int | None = None) -> DecodedImage:
-    import pydicom  # lazy: only DICOM uploads pay for it
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut  # lazy: only DICOM uploads pay for it
 
-    ds = pydicom.dcmread(io.BytesIO(data))  # a broken file: _decode_dicom refuses it
+    ds = read_dicom_dataset(data)  # a broken file: _decode_dicom refuses it
     if "PixelData" not in ds:
         raise ImageDecodeError("DICOM object has no pixel data (it is not an image).")
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+    if _dicom_frames(ds) > 1:
         raise ImageDecodeError("Multi-frame DICOM is not supported; upload a single radiograph.")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    if rows * cols > MAX_PIXELS:
-        raise ImageDecodeError(f"The image is too large ({cols}x{rows} pixels).")
+    _check_shape(cols, rows)
+    # The header's size, then what the image data itself decodes to (refused when it says otherwise).
     _check_decoded_bytes(_dicom_decoded_bytes(ds))
+    _check_decoded_bytes(dicom_true_decoded_bytes(ds))
     try:
         raw = ds.pixel_array
     except Exception as exc:  # missing codec, truncated pixel data, bad header
