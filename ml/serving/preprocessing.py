@@ -23,7 +23,7 @@ PREPROCESSING_VERSION = "gray-squash-224-v3"
 SOURCE_SIDE = 224
 # How a bigger film is squashed to SOURCE_SIDE. Bicubic sits between the softer bilinear and the sharper
 # Lanczos and box filters, so a full-size film scores within 0.05 of its 224 px copy made by any of the
-# four (bilinear, v2, missed Lanczos copies by up to 0.06; scripts/full_size_consistency.py).
+# four (bilinear, v2, missed Lanczos copies by up to 0.06; docs/ml/experiments/full_size_consistency.py).
 SQUASH_FILTER = Image.Resampling.BICUBIC
 # The way on from SOURCE_SIDE to the model's input (enlarging a 224 px film for a 299 px model).
 RESIZE_FILTER = Image.Resampling.BILINEAR

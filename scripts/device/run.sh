@@ -15,7 +15,7 @@ case $PLAN in
   *) INIT=${INIT:-var/device/xception_mid_imagenet_fp16.weights.h5} PACK=() ;;
 esac
 export PLAN
-RUNS=${RUNS:-/tmp/runs} DATA=var/device/data INIT=$INIT timeout ${ROWS_TIMEOUT:-510} scripts/gpu-training-rows.sh
+RUNS=${RUNS:-/tmp/runs} DATA=var/device/data INIT=$INIT timeout ${ROWS_TIMEOUT:-510} docs/ml/experiments/gpu-training-rows.sh
 echo "rows exit $?"
 for f in ${RUNS:-/tmp/runs}/logs/*.log; do echo "== $f"; grep -E "stage .* done|Epoch 1/|s/step" "$f" | head -3; tail -n 3 "$f"; done
 KERAS_BACKEND=torch python3 scripts/device/pack.py ${RUNS:-/tmp/runs} "${OUT:-/tmp/out}" "${PACK[@]}"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from docs.ml.experiments.full_size_consistency import LIMIT, RESAMPLERS, copy_224, score
 from ml.serving.decode import decode_image_bytes
 from ml.serving.inference import Predictor
-from scripts.full_size_consistency import LIMIT, RESAMPLERS, copy_224, score
 
 ROOT = Path(__file__).resolve().parents[2]
 FILMS = sorted((ROOT / "tests" / "fixtures" / "full_size").glob("*.jpeg"))

@@ -4,7 +4,7 @@
 # TensorFlow machine `python -m ml export --artifact <dir>` writes and verifies the ONNX (docs/gpu.md).
 #
 #   DATA=<dataset root with train/ and external/>  INIT=<xception_mid .weights.h5>  RUNS=<output folder>
-#   [PLAN=teachers|converge]  [QUICK=1: a few films, for a smoke test on a CPU]  scripts/gpu-training-rows.sh
+#   [PLAN=teachers|converge]  [QUICK=1: a few films, for a smoke test on a CPU]  docs/ml/experiments/gpu-training-rows.sh
 #
 # PLAN=teachers (rows 11-16, 2026-11-27; INIT = the ImageNet start): three xception_mid teachers and the
 #   three from-scratch rows side by side on one GPU, then the distilled student.
@@ -30,7 +30,7 @@ else
   TEACHERS=(11 12 13) FINE=partial:8:1e-4:adam,full:4:2e-5:adam FULL=full:8:2e-5:adam PARTIAL=partial:8:1e-4:adam
   SCRATCH=(vgg16_bn vgg19_bn resnet50v2)
 fi
-PATIENCE=6 PRECISION=()  # converge: patience 4, as scripts/scratch-rows.sh on the CPU
+PATIENCE=6 PRECISION=()  # converge: patience 4, as docs/ml/experiments/scratch-rows.sh on the CPU
 [ "$PLAN" = converge ] && PRECISION=(--precision mixed_bfloat16) PATIENCE=4
 
 # xception_mid from INIT with the default model's recipe (docs/generalisation.md), on its patient split

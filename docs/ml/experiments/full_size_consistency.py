@@ -6,7 +6,8 @@ resampler (bilinear, bicubic, Lanczos, box) and saved as PNG (lossless) or JPEG 
 kind, the largest difference, how many films differ by more than 0.05 and how many would change label
 at the model's threshold; then every film's scores.
 
-    python scripts/full_size_consistency.py --artifact ml/default_model --films ../shared/data/chest_xray/val
+    python docs/ml/experiments/full_size_consistency.py --artifact ml/default_model \
+        --films ../shared/data/chest_xray/val
 
 Seconds on 2 cores: 16 films x 9 scores with ONNX Runtime.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root
 
 from ml.serving.decode import decode_image_bytes  # noqa: E402
 from ml.serving.inference import Predictor  # noqa: E402

@@ -7,7 +7,7 @@ regression on the patient-grouped training part of train/ only, and prints valid
 external AUC per block and regularisation strength. Nothing is fitted on external/.
 
     PNEUMONIA_DATA_DIR=../shared/data/chest_xray IMAGENET_WEIGHTS_DIR=../shared/weights \
-        python scripts/probe_ablation.py --variants squash,equalize --out var/probe
+        python docs/ml/experiments/probe_ablation.py --variants squash,equalize --out var/probe
 
 About 4 min per variant and 5,544 films on 2 cores, then seconds per probe.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root
 
 from ml.serving import films
 from ml.serving.decode import decode_image_bytes  # noqa: E402

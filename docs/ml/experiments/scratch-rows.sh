@@ -8,7 +8,7 @@
 # other way (a kill, the session ending) goes on where it stopped when the same command runs again;
 # one whose MINUTES are spent has finished.
 #
-#   DATA=<dataset root with train/ and external/>  RUNS=<output folder>  scripts/scratch-rows.sh
+#   DATA=<dataset root with train/ and external/>  RUNS=<output folder>  docs/ml/experiments/scratch-rows.sh
 #   [ROWS="vgg19_bn vgg16_bn resnet50v2"] [MINUTES_vgg19_bn=45 ...] [PRECISION=mixed_bfloat16]
 set -u
 PY=${PY:-.venv/bin/python}
