@@ -93,11 +93,15 @@ class AuditEventAdmin(ReadOnlyAdmin):  # append-only: not even the admin edits o
 
 @admin.register(DicomPeer)
 class DicomPeerAdmin(admin.ModelAdmin):
-    """The PACSes and modalities allowed to send films (docs/integration.md): configuration, editable."""
+    """The PACSes and modalities allowed to send films (docs/integration.md): configuration, editable. A peer is
+    its AE title and the networks it calls from; the receiver rejects any other association."""
 
-    list_display = ("ae_title", "team", "service_user", "host", "port", "results_ae_title", "enabled")
+    list_display = (
+        "ae_title", "allowed_networks", "max_associations", "team", "service_user", "host", "port",
+        "results_ae_title", "enabled",
+    )  # fmt: skip
     list_filter = ("enabled", "team")
-    search_fields = ("ae_title", "host")
+    search_fields = ("ae_title", "host", "allowed_networks")
 
 
 @admin.register(PacsDelivery)
