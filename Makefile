@@ -11,6 +11,10 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
+	@# python-ldap (LDAP sign-in) builds against OpenLDAP's and Cyrus SASL's headers.
+	@if [ ! -e /usr/include/ldap.h ] || [ ! -e /usr/include/sasl/sasl.h ]; then \
+		echo "Installing libldap2-dev and libsasl2-dev (python-ldap builds against them)"; \
+		$(APT_INSTALL) libldap2-dev libsasl2-dev; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -32,7 +36,7 @@ APT_INSTALL := $(SUDO) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteracti
 
 # The Compose client validates docker-compose.yml (no Docker engine is needed); the browser tests drive
 # Debian's headless Chromium (Playwright never downloads a browser here). Nothing happens when both are present.
-test-deps:  ## the tools the tests drive besides Python (a Compose client, headless Chromium, dciodvfy): from Debian if missing
+test-deps:  ## the tools the tests drive besides Python (a Compose client, headless Chromium, dciodvfy, slapd): from Debian if missing
 	@if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then \
 		echo "Installing docker-compose"; $(APT_INSTALL) docker-compose; fi
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
@@ -40,6 +44,9 @@ test-deps:  ## the tools the tests drive besides Python (a Compose client, headl
 	@if ! command -v dciodvfy >/dev/null; then \
 		echo "Installing dicom3tools (dciodvfy validates the DICOM objects sent to PACSes)"; \
 		$(APT_INSTALL) dicom3tools; fi
+	@if ! command -v slapd >/dev/null && [ ! -x /usr/sbin/slapd ]; then \
+		echo "Installing slapd and ldap-utils (the LDAP sign-in tests run a real OpenLDAP server)"; \
+		$(APT_INSTALL) slapd ldap-utils; fi
 
 test: $(VENV)/.installed services test-deps  ## the whole test suite against real PostgreSQL, Redis, Orthanc, Celery workers and Chromium
 	$(PY) -m pytest

@@ -1,5 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 # The admin screens of this app live in three modules; Django loads this one, which loads the others.
 from diagnostics import (
@@ -21,10 +23,24 @@ from diagnostics.models import (
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
-    fieldsets = (*(DjangoUserAdmin.fieldsets or ()), ("Portal", {"fields": ("role", "team")}))
+    fieldsets = (
+        *(DjangoUserAdmin.fieldsets or ()),
+        ("Portal", {"fields": ("role", "team")}),
+        ("Directory", {"fields": ("directory", "directory_ref")}),
+    )
+    readonly_fields = ("directory", "directory_ref")
     add_fieldsets = (*DjangoUserAdmin.add_fieldsets, ("Portal", {"fields": ("role", "team")}))
     list_display = ("username", "email", "role", "team", "is_active", "is_staff")
-    list_filter = ("role", "team", "is_active", "is_staff")
+    list_filter = ("role", "team", "is_active", "is_staff", "directory")
+    actions = ("reset_two_factor",)
+
+    @admin.action(description="Reset two-factor sign-in (a lost phone: they set it up again at next sign-in)")
+    def reset_two_factor(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        from diagnostics.integrations.sign_in.two_factor import two_factor_reset
+
+        for user in queryset:
+            two_factor_reset(actor=request.user, user=user)  # type: ignore[arg-type]
+        self.message_user(request, f"Two-factor sign-in reset for {queryset.count()} account(s).")
 
 
 @admin.register(CareTeam)

@@ -35,6 +35,17 @@ class User(AbstractUser):
     role = models.CharField(max_length=20, choices=Role.choices, default=Role.CLINICIAN)
     team = models.ForeignKey(CareTeam, null=True, blank=True, on_delete=models.PROTECT, related_name="members")
 
+    class Directory(models.TextChoices):
+        LOCAL = "", "Portal account"
+        LDAP = "ldap", "LDAP / Active Directory"
+        OIDC = "oidc", "OpenID Connect"
+
+    # Where the account comes from: a directory account's role and team follow its groups at each sign-in,
+    # and it stops working (sessions, API tokens) once the directory disables it.
+    directory = models.CharField(max_length=4, choices=Directory.choices, default=Directory.LOCAL, blank=True)
+    # Its name there: the entry's DN (LDAP) or "<issuer> <sub>" (OpenID Connect).
+    directory_ref = models.CharField(max_length=500, blank=True, default="", db_index=True)
+
     @property
     def is_portal_admin(self) -> bool:
         return self.role == self.Role.ADMIN or self.is_superuser

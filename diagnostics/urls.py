@@ -1,6 +1,5 @@
-from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
-from django.urls import path
+from django.urls import include, path
 from django.utils.functional import lazy
 from django.views.generic import RedirectView
 
@@ -10,8 +9,8 @@ urlpatterns = [
     # Pages link their icon; this answers clients that ask for /favicon.ico anyway (WhiteNoise serves it).
     path("favicon.ico", RedirectView.as_view(url=lazy(static, str)("diagnostics/favicon.svg"), permanent=True)),
     path("session/keepalive/", session.keepalive, name="session_keepalive"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Sign-in: login, logout, OpenID Connect and two-factor pages (integrations/sign_in/).
+    path("", include("diagnostics.integrations.sign_in.urls")),
     path("", studies.worklist, name="worklist"),
     path("patients/", patients.patient_list, name="patient_list"),
     path("patients/new/", patients.patient_new, name="patient_new"),

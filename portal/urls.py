@@ -4,6 +4,8 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("diagnostics.api.urls")),
+    # FHIR R4 for EHRs (integrations/fhir/): token-authenticated, scoped to the caller's team.
+    path("fhir/", include("diagnostics.integrations.fhir.urls")),
     path("", include("diagnostics.urls")),
 ]
 

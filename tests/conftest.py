@@ -52,6 +52,30 @@ def bare_environment(**settings: str) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
+def force_login_passes_two_factor(request, monkeypatch) -> None:
+    """A test client's `force_login` of someone who must pass two-factor sign-in (administrators) also marks
+    the session verified, with a real confirmed authenticator (tests/two_factor.py): the many tests of what an
+    administrator may do need not type codes. Tests marked `two_factor` get Django's plain force_login;
+    two-factor sign-in itself is tested through its pages."""
+    if request.node.get_closest_marker("two_factor"):
+        return
+    from django.test.client import ClientMixin
+
+    from diagnostics.integrations.sign_in.two_factor import two_factor_required
+
+    from .two_factor import mark_client_verified
+
+    plain_force_login = ClientMixin.force_login
+
+    def force_login(self, user, backend=None):  # type: ignore[no-untyped-def]
+        plain_force_login(self, user, backend)
+        if isinstance(user, User) and two_factor_required(user):
+            mark_client_verified(self, user)
+
+    monkeypatch.setattr(ClientMixin, "force_login", force_login)
+
+
+@pytest.fixture(autouse=True)
 def media_root(settings, tmp_path_factory) -> Path:
     """Every test stores its uploads in a folder of its own (the workers it starts get it from the
     environment, tests/worker.py), so no test sees another's files; it is not inside tmp_path, so a

@@ -73,6 +73,13 @@ TASKS: dict[str, dict[str, Any]] = {
         "time_limit": 90,
         "ignore_result": True,
     },
+    "worker.tasks.sync_directory_accounts": {
+        "queue": MAINTENANCE,
+        "acks_late": True,
+        "soft_time_limit": 240,
+        "time_limit": 300,
+        "ignore_result": True,
+    },
     "worker.tasks.sweep_orphan_files": {
         "queue": MAINTENANCE,
         "acks_late": True,

@@ -5,6 +5,7 @@ already queued keep working. The integrations' tasks live in their folders (diag
 and are imported here, so that one autodiscovered module registers every task."""
 
 from diagnostics.integrations.pacs_out.tasks import send_pacs_results
+from diagnostics.integrations.sign_in.tasks import sync_directory_accounts
 from diagnostics.integrations.webhooks.tasks import deliver_study_webhook
 
 from .inference import run_study_inference
@@ -18,5 +19,6 @@ __all__ = [
     "run_training",
     "scheduled_retraining",
     "send_pacs_results",
+    "sync_directory_accounts",
     "sweep_orphan_files",
 ]

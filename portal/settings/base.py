@@ -58,6 +58,10 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "mozilla_django_oidc",
     "diagnostics",
 ]
 
@@ -74,16 +78,18 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): the session passed a one-time code; admins must before anything else.
+    "django_otp.middleware.OTPMiddleware",
+    "diagnostics.integrations.sign_in.middleware.TwoFactorRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes requires: locks out repeated failed logins.
     "axes.middleware.AxesMiddleware",
 ]
 
-AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
-]
+# Sign-in methods (local accounts, LDAP / Active Directory, OpenID Connect), their backends and two-factor
+# sign-in: portal/settings/sign_in.py, from environment variables.
+from .sign_in import *  # noqa: E402,F403
 # Lock a username+address pair after repeated failures; an admin unlocks in the admin (Axes).
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = env_int("LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
@@ -239,6 +245,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600,
         "options": {"expires": 3600},
     },
+    **(
+        {
+            # Directory accounts the directory disabled or removed stop working (sessions, API tokens).
+            "sync-directory-accounts": {
+                "task": "worker.tasks.sync_directory_accounts",
+                "schedule": LDAP_SYNC_SECONDS,  # noqa: F405
+                "options": {"expires": LDAP_SYNC_SECONDS},  # noqa: F405
+            }
+        }
+        if LDAP_SERVER_URI  # noqa: F405
+        else {}
+    ),
 }
 
 REST_FRAMEWORK = {
@@ -385,3 +403,11 @@ if bool(DICOM_TLS_CERT_FILE) != bool(DICOM_TLS_KEY_FILE) or (DICOM_TLS_CERT_FILE
 
 # A read of patient data is audited once per user, thing and detail within this window (services/audit.py).
 AUDIT_READ_WINDOW_SECONDS = env_int("AUDIT_READ_WINDOW_SECONDS", 60)
+
+# FHIR for the hospital's EHR (integrations/fhir/, docs/integration.md): the identifier systems the hospital
+# uses for its medical record numbers and its accession numbers (URIs, e.g. urn:oid:1.2.36.146.595.217.0.1).
+# Left empty, identifiers carry their type (MR, ACSN) and value but no system: the portal never invents one.
+# FHIR_REPORT_ID_SYSTEM, when set, names the system of the portal's own report identifiers (study ids).
+FHIR_MRN_SYSTEM = env_str("FHIR_MRN_SYSTEM", "")
+FHIR_ACCESSION_SYSTEM = env_str("FHIR_ACCESSION_SYSTEM", "")
+FHIR_REPORT_ID_SYSTEM = env_str("FHIR_REPORT_ID_SYSTEM", "")

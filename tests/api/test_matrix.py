@@ -96,6 +96,12 @@ CASES: dict[str, Case] = {
     "studies_webhook_deliveries_list": Case("GET", "/api/v1/studies/{study}/webhook-deliveries/", team_read()),
     "studies_fhir_report": Case("GET", "/api/v1/studies/{study}/fhir/", team_read()),
     "studies_pacs_deliveries_list": Case("GET", "/api/v1/studies/{study}/pacs-deliveries/", team_read()),
+    # FHIR (integrations/fhir/): the CapabilityStatement is open; a search answers only the caller's team.
+    "fhir_metadata": Case("GET", "/fhir/metadata", {role: 200 for role in ROLES}),
+    "fhir_diagnostic_report_search": Case("GET", "/fhir/DiagnosticReport?patient=patient-{patient}", everyone()),
+    "fhir_diagnostic_report_read": Case("GET", "/fhir/DiagnosticReport/study-{study}", team_read()),
+    "fhir_patient_read": Case("GET", "/fhir/Patient/patient-{patient}", team_read()),
+    "fhir_binary_read": Case("GET", "/fhir/Binary/report-{study}", team_read()),
     "predictions_list": Case("GET", "/api/v1/predictions/", everyone()),
     "predictions_retrieve": Case("GET", "/api/v1/predictions/{prediction}/", team_read()),
     "predictions_retrieve_shadow": Case(
@@ -195,7 +201,10 @@ def test_role_matrix(name, role, callers, clinical, admin_user, team):
     response = _call(callers[role], case, clinical, other_token)
     expected = case.expected[role]
     assert response.status_code == expected, (name, role, response.content[:400])
-    if expected >= 400:
+    if expected >= 400 and case.path.startswith("/fhir/"):  # FHIR's own error shape
+        [issue] = response.json()["issue"]
+        assert issue["code"] and issue["diagnostics"], issue
+    elif expected >= 400:
         error = response.json()["error"]
         assert error["code"] and error["message"], error
 

@@ -28,10 +28,21 @@ PASSWORD = "correct horse battery"
 
 
 def log_in(page: Any, live_server: Any, username: str) -> None:
+    """Sign in on the login page; an administrator then types the code of their authenticator app."""
+    from diagnostics.integrations.sign_in.two_factor import two_factor_required
+    from diagnostics.models import User
+    from tests.two_factor import authenticator_code, authenticator_for
+
+    user = User.objects.get(username=username)
+    device = authenticator_for(user) if two_factor_required(user) else None
     page.goto(live_server.url + reverse("login"))
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
+    if device is not None:
+        page.wait_for_url(re.compile(r".*/account/two-factor/verify/.*"))
+        page.get_by_label("Code").fill(authenticator_code(device))
+        page.get_by_role("button", name="Verify").click()
     page.wait_for_url(re.compile(r".*/$"))
 
 

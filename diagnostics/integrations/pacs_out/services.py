@@ -444,6 +444,20 @@ def captioned_pixels(film_rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     return np.asarray(canvas)
 
 
+def film_capture_pixels(
+    *, image: Image, prediction: Prediction | None, warnings: Sequence[StudyWarning] = ()
+) -> np.ndarray:
+    """The capture's picture, (H, W, 3) uint8: the film (at most 1024 px) with its heatmap blended on, under
+    the caption band. The Secondary Capture sent to the PACS and FHIR's Media show this same picture."""
+    film = image_display_pixels(image=image, max_side=1024)
+    if prediction is not None and prediction.heatmap:
+        with prediction.heatmap.open("rb") as handle:
+            pixels = overlay_pixels(film=film, heatmap_png=handle.read())
+    else:
+        pixels = np.stack([film] * 3, axis=-1)
+    return captioned_pixels(pixels, caption_lines(prediction, warnings, detailed=True))
+
+
 def build_secondary_capture(
     *,
     image: Image,
@@ -456,15 +470,9 @@ def build_secondary_capture(
     import highdicom as hd
 
     source = _source_dataset(image)
-    film = image_display_pixels(image=image, max_side=1024)
-    if prediction is not None and prediction.heatmap:
-        with prediction.heatmap.open("rb") as handle:
-            pixels = overlay_pixels(film=film, heatmap_png=handle.read())
-    else:
-        pixels = np.stack([film] * 3, axis=-1)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
-        pixel_array=captioned_pixels(pixels, caption_lines(prediction, warnings, detailed=True)),
+        pixel_array=film_capture_pixels(image=image, prediction=prediction, warnings=warnings),
         photometric_interpretation="RGB",
         bits_allocated=8,
         coordinate_system="PATIENT",
