@@ -6,6 +6,8 @@ urlpatterns = [
     path("api/v1/", include("diagnostics.api.urls")),
     # FHIR R4 for EHRs (integrations/fhir/): token-authenticated, scoped to the caller's team.
     path("fhir/", include("diagnostics.integrations.fhir.urls")),
+    # DICOMweb STOW-RS for PACSes and modalities (integrations/dicomweb/): the same ingest as the receiver.
+    path("dicomweb/", include("diagnostics.integrations.dicomweb.urls")),
     path("", include("diagnostics.urls")),
 ]
 

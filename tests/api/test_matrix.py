@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from pydicom.uid import generate_uid
 from rest_framework.test import APIClient
 
 from diagnostics.models import ApiToken, AuditEvent
 from tests.conftest import api_client_for, jpeg_upload
 from tests.images import jpeg_bytes
 
-from ..images import dicom_bytes
+from ..images import cr_film_bytes, dicom_bytes
 from .conftest import Clinical
 
 pytestmark = pytest.mark.django_db
@@ -102,6 +103,16 @@ CASES: dict[str, Case] = {
     "fhir_diagnostic_report_read": Case("GET", "/fhir/DiagnosticReport/study-{study}", team_read()),
     "fhir_patient_read": Case("GET", "/fhir/Patient/patient-{patient}", team_read()),
     "fhir_binary_read": Case("GET", "/fhir/Binary/report-{study}", team_read()),
+    # DICOMweb STOW-RS (integrations/dicomweb/): files into the caller's own team; the admin has none.
+    "dicomweb_stow_studies": Case(
+        "POST",
+        "/dicomweb/studies",
+        {"clinician": 200, "outsider": 200, "admin": 403, "api_client": 200, "anonymous": 401},
+        content_type='multipart/related; type="application/dicom"; boundary=matrix',
+        raw=lambda: b"--matrix\r\nContent-Type: application/dicom\r\n\r\n"
+        + cr_film_bytes(patient_id="MRN-STOW", study_uid=generate_uid())
+        + b"\r\n--matrix--\r\n",
+    ),
     "predictions_list": Case("GET", "/api/v1/predictions/", everyone()),
     "predictions_retrieve": Case("GET", "/api/v1/predictions/{prediction}/", team_read()),
     "predictions_retrieve_shadow": Case(
