@@ -13,7 +13,7 @@ from django.db import models, router
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce, Now
 
-from ml import artifacts
+from ml.serving import artifacts
 
 
 class CareTeam(models.Model):
@@ -247,7 +247,7 @@ class ModelVersion(models.Model):
     # The score is called a probability only where it is calibrated on films of a new period (the
     # external split): the UPPER end of the 95 % interval of its cross-fitted expected calibration error
     # must be at most this. A point estimate under it is not enough (0.037 [0.02, 0.07] may well be 0.07),
-    # and a model with no interval recorded shows an "AI score". The rule's owner is ml.artifacts (the model
+    # and a model with no interval recorded shows an "AI score". The rule's owner is ml.serving.artifacts (the model
     # card states it too).
     PROBABILITY_MAX_ECE = artifacts.PROBABILITY_MAX_ECE
 
@@ -260,7 +260,7 @@ class ModelVersion(models.Model):
 
     @property
     def external_ece_interval(self) -> list[float] | None:
-        """95 % interval of the cross-fitted ECE on the external split (ml.calibration), if recorded."""
+        """95 % interval of the cross-fitted ECE on the external split (ml.training.calibration), if recorded."""
         return _interval(((self.metrics or {}).get("external") or {}).get("ece_crossfit_ci95"))
 
     @property
@@ -322,7 +322,7 @@ class Prediction(models.Model):
         NOT_ANALYSABLE = "not_analysable", "Not analysable"
 
     role = models.CharField(max_length=7, choices=Role.choices, default=Role.PRIMARY, db_index=True)
-    # The input gate (ml.gate) runs before every score: a film it refuses is not analysable and
+    # The input gate (ml.serving.gate) runs before every score: a film it refuses is not analysable and
     # carries no probability and no label, only the reason (the check that failed, in words).
     outcome = models.CharField(max_length=14, choices=Outcome.choices, default=Outcome.SCORED, db_index=True)
     gate_code = models.CharField(max_length=32, blank=True)
@@ -338,8 +338,8 @@ class Prediction(models.Model):
     model_sha256 = models.CharField(max_length=64)
     preprocessing_version = models.CharField(max_length=50)
     input_sha256 = models.CharField(max_length=64)
-    # Where and in which form the model ran (ml.runtime, ml.variants): ONNX Runtime's execution provider,
-    # the device, and the variant of the model file (fp32, or an int8/bf16 variant checked against fp32 on
+    # Where and in which form the model ran (ml.serving.runtime, ml.serving.variants): ONNX Runtime's execution
+    # provider, the device, and the variant of the model file (fp32, or an int8/bf16 variant checked against fp32 on
     # external/ on this CPU model) with the sha256 of the file that ran. Empty on rows stored before.
     execution_provider = models.CharField(max_length=40, blank=True)
     device = models.CharField(max_length=120, blank=True)

@@ -45,7 +45,7 @@ from diagnostics.services.images import (
 from diagnostics.services.reports import study_report_pdf
 from diagnostics.services.studies import study_accept
 from diagnostics.services.upload_admission import RETRY_AFTER_SECONDS, InferenceBacklogFull, UploadsBusy
-from ml.preprocessing import ImageDecodeError, read_dicom_metadata
+from ml.serving.decode import ImageDecodeError, read_dicom_metadata
 
 from .htmx import is_htmx
 
