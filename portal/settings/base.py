@@ -399,7 +399,7 @@ DICOM_TLS_CERT_FILE = env_str("DICOM_TLS_CERT_FILE", "")
 DICOM_TLS_KEY_FILE = env_str("DICOM_TLS_KEY_FILE", "")
 DICOM_TLS_CA_FILE = env_str("DICOM_TLS_CA_FILE", "")
 if bool(DICOM_TLS_CERT_FILE) != bool(DICOM_TLS_KEY_FILE) or (DICOM_TLS_CERT_FILE and not DICOM_TLS_CA_FILE):
-    raise ImproperlyConfigured("DICOM TLS needs DICOM_TLS_CERT_FILE, DICOM_TLS_KEY_FILE and DICOM_TLS_CA_FILE together.")
+    raise ImproperlyConfigured("DICOM TLS needs DICOM_TLS_CERT_FILE, DICOM_TLS_KEY_FILE and DICOM_TLS_CA_FILE.")
 
 # A read of patient data is audited once per user, thing and detail within this window (services/audit.py).
 AUDIT_READ_WINDOW_SECONDS = env_int("AUDIT_READ_WINDOW_SECONDS", 60)
