@@ -1,7 +1,8 @@
 """Response headers that keep patient data out of caches and pages free of injected script.
 
 - ``Content-Security-Policy``: scripts only from this site's own files (the templates have no
-  inline script or event handler), no plugins, no framing, forms post only here. Inline ``style``
+  inline script or event handler), no plugins, no framing, forms post only here (and sign-out goes on to
+  the OpenID Connect provider where one is configured). Inline ``style``
   attributes stay allowed (a few bars and widths are set that way); no script can be.
 - ``Cache-Control: no-store`` on every answer to a signed-in user and on every API answer: pages
   and JSON carry patient data, which no browser or proxy cache may keep (Back then reloads the page
@@ -11,8 +12,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_vary_headers
 
@@ -32,13 +36,23 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
+@functools.lru_cache(maxsize=4)
+def content_security_policy(end_session_endpoint: str) -> str:
+    """The policy, with the OpenID Connect provider's origin allowed as a form target: signing out (a form
+    posted here) is redirected to the provider's end-session endpoint, which form-action also governs."""
+    if not end_session_endpoint:
+        return CONTENT_SECURITY_POLICY
+    parts = urlsplit(end_session_endpoint)
+    return CONTENT_SECURITY_POLICY.replace("form-action 'self'", f"form-action 'self' {parts.scheme}://{parts.netloc}")
+
+
 class SecurityHeadersMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.setdefault("Content-Security-Policy", content_security_policy(settings.OIDC_OP_END_SESSION_ENDPOINT))
         user = getattr(request, "user", None)
         if request.path.startswith("/api/") or (user is not None and user.is_authenticated):
             response["Cache-Control"] = "no-store, private"

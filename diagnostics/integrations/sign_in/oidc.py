@@ -9,7 +9,7 @@ which `_verify_jws` adds. Claims give the role and care team through directory.p
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 import jwt
@@ -30,6 +30,12 @@ from .directory import DirectoryRefusal, directory_account_apply
 
 logger = logging.getLogger(__name__)
 CLOCK_SKEW_SECONDS = 60
+
+
+def _refuse(reason: str) -> NoReturn:
+    """Audited, and PermissionDenied: the library would log a SuspiciousOperation here and answer nothing."""
+    audit_record(action="auth.oidc_refused", detail={"reason": reason[:300]})
+    raise PermissionDenied(reason)
 
 
 def _subject(claims: dict[str, Any]) -> str:
@@ -83,7 +89,7 @@ class ProviderBackend(OIDCAuthenticationBackend):
         username = str(claims[settings.OIDC_USERNAME_CLAIM])[:150]
         user = User.objects.filter(username__iexact=username).first() or User(username=username)
         if user.pk is not None and user.directory == User.Directory.OIDC:
-            raise SuspiciousOperation(f"Another provider account already signs in as {username!r}.")
+            _refuse(f"Another provider account already signs in as {username!r}.")
         return self.update_user(user, claims)
 
     def update_user(self, user: User, claims: dict[str, Any]) -> User:
@@ -96,7 +102,7 @@ class ProviderBackend(OIDCAuthenticationBackend):
         try:
             return directory_account_apply(user=user, source=User.Directory.OIDC, ref=_subject(claims), groups=groups)
         except DirectoryRefusal as refusal:
-            raise SuspiciousOperation(str(refusal)) from None
+            _refuse(str(refusal))
 
     def get_or_create_user(self, access_token: str, id_token: str, payload: dict[str, Any]) -> User | None:
         # The library logs a refusal and answers None; the portal audits it and tells the person.

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import require_tool
 
+from .provider import Provider, provider_start, provider_stop
 from .slapd import BASE, SLAPADD, SLAPD, Directory, directory_start, directory_stop
 
 CLINICIANS = f"cn=portal-clinicians,ou=groups,{BASE}"
@@ -53,3 +54,20 @@ def ldap_sign_in(settings, ldap_directory: Directory) -> Directory:
     settings.LDAP_CLINICIAN_GROUPS = [CLINICIANS]
     settings.LDAP_TEAM_GROUPS = {PICU: "PICU", NICU: "NICU"}
     return ldap_directory
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory) -> Iterator[Provider]:
+    """The test OpenID Connect provider, for the test client's portal (http://testserver)."""
+    provider = provider_start(tmp_path_factory.mktemp("oidc-provider"), ["http://testserver"])
+    try:
+        yield provider
+    finally:
+        provider_stop(provider)
+
+
+@pytest.fixture
+def oidc_sign_in(settings, oidc_provider: Provider) -> Provider:
+    for name, value in oidc_provider.portal_settings().items():
+        setattr(settings, name, value)
+    return oidc_provider
