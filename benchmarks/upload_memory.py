@@ -199,7 +199,7 @@ def _deflate_bomb(base: bytes, inflated_mb: int) -> bytes:
     ds = pydicom.dcmread(io.BytesIO(base))
     body = io.BytesIO()
     ds.set_original_encoding(False, True)
-    write_dataset(pydicom.filebase.DicomFileLike(body), ds)  # type: ignore[attr-defined]
+    write_dataset(pydicom.filebase.DicomFileLike(body), ds)
     size = inflated_mb * 2**20
     bomb = struct.pack("<HH2sHI", 0x7FE1, 0x1000, b"OB", 0, size)
     creator = struct.pack("<HH2sH", 0x7FE1, 0x0010, b"LO", 4) + b"BOMB"
@@ -213,7 +213,7 @@ def _deflate_bomb(base: bytes, inflated_mb: int) -> bytes:
     meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     head = io.BytesIO()
     head.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(pydicom.filebase.DicomFileLike(head), meta)  # type: ignore[attr-defined]
+    write_file_meta_info(pydicom.filebase.DicomFileLike(head), meta)
     return head.getvalue() + b"".join(out)
 
 
@@ -253,7 +253,12 @@ def test_files(folder: Path) -> dict[str, Path]:
     s = side(4)
     save("largest-png-rgb.png", _png(_noise(rng, (s, s, 3), np.uint8, 255), "RGB"))
     s = side(2)
-    window = {"RescaleSlope": "0.5", "RescaleIntercept": "-1024", "WindowCenter": "500", "WindowWidth": "1500"}
+    window: dict[str, object] = {
+        "RescaleSlope": "0.5",
+        "RescaleIntercept": "-1024",
+        "WindowCenter": "500",
+        "WindowWidth": "1500",
+    }
     save("largest-dicom-16bit-rescale-window.dcm",
          dicom_file(_noise(rng, (s, s), np.uint16, 32767), bits_stored=16, Modality="CR", **window))  # fmt: skip
     # The attacks.
@@ -310,7 +315,8 @@ def receiver_rows(files: dict[str, Path], credentials: dict[str, Any], env: dict
     subprocess.run(setup, cwd=ROOT, env=env, check=True)  # noqa: S603 - our interpreter and the script above
     port = free_port()
     process = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)], cwd=ROOT, env=env)  # noqa: S603
-    exec(MEASURE, namespace := {})  # noqa: S102 - the same two helpers the children use
+    namespace: dict[str, Any] = {}
+    exec(MEASURE, namespace)  # noqa: S102 - the same two helpers the children use
     rows = []
     try:
         ae = AE(ae_title="BENCHPACS")
