@@ -90,6 +90,7 @@ MIDDLEWARE = [
 # Sign-in methods (local accounts, LDAP / Active Directory, OpenID Connect), their backends and two-factor
 # sign-in: portal/settings/sign_in.py, from environment variables.
 from .sign_in import *  # noqa: E402,F403
+
 # Lock a username+address pair after repeated failures; an admin unlocks in the admin (Axes).
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = env_int("LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
