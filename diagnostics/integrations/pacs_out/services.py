@@ -47,6 +47,9 @@ CAPTION = "AI result, not a diagnosis"
 MANUFACTURER = "Pneumonia portal"
 SR_SERIES_NUMBER, SC_SERIES_NUMBER = 9901, 9902
 PRIVATE_SCHEME = "99PNEUMOPORTAL"
+# The AI as the SR's observer device (TID 1004): one UID for every report, so a PACS or an AIR display sees
+# one device across reports (the algorithm and its version are in each group's TID 4019).
+DEVICE_OBSERVER_UID = "2.25.191115216431712359369449395495557782100"  # generate_uid(None, entropy_srcs=[...])
 
 
 class PacsNotDelivered(Exception):
@@ -316,7 +319,7 @@ def build_structured_report(
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hd.UID(), name="Pneumonia AI", manufacturer_name=MANUFACTURER
+            uid=DEVICE_OBSERVER_UID, name="Pneumonia AI", manufacturer_name=MANUFACTURER
         ),
     )
     report = hd.sr.MeasurementReport(

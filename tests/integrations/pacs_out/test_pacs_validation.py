@@ -125,6 +125,8 @@ def test_every_object_sent_passes_dciodvfy_and_says_what_it_is(case, peer, patie
         assert str(dataset.AccessionNumber) == study.accession_number  # empty when the film has none
 
     [(_, sr)] = [(d, ds) for d, ds in sent if d.kind == "sr"]
+    observer = next(item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "121012")
+    assert observer.UID == pacs_results.DEVICE_OBSERVER_UID  # one device across reports (TID 1004)
     [scheme] = sr.CodingSchemeIdentificationSequence
     assert scheme.CodingSchemeDesignator == PRIVATE_SCHEME and scheme.CodingSchemeName
     buffer = io.BytesIO()
