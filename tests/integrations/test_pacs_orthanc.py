@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import shutil
 import socket
 import subprocess
@@ -121,7 +122,9 @@ def c_store(port: int, films: list[bytes]) -> None:
         assoc.release()
 
 
-def test_films_sent_to_the_pacs_come_back_with_a_structured_report_and_captures(pacs, active_model, inference_worker):
+def test_films_sent_to_the_pacs_come_back_with_a_structured_report_and_captures(
+    pacs, active_model, inference_worker, tmp_path
+):
     import highdicom as hd
 
     orthanc, peer = pacs
@@ -155,6 +158,14 @@ def test_films_sent_to_the_pacs_come_back_with_a_structured_report_and_captures(
     assert len(report.content.get_image_measurement_groups()) == 2
     capture = hd.imread(io.BytesIO(orthanc.file(captures[0])))
     assert capture.StudyInstanceUID == uid and capture.BurnedInAnnotation == "YES"
+    # As the PACS stored them, every result passes dicom3tools' dciodvfy with no error (CI must have the tool).
+    if shutil.which("dciodvfy") or os.environ.get("CI"):
+        for instance in [*reports, *captures]:
+            path = tmp_path / f"{instance}.dcm"
+            path.write_bytes(orthanc.file(instance))
+            checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+            errors = [line for line in (checked.stdout + checked.stderr).splitlines() if "Error" in line]
+            assert errors == [], (instance, errors)
     # Every film's heatmap came with its prediction, so every capture carries one.
     assert all(p.heatmap for p in Prediction.objects.filter(image__study=study, outcome=Prediction.Outcome.SCORED))
     assert set(study.pacs_deliveries.values_list("status", flat=True)) == {PacsDelivery.Status.DELIVERED}
