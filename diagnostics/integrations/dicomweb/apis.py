@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -13,6 +14,8 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from diagnostics.api.common import request_user
+from diagnostics.api.errors import ApiError
+from diagnostics.upload_limits import ENVELOPE_BYTES, too_large_message
 
 from .services import StowRequestError, stow_store
 
@@ -24,6 +27,23 @@ class DicomJsonRenderer(JSONRenderer):
 
     media_type = DICOM_JSON
     format = "dicomjson"
+
+
+def request_body(request: Request) -> bytes:
+    """The body, by its Content-Length as Django reads it; or, for a chunked upload (Orthanc's DICOMweb client
+    sends chunked by default) under a server that decodes chunked bodies and says so (`wsgi.input_terminated`:
+    gunicorn), read to its end, refused once it passes the limit a Content-Length would have been held to."""
+    meta = request.META
+    if meta.get("CONTENT_LENGTH") or not meta.get("wsgi.input_terminated"):
+        return bytes(request.body)
+    limit = settings.UPLOAD_MAX_BYTES + ENVELOPE_BYTES
+    stream, chunks, size = meta["wsgi.input"], [], 0
+    while chunk := stream.read(min(1 << 20, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(status_code=413, code="upload_too_large", message=too_large_message())
+    return b"".join(chunks)
 
 
 class StowStudiesApi(APIView):
@@ -47,7 +67,7 @@ class StowStudiesApi(APIView):
         if user.team_id is None:
             raise exceptions.PermissionDenied("Storing films needs an account of a care team.")
         try:
-            outcome = stow_store(user=user, content_type=request.content_type or "", body=request.body)
+            outcome = stow_store(user=user, content_type=request.content_type or "", body=request_body(request))
         except StowRequestError as error:
             if error.status == 415:
                 raise exceptions.UnsupportedMediaType(request.content_type or "", detail=str(error)) from None

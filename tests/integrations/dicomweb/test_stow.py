@@ -10,8 +10,11 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
@@ -133,55 +136,96 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.e2e
-@pytest.mark.django_db(transaction=True)
-def test_orthancs_dicomweb_client_pushes_a_study_to_the_portal(portal_server, owner, tmp_path):  # noqa: F811
-    """Orthanc (Debian's orthanc + orthanc-dicomweb) stores a film, then its DICOMweb client sends the study
-    to the portal by STOW-RS with the portal's API token in its HttpHeaders."""
+@contextmanager
+def orthanc_pushing_to(portal_url: str, key: str, directory: Path, *, chunked: bool | None) -> Iterator[str]:
+    """Orthanc (Debian's orthanc + orthanc-dicomweb) with the portal as a DICOMweb server, the API token in its
+    HttpHeaders; `chunked` None leaves Orthanc's default (chunked uploads). Yields Orthanc's REST URL."""
     binary = shutil.which("Orthanc")
     require_tool(binary and Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so").exists(),
                  "Orthanc with its DICOMweb plugin (orthanc, orthanc-dicomweb)")  # fmt: skip
-    key = token_for(owner)
     http_port = free_port()
-    (tmp_path / "db").mkdir()
+    (directory / "db").mkdir()
+    server: dict[str, object] = {"Url": f"{portal_url}/dicomweb/", "HttpHeaders": {"Authorization": f"Bearer {key}"}}
+    if chunked is not None:
+        server["ChunkedTransfers"] = chunked
     config = {
         "Name": "stow-test", "HttpPort": http_port, "DicomPort": free_port(), "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
-        "StorageDirectory": str(tmp_path / "db"), "IndexDirectory": str(tmp_path / "db"),
+        "StorageDirectory": str(directory / "db"), "IndexDirectory": str(directory / "db"),
         "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
-        # Django reads a request body by its Content-Length: Orthanc's chunked uploads are turned off.
-        "DicomWeb": {"Enable": True, "Servers": {"portal": {
-            "Url": f"{portal_server}/dicomweb/", "HttpHeaders": {"Authorization": f"Bearer {key}"},
-            "ChunkedTransfers": False}}},
+        "DicomWeb": {"Enable": True, "Servers": {"portal": server}},
     }  # fmt: skip
-    (tmp_path / "orthanc.json").write_text(json.dumps(config))
-    log = (tmp_path / "orthanc.log").open("wb")
-    process = subprocess.Popen([str(binary), str(tmp_path / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    (directory / "orthanc.json").write_text(json.dumps(config))
+    log = (directory / "orthanc.log").open("wb")
+    process = subprocess.Popen([str(binary), str(directory / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
     orthanc = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{orthanc}/system", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        uid = generate_uid()
-        films = [cr_film_bytes(patient_id="MRN-ORTH-1", study_uid=uid, seed=seed) for seed in (0, 1)]
-        for film in films:
-            assert requests.post(f"{orthanc}/instances", data=film, timeout=10).ok
-        [study_id] = [r["ID"] for r in requests.post(f"{orthanc}/tools/lookup", data=uid, timeout=10).json()]
-        started = time.perf_counter()
-        sent = requests.post(f"{orthanc}/dicom-web/servers/portal/stow", json={"Resources": [study_id]}, timeout=60)
-        elapsed = time.perf_counter() - started
-        assert sent.ok, (sent.status_code, sent.text, (tmp_path / "orthanc.log").read_text()[-2000:])
-        study = Study.objects.get(study_instance_uid=uid)
-        assert study.images.count() == 2 and study.patient.team == owner.team and study.dicom_peer is None
-        assert sorted(study.images.values_list("sop_instance_uid", flat=True)) == sorted(uid_of(f) for f in films)
-        assert elapsed < 30
+        wait_for_http(f"{orthanc}/system")
+        yield orthanc
     finally:
         process.terminate()
         process.wait(10)
+        log.close()
+
+
+def wait_for_http(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            requests.get(url, timeout=5)
+            return
+        except (requests.ConnectionError, requests.Timeout):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def push_a_study(orthanc: str, owner, directory: Path) -> float:  # noqa: ANN001
+    """Two films stored in Orthanc, then sent by its DICOMweb client: they are one study of the token's team."""
+    uid = generate_uid()
+    films = [cr_film_bytes(patient_id="MRN-ORTH-1", study_uid=uid, seed=seed) for seed in (0, 1)]
+    for film in films:
+        assert requests.post(f"{orthanc}/instances", data=film, timeout=10).ok
+    [study_id] = [r["ID"] for r in requests.post(f"{orthanc}/tools/lookup", data=uid, timeout=10).json()]
+    started = time.perf_counter()
+    sent = requests.post(f"{orthanc}/dicom-web/servers/portal/stow", json={"Resources": [study_id]}, timeout=60)
+    elapsed = time.perf_counter() - started
+    assert sent.ok, (sent.status_code, sent.text, (directory / "orthanc.log").read_text()[-2000:])
+    study = Study.objects.get(study_instance_uid=uid)
+    assert study.images.count() == 2 and study.patient.team == owner.team and study.dicom_peer is None
+    assert sorted(study.images.values_list("sop_instance_uid", flat=True)) == sorted(uid_of(f) for f in films)
+    return elapsed
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_orthancs_dicomweb_client_pushes_a_study_to_the_portal(portal_server, owner, tmp_path):  # noqa: F811
+    """Behind Django's own server (no chunked request bodies), with Orthanc's chunked uploads turned off."""
+    with orthanc_pushing_to(portal_server, token_for(owner), tmp_path, chunked=False) as orthanc:
+        assert push_a_study(orthanc, owner, tmp_path) < 30
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_orthancs_default_chunked_upload_reaches_the_portal_under_gunicorn(owner, tmp_path, settings):
+    """Production's server (gunicorn decodes chunked bodies and says so, wsgi.input_terminated) and Orthanc's
+    defaults: its chunked STOW-RS upload is read to its end."""
+    from ...worker import CeleryWorker
+
+    port = free_port()
+    env = CeleryWorker(database_name=settings.DATABASES["default"]["NAME"]).environment()
+    log = (tmp_path / "gunicorn.log").open("wb")
+    gunicorn = subprocess.Popen(
+        [str(Path(sys.executable).with_name("gunicorn")), "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", "1", "--timeout", "120"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    portal = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{portal}/fhir/metadata", seconds=60)
+        with orthanc_pushing_to(portal, token_for(owner), tmp_path, chunked=None) as orthanc:
+            assert push_a_study(orthanc, owner, tmp_path) < 30
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(10)
         log.close()
