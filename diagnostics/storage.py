@@ -1,4 +1,5 @@
-"""Where uploads and heatmaps are written: the file system, leaving nothing half-written behind."""
+"""Where uploads and heatmaps are written: the file system, leaving nothing half-written behind, or
+S3-compatible object storage (diagnostics/object_storage.py; portal/settings/storage.py chooses)."""
 
 from __future__ import annotations
 

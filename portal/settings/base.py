@@ -8,12 +8,14 @@ Production differs from development by environment only.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env_bool, env_float, env_int, env_list, env_str
+from .storage import storages_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -66,7 +68,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: refuses an oversized upload from its Content-Length before any body is read.
+    # Outermost: /healthz, /readyz and /metrics answered before anything else (diagnostics/operations_endpoints.py),
+    # and refused uploads (413/429/503/507) counted for /metrics.
+    "diagnostics.operations_endpoints.OperationsEndpointsMiddleware",
+    # Then: refuses an oversized upload from its Content-Length before any body is read.
     "diagnostics.upload_limits.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -286,11 +291,11 @@ REST_FRAMEWORK = {
     },
 }
 # Throttle counters must be shared by every web process: Redis when one is configured.
-# Uploads and heatmaps: a failed write (disk full) leaves no partial file (diagnostics/storage.py).
-STORAGES = {
-    "default": {"BACKEND": "diagnostics.storage.UploadStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
+# Films, derivatives, heatmaps and model artifacts: the file system (default; a failed write leaves no partial
+# file, diagnostics/storage.py) or S3-compatible object storage, from STORAGE_BACKEND (settings/storage.py).
+STORAGES = storages_from_env()
+# A worker keeps the model artifacts it fetched from object storage here, one folder per sha256.
+MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(VAR_DIR / "model-cache")))
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -401,6 +406,20 @@ DICOM_TLS_KEY_FILE = env_str("DICOM_TLS_KEY_FILE", "")
 DICOM_TLS_CA_FILE = env_str("DICOM_TLS_CA_FILE", "")
 if bool(DICOM_TLS_CERT_FILE) != bool(DICOM_TLS_KEY_FILE) or (DICOM_TLS_CERT_FILE and not DICOM_TLS_CA_FILE):
     raise ImproperlyConfigured("DICOM TLS needs DICOM_TLS_CERT_FILE, DICOM_TLS_KEY_FILE and DICOM_TLS_CA_FILE.")
+
+# Operations (docs/operations.md, "Health, readiness and metrics"): /readyz remembers the active model's check
+# this long; a worker writes its heartbeat every WORKER_HEARTBEAT_SECONDS (worker/heartbeat.py) and counts as
+# seen for WORKER_HEARTBEAT_STALE_SECONDS. /metrics is off until a bearer token or the networks allowed to
+# scrape it (not through a proxy) are set.
+READYZ_MODEL_CHECK_SECONDS = env_int("READYZ_MODEL_CHECK_SECONDS", 30)
+WORKER_HEARTBEAT_STALE_SECONDS = env_int("WORKER_HEARTBEAT_STALE_SECONDS", 60)
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", [])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_network!r} is not an address or network.") from None
 
 # A read of patient data is audited once per user, thing and detail within this window (services/audit.py).
 AUDIT_READ_WINDOW_SECONDS = env_int("AUDIT_READ_WINDOW_SECONDS", 60)

@@ -81,7 +81,4 @@ SECURE_HSTS_SECONDS = 0
 # Tests store many studies that no worker assesses (factories, pages): the AI backlog limit would refuse
 # them. The tests of the limit set it themselves.
 INFERENCE_BACKLOG_LIMIT = 0
-STORAGES = {
-    "default": {"BACKEND": "diagnostics.storage.UploadStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
+STORAGES = storages_from_env()  # noqa: F405 - the file system unless STORAGE_BACKEND says otherwise
