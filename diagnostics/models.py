@@ -293,6 +293,27 @@ class ModelVersion(models.Model):
         }
 
 
+    @property
+    def subtype(self) -> dict[str, Any] | None:
+        """The manifest's bacterial-or-viral head (ml/training/subtype.py), when the model has one: its threshold
+        on P(viral) and the accuracy expected on new patients (cross-fitted on external/) with its 95 %
+        interval. A value of the wrong type reads as null."""
+        head = (self.manifest or {}).get("subtype")
+        if not isinstance(head, dict) or not head:
+            return None
+        expected = head.get("expected") if isinstance(head.get("expected"), dict) else {}
+        external = ((head.get("metrics") or {}).get("external") or {}) if isinstance(head.get("metrics"), dict) else {}
+        return {
+            "threshold": _number(head.get("threshold")),
+            "expected_accuracy": _number(expected.get("accuracy")),
+            "expected_accuracy_ci95": _interval(expected.get("accuracy_ci95")),
+            "expected_sensitivity": _number(expected.get("sensitivity")),
+            "expected_specificity": _number(expected.get("specificity")),
+            "external_auc": _number(external.get("roc_auc")) if isinstance(external, dict) else None,
+            "expected_method": str(head.get("expected_method") or ""),
+        }
+
+
 def _number(value: object) -> float | None:
     """A JSON number as a float; anything else (absent, text, a boolean) as None."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
@@ -333,6 +354,12 @@ class Prediction(models.Model):
     probability = models.FloatField(null=True, blank=True, help_text="Model probability of pneumonia, 0–1.")
     threshold = models.FloatField()
     label = models.CharField(max_length=10, choices=Label.choices, blank=True)
+    # A second answer from a model with a subtype head (ml/training/subtype.py): P(viral) rather than bacterial,
+    # kept only for a film the model calls pneumonia; the label and its expected accuracy are the model's
+    # (ModelVersion.subtype).
+    subtype_probability = models.FloatField(
+        null=True, blank=True, help_text="AI suggestion: probability that the pneumonia is viral, 0–1."
+    )
     latency_ms = models.FloatField()
     # Enough to reproduce the result: exact model bytes, transform, and input bytes.
     model_sha256 = models.CharField(max_length=64)
@@ -360,6 +387,10 @@ class Prediction(models.Model):
                 ),
                 name="score_only_when_analysable",
             ),
+            models.CheckConstraint(
+                condition=Q(subtype_probability__isnull=True) | Q(label="PNEUMONIA"),
+                name="subtype_only_for_pneumonia",
+            ),
         ]
         ordering = ["-created_at"]
         # The API prediction list, newest first, stops after a page instead of sorting them all.
@@ -373,6 +404,25 @@ class Prediction(models.Model):
     @property
     def analysable(self) -> bool:
         return self.outcome == self.Outcome.SCORED
+
+    @property
+    def subtype(self) -> dict[str, Any] | None:
+        """The AI's bacterial-or-viral suggestion for this film: {"label", "probability" (of viral),
+        "threshold", "expected_accuracy", "expected_accuracy_ci95"}, or None
+        (no subtype head, a normal or refused film). The one place pages, PDF, API, FHIR and SR read it."""
+        if self.subtype_probability is None or self.label != PredictionLabel.PNEUMONIA:
+            return None
+        head = self.model_version.subtype
+        if head is None or head["threshold"] is None:
+            return None
+        viral = self.subtype_probability >= head["threshold"]
+        return {
+            "label": "viral" if viral else "bacterial",
+            "probability": self.subtype_probability,
+            "threshold": head["threshold"],
+            "expected_accuracy": head["expected_accuracy"],
+            "expected_accuracy_ci95": head["expected_accuracy_ci95"],
+        }
 
 
 class AuditEventQuerySet(models.QuerySet):
