@@ -111,20 +111,17 @@ def multipart_parts(body: bytes, boundary: str) -> list[tuple[str, bytes]]:
 
 
 def _identifiers(data: bytes) -> tuple[str, str]:
-    """SOP Class and Instance UIDs of a part, as far as its header gives them ('' when unreadable)."""
-    import pydicom
+    """SOP Class and Instance UIDs of a part from its File Meta Information alone ('' when it has none): the
+    dataset itself is read only by dicom_ingest, within its limits (a deflated dataset is never inflated here)."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble  # as ml.serving.decode reads it
 
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
-                                  specific_tags=["SOPClassUID", "SOPInstanceUID"])  # fmt: skip
+        source = io.BytesIO(data)
+        read_preamble(source, force=False)
+        meta = _read_file_meta_info(source)
     except Exception:  # noqa: BLE001 - an unreadable part is reported by the ingest; here only its UIDs
         return "", ""
-    meta = getattr(dataset, "file_meta", None)
-    sop_class = str(dataset.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
-    sop_instance = str(
-        dataset.get("SOPInstanceUID", "") or (meta.get("MediaStorageSOPInstanceUID", "") if meta else "")
-    )
-    return sop_class, sop_instance
+    return str(meta.get("MediaStorageSOPClassUID", "") or ""), str(meta.get("MediaStorageSOPInstanceUID", "") or "")
 
 
 def _uid_item(sop_class: str, sop_instance: str) -> dict[str, Any]:

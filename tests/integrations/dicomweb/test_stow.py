@@ -115,6 +115,26 @@ def test_stow_files_films_through_the_receivers_ingest_and_answers_each_instance
     assert Study.objects.count() == 1
 
 
+@pytest.mark.django_db
+def test_a_deflate_bomb_is_refused_by_the_ingest_without_being_inflated_first(owner, monkeypatch):
+    """The part's UIDs come from its File Meta Information; the dataset is read only by dicom_ingest, which
+    inflates a deflated one within its cap (issue 31): a 2 MB cap, a bomb that inflates past it."""
+    from ml.serving import decode
+
+    from ...test_upload_sizes import deflate_bomb
+
+    monkeypatch.setattr(decode, "MAX_INFLATED_BYTES", 2 * 2**20)
+    bomb = deflate_bomb(patient_id="MRN-BOMB")
+    body, content_type = multipart(bomb)
+    response = api_client_for(owner).generic("POST", reverse("dicomweb_stow"), body, content_type=content_type)
+    assert response.status_code == 409
+    [failed] = items(response.json(), "00081198")
+    assert failed["00081155"]["Value"] == [pydicom.dcmread(io.BytesIO(bomb)).SOPInstanceUID]  # 3 MB: fine here
+    assert failed["00081197"]["Value"] == [0xC000]
+    assert not Study.objects.exists()
+    assert "inflates to more than 2 MB" in str(AuditEvent.objects.get(action="dicom.instance_refused").detail)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_python_requests_pushes_films_over_http(portal_server, owner):  # noqa: F811
     """A real HTTP client over a socket (python-requests), several films in one request."""
