@@ -19,6 +19,7 @@ from diagnostics.services.model_registry import model_version_activate, model_ve
 
 from .factories import ApiTokenFactory, CareTeamFactory, PatientFactory, UserFactory
 from .images import chest_like_pixels, encode, jpeg_bytes
+from .storage_server import s3_server, s3_storage  # noqa: F401 - a real S3 server (rclone serve s3) and a bucket per test
 from .worker import CeleryWorker, running_worker
 
 # A request as htmx sends it (the pages answer with a fragment).

@@ -32,6 +32,7 @@ class CeleryWorker:
         hold_claimed_studies_s: float = 0,
         pool: str = "solo",
         concurrency: int = 1,
+        cwd: Path | None = None,
     ) -> None:
         self.database_name = database_name
         self.queues = queues
@@ -40,6 +41,8 @@ class CeleryWorker:
         self.hold_claimed_studies_s = hold_claimed_studies_s
         # solo runs tasks in the worker's own process; prefork (production's) in pool processes.
         self.pool, self.concurrency = pool, concurrency
+        # A worker "on another host" runs from a folder of its own (the code comes through PYTHONPATH).
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = LOG_DIR / "celery-worker.log"
 
@@ -59,6 +62,8 @@ class CeleryWorker:
             # test workers serve fp32 unless a test asks otherwise (tests/test_inference_runtime.py does).
             PNEUMONIA_SERVING_VARIANT=os.environ.get("PNEUMONIA_SERVING_VARIANT", "fp32"),
         )
+        if self.cwd is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
         env.update(self.extra_env)
         if self.hold_claimed_studies_s:
             env["TEST_HOLD_CLAIMED_STUDIES_S"] = str(self.hold_claimed_studies_s)
@@ -98,7 +103,7 @@ class CeleryWorker:
                 "info",
                 *(["--include", "tests.fault_injection"] if self.hold_claimed_studies_s else []),
             ],
-            cwd=ROOT,
+            cwd=self.cwd or ROOT,
             env=self.environment(),
             stdout=log,
             stderr=subprocess.STDOUT,

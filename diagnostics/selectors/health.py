@@ -87,7 +87,8 @@ def _storage() -> bool:
         while not root.exists() and root != root.parent:  # created on the first save
             root = root.parent
         return root.is_dir() and os.access(root, os.W_OK)
-    default_storage.exists("readyz-probe")  # object storage: one authenticated HEAD round trip
+    # Object storage: one authenticated HEAD on the bucket (its existence and the credentials).
+    default_storage.connection.meta.client.head_bucket(Bucket=default_storage.bucket_name)  # type: ignore[attr-defined]
     return True
 
 

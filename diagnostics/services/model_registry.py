@@ -14,6 +14,7 @@ from ml.serving.artifacts import read_manifest, sha256_file
 from ml.serving.inference import ModelArtifactError
 
 from .audit import audit_record
+from .model_artifacts import model_artifact_publish
 from .promotion_gate import (
     GATE_BOOTSTRAP_SAMPLES,
     GATE_CI_METHOD,
@@ -46,6 +47,8 @@ def model_version_register(
     sha256 = sha256_file(onnx_path)
     if manifest.get("onnx_sha256") and manifest["onnx_sha256"] != sha256:
         raise ValidationError(f"{onnx_path} does not match the sha256 recorded in its manifest.")
+    # Object storage: the files go to the bucket first, so no row ever names a model a worker cannot fetch.
+    model_artifact_publish(artifact_dir=artifact_dir, sha256=sha256)
     name = f"{manifest['name']}@{manifest['version']}"
     existing = ModelVersion.objects.filter(name=name).first()
     if existing is not None:

@@ -20,6 +20,8 @@ from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.models import ModelVersion
 from diagnostics.selectors import model_version_list
 from diagnostics.selectors.monitoring import model_monitoring, model_serving_runtimes
+from diagnostics.services.model_artifacts import model_artifact_local_dir
+from ml.serving.inference import ModelArtifactError
 
 # The calibration plots are drawn from the manifest's metrics (formatting.plots), the others are the
 # training run's files; each kind names the split it shows.
@@ -94,7 +96,10 @@ def _plot_path(model_version: ModelVersion, kind: str) -> Path | None:
     name = (model_version.manifest.get("plots") or {}).get(kind)
     if not isinstance(name, str) or not name.endswith(".png"):
         return None
-    folder = Path(model_version.artifact_path).resolve()
+    try:  # object storage: the web host's own copy, fetched once by sha256 (services/model_artifacts.py)
+        folder = model_artifact_local_dir(model_version).resolve()
+    except (OSError, ModelArtifactError):
+        return None
     path = (folder / name).resolve()
     if folder not in path.parents or not path.is_file():
         return None
