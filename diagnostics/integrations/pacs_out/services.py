@@ -192,12 +192,14 @@ def _build(  # noqa: ANN202
 ):
     if delivery.kind == PacsDelivery.Kind.STRUCTURED_REPORT:
         reports = list(study.pacs_deliveries.filter(kind=PacsDelivery.Kind.STRUCTURED_REPORT).order_by("pk"))
+        earlier = [d for d in reports if d.pk < delivery.pk and d.status == PacsDelivery.Status.DELIVERED]
         return build_structured_report(
             films=films,
             sop_instance_uid=delivery.sop_instance_uid,
             series_uid=_series_uid(study, "sr"),
             instance_number=[d.pk for d in reports].index(delivery.pk) + 1,
             warnings=warnings,
+            predecessors=[_stored_report(study, d) for d in earlier],
         )
     captures = list(study.pacs_deliveries.filter(kind=PacsDelivery.Kind.SECONDARY_CAPTURE).order_by("pk"))
     index = [d.pk for d in captures].index(delivery.pk)
@@ -210,6 +212,17 @@ def _build(  # noqa: ANN202
         instance_number=index + 1,
         warnings=warnings,
     )
+
+
+def _stored_report(study: Study, delivery: PacsDelivery):  # noqa: ANN202 (a pydicom Dataset)
+    """What a later report's Predecessor Documents Sequence names of an SR already stored on the PACS."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import Comprehensive3DSRStorage
+
+    reference = Dataset()
+    reference.SOPClassUID, reference.SOPInstanceUID = Comprehensive3DSRStorage, delivery.sop_instance_uid
+    reference.StudyInstanceUID, reference.SeriesInstanceUID = study.study_instance_uid, _series_uid(study, "sr")
+    return reference
 
 
 def _series_uid(study: Study, kind: str) -> str:
@@ -265,7 +278,10 @@ def build_structured_report(
     series_uid: str,
     instance_number: int = 1,
     warnings: Sequence[StudyWarning] = (),
+    predecessors: Sequence[Any] = (),
 ):  # noqa: ANN201
+    """The study's TID 1500 report. `predecessors`: the study's earlier reports already on the PACS, which this
+    one revises (films were added): named in its Predecessor Documents Sequence."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -340,6 +356,7 @@ def build_structured_report(
         manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=False,  # not verified by a clinician
+        previous_versions=list(predecessors) or None,
     )
     sr.SeriesDescription = CAPTION
     sr.CodingSchemeIdentificationSequence = [private_coding_scheme()]

@@ -206,3 +206,30 @@ def test_a_writer_failure_is_a_recorded_failed_attempt_with_its_error(peer, acti
     assert (sr.status, sr.attempts, sr.last_error) == ("delivered", 3, "")
     [(_, report)] = [(d, ds) for d, ds in sent if d.kind == "sr"]
     assert report.AccessionNumber == "" and report.StudyInstanceUID == study.study_instance_uid
+
+
+def test_a_report_revised_for_a_later_film_names_the_report_it_replaces(peer, active_model, tmp_path, monkeypatch):
+    """The PACS sends one more film after the results went: the new SR covers both films, names the first SR
+    (already stored) in its Predecessor Documents Sequence, and passes dciodvfy."""
+    require_tool(shutil.which("dciodvfy"), "dicom3tools (dciodvfy)")
+    uid = generate_uid()
+    sent: list = []
+    monkeypatch.setattr(pacs_results, "_c_store", lambda study, items: sent.extend(items) or {})
+    [study] = receive(peer, cr_film_bytes(patient_id="MRN-R", study_uid=uid, seed=0))
+    study_run_inference(study_id=study.pk)
+    pacs_results.pacs_send_results(study_id=study.pk, final=True)
+    [(first, first_sr)] = [(d, ds) for d, ds in sent if d.kind == "sr"]
+    assert "PredecessorDocumentsSequence" not in first_sr
+
+    sent.clear()
+    receive(peer, cr_film_bytes(patient_id="MRN-R", study_uid=uid, seed=1))
+    study_run_inference(study_id=study.pk)
+    pacs_results.pacs_send_results(study_id=study.pk, final=True)
+    [(second, revised)] = [(d, ds) for d, ds in sent if d.kind == "sr"]
+    assert second.pk != first.pk and revised.InstanceNumber == 2
+    [study_item] = revised.PredecessorDocumentsSequence
+    [series_item] = study_item.ReferencedSeriesSequence
+    [instance_item] = series_item.ReferencedSOPSequence
+    assert study_item.StudyInstanceUID == uid and series_item.SeriesInstanceUID == revised.SeriesInstanceUID
+    assert instance_item.ReferencedSOPInstanceUID == first.sop_instance_uid
+    assert dciodvfy_errors(revised, tmp_path / "revised.dcm") == []
