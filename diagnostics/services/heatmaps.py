@@ -23,6 +23,7 @@ from ml.serving.artifacts import heatmap_extent
 from ml.serving.heatmap import cam_matches_probability, heatmap_png, positive_evidence
 
 from .audit import audit_record
+from .stored_files import file_remove_on_rollback
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def heatmap_size(*, width: int, height: int) -> tuple[int, int]:
 def _store_heatmap(*, prediction: Prediction, png: bytes, raw_max: float, team_id: int) -> HeatmapState:
     field = prediction.heatmap
     name = field.storage.save(field.field.generate_filename(prediction, "heatmap.png"), ContentFile(png))
+    file_remove_on_rollback(storage=field.storage, name=name)  # the prediction's transaction may still roll back
     # Conditional: if a second task stored one meanwhile, keep theirs and drop this file.
     if not Prediction.objects.filter(pk=prediction.pk, heatmap="").update(heatmap=name):
         field.storage.delete(name)

@@ -18,6 +18,8 @@ from diagnostics.models import Image, Study, User
 from diagnostics.selectors.warnings import IDENTITY_TAGS
 from ml.serving.decode import DecodedImage, ImageDecodeError, decode_image_bytes, read_dicom_dataset
 
+from .stored_files import file_remove_on_rollback
+
 logger = logging.getLogger(__name__)
 
 # Largest side of the derivatives kept for people (the preview, the PDF, PACS captures, window/level): a
@@ -156,6 +158,9 @@ def image_store(*, study: Study, upload: ValidatedUpload, user: User) -> Image:
     except Exception:
         image_delete_files(image=image)
         raise
+    # The row is saved but not committed: if its transaction (or savepoint) rolls back, its files go too.
+    for field_file in (image.file, image.preview, image.window_source):
+        file_remove_on_rollback(storage=field_file.storage, name=field_file.name)
     return image
 
 

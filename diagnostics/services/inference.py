@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, QuerySet
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from diagnostics.models import Image, ModelVersion, Prediction, Study
@@ -33,12 +34,15 @@ from ml.serving.inference import ModelArtifactError, Predictor
 
 from .audit import audit_record
 from .heatmaps import prediction_store_heatmap
+from .model_artifacts import model_artifact_local_dir
 from .studies import study_enqueue_inference, study_finish, study_refresh_latest_result, study_set_status
 
 logger = logging.getLogger(__name__)
 
 # Threads reading and decoding one micro-batch's files: one per core, at most 4.
 DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+# A connection cut or refused: a retry on a new connection can succeed.
+TRANSIENT_DATABASE_ERRORS = (OperationalError, InterfaceError)
 NO_ACTIVE_MODEL = "No active AI model is registered. An administrator must register and activate one."
 
 
@@ -58,7 +62,7 @@ def predictor_for(model_version: ModelVersion) -> Predictor:
         if predictor is None:
             threads = settings.INFERENCE_THREADS or None
             predictor = Predictor.from_artifact(
-                model_version.artifact_path,
+                model_artifact_local_dir(model_version),
                 intra_op_threads=threads,
                 spin=settings.INFERENCE_SPIN,
                 variant=_serving_variant(model_version),
@@ -97,7 +101,7 @@ def _serving_variant(model_version: ModelVersion) -> variants.Choice | None:
     if variants.serving_mode() == "fp32":
         return None
     try:
-        choice, why = variants.read_choice(model_version.artifact_path, cache_dir=variant_cache_dir())
+        choice, why = variants.read_choice(model_artifact_local_dir(model_version), cache_dir=variant_cache_dir())
     except (OSError, ValueError) as error:
         choice, why = None, str(error)
     if choice is None:
@@ -117,7 +121,7 @@ def serving_variants_prepare() -> None:
     ):
         try:
             choice, why = variants.ensure_choice(
-                model_version.artifact_path,
+                model_artifact_local_dir(model_version),
                 data_dir=settings.PNEUMONIA_DATA_DIR or None,
                 cache_dir=variant_cache_dir(),
                 threads=settings.INFERENCE_THREADS or None,
@@ -143,24 +147,25 @@ def preload_serving_models() -> None:
 
 
 def study_claim_for_inference(*, study_id: int) -> Study | None:
-    """Move a queued study to running, counting the attempt. None if someone else has it."""
-    now = timezone.now()
-    claimed = Study.objects.filter(pk=study_id, status=Study.Status.QUEUED).update(
-        status=Study.Status.RUNNING,
-        attempts=F("attempts") + 1,
-        status_changed_at=now,
-        lease_expires_at=now + dt.timedelta(seconds=settings.STUDY_LEASE_SECONDS),
+    """Move a queued study to running, counting the attempt. None if someone else has it, or if it
+    has had its STUDY_MAX_ATTEMPTS already (then it is failed here, with the reason)."""
+    claimed = _studies_claim(Study.objects.filter(pk=study_id))
+    if claimed:
+        return claimed[0]
+    spent = Study.objects.filter(
+        pk=study_id, status=Study.Status.QUEUED, attempts__gte=settings.STUDY_MAX_ATTEMPTS
+    ).select_related("patient")
+    for study in spent:
+        study_finish(study=study, status=Study.Status.FAILED, reason=attempts_spent_reason(study.attempts),
+                     expected=[Study.Status.QUEUED])  # fmt: skip
+    return None
+
+
+def attempts_spent_reason(attempts: int) -> str:
+    return (
+        f"The AI assessment did not complete after {attempts} attempts. "
+        "The image is kept; ask an administrator to check the inference workers, then re-upload."
     )
-    if not claimed:
-        return None
-    study = Study.objects.select_related("patient").get(pk=study_id)
-    audit_record(
-        action="study.status_changed",
-        target=study,
-        team_id=study.patient.team_id,
-        detail={"from": Study.Status.QUEUED, "to": Study.Status.RUNNING, "attempt": study.attempts},
-    )
-    return study
 
 
 def studies_claim_waiting(*, limit: int, exclude: int) -> list[Study]:
@@ -170,14 +175,37 @@ def studies_claim_waiting(*, limit: int, exclude: int) -> list[Study]:
     """
     if limit <= 0:
         return []
-    waiting = (
-        Study.objects.filter(status=Study.Status.QUEUED)
-        .exclude(pk=exclude)
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:limit]
-    )
-    claimed = (study_claim_for_inference(study_id=study_id) for study_id in list(waiting))
-    return [study for study in claimed if study is not None]
+    return _studies_claim(Study.objects.exclude(pk=exclude).order_by("created_at"), limit=limit)
+
+
+def _studies_claim(candidates: QuerySet[Study], *, limit: int = 1) -> list[Study]:
+    """Claim queued studies among `candidates` that have attempts left: running, one more attempt
+    each, a lease. One transaction: a connection cut while claiming spends no study's attempt, and
+    rows another worker is claiming are skipped, not waited for."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            candidates.filter(status=Study.Status.QUEUED, attempts__lt=settings.STUDY_MAX_ATTEMPTS)
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        Study.objects.filter(pk__in=ids).update(
+            status=Study.Status.RUNNING,
+            attempts=F("attempts") + 1,
+            status_changed_at=now,
+            lease_expires_at=now + dt.timedelta(seconds=settings.STUDY_LEASE_SECONDS),
+        )
+        studies = list(Study.objects.select_related("patient").filter(pk__in=ids).order_by("created_at"))
+        for study in studies:
+            audit_record(
+                action="study.status_changed",
+                target=study,
+                team_id=study.patient.team_id,
+                detail={"from": Study.Status.QUEUED, "to": Study.Status.RUNNING, "attempt": study.attempts},
+            )
+    return studies
 
 
 def study_run_inference(*, study_id: int) -> None:
@@ -191,13 +219,39 @@ def study_run_inference(*, study_id: int) -> None:
     if study is None:
         logger.info("Study %s is not queued; nothing to do", study_id)
         return
-    studies = [study, *studies_claim_waiting(limit=settings.INFERENCE_MAX_BATCH - 1, exclude=study.pk)]
+    studies = [study]
+    try:
+        studies += studies_claim_waiting(limit=settings.INFERENCE_MAX_BATCH - 1, exclude=study.pk)
+    except TRANSIENT_DATABASE_ERRORS:
+        studies_release_after_database_error(studies=studies)
+        raise
     study_batch_predict(studies=studies)
 
 
 def study_batch_predict(*, studies: list[Study]) -> None:
     """Predict a micro-batch of studies study_run_inference claimed (running) with the active model in one
     call, and finish each: done with its predictions, or failed with a reason."""
+    try:
+        _batch_predict_and_finish(studies=studies)
+    except TRANSIENT_DATABASE_ERRORS:
+        # The database went away, not the studies' fault: they go back to the queue with their
+        # attempt given back, and the task retries with backoff (worker/queues.py).
+        studies_release_after_database_error(studies=studies)
+        raise
+    except Exception:
+        # Possibly transient (storage): give the studies back to the queue so a
+        # retry or the reconciler can claim them again, then let the task decide.
+        for study in studies:
+            study_set_status(
+                study=study,
+                status=Study.Status.QUEUED,
+                reason="Interrupted; will retry.",
+                expected=[Study.Status.RUNNING],
+            )
+        raise
+
+
+def _batch_predict_and_finish(*, studies: list[Study]) -> None:
     try:
         active = model_version_active()
         if active is None:
@@ -209,19 +263,8 @@ def study_batch_predict(*, studies: list[Study]) -> None:
         failures = images_predict(studies=studies, model_version=active, predictor=predictor)
     except InferenceFailure as failure:
         for study in studies:
-            study_finish(study=study, status=Study.Status.FAILED, reason=str(failure))
+            study_finish(study=study, status=Study.Status.FAILED, reason=str(failure), expected=[Study.Status.RUNNING])
         return
-    except Exception:
-        # Possibly transient (database, storage): give the studies back to the queue so a
-        # retry or the reconciler can claim them again, then let the task decide.
-        for study in studies:
-            study_set_status(
-                study=study,
-                status=Study.Status.QUEUED,
-                reason="Interrupted; will retry.",
-                expected=[Study.Status.RUNNING],
-            )
-        raise
     done = [study for study in studies if study.pk not in failures]
     studies_run_shadow(studies=done)
     for study in studies:
@@ -234,6 +277,53 @@ def study_batch_predict(*, studies: list[Study]) -> None:
         else:
             study_refresh_latest_result(study=study)
             study_finish(study=study, status=Study.Status.DONE)
+
+
+# Waits between tries to give studies back after a database error: about 15 s in all.
+RELEASE_BACKOFF_SECONDS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+INTERRUPTED_BY_DATABASE = "Interrupted by a database error; will retry."
+
+
+def studies_release_after_database_error(*, studies: list[Study]) -> int:
+    """Give the still-running studies of an interrupted batch back to the queue and their attempt back:
+    the work stopped because the database connection went away, which says nothing about the studies.
+    Tried again with backoff while the database stays away; if it never answers, the studies stay
+    running until their lease runs out and the reconciler re-queues them (the attempt then stays spent).
+    Returns how many were given back."""
+    ids = [study.pk for study in studies]
+    for pause in RELEASE_BACKOFF_SECONDS:
+        time.sleep(pause)
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()  # a cut connection is never usable again
+        try:
+            with transaction.atomic():
+                running = list(
+                    Study.objects.select_for_update()
+                    .select_related("patient")
+                    .filter(pk__in=ids, status=Study.Status.RUNNING)
+                )
+                Study.objects.filter(pk__in=[s.pk for s in running]).update(
+                    status=Study.Status.QUEUED,
+                    attempts=Greatest(F("attempts") - 1, 0),
+                    failure_reason=INTERRUPTED_BY_DATABASE,
+                    status_changed_at=timezone.now(),
+                    lease_expires_at=None,
+                )
+                for study in running:
+                    audit_record(
+                        action="study.status_changed",
+                        target=study,
+                        team_id=study.patient.team_id,
+                        detail={"from": Study.Status.RUNNING, "to": Study.Status.QUEUED,
+                                "reason": INTERRUPTED_BY_DATABASE, "attempt_refunded": True},
+                    )  # fmt: skip
+        except TRANSIENT_DATABASE_ERRORS as error:
+            logger.warning("Giving studies %s back after a database error failed (%s); trying again", ids, error)
+            continue
+        logger.warning("Studies %s given back to the queue after a database error", [s.pk for s in running])
+        return len(running)
+    logger.error("Studies %s stay running until their lease runs out: the database did not come back", ids)
+    return 0
 
 
 def studies_run_shadow(*, studies: list[Study]) -> None:
