@@ -94,7 +94,7 @@ def test_the_study_button_acknowledges_every_refused_film_once(owner, refused):
     answer = client.post(reverse("study_acknowledge", args=[refused.pk]), {"next_query": "reading=unread&x=1"})
 
     assert answer.status_code == 302
-    assert answer["Location"] == f"/studies/{refused.pk}/?reading=unread#study-summary"
+    assert answer["Location"] == f"/studies/{refused.pk}/?reading=unread#reading"
     assert Acknowledgement.objects.filter(prediction__image__study=refused, clinician=owner).count() == 2
     assert refused.pk not in unread_ids(owner)
     page = client.get(reverse("study_detail", args=[refused.pk])).content.decode()

@@ -55,14 +55,14 @@ def test_the_worklist_shows_read_unread_and_the_acquisition_date_and_filters_by_
     )
     client = login_client(owner)
     page = client.get(reverse("worklist"), {"sort": "newest"}).content.decode()
-    assert '<th scope="col">Reading</th>' in page and '<th scope="col">Acquired</th>' in page
+    assert '<th role="columnheader" scope="col">Reading</th>' in page and '<th role="columnheader" scope="col">Acquired</th>' in page
     # Newest first: the DICOM study (its header's date), the read one (uploaded today), the older upload.
-    assert re.findall(r'<td class="reading"><span class="reading-\w+">(\w+)</span>', page) == [
+    assert re.findall(r'<td role="cell" class="reading"><span class="reading-\w+">(\w+)</span>', page) == [
         "Unread",
         "Read",
         "Unread",
     ]
-    acquired = re.findall(r'<td class="acquired">(.*?)</td>', page)
+    acquired = re.findall(r'<td role="cell" class="acquired" data-label="Acquired">(.*?)</td>', page)
     assert acquired[0] == '<span class="acquired-date">2024-01-02</span>'  # StudyDate of the DICOM film
     assert acquired[2] == '<span class="acquired-date">2024-02-29</span> <span class="muted">(uploaded)</span>'
     assert '<select name="reading"' in page and '<option value="unread">Unread</option>' in page

@@ -119,4 +119,4 @@ def study_acknowledge(request: AuthenticatedHttpRequest, study_id: int) -> HttpR
         )
     # Back to the study with the worklist filters it was opened with (the next-unread link keeps them).
     query = WorklistFilterForm(QueryDict(request.POST.get("next_query", ""))).querystring()
-    return redirect(reverse("study_detail", args=[study.pk]) + (f"?{query}" if query else "") + "#study-summary")
+    return redirect(reverse("study_detail", args=[study.pk]) + (f"?{query}" if query else "") + "#reading")

@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
@@ -23,6 +24,7 @@ from diagnostics.selectors import (
     study_get_for_user,
     study_list_for_user,
     study_list_with_row_facts,
+    study_read_exists,
     study_summary,
 )
 from diagnostics.selectors.comparison import study_comparison_for_user, study_previous_for_user
@@ -78,6 +80,11 @@ def worklist(request: AuthenticatedHttpRequest) -> HttpResponse:
         "refresh_querystring": filters.querystring(page=str(page.number)) if page.number > 1 else querystring,
         "pending": any(study.status in PENDING for study in studies),
         "columns": _sort_columns(filters),
+        # The reading queue's start: the first unread study in this order and these filters, at its form.
+        "first_unread_id": filters.filter(study_list_for_user(user=request.user))
+        .filter(~study_read_exists())
+        .values_list("pk", flat=True)
+        .first(),
     }
     template = "diagnostics/_worklist_table.html" if is_htmx(request) else "diagnostics/worklist.html"
     return render(request, template, context)
@@ -264,6 +271,8 @@ def _study_context(request: AuthenticatedHttpRequest, study: Study) -> dict[str,
         # Films with no AI result that no clinician has acknowledged yet ("seen: no AI result").
         "summary_unacknowledged": sum(1 for result in refused if not result.acknowledgements),
         "summary_acknowledged": any(result.acknowledgements for result in refused),
+        # Where '#reading' (the next-unread link) lands: the first film nobody has read yet.
+        "reading_number": next((r.number for r in results if r.prediction is not None and not r.is_read), None),
         # The conclusion first: the most suspicious film, how many were assessed, which were refused and why.
         "summary": summary,
         # Wrong patient, outside intended use, age unknown: before the result, on every surface.
@@ -291,12 +300,23 @@ def _neighbours(request: AuthenticatedHttpRequest, study: Study) -> dict[str, ob
     position = ids.index(study.pk) if study.pk in ids else None
     querystring = filters.querystring()
     return {
+        "next_unread_id": _next_unread(studies, study=study, after=ids[position + 1 :] if position is not None else []),
         "previous_id": ids[position - 1] if position else None,
         "next_id": ids[position + 1] if position is not None and position + 1 < len(ids) else None,
         "position": position + 1 if position is not None else None,
         "worklist_count": len(ids),
         "querystring": querystring,
     }
+
+
+def _next_unread(studies: QuerySet[Study], *, study: Study, after: list[int]) -> int | None:
+    """The reading queue: the first unread study (selectors.study_read_exists) after this one in the
+    worklist's order and filters, else the first unread one before it; never this study."""
+    unread = list(
+        studies.filter(~study_read_exists()).exclude(pk=study.pk).values_list("pk", flat=True)[:STUDY_NAVIGATION_LIMIT]
+    )
+    following = set(after)
+    return next((pk for pk in unread if pk in following), unread[0] if unread else None)
 
 
 @login_required

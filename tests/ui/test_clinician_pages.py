@@ -103,7 +103,7 @@ def test_the_order_menu_shows_each_option_whole(page, live_server, width, owner)
     assert page.js_errors == [], page.js_errors
 
 
-def test_the_worklist_table_scrolls_in_its_own_region_and_the_page_does_not(page, live_server, width, owner, team):
+def test_the_worklist_table_never_pushes_the_page_sideways(page, live_server, width, owner, team):
     other = PatientFactory(team=team, created_by=owner, name="Maria Salomea Skłodowska-Curie",
                            medical_record_number="MRN-2024-000123456")  # fmt: skip
     PredictionFactory(study=StudyFactory(created_by=owner, patient=other, accession_number="ACC-2024-0000001"),
@@ -114,12 +114,8 @@ def test_the_worklist_table_scrolls_in_its_own_region_and_the_page_does_not(page
     expect(region.locator("tbody tr")).to_have_count(1)
     assert_fits_the_screen(page)
     scroll = region.evaluate("(r) => ({scroll: r.scrollWidth, client: r.clientWidth})")
-    if width == 390:
-        assert scroll["scroll"] > scroll["client"], scroll  # the table is wider than a phone: it scrolls here
-        region.focus()
-        expect(region).to_be_focused()
-        page.keyboard.press("ArrowRight")
-        page.wait_for_function("() => document.querySelector('.table-scroll').scrollLeft > 0")
+    if width == 390:  # a card per study on a phone (issue 33): nothing left to scroll sideways
+        assert scroll["scroll"] <= scroll["client"], scroll
     assert_axe_clean(page, f"pages-worklist-table-{width}")
     assert page.js_errors == [], page.js_errors
 

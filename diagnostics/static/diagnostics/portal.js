@@ -398,7 +398,14 @@
       button.textContent = root && fullscreenRoot(button) === root ? "Exit full screen" : "Full screen";
     });
     document.querySelectorAll("[data-viewer]").forEach(function (viewer) {
-      if (views.has(viewer)) renderView(viewer);
+      if (!views.has(viewer)) return;
+      // The stage changed size: the offsets of the old one mean nothing here; keep the zoom, centre the film.
+      var state = viewState(viewer), p = parts(viewer);
+      if (p.stage && p.pan) {
+        state.x = (p.stage.clientWidth - p.pan.offsetWidth * state.scale) / 2 - p.pan.offsetLeft;
+        state.y = (p.stage.clientHeight - p.pan.offsetHeight * state.scale) / 2 - p.pan.offsetTop;
+      }
+      renderView(viewer);
     });
     announce(root ? "Full screen. Press Escape to leave it." : "Full screen closed.");
   }
@@ -711,5 +718,62 @@
   document.addEventListener("DOMContentLoaded", focusUploadErrors);
   document.addEventListener("htmx:afterSettle", function (event) {
     if (event.detail.elt && event.detail.elt.id === "upload-form") focusUploadErrors();
+  });
+
+  /* ---- the reading queue: focus follows the work ---- */
+  /* The first control of the first film nobody has read yet (or the study's own "seen" button), else the
+   * link to the next unread study: where the keyboard should be once a reading is recorded. */
+  function focusNextReading(after) {
+    var sections = Array.prototype.slice.call(document.querySelectorAll("[data-reading][data-unread]"));
+    var next = sections.filter(function (section) {
+      return !after || (after.compareDocumentPosition(section) & Node.DOCUMENT_POSITION_FOLLOWING);
+    })[0] || sections[0];
+    var target = next && next.querySelector("input:not([type=hidden]), button, textarea");
+    if (!target) target = document.querySelector("[data-next-unread]");
+    if (!target) return false;
+    target.focus({ preventScroll: true });
+    (next || target).scrollIntoView({ block: "start" });
+    return true;
+  }
+
+  // A reading recorded (htmx swapped the film's section back in): on to the next film, or the next study.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    // outerHTML: the target is the section that was replaced; its successor has the same id.
+    var old = event.detail.target;
+    var section = old && old.id ? document.getElementById(old.id) : null;
+    if (!section || !section.matches("[data-reading]")) return;
+    if (section.hasAttribute("data-unread") || !section.querySelector(".success")) return;  // refused: stay
+    if (!focusNextReading(section)) return;
+    announce(document.activeElement && document.activeElement.matches("[data-next-unread]")
+      ? "Every film of this study is read. Next: the next unread study."
+      : "Recorded. Next film's reading form.");
+  });
+
+  // Opened from "Next unread" (#reading): the reading form is in view and has the keyboard.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (window.location.hash === "#reading") focusNextReading(null);
+  });
+  // Chrome's own scroll to the #reading anchor (at load) leaves the focus on the page: take it back.
+  window.addEventListener("load", function () {
+    if (window.location.hash === "#reading" && document.activeElement === document.body) focusNextReading(null);
+  });
+
+  /* ---- worklist filters: one history entry per change of the filters ---- */
+  // Typing fires keyup (after a pause) and then change when the field is left, both for the same filters:
+  // the second request would push the same URL again, and Back would seem to do nothing.
+  function sameQuery(a, b) {
+    function normal(search) {
+      var params = new URLSearchParams(search), kept = [];
+      params.forEach(function (value, key) { if (value !== "") kept.push(key + "=" + value); });
+      return kept.sort().join("&");
+    }
+    return normal(a) === normal(b);
+  }
+  document.addEventListener("htmx:configRequest", function (event) {
+    var form = event.detail.elt;
+    if (!form || form.id !== "worklist-filters" || event.detail.verb !== "get") return;
+    var query = new URLSearchParams();
+    event.detail.formData.forEach(function (value, key) { query.append(key, value); });
+    if (sameQuery(query.toString(), window.location.search)) event.preventDefault();
   });
 })();
