@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from diagnostics.admin_display import json_table
 from diagnostics.models import ApiToken, User, WebhookDelivery
 from diagnostics.services.api_tokens import api_token_check_account, api_token_issue, api_token_revoke
 
@@ -116,11 +117,12 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_display = ("id", "study", "event", "url", "status", "attempts", "last_response_code", "created_at")
     list_filter = ("status", "event")
     search_fields = ("url", "study__id")
+    exclude = ("payload",)
     readonly_fields = (
         "study",
         "url",
         "event",
-        "payload",
+        json_table("payload", "payload"),  # a table, not JSON (admin_display)
         "status",
         "attempts",
         "last_response_code",

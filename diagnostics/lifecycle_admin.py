@@ -16,7 +16,9 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from diagnostics.admin_display import json_table, metric_text
 from diagnostics.formatting.manifest_tables import manifest_html, metrics_html
+from diagnostics.formatting.numbers import score_percent
 from diagnostics.formatting.words import metric_rows
 from diagnostics.models import ModelVersion, PromotionGate, TrainingRun, User
 from diagnostics.selectors import model_version_active, shadow_comparison
@@ -60,7 +62,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     # Read-only: the JSON fields are shown as tables (manifest_tables), never as raw JSON.
     fieldsets = [
         (None, {"fields": [
-            "name", "architecture", "status", "threshold", "preprocessing_version", "sha256", "artifact_path",
+            "name", "architecture", "status", "threshold_text", "preprocessing_version", "sha256", "artifact_path",
             "training_run", "created_at", "activated_at",
         ]}),
         ("Metrics", {"fields": ["metrics_tables"]}),
@@ -68,8 +70,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
         ("Manifest", {"fields": ["manifest_tables"]}),
     ]  # fmt: skip
     readonly_fields = [f.name for f in ModelVersion._meta.fields] + [
-        "metrics_tables", "evaluation_tables", "manifest_tables",
+        "metrics_tables", "evaluation_tables", "manifest_tables", "threshold_text",
     ]  # fmt: skip
+
+    @admin.display(description="decision threshold")
+    def threshold_text(self, obj: ModelVersion) -> str:
+        return score_percent(obj.threshold)
+
     change_form_template = "admin/diagnostics/modelversion/change_form.html"
 
     @admin.display(description="metrics")
@@ -94,18 +101,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="validation AUC")
     def validation_auc(self, obj: ModelVersion) -> str:
-        value = (obj.metrics.get("validation") or {}).get("roc_auc")
-        return f"{value:.4f}" if isinstance(value, float) else "—"
+        return metric_text((obj.metrics.get("validation") or {}).get("roc_auc"))
 
     @admin.display(description="gate-set AUC")
     def gate_auc(self, obj: ModelVersion) -> str:
-        value = obj.evaluation.get("roc_auc")
-        return f"{value:.4f}" if isinstance(value, float) else "—"
+        return metric_text(obj.evaluation.get("roc_auc"))
 
     @admin.display(description="gate-set sensitivity")
     def gate_sensitivity(self, obj: ModelVersion) -> str:
-        value = obj.evaluation.get("sensitivity")
-        return f"{value:.4f}" if isinstance(value, float) else "—"
+        return metric_text(obj.evaluation.get("sensitivity"))
 
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
@@ -332,11 +336,22 @@ class TrainingRunForm(forms.Form):
     )
 
 
+TRAINING_RUN_JSON = ("config", "progress", "data_summary")
+
+
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
     list_display = ("id", "architecture", "status", "trigger", "requested_by", "device", "progress_text", "created_at")
     list_filter = ("status", "architecture", "trigger")
-    readonly_fields = [f.name for f in TrainingRun._meta.fields]
+    # The JSON fields as tables (admin_display), not as JSON.
+    exclude = ("config", "progress", "data_summary")
+    readonly_fields = [
+        f.name for f in TrainingRun._meta.fields if f.name not in ("config", "progress", "data_summary")
+    ] + [
+        json_table("config", "configuration"),
+        json_table("progress", "progress"),
+        json_table("data_summary", "data summary"),
+    ]
     change_form_template = "admin/diagnostics/trainingrun/change_form.html"
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:

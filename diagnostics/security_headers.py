@@ -3,7 +3,11 @@
 - ``Content-Security-Policy``: scripts only from this site's own files (the templates have no
   inline script or event handler), no plugins, no framing, forms post only here (and sign-out goes on to
   the OpenID Connect provider where one is configured). Inline ``style``
-  attributes stay allowed (a few bars and widths are set that way); no script can be.
+  attributes stay allowed (a few bars and widths are set that way); no script can be. The one inline
+  script that is needed, django-celery-beat's periodic-task form, runs by a nonce: each request gets a
+  fresh one (``request.csp_nonce``), named in the header's script-src, and the overriding template
+  (templates/admin/djcelery/change_periodictask_form.html) puts it on that script; an injected script
+  cannot know it. Scripts never get 'unsafe-inline'.
 - ``Cache-Control: no-store`` on every answer to a signed-in user and on every API answer: pages
   and JSON carry patient data, which no browser or proxy cache may keep (Back then reloads the page
   instead of showing a cached fragment). Static files (served earlier by WhiteNoise) keep theirs.
@@ -13,6 +17,7 @@
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -46,13 +51,21 @@ def content_security_policy(end_session_endpoint: str) -> str:
     return CONTENT_SECURITY_POLICY.replace("form-action 'self'", f"form-action 'self' {parts.scheme}://{parts.netloc}")
 
 
+def with_nonce(policy: str, nonce: str) -> str:
+    """The policy with this response's nonce among the script sources."""
+    return policy.replace("script-src 'self'", f"script-src 'self' 'nonce-{nonce}'", 1)
+
+
 class SecurityHeadersMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        nonce = secrets.token_urlsafe(18)
+        request.csp_nonce = nonce  # type: ignore[attr-defined]  # templates: {{ request.csp_nonce }}
         response = self.get_response(request)
-        response.setdefault("Content-Security-Policy", content_security_policy(settings.OIDC_OP_END_SESSION_ENDPOINT))
+        policy = content_security_policy(settings.OIDC_OP_END_SESSION_ENDPOINT)
+        response.setdefault("Content-Security-Policy", with_nonce(policy, nonce))
         user = getattr(request, "user", None)
         if request.path.startswith("/api/") or (user is not None and user.is_authenticated):
             response["Cache-Control"] = "no-store, private"

@@ -25,9 +25,7 @@ urlpatterns = [
     path("images/<int:image_id>/preview.png", images.image_preview, name="image_preview"),
     path("predictions/<int:prediction_id>/heatmap.png", predictions.heatmap_image, name="heatmap_image"),
     path("predictions/<int:prediction_id>/feedback/", predictions.feedback_submit, name="feedback_submit"),
-    path(
-        "predictions/<int:prediction_id>/acknowledge/", predictions.acknowledgement_submit, name="acknowledgement_submit"
-    ),
+    path("predictions/<int:prediction_id>/acknowledge/", predictions.acknowledgement_submit, name="acknowledge"),
     path("models/", models.model_list, name="model_list"),
     path("models/<int:model_id>/", models.model_detail, name="model_detail"),
     path("models/<int:model_id>/plots/<slug:kind>.png", models.model_plot, name="model_plot"),

@@ -4,6 +4,8 @@ the API alike (selectors.study_read_exists owns the rule)."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
@@ -89,7 +91,7 @@ def test_a_shadow_refusal_or_another_teams_film_cannot_be_acknowledged(owner, ou
 def test_the_study_button_acknowledges_every_refused_film_once(owner, refused):
     client = login_client(owner)
     page = client.get(reverse("study_detail", args=[refused.pk])).content.decode()
-    assert "Seen: no AI result" in page and 'action="/studies/%d/acknowledge/"' % refused.pk in page
+    assert "Seen: no AI result" in page and f'action="/studies/{refused.pk}/acknowledge/"' in page
 
     answer = client.post(reverse("study_acknowledge", args=[refused.pk]), {"next_query": "reading=unread&x=1"})
 
@@ -98,19 +100,24 @@ def test_the_study_button_acknowledges_every_refused_film_once(owner, refused):
     assert Acknowledgement.objects.filter(prediction__image__study=refused, clinician=owner).count() == 2
     assert refused.pk not in unread_ids(owner)
     page = client.get(reverse("study_detail", args=[refused.pk])).content.decode()
-    assert "Seen by a clinician: no AI result." in page and 'action="/studies/%d/acknowledge/"' % refused.pk not in page
+    assert "Seen by a clinician: no AI result." in page and f'action="/studies/{refused.pk}/acknowledge/"' not in page
     with pytest.raises(ValidationError, match="No film of this study"):
         study_acknowledge_not_analysable(
             user=owner, study=study_list_for_user(user=owner).prefetch_related("images__predictions").get()
         )
     worklist = client.get(reverse("worklist")).content.decode()
     assert '<span class="reading-read">Read</span>' in worklist
+    from pypdf import PdfReader
+
+    report = PdfReader(io.BytesIO(client.get(reverse("study_report", args=[refused.pk])).content))
+    text = " ".join(" ".join(page.extract_text().split()) for page in report.pages)
+    assert "Image 1 AI: not analysable. Seen by alice" in text and "Image 2 AI: not analysable. Seen by alice" in text
 
 
 def test_the_film_form_acknowledges_one_film_and_htmx_gets_the_section_back(owner, outsider, refused):
     first, second = Prediction.objects.filter(image__study=refused).order_by("image__pk")
     client = login_client(owner)
-    url = reverse("acknowledgement_submit", args=[first.pk])
+    url = reverse("acknowledge", args=[first.pk])
     answer = client.post(url, {"comment": "looked myself"}, HTTP_HX_REQUEST="true")
     assert answer.status_code == 200
     html = answer.content.decode()

@@ -155,7 +155,11 @@ def test_live_status_answers_204_until_the_status_changes_then_the_new_results(o
     prediction = PredictionFactory(study=study, model_version=active_model, probability=0.91, finish_study=True)
     done = client.get(live, {"seen": "running"}, **HTMX).content.decode()
     assert 'hx-trigger="every 2s" hx-swap="outerHTML">' not in done.split('id="study-results"')[1].split(">")[0]
-    assert "Pneumonia suspected" in done and score_percent(prediction.probability, prediction.threshold) in done and active_model.name in done
+    assert (
+        "Pneumonia suspected" in done
+        and score_percent(prediction.probability, prediction.threshold) in done
+        and active_model.name in done
+    )
     # The finding comes first in words, then the numbers.
     assert done.index("Pneumonia suspected") < done.index("Probability of pneumonia") < done.index("Model version")
     # The heatmap is stored with the prediction (this factory-made one has none): nothing to poll for.

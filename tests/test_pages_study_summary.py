@@ -193,6 +193,12 @@ def test_the_worklist_shows_each_study_s_films_and_the_patient_s_age_at_upload(o
     study_of(owner, patient, ["a.jpeg", "b.jpeg", "c.jpeg"])
     study_of(owner, patient, ["d.jpeg"])
     page = login_client(owner).get(reverse("worklist")).content.decode()
-    assert '<th role="columnheader" scope="col">Age at upload</th>' in page and '<th role="columnheader" scope="col">Films</th>' in page
-    assert re.findall(r'<td role="cell" class="film-count" data-label="Films">(\d+)</td>', page) == ["1", "3"]  # newest first
+    assert (
+        '<th role="columnheader" scope="col">Age at upload</th>' in page
+        and '<th role="columnheader" scope="col">Films</th>' in page
+    )
+    assert re.findall(r'<td role="cell" class="film-count" data-label="Films">(\d+)</td>', page) == [
+        "1",
+        "3",
+    ]  # newest first
     assert re.findall(r'<td role="cell" class="age" data-label="Age">([^<]+)</td>', page) == ["3 y 2 mo"] * 2

@@ -90,7 +90,7 @@ def test_the_report_opens_with_the_study_pages_conclusion(owner, five_film_study
     ):
         assert words in study_page, words
         assert words in first, words
-    assert first.index("Study result") < first.index("Image 1 chest-1.jpeg (JPEG")
+    assert first.index("Study result") < first.index("Clinicians' readings")  # the answer opens the report
 
 
 def test_a_not_analysable_film_is_listed_with_its_reason_in_the_summary(owner, patient, active_model):
@@ -154,7 +154,7 @@ def test_times_are_in_the_portals_time_zone_which_is_named(settings, owner, pati
     client = login_client(owner)
     text = " ".join(report_pages(client, study))
     assert "Uploaded 2024-01-15 10:30:05 EST" in text
-    assert "Assessed 2024-07-01 08:00:00 EDT" in text
+    assert "assessed 2024-07-01 08:00:00 EDT." in text
     assert "Times in this report are in the portal's time zone, America/New_York." in text
     assert "UTC" not in text
 
@@ -169,7 +169,7 @@ def test_the_patients_age_on_the_day_of_the_study(owner, team):
     study = StudyFactory(created_by=owner, patient=patient, films=[("film.dcm", film)])
     client = login_client(owner)
     text = " ".join(report_pages(client, study))
-    assert "2021-03-04 / aged 2 y 9 mo on 2 Jan 2024, the day of the study" in text
+    assert "2021-03-04, aged 2 y 9 mo on 2 Jan 2024, the day of the study" in text
     page = page_text(client.get(reverse("study_detail", args=[study.pk])).content.decode())
     assert "Patient born 2021-03-04 (aged 2 y 9 mo on 2 Jan 2024, the day of the study)" in page
 
@@ -225,3 +225,37 @@ def test_a_report_of_many_films_draws_the_pictures_of_the_first_few_only(setting
         assert text.count("left out of the PDF") == 12 - cap
         assert sum(report_page_images(client, study)) == cap
     assert timings[3] < timings[12], timings
+
+
+DISCLAIMER = "It is not a diagnosis and does not replace the interpretation of the film"
+
+
+def test_a_one_film_report_is_one_page_with_the_answer_readings_and_disclaimer_first(owner, member, patient):
+    """Issue 33, item 6: the answer, its warnings and the readings open the report, and a one-film report
+    (pictures included) fits one page instead of leaving page 1 half empty."""
+    study = StudyFactory(created_by=owner, patient=patient, accession_number="ACC-ONE")
+    prediction = PredictionFactory(study=study, probability=0.93, finish_study=True)
+    FeedbackFactory(prediction=prediction, clinician=member, agrees=True, confirmed_label=prediction.label)
+    client = login_client(owner)
+    pages = report_pages(client, study)
+    assert len(pages) == 1, "\n---PAGE---\n".join(pages)
+    [text] = pages
+    answer, readings, disclaimer = (
+        text.index("Study result"),
+        text.index("Clinicians' readings"),
+        text.index(DISCLAIMER),
+    )
+    assert answer < readings < disclaimer < text.index("Patient and study") < text.index("Image 1: the film")
+    assert "Image 1 AI: pneumonia suspected, 93.0 %. bob agreed: pneumonia" in text
+    assert report_page_images(client, study) == [2 if prediction.heatmap else 1]
+
+
+def test_no_page_holds_only_the_disclaimer(owner, five_film_study):
+    pages = report_pages(login_client(owner), five_film_study)
+    assert DISCLAIMER in pages[0]  # with the answer, on the first page
+    assert all(DISCLAIMER not in page for page in pages[1:])
+    assert all(re.search(r"Image \d: the film", page) for page in pages[1:])  # every later page holds films
+    first = pages[0]
+    assert first.index("Study result") < first.index("Clinicians' readings") < first.index("Patient and study")
+    for number in range(1, FILMS + 1):
+        assert f"Image {number} AI: " in first  # every film's AI result and reading, on page 1

@@ -55,7 +55,10 @@ def test_the_worklist_shows_read_unread_and_the_acquisition_date_and_filters_by_
     )
     client = login_client(owner)
     page = client.get(reverse("worklist"), {"sort": "newest"}).content.decode()
-    assert '<th role="columnheader" scope="col">Reading</th>' in page and '<th role="columnheader" scope="col">Acquired</th>' in page
+    assert (
+        '<th role="columnheader" scope="col">Reading</th>' in page
+        and '<th role="columnheader" scope="col">Acquired</th>' in page
+    )
     # Newest first: the DICOM study (its header's date), the read one (uploaded today), the older upload.
     assert re.findall(r'<td role="cell" class="reading"><span class="reading-\w+">(\w+)</span>', page) == [
         "Unread",

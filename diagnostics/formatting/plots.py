@@ -13,8 +13,9 @@ from .numbers import metric
 
 
 def calibration_plot_png(*, summary: Mapping[str, Any], title: str, image_format: str = "png") -> bytes | None:
-    """PNG (or, for tests, SVG with its text kept as text) of `summary`'s reliability curve (an ml.training.evaluation summary: `reliability_curve`
-    bins and `ece`), the legend giving the summary's own ECE; None when it records no curve."""
+    """PNG (or, for tests, SVG with its text kept as text) of `summary`'s reliability curve (an
+    ml.training.evaluation summary: `reliability_curve` bins and `ece`), the legend giving the summary's
+    own ECE; None when it records no curve."""
     curve = [row for row in summary.get("reliability_curve") or [] if row.get("count")]
     if not curve:
         return None
@@ -27,9 +28,7 @@ def calibration_plot_png(*, summary: Mapping[str, Any], title: str, image_format
     axes = figure.subplots()
     axes.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="perfect calibration")
     label = f"ECE {metric(summary['ece'])}" if summary.get("ece") is not None else "observed"
-    axes.plot(
-        [row["mean_predicted"] for row in curve], [row["fraction_positive"] for row in curve], "o-", label=label
-    )
+    axes.plot([row["mean_predicted"] for row in curve], [row["fraction_positive"] for row in curve], "o-", label=label)
     axes.set(
         xlabel="mean AI score in the bin",
         ylabel="observed fraction with pneumonia",

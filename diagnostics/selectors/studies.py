@@ -85,7 +85,9 @@ def study_list_with_row_facts(studies: QuerySet[Study]) -> QuerySet[Study]:
     """What a worklist row shows besides the study itself: `film_count`, `read` (study_read_exists) and
     `dicom_study_date` (study_dicom_date; the row falls back to the upload date), each a correlated
     subquery of the list's own query, computed only for the rows a page shows."""
-    return study_list_with_film_counts(studies).annotate(read=study_read_annotation(), dicom_study_date=study_dicom_date())
+    return study_list_with_film_counts(studies).annotate(
+        read=study_read_annotation(), dicom_study_date=study_dicom_date()
+    )
 
 
 def study_list_filter(

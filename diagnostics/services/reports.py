@@ -18,7 +18,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from PIL import Image as PILImage
 
-from diagnostics.models import Feedback, Image, Prediction, Study, User
+from diagnostics.models import Acknowledgement, Feedback, Image, Prediction, Study, User
 from diagnostics.selectors import FilmResult, study_film_results, study_summary, study_taken_on
 from diagnostics.selectors.heatmaps import HeatmapState
 from diagnostics.selectors.warnings import study_warnings
@@ -96,6 +96,7 @@ class ReportImage:
     overlay_uri: str
     heatmap: HeatmapState | None
     readings: list[Feedback]  # the clinicians' readings of the film, newest (the current one) first
+    acknowledgements: list[Acknowledgement]  # "seen: no AI result" on a film the AI could not assess
 
 
 def _data_uri(png: bytes) -> str:
@@ -115,10 +116,15 @@ def _report_images(films: list[FilmResult]) -> list[ReportImage]:
                 with result.prediction.heatmap.open("rb") as handle:
                     overlay_uri = _data_uri(png_bytes(overlay_pixels(film=film, heatmap_png=handle.read())))
             film_uri = _data_uri(png_bytes(film))
-        readings = list(result.prediction.feedback.all()) if result.prediction is not None else []  # prefetched
+        prediction = result.prediction
+        readings = list(prediction.feedback.all()) if prediction is not None else []  # prefetched
+        acknowledgements = list(prediction.acknowledgements.all()) if prediction is not None else []
         images.append(
-            ReportImage(result.number, result.image, result.prediction, film_uri, overlay_uri, result.heatmap, readings)
-        )
+            ReportImage(
+                result.number, result.image, prediction, film_uri, overlay_uri, result.heatmap, readings,
+                acknowledgements,
+            )
+        )  # fmt: skip
     return images
 
 

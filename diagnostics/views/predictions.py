@@ -114,9 +114,7 @@ def study_acknowledge(request: AuthenticatedHttpRequest, study_id: int) -> HttpR
         messages.error(request, "Not recorded: " + " ".join(failure.messages))
     else:
         count = len(acknowledged)
-        messages.success(
-            request, f"Recorded: you have seen {count} film{'s' if count != 1 else ''} with no AI result."
-        )
+        messages.success(request, f"Recorded: you have seen {count} film{'s' if count != 1 else ''} with no AI result.")
     # Back to the study with the worklist filters it was opened with (the next-unread link keeps them).
     query = WorklistFilterForm(QueryDict(request.POST.get("next_query", ""))).querystring()
     return redirect(reverse("study_detail", args=[study.pk]) + (f"?{query}" if query else "") + "#reading")

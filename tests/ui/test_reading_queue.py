@@ -24,7 +24,7 @@ from diagnostics.selectors import study_list_filter, study_list_for_user
 
 from ..factories import ModelVersionFactory, PatientFactory, PredictionFactory, StudyFactory
 from ..images import jpeg_bytes
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, run_axe
 from .test_clinician_journey import log_in
 from .test_clinician_pages import assert_axe_clean, assert_fits_the_screen
 from .test_film_viewer import assessed_with_heatmap, box, open_first_film
@@ -42,8 +42,8 @@ def size(request, page) -> tuple[int, int]:
 
 def refused_study(owner: Any, patient: Any, *, films: int = 1, seed: int = 0, accession: str = "") -> Study:
     """A done study whose every film the input gate refused."""
-    study = StudyFactory(created_by=owner, patient=patient, accession_number=accession,
-                         films=[(f"film-{n}.jpeg", jpeg_bytes(size=96, seed=seed + n)) for n in range(films)])  # fmt: skip
+    pictures = [(f"film-{n}.jpeg", jpeg_bytes(size=96, seed=seed + n)) for n in range(films)]
+    study = StudyFactory(created_by=owner, patient=patient, accession_number=accession, films=pictures)
     model = ModelVersionFactory()
     for image in study.images.all():
         Prediction.objects.create(
@@ -184,8 +184,12 @@ def test_after_a_reading_focus_goes_to_the_next_film_then_to_the_next_unread_stu
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(rf".*/studies/{second.pk}/\?sort=oldest#reading$"))
     prediction = Prediction.objects.get(image__study=second)
-    page.wait_for_function(f"() => document.getElementById('feedback-{prediction.pk}').contains(document.activeElement)")
-    expect(page.locator(f"#feedback-{prediction.pk}").get_by_role("button", name="Record my reading")).to_be_in_viewport()
+    page.wait_for_function(
+        f"() => document.getElementById('feedback-{prediction.pk}').contains(document.activeElement)"
+    )
+    expect(
+        page.locator(f"#feedback-{prediction.pk}").get_by_role("button", name="Record my reading")
+    ).to_be_in_viewport()
     assert_axe_clean(page, f"queue-next-unread-{size[0]}")
     assert page.js_errors == [], page.js_errors
 
@@ -290,4 +294,44 @@ def test_a_triage_of_ten_studies_through_the_reading_queue(page, live_server, si
               "actions_per_study": per_study, "scrolls": 0, "seconds": round(seconds, 1)}  # fmt: skip
     (ARTIFACTS / f"triage-{size[0]}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
+    assert page.js_errors == [], page.js_errors
+
+
+def test_admin_pages_show_tables_and_the_beat_form_runs_under_the_policy(page, live_server, size, owner, patient):
+    """The prediction's and the audit event's pages show tables and rounded figures, not JSON; the periodic
+    task form of django-celery-beat runs its inline script by the request's nonce (a script the policy
+    refused would fail the test: conftest collects CSP messages)."""
+    from diagnostics.services.audit import audit_record
+
+    from ..factories import AdminFactory
+    from .test_clinician_journey import PASSWORD
+
+    prediction = PredictionFactory(study=StudyFactory(created_by=owner, patient=patient), probability=0.62)
+    Prediction.objects.filter(pk=prediction.pk).update(threshold=0.5188876390457153, latency_ms=4.1497299999946335,
+                                                       gate_measurements={"chest_score": 0.97})  # fmt: skip
+    event = audit_record(action="study.listed", actor=owner, team_id=owner.team_id,
+                         detail={"query": "", "page": 1, "rows": 12})  # fmt: skip
+    admin = AdminFactory(is_superuser=True)
+    admin.set_password(PASSWORD)
+    admin.save()
+    log_in(page, live_server, admin.username)
+    page.goto(live_server.url + reverse("admin:diagnostics_prediction_change", args=[prediction.pk]))
+    content = page.locator("#content")
+    expect(content).to_contain_text("51.9 %")
+    expect(content).to_contain_text("4 ms")
+    expect(content).not_to_contain_text("0.5188876390457153")
+    expect(content.locator("table").filter(has_text="chest score")).to_have_count(1)
+    assert_fits_the_screen(page)
+    assert_axe_clean(page, f"queue-admin-prediction-{size[0]}")
+    page.goto(live_server.url + reverse("admin:diagnostics_auditevent_change", args=[event.pk]))
+    expect(page.locator("#content")).not_to_contain_text('{"query"')
+    expect(page.locator("#content table").filter(has_text="rows")).to_have_count(1)
+    assert_axe_clean(page, f"queue-admin-audit-event-{size[0]}")
+    page.goto(live_server.url + reverse("admin:django_celery_beat_periodictask_add"))
+    # The package's script ran: it hides the crontab's raw translation row.
+    expect(page.locator(".field-crontab_translation")).to_be_hidden()
+    # axe: the one violation left is Django's own split date/time widget (its two boxes have no label
+    # elements; AdminSplitDateTime renders the words "Date:" and "Time:" as text), not this page's code.
+    violations = run_axe(page, f"queue-admin-periodic-task-{size[0]}")
+    assert [(v["id"], v["nodes"]) for v in violations] == [("label", ["#id_start_time_0", "#id_start_time_1"])]
     assert page.js_errors == [], page.js_errors
