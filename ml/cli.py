@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ml.training.calibration",
         "fold Platt scaling fitted on external/ into the model; threshold for a sensitivity there",
     ),
+    "subtype": (
+        "ml.training.subtype",
+        "bacterial or viral: fit a head on an artifact's backbone, calibrated on external/, into its ONNX graph",
+    ),
     "gate": ("ml.training.gate_fit", "the input gate: fit it into an artifact, make the non-chest corpus, report"),
     "variants": (
         "ml.serving.variants",

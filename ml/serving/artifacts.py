@@ -19,6 +19,10 @@ DATA_FILES_NAME = "data_files.txt"
 CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
 # The ONNX output holding a model's class activation map, when its architecture has one (ml/training/export.py).
 CAM_OUTPUT = "cam"
+# The ONNX output holding P(viral) among pneumonias, when the artifact has a subtype head (ml/training/subtype.py),
+# and the two answers it separates (the manifest's subtype.labels; the second is the one its probability is of).
+SUBTYPE_OUTPUT = "subtype"
+SUBTYPE_LABELS = ("bacterial", "viral")
 # Where a class activation map lies on the film, (top, left, bottom, right) as fractions: the whole model
 # input, unless a pooling margin keeps only the part inside it (the manifest's heatmap.extent).
 FULL_EXTENT = (0.0, 0.0, 1.0, 1.0)

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnxruntime as ort
 
-from ml.serving.artifacts import CAM_OUTPUT, CLASS_NAMES, ONNX_NAME, read_manifest, sha256_file
+from ml.serving.artifacts import (
+    CAM_OUTPUT,
+    CLASS_NAMES,
+    ONNX_NAME,
+    SUBTYPE_LABELS,
+    SUBTYPE_OUTPUT,
+    read_manifest,
+    sha256_file,
+)
 from ml.serving.decode import DecodedImage, decode_image_bytes
 from ml.serving.gate import ChestFilmCheck, GateError, GateResult, run_gate
 from ml.serving.preprocessing import PREPROCESSING_VERSION, decode_side, preprocess, serves_preprocessing
@@ -38,6 +46,9 @@ class BatchPrediction:
     # (N, h, w) float32 class activation maps, the logit of P(PNEUMONIA) per location (ml/training/export.py);
     # None when the model's architecture gives none.
     cams: np.ndarray | None
+    # (N,) float64 P(viral) among pneumonias from the subtype head (ml/training/subtype.py), meaningful only for a
+    # film the model calls PNEUMONIA; None when the artifact has no subtype head.
+    subtypes: np.ndarray | None = None
 
 
 class Predictor:
@@ -70,6 +81,14 @@ class Predictor:
             raise ModelArtifactError(
                 f"Model {self.name}'s manifest promises a heatmap output '{CAM_OUTPUT}' its ONNX graph lacks."
             )
+        # Likewise the subtype head: its threshold comes from the manifest, its P(viral) from the same call.
+        subtype = manifest.get("subtype") or {}
+        self.has_subtype: bool = bool(subtype.get("onnx_output"))
+        if self.has_subtype and SUBTYPE_OUTPUT not in {output.name for output in session.get_outputs()}:
+            raise ModelArtifactError(
+                f"Model {self.name}'s manifest promises a subtype output '{SUBTYPE_OUTPUT}' its ONNX graph lacks."
+            )
+        self.subtype_threshold: float | None = float(subtype["threshold"]) if self.has_subtype else None
         if runtime is None:
             provider = session.get_providers()[0]
             runtime = Runtime(provider, describe_device(provider), "fp32", sha256)
@@ -132,13 +151,25 @@ class Predictor:
         return np.asarray(output, dtype=np.float64).reshape(len(images))
 
     def predict_with_cam(self, images: np.ndarray) -> BatchPrediction:
-        """The probabilities and, when the model has one, the class activation maps, from one model call."""
-        if not self.has_cam:
-            return BatchPrediction(self.predict_batch(images), None)
-        probabilities, cams = self._run(images, [self._probability_name, CAM_OUTPUT])
+        """The probabilities and, when the model has them, the class activation maps and P(viral), from one
+        model call."""
+        names = [self._probability_name]
+        names += [CAM_OUTPUT] if self.has_cam else []
+        names += [SUBTYPE_OUTPUT] if self.has_subtype else []
+        outputs = dict(zip(names, self._run(images, names), strict=True))
+        cams = outputs.get(CAM_OUTPUT)
+        subtypes = outputs.get(SUBTYPE_OUTPUT)
         return BatchPrediction(
-            np.asarray(probabilities, dtype=np.float64).reshape(len(images)), np.asarray(cams, dtype=np.float32)
+            np.asarray(outputs[self._probability_name], dtype=np.float64).reshape(len(images)),
+            None if cams is None else np.asarray(cams, dtype=np.float32),
+            None if subtypes is None else np.asarray(subtypes, dtype=np.float64).reshape(len(images)),
         )
+
+    def subtype_label_for(self, probability: float) -> str:
+        """'viral' or 'bacterial' for a P(viral), at the manifest's subtype threshold."""
+        if self.subtype_threshold is None:
+            raise ValueError(f"Model {self.name} has no subtype head.")
+        return SUBTYPE_LABELS[1] if probability >= self.subtype_threshold else SUBTYPE_LABELS[0]
 
     def _run(self, images: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         expected = (self.input_size, self.input_size, 3)

@@ -13,7 +13,7 @@ import numpy as np
 from ml.serving import artifacts
 from ml.serving.gate import GATE_FILE, INTENDED_AGE_YEARS
 from ml.serving.inference import Predictor
-from ml.training import export
+from ml.training import export, subtype
 
 PLOTS = ("roc.png", "calibration.png", "roc_external.png", "calibration_external.png")
 
@@ -41,6 +41,12 @@ def package_artifact(
     onnx_path, parity = exported.path, exported.parity
     manifest["onnx_sha256"] = artifacts.sha256_file(onnx_path)
     manifest["heatmap"] = exported.heatmap
+    if manifest.get("subtype"):  # model.keras holds the main head only: the subtype head goes back into the graph
+        if destination:
+            shutil.copy2(artifact_dir / subtype.HEAD_FILE, target / subtype.HEAD_FILE)
+        artifacts.write_manifest(target, manifest)
+        subtype.reattach(target)
+        manifest = artifacts.read_manifest(target)
     if manifest.pop("onnx_pending", None):
         # Trained on another backend: this is its first ONNX. Its validation figures were Keras
         # predictions, which the parity check (atol 1e-4) ties to what ONNX Runtime now serves.
@@ -80,6 +86,14 @@ def _ci(val: dict[str, Any], key: str, pct: bool = False) -> str:
     return f" (95% CI {_pct(ci[0])}–{_pct(ci[1])})" if pct else f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})"
 
 
+ONE_FINDING_LIMITATION = (
+    "- The model separates NORMAL vs PNEUMONIA only; it does not distinguish bacterial from viral pneumonia "
+    "or detect other findings."
+)
+SUBTYPE_LIMITATION = (
+    "- The model separates NORMAL vs PNEUMONIA, and suggests bacterial or viral for a pneumonia from the file-name "
+    "labels of one centre (no culture or PCR confirmation is recorded with them); it detects no other finding."
+)
 LIMITATIONS = [
     "- The validation split comes from the training period (also used for early stopping) and overstates what "
     "a model does on new patients. When the model is calibrated (see above), its calibration and threshold were "
@@ -90,8 +104,7 @@ LIMITATIONS = [
     "other hospitals, portable films or DICOMs from other devices is unknown.",
     "- Training images were squashed to 224×224 without keeping the aspect ratio; uploads are squashed the same "
     "way (to 224×224, then to the model's input size).",
-    "- The model separates NORMAL vs PNEUMONIA only; it does not distinguish bacterial from viral pneumonia "
-    "or detect other findings.",
+    ONE_FINDING_LIMITATION,
 ]
 
 
@@ -235,6 +248,63 @@ def _heatmap_line(manifest: dict[str, Any]) -> str:
     return f"{line} {heatmap['note']}" if heatmap.get("note") else line
 
 
+def _subtype_lines(manifest: dict[str, Any]) -> list[str]:
+    """The bacterial-or-viral head (ml/training/subtype.py), when the artifact has one."""
+    entry = manifest.get("subtype")
+    if not entry:
+        return []
+    data, metrics, expected = entry["data"], entry["metrics"], entry["expected"]
+
+    def row(name: str, summary: dict[str, Any]) -> str:
+        return (
+            f"- {name} ({summary['n']} films, {summary['n_viral']} viral, {summary['patients']} patients): "
+            f"AUC {summary['roc_auc']:.3f}{_ci(summary, 'roc_auc')}, accuracy {_pct(summary['accuracy'])}"
+            f"{_ci(summary, 'accuracy', True)}, sensitivity for viral {_pct(summary['sensitivity'])}"
+            f"{_ci(summary, 'sensitivity', True)}, specificity {_pct(summary['specificity'])}"
+            f"{_ci(summary, 'specificity', True)}, ECE {summary['ece']:.3f}."
+        )
+
+    def interval(key: str) -> str:
+        low, high = expected[f"{key}_ci95"]
+        return f"{_pct(expected[key])} [{_pct(low)}, {_pct(high)}]"
+
+    train = data["train"]
+    return [
+        f"## Bacterial or viral (ml/training/subtype.py; the ONNX graph's output `{entry['onnx_output']}`)",
+        "- A suggestion shown only for a film the model calls PNEUMONIA: P(viral) among pneumonias, from the same "
+        f"model call as the probability and the heatmap. Head: {entry['head']['method']}; "
+        f"{entry['head']['features']} inputs; saved as {entry['head']['file']} and re-attached by "
+        "`python -m ml subtype --reattach` (a re-export from model.keras does it), fitted on backbone "
+        f"`{entry['backbone_sha256'][:16]}…`.",
+        f"- Trained on the training split's pneumonia films: {train['films']:,} ({train['bacterial']:,} bacterial, "
+        f"{train['viral']:,} viral) of {train['patients']:,} patients; labels from the file names.",
+        f"- Calibrated on {entry['calibration']['fitted_on']} by {entry['calibration']['method']}; label viral when "
+        f"P(viral) ≥ {entry['threshold']:.4f} ({entry['threshold_rule']}).",
+        row("Validation split's pneumonia films", metrics["validation"]),
+        row("external/'s pneumonia films", metrics["external"]),
+        row("external/'s films the model calls pneumonia", metrics["external_called_pneumonia"]),
+        f"- Expected on new patients (cross-fitted on external/): accuracy {interval('accuracy')}, sensitivity for "
+        f"viral {interval('sensitivity')}, specificity {interval('specificity')}, ECE {expected['ece']:.3f} "
+        f"[{expected['ece_ci95'][0]:.3f}, {expected['ece_ci95'][1]:.3f}]. {entry['expected_method']}.",
+        "- Kermany et al. 2018 report AUC 0.940, accuracy 90.7 % on their test split for the same distinction.",
+        *_subtype_gap(metrics),
+        "",
+    ]
+
+
+def _subtype_gap(metrics: dict[str, Any]) -> list[str]:
+    """Say so when the training period's films are much harder for the head than external/'s."""
+    validation, external = metrics["validation"]["roc_auc"], metrics["external"]["roc_auc"]
+    if validation is None or external is None or external - validation < 0.05:
+        return []
+    return [
+        f"- The validation split's films (the training period, new patients) are harder for this head than "
+        f"external/'s (AUC {validation:.3f} against {external:.3f}; accuracy "
+        f"{_pct(metrics['validation']['accuracy'])} against {_pct(metrics['external']['accuracy'])}): the "
+        "expectation above holds for films like the test period's; elsewhere expect the validation figures."
+    ]
+
+
 def render_model_card(manifest: dict[str, Any]) -> str:
     val = manifest["metrics"]["validation"]
     data = manifest["data"]
@@ -244,6 +314,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
     size = manifest["input_size"]
     files = "model.onnx, manifest.json, data_files.txt, roc.png, calibration.png"
     files += ", model.keras" if manifest["files"].get("keras") else ""
+    files += f", {manifest['subtype']['head']['file']}" if manifest.get("subtype") else ""
     f1 = "n/a" if val["f1"] is None else f"{val['f1']:.3f}"
     lines = [
         f"# Model card: {manifest['name']} (version {manifest['version']})",
@@ -286,8 +357,12 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         *_external_lines(manifest),
         *_other_evaluations(manifest),
         *_gate_lines(manifest),
+        *_subtype_lines(manifest),
         "## Limitations",
-        *LIMITATIONS,
+        *(
+            SUBTYPE_LIMITATION if manifest.get("subtype") and line == ONE_FINDING_LIMITATION else line
+            for line in LIMITATIONS
+        ),
     ]
     if manifest.get("selection_note"):
         lines += ["", "## Why this model", manifest["selection_note"]]
