@@ -292,7 +292,6 @@ class ModelVersion(models.Model):
             "expected_method": str(point.get("expected_method") or ""),
         }
 
-
     @property
     def subtype(self) -> dict[str, Any] | None:
         """The manifest's bacterial-or-viral head (ml/training/subtype.py), when the model has one: its threshold
@@ -301,15 +300,18 @@ class ModelVersion(models.Model):
         head = (self.manifest or {}).get("subtype")
         if not isinstance(head, dict) or not head:
             return None
-        expected = head.get("expected") if isinstance(head.get("expected"), dict) else {}
-        external = ((head.get("metrics") or {}).get("external") or {}) if isinstance(head.get("metrics"), dict) else {}
+        expected = head.get("expected")
+        expected = expected if isinstance(expected, dict) else {}
+        metrics = head.get("metrics")
+        external = metrics.get("external") if isinstance(metrics, dict) else None
+        external = external if isinstance(external, dict) else {}
         return {
             "threshold": _number(head.get("threshold")),
             "expected_accuracy": _number(expected.get("accuracy")),
             "expected_accuracy_ci95": _interval(expected.get("accuracy_ci95")),
             "expected_sensitivity": _number(expected.get("sensitivity")),
             "expected_specificity": _number(expected.get("specificity")),
-            "external_auc": _number(external.get("roc_auc")) if isinstance(external, dict) else None,
+            "external_auc": _number(external.get("roc_auc")),
             "expected_method": str(head.get("expected_method") or ""),
         }
 

@@ -13,7 +13,14 @@ from typing import Any
 
 from django.core.validators import URLValidator
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import Throttled
 from rest_framework.parsers import MultiPartParser
@@ -89,6 +96,7 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
     not_analysable_check = serializers.SerializerMethodField()
     not_analysable_reason = serializers.SerializerMethodField()
     intended_use_warning = serializers.SerializerMethodField()
+    subtype = serializers.SerializerMethodField()
 
     class Meta:
         model = Prediction
@@ -99,6 +107,7 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
             "probability_calibrated",
             "threshold",
             "label",
+            "subtype",
             "not_analysable_check",
             "not_analysable_reason",
             "intended_use_warning",
@@ -133,6 +142,33 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
     )
     def get_intended_use_warning(self, prediction: Prediction) -> str | None:
         return prediction.intended_use_warning or None
+
+    @extend_schema_field(
+        inline_serializer(
+            name="SubtypeSuggestion",
+            fields={
+                "label": serializers.ChoiceField(choices=["viral", "bacterial"]),
+                "probability": serializers.FloatField(
+                    help_text="P(viral) among pneumonias, calibrated on films of a new period (external/)."
+                ),
+                "expected_accuracy": serializers.FloatField(
+                    allow_null=True, help_text="Accuracy of the label expected on new patients (cross-fitted)."
+                ),
+                "expected_accuracy_ci95": serializers.ListField(
+                    child=serializers.FloatField(), allow_null=True, help_text="Its 95 % interval."
+                ),
+            },
+            allow_null=True,
+            help_text="AI suggestion, not a diagnosis: bacterial or viral, from a model with a subtype head, for a "
+            "film it calls PNEUMONIA; null for a normal or not-analysable film, or a model without one.",
+        )
+    )
+    def get_subtype(self, prediction: Prediction) -> dict[str, Any] | None:
+        subtype = prediction.subtype
+        if subtype is None:
+            return None
+        keys = ("label", "probability", "expected_accuracy", "expected_accuracy_ci95")
+        return {key: subtype[key] for key in keys}
 
 
 class ImageOutputSerializer(serializers.ModelSerializer):

@@ -72,6 +72,14 @@ class ModelMonitoring(_Rates):
     feedback: int = 0
     overrides: int = 0
     validation_prevalence: float | None = None
+    # The bacterial-or-viral suggestion (Prediction.subtype) against the clinician's own subtype, over the newest
+    # readings of films the AI gave one for where the clinician read pneumonia and named a subtype.
+    subtype_readings: int = 0
+    subtype_agreements: int = 0
+
+    @property
+    def subtype_agreement_rate(self) -> float | None:
+        return self.subtype_agreements / self.subtype_readings if self.subtype_readings else None
 
 
 def _histogram_rows(histogram: tuple[int, ...]) -> list[dict[str, Any]]:
@@ -137,6 +145,7 @@ def model_monitoring(*, model_version: ModelVersion, weeks: int = 12) -> ModelMo
         .order_by("week")
     }
     feedback_totals = verdicts.aggregate(n=Count("pk"), overrides=Count("pk", filter=Q(agrees=False)))
+    subtype_totals = _subtype_agreement(verdicts, model_version)
 
     summaries = []
     for week in sorted(set(weekly_predictions) | set(weekly_feedback)):
@@ -167,7 +176,25 @@ def model_monitoring(*, model_version: ModelVersion, weeks: int = 12) -> ModelMo
         feedback=feedback_totals["n"],
         overrides=feedback_totals["overrides"],
         validation_prevalence=prevalence,
+        subtype_readings=subtype_totals["n"],
+        subtype_agreements=subtype_totals["agreements"],
     )
+
+
+def _subtype_agreement(verdicts: Any, model_version: ModelVersion) -> dict[str, int]:
+    """How many of the clinicians' newest verdicts name a subtype of a pneumonia the AI suggested one for, and
+    in how many it is the AI's (viral when P(viral) is at least the model's subtype threshold)."""
+    head = model_version.subtype
+    if head is None or head["threshold"] is None:
+        return {"n": 0, "agreements": 0}
+    threshold = head["threshold"]
+    readings = verdicts.filter(
+        prediction__subtype_probability__isnull=False, confirmed_label=Prediction.Label.PNEUMONIA
+    ).exclude(subtype="")
+    same = Q(subtype=Feedback.Subtype.VIRAL, prediction__subtype_probability__gte=threshold) | Q(
+        subtype=Feedback.Subtype.BACTERIAL, prediction__subtype_probability__lt=threshold
+    )
+    return readings.aggregate(n=Count("pk"), agreements=Count("pk", filter=same))
 
 
 @dataclass(frozen=True)

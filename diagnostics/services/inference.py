@@ -399,7 +399,11 @@ def images_predict(
         for index, (item, _) in enumerate(chunk):
             cam = result.cams[index] if result.cams is not None and role == Prediction.Role.PRIMARY else None
             probability = float(result.probabilities[index])
-            _prediction_store(item, model_version, predictor, role, probability=probability, model_ms=model_ms, cam=cam)
+            subtype = float(result.subtypes[index]) if result.subtypes is not None else None
+            _prediction_store(
+                item, model_version, predictor, role, probability=probability, model_ms=model_ms, cam=cam,
+                subtype_probability=subtype,
+            )  # fmt: skip
     return failures
 
 
@@ -412,10 +416,15 @@ def _prediction_store(
     probability: float | None,
     model_ms: float,
     cam: np.ndarray | None = None,
+    subtype_probability: float | None = None,
 ) -> None:
     """One Prediction per (image, model): a score, or the gate's reason and no score at all. A primary
-    score of a model with a class activation map (`cam`) gets its heatmap in the same transaction."""
+    score of a model with a class activation map (`cam`) gets its heatmap in the same transaction. P(viral)
+    from a subtype head is kept only for a film the model calls pneumonia (never for a normal or refused one)."""
     verdict = item.verdict
+    label = predictor.label_for(probability) if probability is not None else ""
+    if label != Prediction.Label.PNEUMONIA:
+        subtype_probability = None
     with transaction.atomic():
         prediction, created = Prediction.objects.get_or_create(
             image=item.image,
@@ -429,7 +438,8 @@ def _prediction_store(
                 "intended_use_warning": _intended_use_warning(item.study, item.image),
                 "probability": probability,
                 "threshold": predictor.threshold,
-                "label": predictor.label_for(probability) if probability is not None else "",
+                "label": label,
+                "subtype_probability": subtype_probability,
                 # This image's decoding plus the model call of the batch it was in.
                 "latency_ms": item.decode_ms + model_ms,
                 "model_sha256": predictor.model_sha256,

@@ -11,6 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from diagnostics.formatting import numbers
+from diagnostics.formatting import subtype as subtype_words
 from diagnostics.formatting.words import DicomFact
 from diagnostics.formatting.words import dicom_facts as display_dicom_facts
 from diagnostics.selectors import study_taken_on
@@ -30,6 +31,18 @@ def score(value: float | None, beside: float | None = None) -> str:
     """A model's score or threshold: formatting.numbers.score_percent ('49.6 %', '> 99.9 %'); after the
     colon, the number it is read against (`prediction.probability|score:prediction.threshold`)."""
     return numbers.score_percent(value, beside)
+
+
+@register.filter
+def subtype_label(subtype: dict[str, Any] | None) -> str:
+    """The AI's bacterial-or-viral suggestion's label in words (formatting.subtype)."""
+    return subtype_words.subtype_label_words(subtype) if subtype else ""
+
+
+@register.filter
+def subtype_uncertainty(subtype: dict[str, Any] | None) -> str:
+    """Its probability of viral and expected accuracy in words (formatting.subtype)."""
+    return subtype_words.subtype_uncertainty_words(subtype) if subtype else ""
 
 
 @register.filter

@@ -18,8 +18,10 @@ captioned capture with its heatmap, the same picture as the Secondary Capture se
 Codes: category RAD (HL7 v2-0074), code LOINC 18748-4 "Diagnostic imaging study"; each Observation SNOMED CT
 233604007 "Pneumonia" with the score as a unitless Quantity (UCUM "1"), interpretation POS / NEG
 (v3 ObservationInterpretation), the decision threshold as a component, and for a film the AI did not
-analyse no value but a dataAbsentReason and IND. The report is `preliminary`: an AI result is not a
-clinician's verified report.
+analyse no value but a dataAbsentReason and IND. A film the model calls pneumonia, from a model with a
+subtype head, gets a second Observation derived from the first: the AI's bacterial-or-viral suggestion
+(SNOMED CT 53084003 / 75570004) with P(viral), its threshold and the accuracy expected on new patients. The
+report is `preliminary`: an AI result is not a clinician's verified report.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from diagnostics.formatting.subtype import subtype_label_words, subtype_sentence
 from diagnostics.formatting.words import dicom_date
 from diagnostics.integrations.pacs_out.services import CAPTION, MANUFACTURER  # the same words on every channel
 from diagnostics.models import Image, PacsDelivery, Patient, Prediction, Study
@@ -42,6 +45,8 @@ V2_IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 DICOM_MODALITY_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 PNEUMONIA = {"system": SNOMED, "code": "233604007", "display": "Pneumonia"}
+VIRAL_PNEUMONIA = {"system": SNOMED, "code": "75570004", "display": "Viral pneumonia"}
+BACTERIAL_PNEUMONIA = {"system": SNOMED, "code": "53084003", "display": "Bacterial pneumonia"}
 FHIR_VERSION = "4.3.0"  # R4B: what the tests validate against; every resource used here is unchanged from R4
 
 
@@ -147,6 +152,13 @@ def study_fhir_report(*, study: Study, base_url: str) -> dict[str, Any]:
     subject = patient_reference(patient)
     films = study_film_results(study=study)
     observations = [_observation(f.number, f.prediction, subject) for f in films if f.prediction is not None]
+    # The bacterial-or-viral suggestion, where the model gives one: a second Observation per film, derived from
+    # the first (kept out of `observations`, which the conclusion counts).
+    subtypes = [
+        _subtype_observation(f.number, f.prediction, subject)
+        for f in films
+        if f.prediction is not None and f.prediction.subtype is not None
+    ]
     effective, from_films = study_effective(study)
     captures = _sent_captures(study)
     media = [_media(f, subject, base_url, captures.get(f.number)) for f in films]
@@ -156,7 +168,7 @@ def study_fhir_report(*, study: Study, base_url: str) -> dict[str, Any]:
         "resourceType": "DiagnosticReport",
         "id": f"study-{study.pk}",
         "meta": {"lastUpdated": study.status_changed_at.isoformat()},
-        "contained": [imaging_study, *observations, *media],
+        "contained": [imaging_study, *observations, *subtypes, *media],
         "status": _report_status(study),
         "category": [
             {
@@ -174,7 +186,7 @@ def study_fhir_report(*, study: Study, base_url: str) -> dict[str, Any]:
         "issued": study.status_changed_at.isoformat(),
         "performer": [{"display": "Pneumonia portal AI (decision support)"}],
         "imagingStudy": [{"reference": "#imaging-study"}],
-        "result": [{"reference": f"#{o['id']}"} for o in observations],
+        "result": [{"reference": f"#{o['id']}"} for o in [*observations, *subtypes]],
         "conclusion": _conclusion(study, observations, suspected, films, from_films),
     }
     identifiers = _report_identifiers(study)
@@ -341,6 +353,50 @@ def _observation(number: int, prediction: Prediction, subject: dict[str, Any]) -
     if prediction.intended_use_warning:
         observation["note"].append({"text": prediction.intended_use_warning})
     return observation
+
+
+def _subtype_observation(number: int, prediction: Prediction, subject: dict[str, Any]) -> dict[str, Any]:
+    """The AI's bacterial-or-viral suggestion for a film it calls pneumonia (Prediction.subtype): the suggested
+    SNOMED CT disorder, P(viral) and the accuracy expected on new patients as components, in words as a note."""
+    subtype = prediction.subtype
+    assert subtype is not None  # noqa: S101 - the caller keeps films without one out
+    model = prediction.model_version
+    components = [
+        {
+            "code": {"text": "Probability that the pneumonia is viral (AI, calibrated)"},
+            "valueQuantity": {"value": round(float(subtype["probability"]), 4), "system": UCUM, "code": "1"},
+        },
+        {
+            "code": {"text": "Decision threshold (viral at or above)"},
+            "valueQuantity": {"value": round(float(subtype["threshold"]), 4), "system": UCUM, "code": "1"},
+        },
+    ]
+    if subtype["expected_accuracy"] is not None:
+        components.append(
+            {
+                "code": {"text": "Accuracy of this suggestion expected on new patients"},
+                "valueQuantity": {"value": round(float(subtype["expected_accuracy"]), 4), "system": UCUM, "code": "1"},
+            }
+        )
+    return {
+        "resourceType": "Observation",
+        "id": f"film-{number}-subtype",
+        "status": "preliminary",
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}
+        ],
+        "code": {"coding": [PNEUMONIA], "text": f"Bacterial or viral pneumonia, film {number} (AI suggestion)"},
+        "subject": subject,
+        "effectiveDateTime": prediction.created_at.isoformat(),
+        "device": {"display": f"{model.name} (sha256 {model.sha256[:12]})"},
+        "valueCodeableConcept": {
+            "coding": [VIRAL_PNEUMONIA if subtype["label"] == "viral" else BACTERIAL_PNEUMONIA],
+            "text": subtype_label_words(subtype),
+        },
+        "derivedFrom": [{"reference": f"#film-{number}"}],
+        "component": components,
+        "note": [{"text": subtype_sentence(subtype)}],
+    }
 
 
 def fhir_search_bundle(*, reports: list[dict[str, Any]], self_url: str, base_url: str) -> dict[str, Any]:

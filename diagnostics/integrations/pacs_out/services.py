@@ -309,6 +309,10 @@ def build_structured_report(
                 ),  # fmt: skip
             ]
             evaluations = [hd.sr.QualitativeEvaluation(_pneumonia_code(), finding)]
+            if prediction.subtype is not None:  # the bacterial-or-viral suggestion (a pneumonia only)
+                subtype_measurements, subtype_evaluation = _subtype_items(prediction.subtype, algorithm)
+                measurements += subtype_measurements
+                evaluations.append(subtype_evaluation)
         else:
             measurements = []
             evaluations = [
@@ -361,6 +365,37 @@ def build_structured_report(
     sr.SeriesDescription = CAPTION
     sr.CodingSchemeIdentificationSequence = [private_coding_scheme()]
     return sr
+
+
+def _subtype_items(subtype: dict[str, Any], algorithm: Any) -> tuple[list[Any], Any]:
+    """The AI's bacterial-or-viral suggestion (Prediction.subtype) in a film's group: P(viral) and the accuracy
+    expected on new patients as measurements, the suggested disorder (SNOMED CT) as a qualitative evaluation."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    measurements = [
+        hd.sr.Measurement(
+            name=hd.sr.CodedConcept("p-viral", PRIVATE_SCHEME, "AI suggestion: probability the pneumonia is viral"),
+            value=round(float(subtype["probability"]), 4),
+            unit=codes.UCUM.NoUnits,
+            algorithm_id=algorithm,
+        )
+    ]
+    if subtype["expected_accuracy"] is not None:
+        measurements.append(
+            hd.sr.Measurement(
+                name=hd.sr.CodedConcept("subtype-acc", PRIVATE_SCHEME, "Expected accuracy of the subtype suggestion"),
+                value=round(float(subtype["expected_accuracy"]), 4),
+                unit=codes.UCUM.NoUnits,
+            )
+        )
+    suggested = (
+        hd.sr.CodedConcept("75570004", "SCT", "Viral pneumonia")
+        if subtype["label"] == "viral"
+        else hd.sr.CodedConcept("53084003", "SCT", "Bacterial pneumonia")
+    )
+    concept = hd.sr.CodedConcept("ai-subtype", PRIVATE_SCHEME, "AI suggestion: bacterial or viral")
+    return measurements, hd.sr.QualitativeEvaluation(concept, suggested)
 
 
 def disclaimer() -> str:

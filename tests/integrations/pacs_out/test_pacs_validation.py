@@ -69,6 +69,13 @@ def force_not_analysable(study: Study) -> None:
     )  # fmt: skip
 
 
+def force_viral_pneumonia(study: Study) -> None:
+    """A pneumonia with the AI's bacterial-or-viral suggestion (the bundled model has a subtype head)."""
+    Prediction.objects.filter(image__study=study).update(
+        label=Prediction.Label.PNEUMONIA, probability=0.93, subtype_probability=0.97
+    )
+
+
 def force_normal(study: Study) -> None:
     Prediction.objects.filter(image__study=study).update(label=Prediction.Label.NORMAL, probability=0.04)
 
@@ -80,6 +87,7 @@ CASES = {
     "wrong_patient_outside_ages": (make_wrong_patient_outside_ages, force_pneumonia,
                                    {"wrong_patient", "outside_intended_use"}),
     "no_accession": (make_no_accession, force_normal, set()),
+    "pneumonia_subtype": (make_normal, force_viral_pneumonia, set()),
 }  # fmt: skip
 
 
@@ -147,6 +155,26 @@ def test_every_object_sent_passes_dciodvfy_and_says_what_it_is(case, peer, patie
         # The caption band above the film: yellow text (the caption, the intended use, the warnings).
         band = sc.pixel_array[: sc.Rows - sc.Columns]  # the test films are square
         assert (band.reshape(-1, 3) == [255, 255, 0]).all(axis=1).any()
+
+
+def test_the_subtype_suggestion_is_a_measurement_and_a_coded_evaluation_of_the_films_group(
+    peer, patient, active_model, tmp_path, monkeypatch
+):
+    import highdicom as hd
+
+    require_tool(shutil.which("dciodvfy"), "dicom3tools (dciodvfy)")
+    assert active_model.subtype, "the bundled model has a subtype head"
+    _, sent = sent_objects(peer, patient, "pneumonia_subtype", monkeypatch)
+    [(delivery, sr)] = [(d, ds) for d, ds in sent if d.kind == "sr"]
+    assert dciodvfy_errors(sr, tmp_path / "sr.dcm") == []
+    buffer = io.BytesIO()
+    sr.save_as(buffer)
+    [group] = hd.sr.srread(io.BytesIO(buffer.getvalue())).content.get_image_measurement_groups()
+    values = {m.name.value: m.value for m in group.get_measurements()}
+    assert values["p-viral"] == pytest.approx(0.97)
+    assert values["subtype-acc"] == pytest.approx(active_model.subtype["expected_accuracy"], abs=1e-4)
+    evaluations = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}
+    assert evaluations["ai-subtype"] == "75570004"  # viral pneumonia, SNOMED CT
 
 
 def test_the_warnings_are_burned_in_whole_above_the_film(peer, patient, active_model, monkeypatch):
