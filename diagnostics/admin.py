@@ -82,7 +82,8 @@ class ImageAdmin(ReadOnlyAdmin):
     # The files are stored outside the web root with no URL (views serve them, access-checked): show their
     # stored names, not links, which Django's admin cannot build without MEDIA_URL.
     exclude = ("file", "preview", "window_source", "dicom_metadata")
-    readonly_fields = ("stored_as", "derivatives", dicom_header_table)
+    readonly_fields = ("stored_as", "derivatives", "dicom_header")
+    dicom_header = dicom_header_table
 
     @admin.display(description="Stored as")
     def stored_as(self, image: Image) -> str:
@@ -95,26 +96,24 @@ class ImageAdmin(ReadOnlyAdmin):
 
 @admin.register(Prediction)
 class PredictionAdmin(ReadOnlyAdmin):
-    list_display = (
-        "id", "image", "model_version", "outcome", score_text("probability", "AI score"), "label", "created_at",
-    )  # fmt: skip
+    list_display = ("id", "image", "model_version", "outcome", "probability_text", "label", "created_at")
     list_filter = ("outcome", "role")
     # Display only (admin_display): the score and threshold as the pages write them, the latency in whole
     # ms, the input gate's measurements as a table.
     exclude = ("probability", "threshold", "latency_ms", "gate_measurements")
-    readonly_fields = (
-        score_text("probability", "AI score"),
-        score_text("threshold", "decision threshold"),
-        latency_text("latency_ms", "latency"),
-        json_table("gate_measurements", "input gate measurements"),
-    )
+    readonly_fields = ("probability_text", "threshold_text", "latency_shown", "gate_measurements_table")
+    probability_text = score_text("probability", "AI score")
+    threshold_text = score_text("threshold", "decision threshold")
+    latency_shown = latency_text("latency_ms", "latency")
+    gate_measurements_table = json_table("gate_measurements", "input gate measurements")
 
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):  # append-only: not even the admin edits or deletes an event
     list_display = ("created_at", "actor", "action", "object_type", "object_id", "team")
     exclude = ("detail",)  # shown as a table (admin_display), not as JSON
-    readonly_fields = (json_table("detail", "detail", empty="— (no detail recorded)"),)
+    readonly_fields = ("detail_table",)
+    detail_table = json_table("detail", "detail", empty="— (no detail recorded)")
     list_filter = ("action", "object_type", "team")
     search_fields = ("action", "object_type", "object_id", "actor__username", "detail")
     date_hierarchy = "created_at"

@@ -118,11 +118,12 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_filter = ("status", "event")
     search_fields = ("url", "study__id")
     exclude = ("payload",)
+    payload_table = json_table("payload", "payload")
     readonly_fields = (
         "study",
         "url",
         "event",
-        json_table("payload", "payload"),  # a table, not JSON (admin_display)
+        "payload_table",  # a table, not JSON (admin_display)
         "status",
         "attempts",
         "last_response_code",

@@ -344,14 +344,13 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_display = ("id", "architecture", "status", "trigger", "requested_by", "device", "progress_text", "created_at")
     list_filter = ("status", "architecture", "trigger")
     # The JSON fields as tables (admin_display), not as JSON.
-    exclude = ("config", "progress", "data_summary")
-    readonly_fields = [
-        f.name for f in TrainingRun._meta.fields if f.name not in ("config", "progress", "data_summary")
-    ] + [
-        json_table("config", "configuration"),
-        json_table("progress", "progress"),
-        json_table("data_summary", "data summary"),
-    ]
+    exclude = TRAINING_RUN_JSON
+    readonly_fields = [f.name for f in TrainingRun._meta.fields if f.name not in TRAINING_RUN_JSON] + [
+        "config_table", "progress_table", "data_summary_table",
+    ]  # fmt: skip
+    config_table = json_table("config", "configuration")
+    progress_table = json_table("progress", "progress")
+    data_summary_table = json_table("data_summary", "data summary")
     change_form_template = "admin/diagnostics/trainingrun/change_form.html"
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
