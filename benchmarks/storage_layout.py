@@ -225,7 +225,8 @@ def run_layout(name: str, *, web_env: dict[str, str], worker_env: dict[str, str]
         database.close()
         web.stop()
         worker.stop()
-    summary = {"uploads": len(results), **_percentiles("server_s", results), **_percentiles("client_s", results)}
+    summary: dict[str, Any] = {"uploads": len(results), **_percentiles("server_s", results)}
+    summary.update(_percentiles("client_s", results))
     if proxies:
         summary["requests"] = {role: _round_trips(proxy.take(), len(results)) for role, proxy in proxies.items()}
     log(f"{name}: {summary}")
