@@ -128,6 +128,16 @@ CASES: dict[str, Case] = {
         team_read(201),
         body=lambda c: {"agrees": False, "confirmed_label": "NORMAL", "comment": "clear lungs"},
     ),
+    "predictions_acknowledgements_list": Case(
+        "GET", "/api/v1/predictions/{prediction}/acknowledgements/", team_read()
+    ),
+    # The fixture's prediction is scored: a clinician's acknowledgement is refused (400, not analysable only).
+    "predictions_acknowledgements_create": Case(
+        "POST",
+        "/api/v1/predictions/{prediction}/acknowledgements/",
+        team_read(400),
+        body=lambda c: {"comment": "seen"},
+    ),
     "model_versions_list": Case("GET", "/api/v1/model-versions/", everyone()),
     "model_versions_retrieve": Case("GET", "/api/v1/model-versions/{active}/", everyone()),
     # No promotion gate is configured in this fixture: the admin gets the service's refusal (400).
