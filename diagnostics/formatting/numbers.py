@@ -14,6 +14,7 @@ templatetags/portal_format.py), the PDF report, the admin and the API's document
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import SupportsFloat
 
@@ -76,7 +77,7 @@ def metric(value: SupportsFloat | None) -> str:
     return f"{float(value):.{METRIC_DIGITS}f}"
 
 
-def metric_interval(interval: tuple[SupportsFloat, SupportsFloat] | list[SupportsFloat] | None) -> str:
+def metric_interval(interval: Sequence[SupportsFloat] | None) -> str:
     """A metric's 95 % interval: '0.947–0.989'."""
     if not interval:
         return "—"
