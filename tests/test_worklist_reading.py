@@ -108,3 +108,30 @@ def test_the_schema_declares_the_reading_filter(client):
     parameters = {p["name"]: p for p in schema["paths"]["/api/v1/studies/"]["get"]["parameters"]}
     assert parameters["reading"]["in"] == "query"
     assert parameters["reading"]["schema"]["enum"] == ["read", "unread"]
+
+
+def test_next_unread_follows_the_worklist_order_skips_read_studies_and_wraps(owner, member, patient):
+    """The reading queue (issue 33, item 4): the worklist's 'Read the next unread study' and each study's
+    'Next unread' go to the next unread study in the list's order and filters, at its reading form."""
+    model = ModelVersionFactory()
+    first, second, third, fourth = (StudyFactory(patient=patient, seed=n) for n in range(4))
+    for study in (first, second, third, fourth):
+        PredictionFactory(study=study, model_version=model, probability=0.4, finish_study=True)
+    FeedbackFactory(prediction=second.images.get().predictions.get(), clinician=member)  # read: skipped
+    client = login_client(owner)
+
+    def next_unread(study: Study) -> str:
+        page = client.get(reverse("study_detail", args=[study.pk]), {"sort": "oldest"}).content.decode()
+        found = re.search(r'href="/studies/(\d+)/\?sort=oldest#reading" data-key="n" data-next-unread', page)
+        return found.group(1) if found else ""
+
+    assert next_unread(first) == str(third.pk)
+    assert next_unread(third) == str(fourth.pk)
+    assert next_unread(fourth) == str(first.pk)  # none after it: back to the first unread one
+    worklist = client.get(reverse("worklist"), {"sort": "oldest"}).content.decode()
+    assert f'href="/studies/{first.pk}/?sort=oldest#reading" data-key="n" data-next-unread' in worklist
+    for study in (first, third, fourth):
+        FeedbackFactory(prediction=study.images.get().predictions.get(), clinician=member)
+    assert next_unread(first) == ""
+    assert "No other unread study" in client.get(reverse("study_detail", args=[first.pk])).content.decode()
+    assert "No unread study in this list." in client.get(reverse("worklist")).content.decode()
