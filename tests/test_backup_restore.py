@@ -169,7 +169,7 @@ def assert_audit_log_guarded(database: str) -> None:
     try:
         with connection.cursor() as cursor:
             with pytest.raises(psycopg2.errors.RaiseException, match="append-only"):
-                cursor.execute("UPDATE diagnostics_auditevent SET action = 'edited' WHERE id = 1")
+                cursor.execute("UPDATE diagnostics_auditevent SET action = 'edited'")
             with pytest.raises(psycopg2.errors.RaiseException, match="dated by the database"):
                 cursor.execute(
                     "INSERT INTO diagnostics_auditevent (created_at, action, object_type, object_id, detail, "

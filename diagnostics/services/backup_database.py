@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import subprocess  # nosec B404 - pg_dump and pg_restore, with argument lists, never a shell
+import subprocess  # nosec B404
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,7 +68,7 @@ def table_row_counts(cursor: Any, tables_query: str, quote: Any) -> dict[str, in
     cursor.execute(tables_query)
     counts = {}
     for (table,) in cursor.fetchall():
-        cursor.execute(f"SELECT count(*) FROM {quote(table)}")  # noqa: S608  # nosec B608 - a quoted table name
+        cursor.execute(f"SELECT count(*) FROM {quote(table)}")  # noqa: S608  # nosec B608
         counts[table] = int(cursor.fetchone()[0])
     return counts
 
