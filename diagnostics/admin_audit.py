@@ -30,6 +30,7 @@ from django.db import models, transaction
 from django.db.models.fields.files import FieldFile
 from django.http import HttpRequest
 
+from diagnostics.admin_widgets import labelled_admin_class
 from diagnostics.services.audit import audit_record
 
 REDACTED = "[redacted]"
@@ -279,7 +280,9 @@ def audited_admin_class(admin_class: type[admin.ModelAdmin]) -> type[admin.Model
 
 
 class AuditedAdminSite(admin.AdminSite):
-    """Django's admin site, but every ModelAdmin registered on it audits the changes it makes."""
+    """Django's admin site, but every ModelAdmin registered on it audits the changes it makes (and names
+    its split date/time boxes for screen readers: diagnostics/admin_widgets.py)."""
 
     def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
-        super().register(model_or_iterable, audited_admin_class(admin_class or admin.ModelAdmin), **options)
+        admin_class = labelled_admin_class(admin_class or admin.ModelAdmin)
+        super().register(model_or_iterable, audited_admin_class(admin_class), **options)

@@ -262,3 +262,28 @@ def test_inline_changes_are_recorded_with_the_parent(browser, team, member):
     (inline,) = event.detail["inlines"]
     assert inline["model"] == "diagnostics.User" and inline["id"] == str(member.pk)
     assert inline["changed"]["role"] == {"from": User.Role.CLINICIAN, "to": User.Role.ADMIN}
+
+
+def test_a_clocked_schedule_edited_in_the_admin_is_audited_and_its_date_and_time_boxes_are_named(browser):
+    """Celery beat's admin forms get named date and time boxes (diagnostics/admin_widgets.py: the split
+    date/time widget has no label element) from the same site that audits them: both mixins, one change."""
+    import datetime as dt
+
+    from django.utils import timezone
+    from django_celery_beat.models import ClockedSchedule
+
+    registered = admin.site._registry[ClockedSchedule]
+    assert isinstance(registered, AuditedModelAdminMixin)
+    clocked = ClockedSchedule.objects.create(clocked_time=timezone.now().replace(microsecond=0))
+    url = reverse("admin:django_celery_beat_clockedschedule_change", args=[clocked.pk])
+    page = browser.get(url)
+    html = page.content.decode()
+    assert 'aria-label="Clock Time: date"' in html and 'aria-label="Clock Time: time"' in html
+    data = form_of(page)
+    data.update(clocked_time_0="2031-05-04", clocked_time_1="06:30:00", _save="Save")
+    answer = browser.post(url, data)
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    clocked.refresh_from_db()
+    assert timezone.localtime(clocked.clocked_time).date() == dt.date(2031, 5, 4)
+    (event,) = _events("admin.changed", clocked)
+    assert set(event.detail["changes"]) == {"clocked_time"}
