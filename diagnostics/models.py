@@ -495,11 +495,16 @@ class Feedback(models.Model):
 
 
 class Acknowledgement(models.Model):
-    """A clinician has seen a film the AI could not assess ("seen: no AI result"): a film the input gate
-    refused has no AI label to agree with or correct, so this is how its study leaves the unread list
-    (selectors.study_read_exists counts it beside Feedback). History is kept, like Feedback."""
+    """A clinician has seen a film or study the AI could not assess ("seen: no AI result"): a film the
+    input gate refused has no AI label to agree with or correct, and a study whose analysis failed (or
+    that ended with no scored film for any reason) may have no assessment at all, so this is how such a
+    study leaves the unread list (selectors.study_read_exists counts it beside Feedback). `prediction`
+    is the refused film's assessment, or empty for the study as a whole. History is kept, like Feedback."""
 
-    prediction = models.ForeignKey(Prediction, on_delete=models.PROTECT, related_name="acknowledgements")
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="acknowledgements")
+    prediction = models.ForeignKey(
+        Prediction, null=True, blank=True, on_delete=models.PROTECT, related_name="acknowledgements"
+    )
     clinician = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -508,6 +513,8 @@ class Acknowledgement(models.Model):
         ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
+        if self.prediction_id is None:
+            return f"Seen, no AI result: study {self.study_id}"
         return f"Seen, no AI result: prediction {self.prediction_id}"
 
 

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from diagnostics.models import Acknowledgement, AuditEvent, Prediction, Study
 from diagnostics.selectors import study_list_filter, study_list_for_user, study_list_with_row_facts
-from diagnostics.services.feedback import acknowledgement_record, study_acknowledge_not_analysable
+from diagnostics.services.feedback import acknowledgement_record, study_acknowledge_no_ai_result
 
 from .conftest import api_client_for, login_client
 from .factories import ModelVersionFactory, PredictionFactory, StudyFactory
@@ -102,7 +102,7 @@ def test_the_study_button_acknowledges_every_refused_film_once(owner, refused):
     page = client.get(reverse("study_detail", args=[refused.pk])).content.decode()
     assert "Seen by a clinician: no AI result." in page and f'action="/studies/{refused.pk}/acknowledge/"' not in page
     with pytest.raises(ValidationError, match="No film of this study"):
-        study_acknowledge_not_analysable(
+        study_acknowledge_no_ai_result(
             user=owner, study=study_list_for_user(user=owner).prefetch_related("images__predictions").get()
         )
     worklist = client.get(reverse("worklist")).content.decode()
@@ -136,7 +136,8 @@ def test_the_api_records_and_lists_acknowledgements_and_refuses_a_scored_film(ow
     created = api.post(url, {"comment": "seen"}, format="json")
     assert created.status_code == 201
     assert created.json() | {"created_at": None} == {
-        "id": created.json()["id"], "prediction_id": prediction.pk, "clinician": "alice", "comment": "seen",
+        "id": created.json()["id"], "study_id": refused.pk, "prediction_id": prediction.pk, "clinician": "alice",
+        "comment": "seen",
         "created_at": None,
     }  # fmt: skip
     assert [item["comment"] for item in api.get(url).json()["results"]] == ["seen"]
@@ -144,3 +145,109 @@ def test_the_api_records_and_lists_acknowledgements_and_refuses_a_scored_film(ow
     refused_answer = api.post(f"/api/v1/predictions/{scored.pk}/acknowledgements/", {}, format="json")
     assert refused_answer.status_code == 400
     assert api_client_for(outsider).post(url, {}, format="json").status_code == 404
+
+
+FAILURE = "The model could not be loaded: no active AI model is registered."
+
+
+@pytest.fixture
+def failed(patient) -> Study:
+    """A study whose analysis failed before any film was assessed: no prediction at all."""
+    study = StudyFactory(patient=patient, films=[("a.jpeg", jpeg_bytes(seed=3))])
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.FAILED, failure_reason=FAILURE)
+    study.refresh_from_db()
+    return study
+
+
+def _for(user, study: Study) -> Study:  # noqa: ANN001
+    from diagnostics.selectors import study_get_for_user
+
+    return study_get_for_user(user=user, study_id=study.pk)
+
+
+def test_a_failed_study_with_no_prediction_is_closed_by_acknowledging_the_study(owner, member, failed):
+    assert not Prediction.objects.filter(image__study=failed).exists()
+    assert failed.pk in unread_ids(owner)
+
+    [acknowledgement] = study_acknowledge_no_ai_result(user=member, study=_for(member, failed), comment=" by hand ")
+
+    assert (acknowledgement.study_id, acknowledgement.prediction_id, acknowledgement.comment) == (
+        failed.pk, None, "by hand"
+    )  # fmt: skip
+    assert failed.pk not in unread_ids(owner)
+    [row] = study_list_with_row_facts(study_list_for_user(user=owner))
+    assert row.read is True
+    event = AuditEvent.objects.get(action="acknowledgement.recorded")
+    assert (event.actor, event.object_id) == (member, str(acknowledgement.pk))
+    assert event.detail == {"study": failed.pk, "status": "failed", "failure_reason": FAILURE}
+    with pytest.raises(ValidationError, match="No film of this study is waiting"):
+        study_acknowledge_no_ai_result(user=owner, study=_for(owner, failed))
+    assert Acknowledgement.objects.count() == 1
+
+
+def test_a_study_with_a_score_or_still_in_progress_is_not_acknowledged(owner, outsider, patient, failed):
+    scored = PredictionFactory(study=StudyFactory(patient=patient), probability=0.8, finish_study=True)
+    with pytest.raises(ValidationError, match="record a reading"):
+        study_acknowledge_no_ai_result(user=owner, study=_for(owner, scored.image.study))
+    running = StudyFactory(patient=patient)
+    Study.objects.filter(pk=running.pk).update(status=Study.Status.RUNNING)
+    with pytest.raises(ValidationError, match="still analysing"):
+        study_acknowledge_no_ai_result(user=owner, study=_for(owner, running))
+    with pytest.raises(PermissionDenied):
+        study_acknowledge_no_ai_result(user=outsider, study=failed)
+    assert not Acknowledgement.objects.exists()
+
+
+def test_a_done_study_with_a_refused_film_and_a_film_never_assessed_is_closed_once(owner, patient):
+    study = StudyFactory(patient=patient, films=[("a.jpeg", jpeg_bytes(seed=4)), ("b.jpeg", jpeg_bytes(seed=5))])
+    first, _second = study.images.order_by("pk")
+    refused_film = refuse(study, image=first)
+
+    acknowledged = study_acknowledge_no_ai_result(user=owner, study=_for(owner, study))
+
+    assert sorted((a.prediction_id or 0) for a in acknowledged) == [0, refused_film.pk]
+    assert study.pk not in unread_ids(owner)
+
+
+def test_the_study_page_shows_the_reason_and_closes_a_failed_study(owner, failed):
+    client = login_client(owner)
+    page = client.get(reverse("study_detail", args=[failed.pk])).content.decode()
+    assert FAILURE in page and "the AI assessment failed" in page
+    assert f'action="/studies/{failed.pk}/acknowledge/"' in page and "for this study" in page
+
+    answer = client.post(reverse("study_acknowledge", args=[failed.pk]), {"next_query": "reading=unread"})
+
+    assert answer["Location"] == f"/studies/{failed.pk}/?reading=unread#reading"
+    page = client.get(answer["Location"]).content.decode()
+    assert "Recorded: you have seen this study; it has no AI result." in page
+    assert "Seen by a clinician: no AI result. <strong>alice</strong>" in page
+    assert f'action="/studies/{failed.pk}/acknowledge/"' not in page
+    worklist = client.get(reverse("worklist")).content.decode()
+    assert '<span class="reading-read">Read</span>' in worklist
+    from pypdf import PdfReader
+
+    report = PdfReader(io.BytesIO(client.get(reverse("study_report", args=[failed.pk])).content))
+    text = " ".join(" ".join(page.extract_text().split()) for page in report.pages)
+    assert "Seen by a clinician: no AI result. alice" in text
+
+
+def test_the_api_acknowledges_a_failed_study_and_lists_it(owner, outsider, failed, refused):
+    api = api_client_for(owner)
+    url = f"/api/v1/studies/{failed.pk}/acknowledgements/"
+    assert api.get(f"/api/v1/studies/{failed.pk}/").json()["read"] is False
+    created = api.post(url, {"comment": "read by hand"}, format="json")
+    assert created.status_code == 201, created.content
+    [item] = created.json()
+    assert (item["study_id"], item["prediction_id"], item["clinician"], item["comment"]) == (
+        failed.pk, None, "alice", "read by hand"
+    )  # fmt: skip
+    assert [entry["id"] for entry in api.get(url).json()["results"]] == [item["id"]]
+    assert api.get(f"/api/v1/studies/{failed.pk}/").json()["read"] is True
+    assert api.post(url, {}, format="json").status_code == 400  # nothing left to acknowledge
+    # The study endpoint acknowledges a not-analysable study's refused films too, each with its prediction.
+    both = api.post(f"/api/v1/studies/{refused.pk}/acknowledgements/", {}, format="json").json()
+    assert sorted(entry["prediction_id"] for entry in both) == sorted(
+        Prediction.objects.filter(image__study=refused).values_list("pk", flat=True)
+    )
+    assert api_client_for(outsider).post(url, {}, format="json").status_code == 404
+    assert api_client_for(outsider).get(url).status_code == 404

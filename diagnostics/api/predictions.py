@@ -14,12 +14,14 @@ from rest_framework.views import APIView
 from diagnostics.models import Acknowledgement, Feedback, Prediction, User
 from diagnostics.selectors import (
     acknowledgement_list_for_prediction,
+    acknowledgement_list_for_study,
     feedback_list_for_prediction,
     prediction_get_for_user,
     prediction_list_for_user,
+    study_get_for_user,
 )
 from diagnostics.services.audit import audit_read
-from diagnostics.services.feedback import acknowledgement_record, feedback_record
+from diagnostics.services.feedback import acknowledgement_record, feedback_record, study_acknowledge_no_ai_result
 
 from .common import ListApi, request_user, service_errors
 from .filters import PredictionFilter
@@ -45,12 +47,17 @@ class FeedbackOutputSerializer(serializers.ModelSerializer):
 
 
 class AcknowledgementOutputSerializer(serializers.ModelSerializer):
-    prediction_id = serializers.IntegerField()
+    study_id = serializers.IntegerField()
+    prediction_id = serializers.IntegerField(
+        allow_null=True,
+        help_text="The refused film's assessment; null when the study as a whole was seen (its analysis failed "
+        "or left it without any scored film).",
+    )
     clinician = serializers.CharField(source="clinician.username")
 
     class Meta:
         model = Acknowledgement
-        fields = ["id", "prediction_id", "clinician", "comment", "created_at"]
+        fields = ["id", "study_id", "prediction_id", "clinician", "comment", "created_at"]
 
 
 class PredictionListApi(ListApi):
@@ -169,3 +176,44 @@ class PredictionAcknowledgementApi(ListApi):
         with service_errors():
             acknowledgement = acknowledgement_record(user=user, prediction=prediction, **serializer.validated_data)
         return Response(AcknowledgementOutputSerializer(acknowledgement).data, status=status.HTTP_201_CREATED)
+
+
+class StudyAcknowledgementApi(ListApi):
+    """'Seen: no AI result' on a study with nothing the AI scored: each film the input gate refused, or the
+    study itself when its analysis failed or left a film without any assessment. Such a study has no label
+    to confirm or correct, so this is how it is read (the study's `read` and the `reading` filter count it)."""
+
+    output_serializer = AcknowledgementOutputSerializer
+
+    @extend_schema_serializer(component_name="StudyAcknowledgementCreate")
+    class InputSerializer(serializers.Serializer):
+        comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+
+    @extend_schema(
+        operation_id="studies_acknowledgements_list",
+        summary="Acknowledgements of a study with no AI result (its films' and its own), newest first",
+        responses=AcknowledgementOutputSerializer(many=True),
+    )
+    def get(self, request: Request, study_id: int) -> Response:
+        study = study_get_for_user(user=request_user(request), study_id=study_id)
+        return self.list_response(acknowledgement_list_for_study(study=study))
+
+    @extend_schema(
+        operation_id="studies_acknowledgements_create",
+        summary="Record that a clinician has seen a study the AI gave no result for",
+        description="Acknowledges every refused film nobody has acknowledged and, when the study has no scored "
+        "film and some film (or the study) has no assessment at all - its analysis failed - the study itself "
+        "(`prediction_id` null); the study's `failure_reason` is in the audit event. 400 while the study is "
+        "queued or running, when a film is scored (read it with feedback) or when nothing is left to acknowledge.",
+        request=InputSerializer,
+        responses={201: AcknowledgementOutputSerializer(many=True)},
+        examples=[OpenApiExample("Seen", value={"comment": "Read by hand: clear lungs"}, request_only=True)],
+    )
+    def post(self, request: Request, study_id: int) -> Response:
+        user = request_user(request)
+        study = study_get_for_user(user=user, study_id=study_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with service_errors():
+            acknowledged = study_acknowledge_no_ai_result(user=user, study=study, **serializer.validated_data)
+        return Response(AcknowledgementOutputSerializer(acknowledged, many=True).data, status=status.HTTP_201_CREATED)

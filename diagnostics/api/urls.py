@@ -37,6 +37,11 @@ urlpatterns = [
         name="api_prediction_feedback",
     ),
     path(
+        "studies/<int:study_id>/acknowledgements/",
+        predictions.StudyAcknowledgementApi.as_view(),
+        name="api_study_acknowledgements",
+    ),
+    path(
         "predictions/<int:prediction_id>/acknowledgements/",
         predictions.PredictionAcknowledgementApi.as_view(),
         name="api_prediction_acknowledgements",

@@ -27,6 +27,9 @@ from .predictions import acknowledgement_list_for_prediction as acknowledgement_
 from .predictions import feedback_list_for_prediction as feedback_list_for_prediction
 from .predictions import prediction_get_for_user as prediction_get_for_user
 from .predictions import prediction_list_for_user as prediction_list_for_user
+from .studies import NoAiResultWaiting as NoAiResultWaiting
+from .studies import acknowledgement_list_for_study as acknowledgement_list_for_study
+from .studies import study_acknowledgement_of_the_study as study_acknowledgement_of_the_study
 from .studies import study_dicom_date as study_dicom_date
 from .studies import study_get_for_user as study_get_for_user
 from .studies import study_get_with_results as study_get_with_results
@@ -34,6 +37,7 @@ from .studies import study_list_filter as study_list_filter
 from .studies import study_list_for_user as study_list_for_user
 from .studies import study_list_with_film_counts as study_list_with_film_counts
 from .studies import study_list_with_row_facts as study_list_with_row_facts
+from .studies import study_no_ai_result_waiting as study_no_ai_result_waiting
 from .studies import study_read_annotation as study_read_annotation
 from .studies import study_read_exists as study_read_exists
 from .studies import study_taken_on as study_taken_on

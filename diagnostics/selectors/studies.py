@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import (
@@ -51,15 +52,16 @@ def study_list_with_film_counts(studies: QuerySet[Study]) -> QuerySet[Study]:
 def study_read_exists() -> Q:
     """Whether a study has been read, the one owner of the rule: a clinician's reading (Feedback: agreeing
     with or correcting the AI) exists on an assessment shown to clinicians of any of its films, or a
-    clinician acknowledged one of its films the input gate refused ("seen: no AI result", Acknowledgement):
-    a refused film has no AI label to agree with, so acknowledging it is how its study is closed.
+    clinician acknowledged one of its films the input gate refused, or the study itself when its analysis
+    failed or left it without a scored film ("seen: no AI result", Acknowledgement): such a study has no AI
+    label to agree with, so acknowledging it is how it is closed.
     A condition for filter() (negate it with ~) and for annotate(read=study_read_annotation())."""
     readings = Feedback.objects.filter(
         prediction__image__study=OuterRef("pk"), prediction__role=Prediction.Role.PRIMARY
     )
-    acknowledged = Acknowledgement.objects.filter(
-        prediction__image__study=OuterRef("pk"), prediction__role=Prediction.Role.PRIMARY
-    )
+    # A film's acknowledgement is of an assessment shown to clinicians (services.feedback refuses others);
+    # a study's own (prediction empty) is of a study the AI left without any scored film.
+    acknowledged = Acknowledgement.objects.filter(study=OuterRef("pk"))
     return Q(Exists(readings)) | Q(Exists(acknowledged))
 
 
@@ -152,7 +154,10 @@ def _with_results(studies: QuerySet[Study]) -> QuerySet[Study]:
         .order_by("-created_at", "-pk")
     )
     images = Image.objects.prefetch_related(Prefetch("predictions", queryset=predictions))
-    return studies.prefetch_related(Prefetch("images", queryset=images))
+    acknowledgements = Acknowledgement.objects.select_related("clinician").order_by("-created_at", "-pk")
+    return studies.prefetch_related(
+        Prefetch("images", queryset=images), Prefetch("acknowledgements", queryset=acknowledgements)
+    )
 
 
 def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:
@@ -161,6 +166,46 @@ def study_get_for_user(*, user: User | AnonymousUser, study_id: int) -> Study:
         return _with_results(study_list_for_user(user=user)).get(pk=study_id)
     except (Study.DoesNotExist, ValueError, TypeError):
         raise Http404("No such study.") from None
+
+
+@dataclass(frozen=True)
+class NoAiResultWaiting:
+    """What 'seen: no AI result' would acknowledge on a study (study_no_ai_result_waiting)."""
+
+    films: list[Prediction]  # refused films (their newest assessment shown to clinicians) nobody acknowledged
+    whole_study: bool  # no scored film, some film (or the study) without any assessment, not acknowledged
+    scored: bool  # some film has a score: it is read with a reading, not acknowledged
+
+    def __bool__(self) -> bool:
+        return bool(self.films) or self.whole_study
+
+
+def _newest_shown(image: Image) -> Prediction | None:
+    shown = [p for p in image.predictions.all() if p.role == Prediction.Role.PRIMARY]
+    return max(shown, key=lambda p: (p.created_at, p.pk), default=None)
+
+
+def study_no_ai_result_waiting(*, study: Study) -> NoAiResultWaiting:
+    """The films and study 'seen: no AI result' is waiting for, on a study from study_get_for_user (its
+    images and their assessments prefetched): nothing while the study is queued or running."""
+    if study.status in (Study.Status.QUEUED, Study.Status.RUNNING):
+        return NoAiResultWaiting(films=[], whole_study=False, scored=False)
+    newest = [_newest_shown(image) for image in study.images.all()]
+    scored = any(p is not None and p.analysable for p in newest)
+    unassessed = not newest or any(p is None for p in newest)
+    whole_study = unassessed and not scored and not any(a.prediction_id is None for a in study.acknowledgements.all())
+    films = [p for p in newest if p is not None and not p.analysable and not p.acknowledgements.all()]
+    return NoAiResultWaiting(films=films, whole_study=whole_study, scored=scored)
+
+
+def study_acknowledgement_of_the_study(*, study: Study) -> Acknowledgement | None:
+    """The newest 'seen: no AI result' of the study as a whole (not of one of its films), if any."""
+    return next((a for a in study.acknowledgements.all() if a.prediction_id is None), None)
+
+
+def acknowledgement_list_for_study(*, study: Study) -> QuerySet[Acknowledgement]:
+    """Every 'seen: no AI result' of a study from study_get_for_user, its films' and its own, newest first."""
+    return study.acknowledgements.select_related("clinician").order_by("-created_at", "-pk")
 
 
 def study_get_with_results(*, study_id: int) -> Study:

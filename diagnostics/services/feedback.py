@@ -4,6 +4,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
 from diagnostics.models import Acknowledgement, Feedback, Prediction, Study, User
+from diagnostics.selectors.studies import study_no_ai_result_waiting
 
 from .audit import audit_record
 
@@ -68,7 +69,9 @@ def acknowledgement_record(*, user: User, prediction: Prediction, comment: str =
         raise ValidationError("Only an assessment shown to clinicians can be acknowledged.")
     if prediction.analysable:
         raise ValidationError("The AI assessed this film: record a reading (agree or correct) instead.")
-    acknowledgement = Acknowledgement.objects.create(prediction=prediction, clinician=user, comment=comment.strip())
+    acknowledgement = Acknowledgement.objects.create(
+        study_id=prediction.image.study_id, prediction=prediction, clinician=user, comment=comment.strip()
+    )
     audit_record(
         action="acknowledgement.recorded",
         actor=user,
@@ -79,17 +82,36 @@ def acknowledgement_record(*, user: User, prediction: Prediction, comment: str =
     return acknowledgement
 
 
-def study_acknowledge_not_analysable(*, user: User, study: Study, comment: str = "") -> list[Acknowledgement]:
-    """Acknowledge, in one transaction, every film of a study (from study_get_for_user) whose newest
-    assessment shown to clinicians is a refusal and that nobody has acknowledged yet: the study page's
-    one button for a study the AI could read none of. Raises ValidationError when there is none."""
-    refused = [
-        prediction
-        for image in study.images.all()
-        for prediction in list(image.predictions.all())[:1]  # prefetched: primary only, newest first
-        if not prediction.analysable and not prediction.acknowledgements.all()
-    ]
-    if not refused:
+def study_acknowledge_no_ai_result(*, user: User, study: Study, comment: str = "") -> list[Acknowledgement]:
+    """'Seen: no AI result' for a study (from study_get_for_user), in one transaction: the study page's
+    and the API's one action for a study that has no AI result to read.
+
+    Every film whose newest assessment shown to clinicians is a refusal nobody has acknowledged gets its
+    own acknowledgement. When the study has no scored film and the AI left some film (or the study)
+    without any assessment - its analysis failed, or it ended with nothing stored - the study itself is
+    acknowledged once (prediction empty), with the failure reason in the audit event. Refused while the
+    study is queued or running (its result may still come), and when there is nothing left to acknowledge
+    (selectors.study_no_ai_result_waiting says what is waiting).
+    """
+    if study.patient.team_id != user.team_id:
+        raise PermissionDenied("This study belongs to another care team.")
+    if study.status in (Study.Status.QUEUED, Study.Status.RUNNING):
+        raise ValidationError("The AI is still analysing this study: wait for its result.")
+    waiting = study_no_ai_result_waiting(study=study)
+    if not waiting:
+        if waiting.scored:
+            raise ValidationError("The AI assessed this study: record a reading (agree or correct) instead.")
         raise ValidationError("No film of this study is waiting to be acknowledged.")
     with transaction.atomic():
-        return [acknowledgement_record(user=user, prediction=p, comment=comment) for p in refused]
+        acknowledged = [acknowledgement_record(user=user, prediction=p, comment=comment) for p in waiting.films]
+        if waiting.whole_study:
+            acknowledgement = Acknowledgement.objects.create(study=study, clinician=user, comment=comment.strip())
+            audit_record(
+                action="acknowledgement.recorded",
+                actor=user,
+                target=acknowledgement,
+                team_id=user.team_id,
+                detail={"study": study.pk, "status": study.status, "failure_reason": study.failure_reason},
+            )
+            acknowledged.append(acknowledgement)
+    return acknowledged

@@ -19,7 +19,13 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from diagnostics.models import Acknowledgement, Feedback, Image, Prediction, Study, User
-from diagnostics.selectors import FilmResult, study_film_results, study_summary, study_taken_on
+from diagnostics.selectors import (
+    FilmResult,
+    study_acknowledgement_of_the_study,
+    study_film_results,
+    study_summary,
+    study_taken_on,
+)
 from diagnostics.selectors.heatmaps import HeatmapState
 from diagnostics.selectors.warnings import study_warnings
 from ml.serving.decode import apply_display_window
@@ -137,6 +143,8 @@ def study_report_context(*, study: Study, user: User) -> dict[str, object]:
         "study": study,
         "patient": study.patient,
         "summary": study_summary(status=study.status, results=films),
+        # A study the AI left without any scored film, seen by a clinician ("seen: no AI result").
+        "study_acknowledgement": study_acknowledgement_of_the_study(study=study),
         "warnings": study_warnings(study=study),
         "taken_on": study_taken_on(study=study),
         "images": _report_images(films),

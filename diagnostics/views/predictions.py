@@ -16,7 +16,7 @@ from diagnostics.forms import FeedbackForm, WorklistFilterForm
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.selectors import prediction_get_for_user, study_get_for_user
 from diagnostics.services.audit import audit_read
-from diagnostics.services.feedback import acknowledgement_record, feedback_record, study_acknowledge_not_analysable
+from diagnostics.services.feedback import acknowledgement_record, feedback_record, study_acknowledge_no_ai_result
 
 from .htmx import is_htmx
 from .studies import image_results
@@ -106,15 +106,21 @@ def acknowledgement_submit(request: AuthenticatedHttpRequest, prediction_id: int
 @login_required
 @require_POST
 def study_acknowledge(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
-    """'Seen: no AI result' on every not-analysable film of a study at once (the study result's button)."""
+    """'Seen: no AI result' on every not-analysable film of a study at once, or on a study whose analysis
+    failed or left it without a scored film (the study result's button)."""
     study = study_get_for_user(user=request.user, study_id=study_id)
     try:
-        acknowledged = study_acknowledge_not_analysable(user=request.user, study=study)
+        acknowledged = study_acknowledge_no_ai_result(user=request.user, study=study)
     except ValidationError as failure:
         messages.error(request, "Not recorded: " + " ".join(failure.messages))
     else:
-        count = len(acknowledged)
-        messages.success(request, f"Recorded: you have seen {count} film{'s' if count != 1 else ''} with no AI result.")
+        count = sum(1 for acknowledgement in acknowledged if acknowledgement.prediction_id is not None)
+        if count:
+            messages.success(
+                request, f"Recorded: you have seen {count} film{'s' if count != 1 else ''} with no AI result."
+            )
+        else:
+            messages.success(request, "Recorded: you have seen this study; it has no AI result.")
     # Back to the study with the worklist filters it was opened with (the next-unread link keeps them).
     query = WorklistFilterForm(QueryDict(request.POST.get("next_query", ""))).querystring()
     return redirect(reverse("study_detail", args=[study.pk]) + (f"?{query}" if query else "") + "#reading")

@@ -20,10 +20,12 @@ from diagnostics.models import Acknowledgement, Feedback, Image, Prediction, Stu
 from diagnostics.selectors import (
     FilmResult,
     patient_get_for_user,
+    study_acknowledgement_of_the_study,
     study_film_results,
     study_get_for_user,
     study_list_for_user,
     study_list_with_row_facts,
+    study_no_ai_result_waiting,
     study_read_exists,
     study_summary,
 )
@@ -268,8 +270,10 @@ def _study_context(request: AuthenticatedHttpRequest, study: Study) -> dict[str,
         "patient": study.patient,
         "pending": study.status in PENDING,
         "results": results,
-        # Films with no AI result that no clinician has acknowledged yet ("seen: no AI result").
-        "summary_unacknowledged": sum(1 for result in refused if not result.acknowledgements),
+        # What "seen: no AI result" waits for: refused films nobody acknowledged, or a study the AI left
+        # without any scored film (failed, or nothing stored); and whether a clinician has seen it.
+        "no_ai_result_waiting": study_no_ai_result_waiting(study=study),
+        "study_acknowledgement": study_acknowledgement_of_the_study(study=study),
         "summary_acknowledged": any(result.acknowledgements for result in refused),
         # Where '#reading' (the next-unread link) lands: the first film nobody has read yet.
         "reading_number": next((r.number for r in results if r.prediction is not None and not r.is_read), None),

@@ -97,6 +97,11 @@ CASES: dict[str, Case] = {
     "studies_webhook_deliveries_list": Case("GET", "/api/v1/studies/{study}/webhook-deliveries/", team_read()),
     "studies_fhir_report": Case("GET", "/api/v1/studies/{study}/fhir/", team_read()),
     "studies_pacs_deliveries_list": Case("GET", "/api/v1/studies/{study}/pacs-deliveries/", team_read()),
+    "studies_acknowledgements_list": Case("GET", "/api/v1/studies/{study}/acknowledgements/", team_read()),
+    # The fixture's study has a scored film: 'seen: no AI result' is refused (400, read it with feedback).
+    "studies_acknowledgements_create": Case(
+        "POST", "/api/v1/studies/{study}/acknowledgements/", team_read(400), body=lambda c: {"comment": "seen"}
+    ),
     # FHIR (integrations/fhir/): the CapabilityStatement is open; a search answers only the caller's team.
     "fhir_metadata": Case("GET", "/fhir/metadata", {role: 200 for role in ROLES}),
     "fhir_diagnostic_report_search": Case("GET", "/fhir/DiagnosticReport?patient=patient-{patient}", everyone()),

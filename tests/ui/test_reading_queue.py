@@ -109,6 +109,31 @@ def test_a_not_analysable_study_is_closed_with_seen_no_ai_result(page, live_serv
     assert page.js_errors == [], page.js_errors
 
 
+def test_a_failed_study_with_no_prediction_is_closed_with_seen_no_ai_result(page, live_server, size, owner, patient):
+    reason = "No active AI model is registered."
+    failed = StudyFactory(created_by=owner, patient=patient, accession_number="ACC-FAILED",
+                          films=[("film.jpeg", jpeg_bytes(size=96, seed=7))])  # fmt: skip
+    Study.objects.filter(pk=failed.pk).update(status=Study.Status.FAILED, failure_reason=reason)
+    log_in(page, live_server, owner.username)
+    page.goto(live_server.url + reverse("study_detail", args=[failed.pk]) + "?reading=unread")
+    expect(page.locator("main")).to_contain_text(reason)
+    summary = page.get_by_role("region", name="Study result")
+    expect(summary).to_contain_text("the AI assessment failed")
+    button = summary.get_by_role("button", name="Seen: no AI result for this study")
+    expect(button).to_be_in_viewport()  # on the first screen, phone included
+    assert_fits_the_screen(page)
+    assert_axe_clean(page, f"queue-failed-{size[0]}")
+
+    button.click()
+    page.wait_for_url(re.compile(rf".*/studies/{failed.pk}/\?.*reading=unread.*#reading$"))
+    expect(page.locator(".messages")).to_contain_text("you have seen this study; it has no AI result")
+    expect(summary).to_contain_text(f"Seen by a clinician: no AI result. {owner.username}")
+    assert Acknowledgement.objects.filter(study=failed, prediction=None).count() == 1
+    assert unread(owner) == set()
+    assert_axe_clean(page, f"queue-failed-seen-{size[0]}")
+    assert page.js_errors == [], page.js_errors
+
+
 def test_the_worklist_shows_each_study_whole_on_a_phone(page, live_server, size, owner, team):
     other = PatientFactory(team=team, created_by=owner, name="Maria Salomea Skłodowska-Curie",
                            medical_record_number="MRN-2024-000123456")  # fmt: skip
