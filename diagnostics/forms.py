@@ -134,6 +134,11 @@ class WorklistFilterForm(forms.Form):
         )
         return studies.order_by(*self.SORTS[self.sort_key], "-pk")
 
+    @property
+    def in_use(self) -> int:
+        """How many filters (not the order) narrow the list: the worklist's closed 'Filters' says so."""
+        return sum(1 for name in self.fields if name != "sort" and self.data.get(name, "") not in ("", None))
+
     def querystring(self, **overrides: str) -> str:
         """The current filters as a query string (for links that keep them), with overrides."""
         params = {name: self.data.get(name, "") for name in self.fields}

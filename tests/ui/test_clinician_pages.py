@@ -41,6 +41,14 @@ def assert_fits_the_screen(page: Any) -> None:
     assert widths[0] <= widths[1], widths
 
 
+def open_filters(page: Any) -> None:
+    """On a phone the worklist's filters are behind a closed 'Filters' disclosure: open it."""
+    disclosure = page.locator("#worklist-filters details")
+    if not disclosure.evaluate("(details) => details.open"):
+        disclosure.locator("summary").click()
+    expect(disclosure).to_have_attribute("open", "")
+
+
 @pytest.fixture(params=WIDTHS)
 def width(request, page) -> int:
     page.set_viewport_size({"width": request.param, "height": 900})
@@ -81,6 +89,7 @@ ARROW_ROOM_PX = 24
 
 def test_the_order_menu_shows_each_option_whole(page, live_server, width, owner):
     log_in(page, live_server, owner.username)
+    open_filters(page)
     order = page.get_by_label("Order")
     expect(order).to_be_visible()
     fit = order.evaluate(

@@ -26,7 +26,7 @@ from ..factories import FeedbackFactory, ModelVersionFactory, PredictionFactory,
 from ..images import chest_like_pixels, dicom_bytes, encode
 from .conftest import ARTIFACTS
 from .test_clinician_journey import log_in
-from .test_clinician_pages import assert_axe_clean, assert_fits_the_screen
+from .test_clinician_pages import assert_axe_clean, assert_fits_the_screen, open_filters
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -326,6 +326,7 @@ def test_the_worklist_says_read_or_unread_and_filters_by_it(page, live_server, w
     today = Prediction.objects.first().created_at.date().isoformat()  # type: ignore[union-attr]
     expect(table.locator("tbody tr").first.locator("td.acquired")).to_contain_text(today)
 
+    open_filters(page)
     page.get_by_label("Reading").select_option("unread")
     page.wait_for_url(re.compile(r".*reading=unread"))
     expect(table.locator("tbody tr")).to_have_count(1)

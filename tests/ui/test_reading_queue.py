@@ -26,7 +26,7 @@ from ..factories import ModelVersionFactory, PatientFactory, PredictionFactory, 
 from ..images import jpeg_bytes
 from .conftest import ARTIFACTS
 from .test_clinician_journey import log_in
-from .test_clinician_pages import assert_axe_clean, assert_fits_the_screen
+from .test_clinician_pages import assert_axe_clean, assert_fits_the_screen, open_filters
 from .test_film_viewer import assessed_with_heatmap, box, open_first_film
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -167,6 +167,37 @@ def test_the_worklist_shows_each_study_whole_on_a_phone(page, live_server, size,
     assert page.js_errors == [], page.js_errors
 
 
+def test_the_worklist_filters_fold_away_on_a_phone(page, live_server, size, owner, patient):
+    """At 390x844 the filters are a closed 'Filters' disclosure, so the first study card is on the first
+    screen; at 1280x800 they are open. Opening them on a phone shows every field; a filter in use is counted."""
+    for number in range(3):
+        scored_study(owner, patient, probabilities=[0.2 + number / 5], seed=number, accession=f"ACC-F{number}")
+    log_in(page, live_server, owner.username)
+    page.goto(live_server.url + reverse("worklist") + "?status=done")
+    disclosure = page.locator("#worklist-filters details")
+    summary = disclosure.locator("summary")
+    expect(summary).to_have_text(re.compile(r"^Filters\s*\(1 in use\)$"))
+    first = page.locator("#worklist-table tbody tr").first
+    phone = size[0] < 640
+    if phone:
+        expect(disclosure).not_to_have_attribute("open", re.compile(".*"))
+        expect(page.get_by_label("Status")).to_be_hidden()
+        card = box(first)
+        assert card["y"] + card["height"] <= size[1], card  # the whole first card on the first screen
+        assert_axe_clean(page, f"queue-filters-closed-{size[0]}")
+        summary.click()
+    expect(disclosure).to_have_attribute("open", "")
+    expect(page.get_by_label("Status")).to_be_visible()
+    expect(page.get_by_label("Status")).to_have_value("done")
+    page.get_by_label("Reading").select_option("unread")
+    page.wait_for_url(re.compile(r".*reading=unread"))
+    expect(summary).to_have_text(re.compile(r"^Filters\s*\(2 in use\)$"))
+    expect(first).to_be_visible()
+    assert_fits_the_screen(page)
+    assert_axe_clean(page, f"queue-filters-open-{size[0]}")
+    assert page.js_errors == [], page.js_errors
+
+
 def test_the_study_page_gives_its_answer_on_the_first_screen(page, live_server, size, owner, patient):
     study = scored_study(owner, patient, probabilities=[0.2, 0.97], accession="ACC-FIRST-SCREEN")
     log_in(page, live_server, owner.username)
@@ -225,6 +256,7 @@ def test_one_back_press_undoes_one_filter_change(page, live_server, size, owner,
     scored_study(owner, other, probabilities=[0.3], seed=4, accession="ACC-BLAISE")
     log_in(page, live_server, owner.username)
     start = page.evaluate("() => history.length")
+    open_filters(page)
     search = page.get_by_label("Patient name or record number")
     search.press_sequentially("Blaise")  # keyup (after a pause) asks for the list...
     page.wait_for_url(re.compile(r".*q=Blaise"))

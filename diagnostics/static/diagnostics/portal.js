@@ -758,6 +758,25 @@
     if (window.location.hash === "#reading" && document.activeElement === document.body) focusNextReading(null);
   });
 
+  /* ---- worklist filters: closed on a phone, so the first study is on the first screen ---- */
+  var NARROW = window.matchMedia("(max-width: 40rem)");
+  function fitDisclosures() {
+    document.querySelectorAll("details[data-collapse-narrow]").forEach(function (details) {
+      details.open = !NARROW.matches;
+    });
+  }
+  fitDisclosures();
+  if (NARROW.addEventListener) NARROW.addEventListener("change", fitDisclosures);
+  // The closed summary says how many filters narrow the list (the order is not one).
+  document.addEventListener("change", function (event) {
+    var form = event.target.closest && event.target.closest("#worklist-filters");
+    var note = form && form.querySelector("[data-filters-in-use]");
+    if (!note) return;
+    var used = 0;
+    new FormData(form).forEach(function (value, key) { if (key !== "sort" && value !== "") used += 1; });
+    note.textContent = used ? "(" + used + " in use)" : "";
+  });
+
   /* ---- worklist filters: one history entry per change of the filters ---- */
   // Typing fires keyup (after a pause) and then change when the field is left, both for the same filters:
   // the second request would push the same URL again, and Back would seem to do nothing.
