@@ -55,10 +55,16 @@ test: $(VENV)/.installed services test-deps  ## the whole test suite against rea
 # runs, which halves its start on a machine whose environment turns bytecode caching off. Its temporary files
 # (every test's media folder: about 1 GB of films and derivatives) go to a folder of its own in memory, removed
 # at the end: pytest would otherwise spend some 13 s of a later run unlinking them from disk.
+# Two pytest-xdist processes, one per core of these machines, each with its own test database (copied from a
+# migrated template, tests/database.py) and Redis database. xdist's default `load` distribution hands each
+# process the tests in collection order, so each still runs pytest-django's plain database tests before the
+# transactional ones, whose flush empties the tables (rows written by data migrations included).
 FAST_TMP ?= $(if $(wildcard /dev/shm),/dev/shm,/tmp)
+TEST_FAST_WORKERS ?= 2
 test-fast: $(VENV)/.installed services  ## the quick loop: everything but the e2e, slow and browser tests (timed in the README)
 	@tmp=$$(mktemp -d $(FAST_TMP)/portal-test-fast.XXXXXX); \
-	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -m "not e2e and not slow and not browser" -q --basetemp=$$tmp; \
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -m "not e2e and not slow and not browser" -q --basetemp=$$tmp \
+		-n $(TEST_FAST_WORKERS); \
 	status=$$?; rm -rf $$tmp; exit $$status
 
 lint: $(VENV)/.installed  ## ruff and bandit

@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 from diagnostics.models import ModelVersion, User
 from diagnostics.services.model_registry import model_version_activate, model_version_register, promotion_gate_get
 
+from .database import clone_test_database, drop_test_database
 from .factories import ApiTokenFactory, CareTeamFactory, PatientFactory, UserFactory
 from .images import chest_like_pixels, encode, jpeg_bytes
 from .storage_server import s3_server, s3_storage  # noqa: F401 - a real S3 server (rclone serve s3) and a bucket per test
@@ -27,11 +28,16 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """The quick loop (`-m "... not slow ..."`, make test-fast) does not even import a module marked slow as
-    a whole (`pytestmark = pytest.mark.slow`): their TensorFlow imports alone take seconds."""
-    if collection_path.suffix != ".py" or "not slow" not in (config.option.markexpr or ""):
+    """A run that leaves markers out (`-m "not e2e and not slow and not browser"`, make test-fast) does not even
+    import a module marked with one of them as a whole (`pytestmark = pytest.mark.slow` or a list holding it):
+    TensorFlow's or a browser driver's import alone would cost seconds in each pytest process."""
+    left_out = re.fullmatch(r"not (\w+)((?: and not \w+)*)", (config.option.markexpr or "").strip())
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_") or left_out is None:
         return None
-    return bool(re.search(r"^pytestmark = pytest\.mark\.slow\b", collection_path.read_text(), re.M)) or None
+    excluded = set(re.findall(r"\w+", left_out.group(0))) - {"not", "and"}
+    declared = re.search(r"^pytestmark = (.*)$", collection_path.read_text(), re.M)
+    marks = set(re.findall(r"pytest\.mark\.(\w+)", declared.group(1))) if declared else set()
+    return bool(marks & excluded) or None
 
 
 def require_tool(found: object, what: str) -> None:
@@ -50,6 +56,22 @@ def bare_environment(**settings: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
     env.update(settings)
     return env
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(
+    request, django_test_environment, django_db_blocker, django_db_modify_db_settings
+) -> Iterator[None]:
+    """pytest-django's test database, copied from a migrated template instead of migrated (tests/database.py):
+    each run, and each pytest-xdist process (`_gw0`, `_gw1` suffixes), still gets a database of its own."""
+    from pytest_django.fixtures import _get_databases_for_setup
+
+    _aliases, serialized = _get_databases_for_setup(request.session.items)
+    with django_db_blocker.unblock():
+        original_name = clone_test_database(verbosity=request.config.option.verbose, serialize=bool(serialized))
+    yield
+    with django_db_blocker.unblock():
+        drop_test_database(original_name)
 
 
 @pytest.fixture(autouse=True)

@@ -203,6 +203,7 @@ def test_a_report_by_a_user_with_no_name_gives_the_username(owner, five_film_stu
     assert " by dana." in text
 
 
+@pytest.mark.slow  # a timing comparison of two 12-film PDFs
 def test_a_report_of_many_films_draws_the_pictures_of_the_first_few_only(settings, owner, patient, active_model):
     """A 20-film PDF held a web worker 8.9 s: drawing and embedding the pictures is the cost, so the
     report gives every film's assessment but the pictures of REPORT_MAX_FILM_PICTURES films."""

@@ -69,6 +69,7 @@ def test_scheduled_retraining_exists_and_is_off_by_default():
     assert task.enabled is False and task.queue == "training"
 
 
+@pytest.mark.slow  # training_run_execute imports the trainer: Keras and TensorFlow
 @pytest.mark.django_db
 def test_a_queued_run_is_cancelled_at_once(dataset, owner):
     run = training_run_start(actor=owner, architecture="cnn", config=QUICK)

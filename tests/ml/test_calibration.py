@@ -114,6 +114,7 @@ def test_calibrate_artifact_folds_platt_into_the_served_model(artifact: Path, da
         calibration.calibrate_artifact(copy, data)
 
 
+@pytest.mark.slow  # builds a Keras model: imports Keras and TensorFlow
 def test_unfolding_platt_gives_back_the_trained_layer() -> None:
     """A warm start from a calibrated model (scripts/device/default_start.py) takes the folded scaling out."""
     import keras
@@ -132,6 +133,7 @@ def test_unfolding_platt_gives_back_the_trained_layer() -> None:
         np.testing.assert_allclose(restored, original, atol=1e-6)
 
 
+@pytest.mark.slow  # builds, saves and runs a Keras model: imports Keras and TensorFlow
 def test_teacher_scores_leave_out_the_calibration_fitted_on_external(dataset_root: Path, tmp_path: Path) -> None:
     """Distillation targets come from the teacher's own network: Platt scaling fitted on external/ is
     taken back out, so nothing learnt there reaches a training target."""

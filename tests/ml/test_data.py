@@ -10,7 +10,7 @@ import pytest
 from ml.serving import films
 from ml.serving.films import ImageRecord, patient_id
 from ml.serving.preprocessing import load_for_model
-from ml.training import batches, data
+from ml.training import data
 from ml.training.data import grouped_split
 
 
@@ -73,8 +73,11 @@ def test_list_images_reads_every_format_in_the_layout(dataset_root: Path) -> Non
         films.list_images(dataset_root, "test")
 
 
+@pytest.mark.slow  # ml.training.batches imports Keras and TensorFlow
 def test_training_loader_yields_exactly_the_serving_tensor(dataset_root: Path) -> None:
     """The tensors a model trains and validates on equal load_for_model(bytes): no skew."""
+    from ml.training import batches
+
     records = films.list_images(dataset_root, "train")
     images = films.load_images(records, input_size=48)
     ds = batches.make_dataset(images, films.labels_of(records), batch_size=7, training=False, augment=True, seed=0)
@@ -85,7 +88,10 @@ def test_training_loader_yields_exactly_the_serving_tensor(dataset_root: Path) -
     assert batched.dtype == np.float32
 
 
+@pytest.mark.slow  # ml.training.batches imports Keras and TensorFlow
 def test_augmentation_happens_only_in_training(dataset_root: Path) -> None:
+    from ml.training import batches
+
     records = films.list_images(dataset_root, "train")[:8]
     images = films.load_images(records, input_size=48)
     labels = films.labels_of(records)
@@ -96,6 +102,7 @@ def test_augmentation_happens_only_in_training(dataset_root: Path) -> None:
     assert changed == len(images)
 
 
+@pytest.mark.slow  # ml.training.training imports Keras and TensorFlow
 def test_no_external_or_val_file_enters_a_training_list(dataset_root: Path, tmp_path: Path) -> None:
     """Training reads <data>/train only: a copy of the same films under external/ never joins it, and the
     bundled model's file list (data_files.txt, with each file's sha256) names train/ files only."""
@@ -118,9 +125,12 @@ def test_no_external_or_val_file_enters_a_training_list(dataset_root: Path, tmp_
     assert all(relpath.startswith("train/") for _, _, relpath, _ in rows)
 
 
+@pytest.mark.slow  # ml.training.batches imports Keras and TensorFlow
 def test_acquisition_batches_stay_films_and_keep_soft_labels(dataset_root: Path) -> None:
     """The acquisition policy changes every film but keeps shape, dtype and the 0..255 range; labels
     (soft teacher probabilities when distilling) pass through untouched, and each epoch reshuffles."""
+    from ml.training import batches
+
     records = films.list_images(dataset_root, "train")[:12]
     images = films.load_images(records, input_size=32)
     soft = np.linspace(0.05, 0.95, len(records)).astype(np.float32)
@@ -137,9 +147,12 @@ def test_acquisition_batches_stay_films_and_keep_soft_labels(dataset_root: Path)
         batches.make_dataset(images, soft, batch_size=6, training=True, augment=True, seed=3, policy="colour")
 
 
+@pytest.mark.slow  # ml.training.batches imports Keras and TensorFlow
 def test_file_jitter_resamples_and_recompresses_about_half_the_films_reproducibly() -> None:
     """The robust policy's last step: a resize through another resampler and a JPEG re-encoding,
     each for about half the films, gray channels kept equal, seeded by the batches' generator."""
+    from ml.training import batches
+
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (40, 64, 64, 1)).astype(np.float32)
     images = np.repeat(gray, 3, axis=3)
@@ -153,7 +166,10 @@ def test_file_jitter_resamples_and_recompresses_about_half_the_films_reproducibl
     assert np.array_equal(images, np.repeat(gray, 3, axis=3))  # the input is not modified
 
 
+@pytest.mark.slow  # ml.training.batches imports Keras and TensorFlow
 def test_robust_batches_stay_films(dataset_root: Path) -> None:
+    from ml.training import batches
+
     records = films.list_images(dataset_root, "train")[:12]
     images = films.load_images(records, input_size=32)
     labels = films.labels_of(records)

@@ -12,6 +12,7 @@ from ml.serving import artifacts
 from .conftest import QUICK
 
 
+@pytest.mark.slow  # ml.training.training imports Keras and TensorFlow
 def test_auto_precision_is_float32_on_a_cpu_and_names_are_checked() -> None:
     from ml.training import training
 

@@ -15,6 +15,8 @@ from ml.serving.artifacts import sha256_file
 from ml.serving.inference import ModelArtifactError, Predictor
 from ml.serving.runtime import CPU_PROVIDER, CUDA_PROVIDER, choose_providers, describe_device, gpu_name, gpu_visible
 
+BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "ml" / "default_model"
+
 # ---------------------------------------------------------------------------------------------
 # The execution provider
 
@@ -236,9 +238,10 @@ def test_a_checked_int8_variant_serves_and_a_changed_file_never_does(selected, a
         record.write_text(saved)
 
 
-def test_without_a_cached_choice_or_data_nothing_but_fp32_serves(artifact: Path, tmp_path: Path) -> None:
-    choice, why = variants.ensure_choice(artifact, data_dir=None, cache_dir=tmp_path)
+def test_without_a_cached_choice_or_data_nothing_but_fp32_serves(tmp_path: Path) -> None:
+    # The bundled model: any exported artifact will do, and this one needs no training run first.
+    choice, why = variants.ensure_choice(BUNDLED_MODEL, data_dir=None, cache_dir=tmp_path)
     assert choice is None
     assert "no variant choice measured" in why and "no data folder" in why
-    choice, why = variants.ensure_choice(artifact, data_dir=tmp_path, cache_dir=tmp_path)  # no external/ there
+    choice, why = variants.ensure_choice(BUNDLED_MODEL, data_dir=tmp_path, cache_dir=tmp_path)  # no external/ there
     assert choice is None and "no data folder" in why

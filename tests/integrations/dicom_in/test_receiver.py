@@ -27,7 +27,9 @@ from diagnostics.models import AuditEvent, DicomPeer, Study
 from ...images import cr_film_bytes
 from ..test_pacs_orthanc import free_port
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Real associations over TCP (and TLS) with a receiver thread and dcmtk senders: the slow tier (test_dicom_in.py
+# files the same films in-process in the quick loop).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
 PORTAL_AE = "PNEUMOPORTAL"
