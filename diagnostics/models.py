@@ -309,11 +309,18 @@ class ModelVersion(models.Model):
             "threshold": _number(head.get("threshold")),
             "expected_accuracy": _number(expected.get("accuracy")),
             "expected_accuracy_ci95": _interval(expected.get("accuracy_ci95")),
+            # P(viral) is called a probability under the main score's rule: the upper end of its cross-fitted
+            # calibration error's 95 % interval on films of a new period at most PROBABILITY_MAX_ECE.
+            "probability_calibrated": _calibrated(_interval(expected.get("ece_ci95"))),
             "expected_sensitivity": _number(expected.get("sensitivity")),
             "expected_specificity": _number(expected.get("specificity")),
             "external_auc": _number(external.get("roc_auc")),
             "expected_method": str(head.get("expected_method") or ""),
         }
+
+
+def _calibrated(ece_interval: list[float] | None) -> bool:
+    return ece_interval is not None and ece_interval[1] <= artifacts.PROBABILITY_MAX_ECE
 
 
 def _number(value: object) -> float | None:
@@ -410,7 +417,7 @@ class Prediction(models.Model):
     @property
     def subtype(self) -> dict[str, Any] | None:
         """The AI's bacterial-or-viral suggestion for this film: {"label", "probability" (of viral),
-        "threshold", "expected_accuracy", "expected_accuracy_ci95"}, or None
+        "threshold", "expected_accuracy", "expected_accuracy_ci95", "probability_calibrated"}, or None
         (no subtype head, a normal or refused film). The one place pages, PDF, API, FHIR and SR read it."""
         if self.subtype_probability is None or self.label != PredictionLabel.PNEUMONIA:
             return None
@@ -424,6 +431,7 @@ class Prediction(models.Model):
             "threshold": head["threshold"],
             "expected_accuracy": head["expected_accuracy"],
             "expected_accuracy_ci95": head["expected_accuracy_ci95"],
+            "probability_calibrated": head["probability_calibrated"],
         }
 
 

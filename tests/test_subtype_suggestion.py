@@ -25,7 +25,13 @@ HEAD = {
     "labels": ["bacterial", "viral"],
     "threshold": 0.4,
     "metrics": {"external": {"roc_auc": 0.91}},
-    "expected": {"accuracy": 0.84, "accuracy_ci95": [0.78, 0.89], "sensitivity": 0.8, "specificity": 0.86},
+    "expected": {
+        "accuracy": 0.84,
+        "accuracy_ci95": [0.78, 0.89],
+        "sensitivity": 0.8,
+        "specificity": 0.86,
+        "ece_ci95": [0.02, 0.045],  # within 0.05: shown as a probability
+    },  # fmt: skip
     "expected_method": "cross-fitted on external/",
 }
 
@@ -66,7 +72,8 @@ def test_the_api_gives_each_prediction_its_subtype_or_null(owner, patient, subty
     body = client.get(reverse("api_study_detail", args=[pneumonia.image.study_id])).json()
     [film] = body["images"]
     assert film["predictions"][0]["subtype"] == {
-        "label": "viral", "probability": 0.81, "expected_accuracy": 0.84, "expected_accuracy_ci95": [0.78, 0.89],
+        "label": "viral", "probability": 0.81, "probability_calibrated": True, "expected_accuracy": 0.84,
+        "expected_accuracy_ci95": [0.78, 0.89],
     }  # fmt: skip
     body = client.get(reverse("api_study_detail", args=[normal.image.study_id])).json()
     assert body["images"][0]["predictions"][0]["subtype"] is None
@@ -87,6 +94,21 @@ def test_the_study_page_and_the_pdf_word_it_as_a_suggestion_with_its_uncertainty
     text = page_text(client.get(reverse("study_detail", args=[normal.image.study_id])).content.decode())
     assert "AI suggestion, not a diagnosis" not in text and "more likely than" not in text
     assert "bacterial or viral" not in " ".join(report_pages(client, normal.image.study))
+
+
+def test_a_suggestion_whose_calibration_is_not_shown_within_005_is_an_ai_score(owner, patient):
+    loose = {**HEAD, "expected": {**HEAD["expected"], "ece_ci95": [0.037, 0.102]}}  # the bundled model's interval
+    model = ModelVersionFactory(threshold=0.5, manifest={"subtype": loose})
+    prediction = _prediction(owner, patient, model, probability=0.9, subtype=0.75)
+    text = page_text(
+        login_client(owner).get(reverse("study_detail", args=[prediction.image.study_id])).content.decode()
+    )
+    assert "AI score for viral 75.0 % (not a calibrated probability)" in text and "Probability that" not in text
+    body = api_client_for(owner).get(reverse("api_study_fhir", args=[prediction.image.study_id])).json()
+    [suggestion] = [r for r in body["contained"] if r["id"] == "film-1-subtype"]
+    assert suggestion["component"][0]["code"]["text"].startswith("AI score for viral pneumonia")
+    api = api_client_for(owner).get(reverse("api_study_detail", args=[prediction.image.study_id])).json()
+    assert api["images"][0]["predictions"][0]["subtype"]["probability_calibrated"] is False
 
 
 def test_fhir_has_a_second_observation_derived_from_the_films(owner, patient, subtype_model):

@@ -149,7 +149,12 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
             fields={
                 "label": serializers.ChoiceField(choices=["viral", "bacterial"]),
                 "probability": serializers.FloatField(
-                    help_text="P(viral) among pneumonias, calibrated on films of a new period (external/)."
+                    help_text="P(viral) among pneumonias, Platt-calibrated on films of a new period (external/)."
+                ),
+                "probability_calibrated": serializers.BooleanField(
+                    help_text="Whether it is shown to people as a probability (the same rule as "
+                    "`probability_calibrated`: its cross-fitted calibration error's 95 % interval ends at most "
+                    "0.05); otherwise as an AI score for viral."
                 ),
                 "expected_accuracy": serializers.FloatField(
                     allow_null=True, help_text="Accuracy of the label expected on new patients (cross-fitted)."
@@ -167,7 +172,7 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
         subtype = prediction.subtype
         if subtype is None:
             return None
-        keys = ("label", "probability", "expected_accuracy", "expected_accuracy_ci95")
+        keys = ("label", "probability", "probability_calibrated", "expected_accuracy", "expected_accuracy_ci95")
         return {key: subtype[key] for key in keys}
 
 

@@ -21,8 +21,13 @@ def subtype_label_words(subtype: Mapping[str, Any]) -> str:
 
 
 def subtype_uncertainty_words(subtype: Mapping[str, Any]) -> str:
-    """The probability it is viral and the expected accuracy, with its interval when recorded."""
-    text = f"probability that it is viral {numbers.score_percent(subtype['probability'])}"
+    """The probability it is viral (an AI score where its calibration on films of a new period is not shown to be
+    within 0.05) and the expected accuracy, with its interval when recorded."""
+    value = numbers.score_percent(subtype["probability"])
+    if subtype.get("probability_calibrated"):
+        text = f"probability that it is viral {value}"
+    else:  # the main score's rule (ModelVersion.subtype): not shown as a probability
+        text = f"AI score for viral {value} (not a calibrated probability)"
     accuracy = subtype.get("expected_accuracy")
     if accuracy is not None:
         text += f"; this suggestion is expected to be right for {numbers.rate_percent(accuracy)} of new patients"

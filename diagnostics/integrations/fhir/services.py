@@ -363,7 +363,11 @@ def _subtype_observation(number: int, prediction: Prediction, subject: dict[str,
     model = prediction.model_version
     components = [
         {
-            "code": {"text": "Probability that the pneumonia is viral (AI, calibrated)"},
+            "code": {
+                "text": "Probability that the pneumonia is viral (AI, calibrated)"
+                if subtype["probability_calibrated"]
+                else "AI score for viral pneumonia (not a calibrated probability)"
+            },
             "valueQuantity": {"value": round(float(subtype["probability"]), 4), "system": UCUM, "code": "1"},
         },
         {

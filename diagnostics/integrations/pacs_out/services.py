@@ -375,7 +375,11 @@ def _subtype_items(subtype: dict[str, Any], algorithm: Any) -> tuple[list[Any], 
 
     measurements = [
         hd.sr.Measurement(
-            name=hd.sr.CodedConcept("p-viral", PRIVATE_SCHEME, "AI suggestion: probability the pneumonia is viral"),
+            name=(
+                hd.sr.CodedConcept("p-viral", PRIVATE_SCHEME, "AI suggestion: probability the pneumonia is viral")
+                if subtype["probability_calibrated"]  # the main score's rule (score_meaning)
+                else hd.sr.CodedConcept("viral-score", PRIVATE_SCHEME, "AI suggestion: score for viral pneumonia")
+            ),
             value=round(float(subtype["probability"]), 4),
             unit=codes.UCUM.NoUnits,
             algorithm_id=algorithm,
