@@ -7,11 +7,12 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from diagnostics.models import Feedback, Prediction, User
+from diagnostics.models import Feedback, ModelVersion, Prediction, User
 from diagnostics.selectors.monitoring import model_monitoring
 from diagnostics.services.feedback import feedback_record
 from diagnostics.services.model_registry import model_version_register
@@ -31,7 +32,7 @@ def test_only_administrators_reach_the_model_pages(owner, admin, active_model):
     urls = [
         reverse("model_list"),
         reverse("model_detail", args=[active_model.pk]),
-        reverse("model_plot", args=[active_model.pk, "roc"]),
+        reverse("model_plot", args=[active_model.pk, "calibration"]),
     ]
     clinician = login_client(owner)
     for url in urls:
@@ -47,7 +48,25 @@ def test_only_administrators_reach_the_model_pages(owner, admin, active_model):
     assert "Models</a>" in administrator.get(reverse("worklist")).content.decode()
 
 
+def with_roc_curves(model_version: ModelVersion) -> ModelVersion:
+    """`model_version` as if its manifest recorded the ROC points of its validation and external splits
+    (ml.training.evaluation.roc_curve_points, which evaluation and calibration now write)."""
+    from ml.training.evaluation import roc_curve_points
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 2, 400)
+    scores = np.clip(labels * 0.35 + rng.random(400) * 0.65, 0, 1)
+    metrics = {key: dict(value) if isinstance(value, dict) else value for key, value in model_version.metrics.items()}
+    for split in ("validation", "external"):
+        metrics[split]["roc_curve"] = roc_curve_points(labels, scores)
+    model_version.metrics = metrics
+    model_version.manifest = {**model_version.manifest, "metrics": metrics}
+    model_version.save(update_fields=["metrics", "manifest"])
+    return model_version
+
+
 def test_model_page_shows_validation_metrics_confusion_matrix_and_plots(admin, active_model):
+    with_roc_curves(active_model)
     validation = active_model.metrics["validation"]
     html = login_client(admin).get(reverse("model_detail", args=[active_model.pk])).content.decode()
     assert f"{validation['roc_auc']:.3f}" in html
@@ -58,8 +77,11 @@ def test_model_page_shows_validation_metrics_confusion_matrix_and_plots(admin, a
         assert f'{matrix[key]} <span class="muted">{words}</span>' in html
     for kind in active_model.manifest["plots"]:
         assert reverse("model_plot", args=[active_model.pk, kind]) in html
-    plot = login_client(admin).get(reverse("model_plot", args=[active_model.pk, "roc"]))
-    assert plot["Content-Type"] == "image/png" and b"".join(plot.streaming_content).startswith(b"\x89PNG")
+    for kind in ("roc", "roc_external", "calibration", "calibration_external"):
+        assert reverse("model_plot", args=[active_model.pk, kind]) in html
+        plot = login_client(admin).get(reverse("model_plot", args=[active_model.pk, kind]))
+        assert plot["Content-Type"] == "image/png" and plot.content.startswith(b"\x89PNG"), kind
+    assert "No ROC curve recorded" not in html
 
 
 def test_model_page_shows_the_external_split_beside_validation_with_its_calibration(admin, active_model):
@@ -274,3 +296,58 @@ def test_the_calibration_plot_is_drawn_from_the_figures_the_table_prints_with_th
     plot = login_client(admin).get(reverse("model_plot", args=[active_model.pk, "calibration"]))
     assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
     assert calibration_plot_png(summary={"ece": 0.1}, title="none") is None
+
+
+def test_the_roc_plot_is_drawn_from_the_manifest_with_the_models_name(admin, active_model):
+    """The ROC plot's legend gives the table's AUC and the decision threshold's sensitivity and specificity,
+    its title the model version's name (the training-time roc.png was titled with the architecture)."""
+    from diagnostics.formatting.numbers import metric, rate_percent
+    from diagnostics.formatting.plots import roc_plot_png
+
+    with_roc_curves(active_model)
+    for split in ("validation", "external"):
+        summary = active_model.metrics[split]
+        svg = roc_plot_png(summary=summary, title=f"ROC: {active_model.name}", image_format="svg").decode()
+        assert f"AUC {metric(summary['roc_auc'])}" in svg and active_model.name in svg
+        assert f"sensitivity {rate_percent(summary['sensitivity'])}" in svg
+        assert "student224" not in svg
+    assert roc_plot_png(summary={"roc_auc": 0.9}, title="none") is None
+
+
+def test_a_manifest_without_roc_points_says_so_instead_of_showing_the_training_png(admin, active_model):
+    """An older manifest names roc.png (titled with the architecture) and records no ROC points: the page
+    shows no ROC plot and says why; the plot's address answers 404, not the mislabelled file."""
+    metrics = {key: dict(value) if isinstance(value, dict) else value for key, value in active_model.metrics.items()}
+    for split in ("validation", "external"):
+        metrics[split].pop("roc_curve", None)
+    active_model.metrics = metrics
+    active_model.manifest = {**active_model.manifest, "metrics": metrics, "plots": {"roc": "roc.png"}}
+    active_model.save(update_fields=["metrics", "manifest"])
+    client = login_client(admin)
+    html = client.get(reverse("model_detail", args=[active_model.pk])).content.decode()
+    assert reverse("model_plot", args=[active_model.pk, "roc"]) not in html
+    assert "No ROC curve recorded in this model" in html
+    assert "ROC curve (validation)" in html and "ROC curve (external" in html
+    assert reverse("model_plot", args=[active_model.pk, "calibration"]) in html
+    assert client.get(reverse("model_plot", args=[active_model.pk, "roc"])).status_code == 404
+    assert client.get(reverse("model_plot", args=[active_model.pk, "roc_external"])).status_code == 404
+
+
+def test_roc_points_are_the_curve_thinned_with_both_ends_and_none_for_one_class():
+    from sklearn.metrics import auc
+
+    from ml.training.evaluation import ROC_CURVE_MAX_POINTS, evaluate_predictions, roc_curve_points
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 5000)
+    scores = np.clip(labels * 0.3 + rng.random(5000) * 0.7, 0, 1)
+    points = roc_curve_points(labels, scores)
+    assert 2 < len(points) <= ROC_CURVE_MAX_POINTS
+    assert (points[0]["fpr"], points[0]["tpr"]) == (0.0, 0.0) and (points[-1]["fpr"], points[-1]["tpr"]) == (1.0, 1.0)
+    assert all(a["fpr"] <= b["fpr"] and a["tpr"] <= b["tpr"] for a, b in zip(points, points[1:], strict=False))
+    summary = evaluate_predictions(labels, scores, 0.5, bootstrap_samples=0)
+    assert summary["roc_curve"] == points
+    area = auc([p["fpr"] for p in points], [p["tpr"] for p in points])
+    assert abs(area - summary["roc_auc"]) < 0.005  # thinning keeps the curve's area
+    json.dumps(summary, allow_nan=False)  # a manifest can hold it
+    assert roc_curve_points(np.ones(10), rng.random(10)) == []

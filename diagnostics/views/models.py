@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
-from diagnostics.formatting.plots import calibration_plot_png
+from diagnostics.formatting.plots import calibration_plot_png, roc_plot_png
 from diagnostics.formatting.words import metric_rows
 from diagnostics.http import AuthenticatedHttpRequest
 from diagnostics.models import ModelVersion
@@ -23,9 +23,12 @@ from diagnostics.selectors.monitoring import model_monitoring, model_serving_run
 from diagnostics.services.model_artifacts import model_artifact_local_dir
 from ml.serving.inference import ModelArtifactError
 
-# The calibration plots are drawn from the manifest's metrics (formatting.plots), the others are the
-# training run's files; each kind names the split it shows.
+# The calibration and ROC plots are drawn from the manifest's metrics (formatting.plots), titled with the
+# model version's name; each kind names the split it shows. A manifest from before ROC points were
+# recorded gets no ROC plot (the training run's roc.png is titled with the architecture, not the model),
+# and the page says so; a calibration plot without a recorded curve falls back to the run's file.
 CALIBRATION_SPLITS = {"calibration": "validation", "calibration_external": "external"}
+ROC_SPLITS = {"roc": "validation", "roc_external": "external"}
 PLOT_TITLES = {
     "roc": "ROC curve (validation)",
     "calibration": "Calibration (reliability) curve (validation)",
@@ -70,11 +73,18 @@ def model_detail(request: AuthenticatedHttpRequest, model_id: int) -> HttpRespon
     validation = (model_version.metrics or {}).get("validation") or {}
     external = (model_version.metrics or {}).get("external") or {}
     kinds = [*(model_version.manifest.get("plots") or {})]
-    kinds += [kind for kind in CALIBRATION_SPLITS if kind not in kinds]
+    kinds += [kind for kind in (*CALIBRATION_SPLITS, *ROC_SPLITS) if kind not in kinds]
     plots = [
         {"kind": kind, "title": PLOT_TITLES.get(kind, kind.title())}
         for kind in kinds
-        if _calibration_summary(model_version, kind) or _plot_path(model_version, kind) is not None
+        if _roc_summary(model_version, kind)
+        or (kind not in ROC_SPLITS and (_calibration_summary(model_version, kind) or _plot_path(model_version, kind)))
+    ]
+    # Splits with metrics but no recorded ROC curve (manifests written before it was recorded).
+    roc_missing = [
+        PLOT_TITLES[kind]
+        for kind, split in ROC_SPLITS.items()
+        if (model_version.metrics or {}).get(split) and not _roc_summary(model_version, kind)
     ]
     context = {
         "model_version": model_version,
@@ -85,6 +95,7 @@ def model_detail(request: AuthenticatedHttpRequest, model_id: int) -> HttpRespon
         "external_metrics": metric_rows(external),
         "calibration": model_version.manifest.get("calibration"),
         "plots": plots,
+        "roc_missing": roc_missing,
         "monitoring": model_monitoring(model_version=model_version),
         "runtimes": model_serving_runtimes(model_version=model_version),
     }
@@ -113,11 +124,24 @@ def _calibration_summary(model_version: ModelVersion, kind: str) -> dict[str, An
     return summary if isinstance(summary, dict) and summary.get("reliability_curve") else None
 
 
+def _roc_summary(model_version: ModelVersion, kind: str) -> dict[str, Any] | None:
+    """The evaluation summary an ROC plot is drawn from, when the manifest records its curve."""
+    split = ROC_SPLITS.get(kind)
+    summary = (model_version.metrics or {}).get(split) if split else None
+    return summary if isinstance(summary, dict) and len(summary.get("roc_curve") or []) >= 2 else None
+
+
 @admin_required
 @require_GET
 @cache_control(private=True, max_age=3600)
 def model_plot(request: AuthenticatedHttpRequest, model_id: int, kind: str) -> HttpResponseBase:
     model_version = _model_version(model_id)
+    if kind in ROC_SPLITS:
+        roc = _roc_summary(model_version, kind)
+        png = roc_plot_png(summary=roc, title=f"{PLOT_TITLES[kind]}: {model_version.name}") if roc else None
+        if png is None:
+            raise Http404("This model's manifest records no ROC curve.")
+        return HttpResponse(png, content_type="image/png")
     summary = _calibration_summary(model_version, kind)
     if summary is not None:
         png = calibration_plot_png(summary=summary, title=f"{PLOT_TITLES[kind]}: {model_version.name}")

@@ -94,6 +94,32 @@ def reliability_curve(y_true: np.ndarray, prob: np.ndarray, bins: int = CALIBRAT
     return curve
 
 
+ROC_CURVE_MAX_POINTS = 120
+
+
+def roc_curve_points(
+    y_true: np.ndarray, prob: np.ndarray, max_points: int = ROC_CURVE_MAX_POINTS
+) -> list[dict[str, float]]:
+    """The ROC curve's vertices (false and true positive rates, and the score threshold each starts at),
+    at most ``max_points`` of them, evenly thinned with both ends kept: small enough for a manifest, and
+    what the portal's Models page draws the curve from (so the plot and the table's AUC come from one
+    record). Empty when the labels hold one class only (no curve is defined)."""
+    y_true = np.asarray(y_true)
+    if len(np.unique(y_true)) < 2:
+        return []
+    fpr, tpr, thresholds = roc_curve(y_true, prob, drop_intermediate=True)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), max_points)).round().astype(int))
+    return [
+        {
+            "fpr": round(float(fpr[i]), 5),
+            "tpr": round(float(tpr[i]), 5),
+            # roc_curve's first threshold is +inf (nothing called positive): JSON has no infinity.
+            "threshold": round(float(min(thresholds[i], 1.0)), 6),
+        }
+        for i in keep
+    ]
+
+
 def bootstrap_intervals(
     y_true: np.ndarray,
     prob: np.ndarray,
@@ -144,6 +170,7 @@ def evaluate_predictions(
         **point_metrics(y_true, prob, threshold),
         "confusion_matrix": confusion(y_true, prob, threshold),
         "reliability_curve": reliability_curve(y_true, prob),
+        "roc_curve": roc_curve_points(y_true, prob),
     }
     summary = _nan_to_none(summary)
     if bootstrap_samples > 0:

@@ -60,6 +60,7 @@ def package_artifact(
         # Output of `python -m ml evaluate` on another folder, e.g. the 16 full-size official val films.
         summary = json.loads(Path(path).read_text(encoding="utf-8"))
         summary.pop("reliability_curve", None)
+        summary.pop("roc_curve", None)
         manifest.setdefault("metrics", {}).setdefault("other_evaluations", {})[name] = summary
     if destination:
         for name in (*PLOTS, artifacts.DATA_FILES_NAME, GATE_FILE):
