@@ -236,12 +236,16 @@ def reattach(artifact_dir: str | Path) -> bool:
     with np.load(head_path) as head:
         weights, bias = head["weights"], float(head["bias"])
     onnx_path = artifact_dir / str(manifest["files"].get("onnx") or artifacts.ONNX_NAME)
-    sha = attach_to_onnx(onnx_path, weights, bias)
-    if sha != manifest["subtype"]["backbone_sha256"]:
+    import onnx
+
+    graph = onnx.load(str(onnx_path))
+    sha = backbone_sha256(graph, feature_map_name(graph))
+    if sha != manifest["subtype"]["backbone_sha256"]:  # checked before the file is touched
         raise ValueError(
             f"{onnx_path}'s backbone ({sha[:12]}…) is not the one the subtype head was fitted on "
             f"({str(manifest['subtype']['backbone_sha256'])[:12]}…): run python -m ml subtype again."
         )
+    attach_to_onnx(onnx_path, weights, bias)
     manifest["onnx_sha256"] = artifacts.sha256_file(onnx_path)
     artifacts.write_manifest(artifact_dir, manifest)
     return True

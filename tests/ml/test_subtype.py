@@ -173,3 +173,48 @@ def test_the_bundled_model_has_a_subtype_head_the_predictor_runs_in_the_same_cal
     assert ((result.subtypes > 0) & (result.subtypes < 1)).all()
     np.testing.assert_allclose(result.probabilities, predictor.predict_batch(images), atol=1e-6)
     assert predictor.subtype_label_for(entry["threshold"]) == "viral"
+
+
+def _artifact(tmp_path: Path, *, conv_seed: int = 0) -> Path:
+    """A minimal artifact directory around the small graph: what reattach reads."""
+    folder = tmp_path / "artifact"
+    folder.mkdir(exist_ok=True)
+    _graph(folder / "model.onnx", conv_seed=conv_seed)
+    manifest = {
+        "name": "small", "version": "1", "architecture": "small", "input_size": 8, "preprocessing_version": "x",
+        "class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.5, "metrics": {}, "files": {"onnx": "model.onnx"},
+        "onnx_sha256": "",
+    }  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_re_exported_graph_gets_the_saved_head_back_and_another_backbone_is_refused(tmp_path):
+    from ml.serving.artifacts import read_manifest, sha256_file
+
+    folder = _artifact(tmp_path)
+    weights = np.linspace(-1, 1, 2 * CHANNELS)
+    sha = subtype.attach_to_onnx(folder / "model.onnx", weights, 0.2)
+    np.savez(folder / subtype.HEAD_FILE, weights=weights.astype(np.float32), bias=np.float32(0.2))
+    manifest = read_manifest(folder) | {"subtype": {"onnx_output": SUBTYPE_OUTPUT, "backbone_sha256": sha}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    expected = _run(folder / "model.onnx", IMAGES)[SUBTYPE_OUTPUT]
+
+    _graph(folder / "model.onnx")  # re-exported from model.keras: the main head and map only
+    assert SUBTYPE_OUTPUT not in _run(folder / "model.onnx", IMAGES)
+    assert subtype.reattach(folder)
+    np.testing.assert_allclose(_run(folder / "model.onnx", IMAGES)[SUBTYPE_OUTPUT], expected, atol=1e-6)
+    assert read_manifest(folder)["onnx_sha256"] == sha256_file(folder / "model.onnx")
+
+    _graph(folder / "model.onnx", conv_seed=7)  # a backbone the head was not fitted on
+    other = (folder / "model.onnx").read_bytes()
+    with pytest.raises(ValueError, match="not the one the subtype head was fitted on"):
+        subtype.reattach(folder)
+    assert (folder / "model.onnx").read_bytes() == other  # left as it was
+
+
+def test_an_artifact_without_a_subtype_head_is_left_alone(tmp_path):
+    folder = _artifact(tmp_path)
+    before = (folder / "model.onnx").read_bytes()
+    assert subtype.reattach(folder) is False
+    assert (folder / "model.onnx").read_bytes() == before
