@@ -116,7 +116,8 @@ class StudyFilter(PortalFilterSet):
         method="filter_reading",
         choices=[("read", "read"), ("unread", "unread")],
         help_text="`read`: a clinician's reading (feedback, from the pages or this API) is recorded on an "
-        "assessment of at least one of the study's films; `unread`: none is.",
+        "assessment of at least one of the study's films, or an acknowledgement ('seen: no AI result') of a "
+        "refused film or of the study itself (its analysis failed); `unread`: none is.",
     )
     ordering = OrderingFilter(
         fields=(

@@ -195,7 +195,8 @@ class StudySummarySerializer(serializers.ModelSerializer):
 
     read = serializers.SerializerMethodField(
         help_text="true when a clinician has read the study: a reading (feedback) of one of its films' "
-        "assessments, or an acknowledgement ('seen: no AI result') of a film the AI could not assess; "
+        "assessments, or an acknowledgement ('seen: no AI result') of a film the AI could not assess or of the "
+        "study itself when its analysis failed; "
         "the worklist's Read/Unread and the `reading` filter follow the same rule."
     )
 
