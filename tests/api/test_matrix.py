@@ -175,15 +175,31 @@ def _training_data_configured(settings, tmp_path):
     settings.PNEUMONIA_DATA_DIR = str(tmp_path / "dataset")
 
 
+class Callers:
+    """The five kinds of caller, each client made (token stored, session signed in) when a test first asks for
+    it: a test of one role needs one, and signing the admin in costs more than most requests."""
+
+    def __init__(self, makers: dict[str, Callable[[], APIClient]]) -> None:
+        self._makers = makers
+        self._clients: dict[str, APIClient] = {}
+
+    def __getitem__(self, role: str) -> APIClient:
+        if role not in self._clients:
+            self._clients[role] = self._makers[role]()
+        return self._clients[role]
+
+
 @pytest.fixture
-def callers(owner, outsider, admin_user, machine) -> dict[str, APIClient]:
-    return {
-        "clinician": api_client_for(owner),
-        "outsider": api_client_for(outsider),
-        "admin": _session_client(admin_user),
-        "api_client": machine.client,
-        "anonymous": APIClient(),
-    }
+def callers(owner, outsider, admin_user, machine) -> Callers:
+    return Callers(
+        {
+            "clinician": lambda: api_client_for(owner),
+            "outsider": lambda: api_client_for(outsider),
+            "admin": lambda: _session_client(admin_user),
+            "api_client": lambda: machine.client,
+            "anonymous": APIClient,
+        }
+    )
 
 
 def _session_client(user) -> APIClient:
