@@ -36,7 +36,7 @@ APT_INSTALL := $(SUDO) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteracti
 
 # The Compose client validates docker-compose.yml (no Docker engine is needed); the browser tests drive
 # Debian's headless Chromium (Playwright never downloads a browser here). Nothing happens when both are present.
-test-deps:  ## the tools the tests drive besides Python (a Compose client, headless Chromium, dciodvfy, slapd): from Debian if missing
+test-deps:  ## the tools the tests drive besides Python (a Compose client, headless Chromium, dciodvfy, slapd, dcmtk, openssl): from Debian if missing
 	@if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then \
 		echo "Installing docker-compose"; $(APT_INSTALL) docker-compose; fi
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
@@ -47,6 +47,11 @@ test-deps:  ## the tools the tests drive besides Python (a Compose client, headl
 	@if ! command -v slapd >/dev/null && [ ! -x /usr/sbin/slapd ]; then \
 		echo "Installing slapd and ldap-utils (the LDAP sign-in tests run a real OpenLDAP server)"; \
 		$(APT_INSTALL) slapd ldap-utils; fi
+	@if ! command -v echoscu >/dev/null || ! command -v storescu >/dev/null; then \
+		echo "Installing dcmtk (the DICOM receiver's tests send films with echoscu and storescu)"; \
+		$(APT_INSTALL) dcmtk; fi
+	@if ! command -v openssl >/dev/null; then \
+		echo "Installing openssl (test certificates for DICOM TLS and HTTPS webhooks)"; $(APT_INSTALL) openssl; fi
 
 test: $(VENV)/.installed services test-deps  ## the whole test suite against real PostgreSQL, Redis, Orthanc, Celery workers and Chromium
 	$(PY) -m pytest

@@ -24,6 +24,7 @@ from pydicom.uid import generate_uid
 from diagnostics.integrations.dicom_in.receiver import DicomReceiver
 from diagnostics.models import AuditEvent, DicomPeer, Study
 
+from ...conftest import require_tool
 from ...images import cr_film_bytes
 from ..test_pacs_orthanc import free_port
 
@@ -176,8 +177,7 @@ def _certificate(directory: Path, name: str, ca: str | None) -> tuple[Path, Path
 
 
 def test_dicom_tls_takes_a_peer_with_the_right_certificate_and_refuses_one_without(peer, settings, tmp_path):
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is not installed")
+    require_tool(shutil.which("openssl"), "openssl")
     import ssl
 
     _certificate(tmp_path, "hospital-ca", None)
@@ -215,8 +215,8 @@ def test_dicom_tls_takes_a_peer_with_the_right_certificate_and_refuses_one_witho
         server.stop()
 
 
-@pytest.mark.skipif(not shutil.which("echoscu") or not shutil.which("storescu"), reason="dcmtk is not installed")
 def test_dcmtk_senders_are_rejected_or_filed_by_ae_title(peer, receiver, tmp_path):
+    require_tool(shutil.which("echoscu") and shutil.which("storescu"), "dcmtk (echoscu, storescu)")
     stranger = subprocess.run(["echoscu", "-aet", "STRANGER", "-aec", PORTAL_AE, "127.0.0.1", str(receiver)],
                               capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
     assert stranger.returncode != 0 and "Association Rejected" in stranger.stdout + stranger.stderr

@@ -18,6 +18,7 @@ from diagnostics.services.studies import study_finish
 from tests.images import jpeg_bytes
 from worker.queues import WEBHOOK_MAX_RETRIES
 
+from ...conftest import require_tool
 from ...factories import ModelVersionFactory, PredictionFactory
 from .receiver import WebhookReceiver
 
@@ -318,8 +319,7 @@ def test_https_to_a_pinned_address_still_checks_the_certificate_of_the_name(tmp_
 
     from diagnostics.integrations.webhooks.services import webhook_post
 
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is needed to make a test certificate")
+    require_tool(shutil.which("openssl"), "openssl (it makes the test certificate)")
     cert, key = tmp_path / "his.crt", tmp_path / "his.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
