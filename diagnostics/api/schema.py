@@ -60,6 +60,12 @@ class PortalAutoSchema(AutoSchema):
         own = method.__doc__ if method is not None else None
         return inspect.cleandoc(own or type(self.view).__dict__.get("__doc__") or "")
 
+    def _get_format_parameters(self) -> list[Any]:
+        negotiation = getattr(self.view, "content_negotiation_class", None)
+        if not getattr(negotiation, "uses_format_parameter", True):
+            return []  # diagnostics/api/negotiation.py: ?format= is not offered there
+        return super()._get_format_parameters()
+
     def _error_codes(self) -> list[str]:
         permissions = self.view.get_permissions()
         public = all(isinstance(permission, AllowAny) for permission in permissions)
@@ -73,6 +79,8 @@ class PortalAutoSchema(AutoSchema):
             codes.append("404")
         if self.method in _UNSAFE and self.get_request_serializer() is not None:
             codes.append("415")
+        # A view that checks its query itself (no filter backend to show it) names the errors that gives.
+        codes += [code for code in getattr(self.view, "schema_extra_error_codes", ()) if code not in codes]
         return codes
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
@@ -80,21 +88,26 @@ class PortalAutoSchema(AutoSchema):
         if direction != "response":
             return responses
         error_ref = self.resolve_serializer(ErrorSerializer(), direction).ref
+        # A view answering its errors in another shape (FHIR's OperationOutcome) names its media types and schema.
+        own_errors: dict[str, dict[str, Any]] | None = getattr(self.view, "schema_error_content", None)
         for code in self._error_codes():
             if code in responses:
                 continue
             description, error_code, message = _ERRORS[code]
+            content = (
+                {media: {"schema": schema} for media, schema in own_errors.items()}
+                if own_errors
+                else {
+                    "application/json": {
+                        "schema": error_ref,
+                        "examples": {error_code: {"value": error_body(error_code, message or description)}},
+                    }
+                }
+            )
             responses[code] = {
                 "description": description,
                 **({"headers": _ERROR_HEADERS[code]} if code in _ERROR_HEADERS else {}),
-                "content": {
-                    "application/json": {
-                        "schema": error_ref,
-                        "examples": {
-                            error_code: {"value": error_body(error_code, message or description)},
-                        },
-                    }
-                },
+                "content": content,
             }
         return responses
 

@@ -114,9 +114,11 @@ CASES: dict[str, Case] = {
         "/dicomweb/studies",
         {"clinician": 200, "outsider": 200, "admin": 403, "api_client": 200, "anonymous": 401},
         content_type='multipart/related; type="application/dicom"; boundary=matrix',
-        raw=lambda: b"--matrix\r\nContent-Type: application/dicom\r\n\r\n"
-        + cr_film_bytes(patient_id="MRN-STOW", study_uid=generate_uid())
-        + b"\r\n--matrix--\r\n",
+        raw=lambda: (
+            b"--matrix\r\nContent-Type: application/dicom\r\n\r\n"
+            + cr_film_bytes(patient_id="MRN-STOW", study_uid=generate_uid())
+            + b"\r\n--matrix--\r\n"
+        ),
     ),
     "predictions_list": Case("GET", "/api/v1/predictions/", everyone()),
     "predictions_retrieve": Case("GET", "/api/v1/predictions/{prediction}/", team_read()),
@@ -133,9 +135,7 @@ CASES: dict[str, Case] = {
         team_read(201),
         body=lambda c: {"agrees": False, "confirmed_label": "NORMAL", "comment": "clear lungs"},
     ),
-    "predictions_acknowledgements_list": Case(
-        "GET", "/api/v1/predictions/{prediction}/acknowledgements/", team_read()
-    ),
+    "predictions_acknowledgements_list": Case("GET", "/api/v1/predictions/{prediction}/acknowledgements/", team_read()),
     # The fixture's prediction is scored: a clinician's acknowledgement is refused (400, not analysable only).
     "predictions_acknowledgements_create": Case(
         "POST",

@@ -15,18 +15,12 @@ from rest_framework.views import APIView
 
 from diagnostics.api.common import request_user
 from diagnostics.api.errors import ApiError
+from diagnostics.api.negotiation import FirstRendererNegotiation
 from diagnostics.upload_limits import ENVELOPE_BYTES, too_large_message
 
 from .services import StowRequestError, stow_store
 
 DICOM_JSON = "application/dicom+json"
-
-
-class DicomJsonRenderer(JSONRenderer):
-    """Lets a client that Accepts application/dicom+json be answered (errors included, in the API's shape)."""
-
-    media_type = DICOM_JSON
-    format = "dicomjson"
 
 
 def request_body(request: Request) -> bytes:
@@ -50,7 +44,9 @@ class StowStudiesApi(APIView):
     """Films from a PACS or a modality by HTTP: the token's user files them into its care team through the
     DICOM receiver's ingest. Authentication as the rest of the API (Authorization: Bearer <token>)."""
 
-    renderer_classes = [JSONRenderer, DicomJsonRenderer]
+    renderer_classes = [JSONRenderer]
+    # DICOMweb clients Accept application/dicom+json: the view writes the store response so, errors are the API's JSON.
+    content_negotiation_class = FirstRendererNegotiation
 
     @extend_schema(
         operation_id="dicomweb_stow_studies",

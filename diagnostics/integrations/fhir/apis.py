@@ -24,6 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from diagnostics.api.common import request_user
+from diagnostics.api.negotiation import AcceptHeaderNegotiation
 from diagnostics.integrations.pacs_out.services import film_capture_pixels
 from diagnostics.selectors import image_get_for_user, patient_get_for_user, study_film_results, study_get_for_user
 from diagnostics.selectors.warnings import study_warnings
@@ -65,10 +66,23 @@ def _resource_pk(resource_id: str, prefix: str) -> int:
     return int(number)
 
 
+OPERATION_OUTCOME_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["resourceType", "issue"],
+    "properties": {
+        "resourceType": {"type": "string", "enum": ["OperationOutcome"]},
+        "issue": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
 class FhirApi(APIView):
     """application/fhir+json by default (plain JSON for clients that ask for it); errors as OperationOutcome."""
 
     renderer_classes = [FhirJsonRenderer, JSONRenderer]
+    content_negotiation_class = AcceptHeaderNegotiation  # FHIR's own _format, not DRF's ?format=
+    # The schema's error responses (diagnostics.api.schema): OperationOutcome in either media type.
+    schema_error_content = {FHIR_JSON: OPERATION_OUTCOME_SCHEMA, "application/json": OPERATION_OUTCOME_SCHEMA}
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, FhirSearchError):
@@ -98,6 +112,8 @@ class FhirMetadataApi(FhirApi):
 
 
 class FhirDiagnosticReportSearchApi(FhirApi):
+    schema_extra_error_codes = ("400",)  # a search without a patient or identifier, or an unknown parameter
+
     @extend_schema(
         operation_id="fhir_diagnostic_report_search",
         summary="FHIR DiagnosticReport search (a searchset Bundle): patient.identifier, patient, date, identifier",
