@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils.html import escape
 
+from diagnostics.formatting.numbers import score_percent
 from diagnostics.models import Prediction, Study
 
 from .conftest import api_client_for, jpeg_upload, login_client
@@ -40,7 +42,9 @@ def test_api_upload_is_predicted_by_the_worker_and_shown_on_page_and_api(owner, 
     assert api_prediction["label"] == prediction.label and api_prediction["model_version"] == active_model.name
 
     page = login_client(owner).get(reverse("study_detail", args=[study.pk])).content.decode()
-    assert f"{prediction.probability:.3f}" in page
+    # The score as the formatting owner writes it beside its threshold ('< 0.1 %' escaped as '&lt; 0.1 %').
+    assert f"<strong>{escape(score_percent(prediction.probability, prediction.threshold))}</strong>" in page
+    assert f"threshold of {escape(score_percent(prediction.threshold, prediction.probability))}" in page
     assert active_model.name in page
     assert "not a diagnosis" in page
 

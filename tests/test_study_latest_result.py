@@ -24,6 +24,12 @@ def films(count: int) -> list[tuple[str, bytes]]:
 pytestmark = pytest.mark.django_db
 
 
+def table_rows(page: str) -> str:
+    """The worklist table's body: its rows, one per study listed on this page."""
+    start = page.index("<tbody")
+    return page[start : page.index("</tbody>", start)]
+
+
 def test_a_study_is_as_suspicious_as_its_most_suspicious_film(owner, patient):
     study = StudyFactory(created_by=owner, patient=patient, films=films(3))
     first = ModelVersionFactory(name="first")
@@ -88,11 +94,17 @@ def test_the_worklist_pages_through_studies_in_triage_order_keeping_the_filters(
     page_one = client.get(reverse("worklist"), {"status": "queued"}).content.decode()
     assert f"Studies 1–{WORKLIST_LIMIT} of {len(studies)}" in page_one
     most_suspicious = studies[-1]
-    assert f'href="/studies/{most_suspicious.pk}/' in page_one and f'href="/studies/{studies[0].pk}/' not in page_one
+    # Which studies a page lists is read from its table's rows: the "Read the next unread study" link above the
+    # table names the first unread study of the whole filtered list, whatever the page.
+    rows_one = table_rows(page_one)
+    assert f'href="/studies/{most_suspicious.pk}/' in rows_one and f'href="/studies/{studies[0].pk}/' not in rows_one
+    assert rows_one.count("data-row-link") == WORKLIST_LIMIT
     assert 'href="?status=queued&amp;page=2"' in page_one
     page_two = client.get(reverse("worklist"), {"status": "queued", "page": "2"}).content.decode()
     assert f"Studies {WORKLIST_LIMIT + 1}–{len(studies)} of {len(studies)}" in page_two
-    assert f'href="/studies/{studies[0].pk}/' in page_two and f'href="/studies/{most_suspicious.pk}/' not in page_two
+    rows_two = table_rows(page_two)
+    assert f'href="/studies/{studies[0].pk}/' in rows_two and f'href="/studies/{most_suspicious.pk}/' not in rows_two
+    assert rows_two.count("data-row-link") == 3
     # The live refresh of page 2 reloads page 2 (the studies are still queued: the page polls).
     assert 'hx-get="/?status=queued&amp;page=2"' in page_two
     # A page number past the end shows the last page rather than an error.

@@ -202,9 +202,9 @@ def test_the_adult_film_of_another_patient_is_warned_about_on_every_surface(owne
     box = page[page.index('class="card study-summary"') : page.index("</section>", page.index("study-summary"))]
     assert box.index("Film may be of another patient.") < box.index("Outside intended use.") < box.index("suspected")
     assert "patient ID 9RG1 (record: MRN-A-1)" in text(box)
-    # The worklist row.
+    # The worklist row (the study's row in the table, not the "Read the next unread study" link above it).
     worklist = client.get(reverse("worklist")).content.decode()
-    row = worklist[worklist.index(f'href="{reverse("study_detail", args=[study.pk])}') :]
+    row = worklist[worklist.index(f'data-row-link href="{reverse("study_detail", args=[study.pk])}') :]
     row = row[: row.index("</tr>")]
     assert "Film may be of another patient" in row and "Outside intended use" in row
     # Page 1 of the PDF.

@@ -15,6 +15,7 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import expect
 
+from diagnostics.formatting.numbers import score_percent
 from diagnostics.models import AuditEvent, Feedback, Prediction, Study
 from diagnostics.services.feedback import feedback_record
 
@@ -143,7 +144,13 @@ def test_clinician_uploads_follows_the_live_result_reads_the_heatmap_gives_feedb
     expect(first.locator(".finding-text")).to_have_text(
         re.compile(r"^\s*(Pneumonia suspected|No pneumonia suspected)\s*$")
     )
-    expect(first).to_contain_text(f"{predictions[0].probability:.3f}")
+    # The score and its threshold as the formatting owner writes them, each beside the other.
+    expect(first.locator(".finding-explainer")).to_contain_text(
+        f"is {score_percent(predictions[0].probability, predictions[0].threshold)}, "
+    )
+    expect(first.locator(".finding-explainer")).to_contain_text(
+        f"decision threshold of {score_percent(predictions[0].threshold, predictions[0].probability)}."
+    )
     expect(first).to_contain_text(active_model.name)
 
     # The heatmaps came with the result, from the same model call: no reload, no second wait.
