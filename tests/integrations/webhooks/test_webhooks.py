@@ -343,7 +343,7 @@ def test_https_to_a_pinned_address_still_checks_the_certificate_of_the_name(tmp_
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(cert), str(key))
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     port = server.server_address[1]
     try:
         response = webhook_post(f"https://his.example:{port}/hook", "127.0.0.1", body=b"{}", headers={})
