@@ -3,6 +3,8 @@ the acknowledgements ("seen: no AI result") of films the AI could not assess."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_serializer
@@ -140,15 +142,29 @@ class PredictionFeedbackApi(ListApi):
         return Response(FeedbackOutputSerializer(feedback).data, status=status.HTTP_201_CREATED)
 
 
-class PredictionAcknowledgementApi(ListApi):
-    """'Seen: no AI result' on a film the input gate refused: such a film has no label to confirm or
-    correct, so this is how its study is read (the study's `read` and the `reading` filter count it)."""
+@extend_schema_serializer(component_name="AcknowledgementCreate")
+class AcknowledgementInputSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+
+
+class AcknowledgementApi(ListApi):
+    """What the acknowledgements of a film and of a study share: the comment they take and their answer."""
 
     output_serializer = AcknowledgementOutputSerializer
+    InputSerializer: type[serializers.Serializer] = AcknowledgementInputSerializer
 
-    @extend_schema_serializer(component_name="AcknowledgementCreate")
-    class InputSerializer(serializers.Serializer):
-        comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+    def acknowledge(self, request: Request, record: Callable[..., Any], *, many: bool = False) -> Response:
+        """201 with what `record(comment=...)` acknowledged; a service's ValidationError is a 400."""
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with service_errors():
+            acknowledged = record(**serializer.validated_data)
+        return Response(AcknowledgementOutputSerializer(acknowledged, many=many).data, status=status.HTTP_201_CREATED)
+
+
+class PredictionAcknowledgementApi(AcknowledgementApi):
+    """'Seen: no AI result' on a film the input gate refused: such a film has no label to confirm or
+    correct, so this is how its study is read (the study's `read` and the `reading` filter count it)."""
 
     @extend_schema(
         operation_id="predictions_acknowledgements_list",
@@ -164,30 +180,27 @@ class PredictionAcknowledgementApi(ListApi):
         summary="Record that a clinician has seen a film the AI could not assess",
         description="Only for an assessment whose `outcome` is `not_analysable`; a scored assessment is read "
         "with feedback (400 otherwise).",
-        request=InputSerializer,
+        request=AcknowledgementInputSerializer,
         responses={201: AcknowledgementOutputSerializer},
         examples=[OpenApiExample("Seen", value={"comment": "Rotated film, read by hand"}, request_only=True)],
     )
     def post(self, request: Request, prediction_id: int) -> Response:
         user = request_user(request)
         prediction = prediction_get_for_user(user=user, prediction_id=prediction_id)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        with service_errors():
-            acknowledgement = acknowledgement_record(user=user, prediction=prediction, **serializer.validated_data)
-        return Response(AcknowledgementOutputSerializer(acknowledgement).data, status=status.HTTP_201_CREATED)
+        return self.acknowledge(request, partial(acknowledgement_record, user=user, prediction=prediction))
 
 
-class StudyAcknowledgementApi(ListApi):
+@extend_schema_serializer(component_name="StudyAcknowledgementCreate")
+class StudyAcknowledgementInputSerializer(AcknowledgementInputSerializer):
+    """The same comment under the study endpoint's own schema name (the published schema stays as it was)."""
+
+
+class StudyAcknowledgementApi(AcknowledgementApi):
     """'Seen: no AI result' on a study with nothing the AI scored: each film the input gate refused, or the
     study itself when its analysis failed or left a film without any assessment. Such a study has no label
     to confirm or correct, so this is how it is read (the study's `read` and the `reading` filter count it)."""
 
-    output_serializer = AcknowledgementOutputSerializer
-
-    @extend_schema_serializer(component_name="StudyAcknowledgementCreate")
-    class InputSerializer(serializers.Serializer):
-        comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+    InputSerializer = StudyAcknowledgementInputSerializer
 
     @extend_schema(
         operation_id="studies_acknowledgements_list",
@@ -205,15 +218,11 @@ class StudyAcknowledgementApi(ListApi):
         "film and some film (or the study) has no assessment at all - its analysis failed - the study itself "
         "(`prediction_id` null); the study's `failure_reason` is in the audit event. 400 while the study is "
         "queued or running, when a film is scored (read it with feedback) or when nothing is left to acknowledge.",
-        request=InputSerializer,
+        request=StudyAcknowledgementInputSerializer,
         responses={201: AcknowledgementOutputSerializer(many=True)},
         examples=[OpenApiExample("Seen", value={"comment": "Read by hand: clear lungs"}, request_only=True)],
     )
     def post(self, request: Request, study_id: int) -> Response:
         user = request_user(request)
         study = study_get_for_user(user=user, study_id=study_id)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        with service_errors():
-            acknowledged = study_acknowledge_no_ai_result(user=user, study=study, **serializer.validated_data)
-        return Response(AcknowledgementOutputSerializer(acknowledged, many=True).data, status=status.HTTP_201_CREATED)
+        return self.acknowledge(request, partial(study_acknowledge_no_ai_result, user=user, study=study), many=True)
