@@ -30,7 +30,7 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,12 +52,17 @@ def logit(prob: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def fit_platt(y: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
-    """(a, b) of sigmoid(a * logit(p) + b), by maximum likelihood (unregularised)."""
+def fit_platt_logit(y: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
+    """(a, b) of sigmoid(a * logit + b), by maximum likelihood (unregularised)."""
     from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=1e6, max_iter=1000).fit(logit(prob)[:, None], np.asarray(y, dtype=int))
+    model = LogisticRegression(C=1e6, max_iter=1000).fit(np.asarray(logits)[:, None], np.asarray(y, dtype=int))
     return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+def fit_platt(y: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
+    """(a, b) of sigmoid(a * logit(p) + b), by maximum likelihood (unregularised)."""
+    return fit_platt_logit(y, logit(prob))
 
 
 def apply_platt(prob: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -127,6 +132,64 @@ class Expectation:
         }
 
 
+def patient_halvings(
+    y: np.ndarray, scores: np.ndarray, groups: np.ndarray, *, repeats: int, seed: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(repeat, fit_idx, apply_idx): each of ``repeats`` random patient-grouped, class-stratified halvings,
+    both ways round."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    for repeat in range(repeats):
+        halves = StratifiedGroupKFold(n_splits=2, shuffle=True, random_state=seed + repeat)
+        for fit_idx, apply_idx in halves.split(scores, y, groups):
+            yield repeat, fit_idx, apply_idx
+
+
+def crossfit_measures(
+    y: np.ndarray, groups: np.ndarray, decided: np.ndarray, calibrated: np.ndarray, *, samples: int, seed: int
+) -> dict[str, Any]:
+    """Accuracy, sensitivity, specificity and calibration error of out-of-half decisions and calibrated scores
+    (each (repeats, films)), averaged over the repeats, with patient-level bootstrap 95 % intervals (each
+    resample decided by a random one of the halvings)."""
+    repeats = len(decided)
+
+    def rates(weights: np.ndarray, flags: np.ndarray) -> tuple[float, float, float]:
+        positive, negative = weights * (y == 1), weights * (y == 0)
+        sensitivity = float((positive * flags).sum() / positive.sum())
+        specificity = float((negative * ~flags).sum() / negative.sum())
+        accuracy = float(((positive * flags).sum() + (negative * ~flags).sum()) / weights.sum())
+        return accuracy, sensitivity, specificity
+
+    ones = np.ones(len(y))
+    point = np.array([rates(ones, decided[r]) for r in range(repeats)]).mean(axis=0)
+    ece = float(np.mean([evaluation.expected_calibration_error(y, calibrated[r]) for r in range(repeats)]))
+    counts = patient_resample_counts(groups, samples=samples, seed=seed)
+    picks = np.random.default_rng(seed).integers(0, repeats, size=samples)
+    draws, eces = [], []
+    for weights, repeat in zip(counts, picks, strict=True):
+        if (weights * (y == 1)).sum() == 0 or (weights * (y == 0)).sum() == 0:
+            continue
+        draws.append(rates(weights, decided[repeat]))
+        idx = np.repeat(np.arange(len(y)), weights.astype(int))
+        eces.append(evaluation.expected_calibration_error(y[idx], calibrated[repeat, idx]))
+    columns = np.array(draws).T
+
+    def interval(values: Any) -> list[float]:
+        return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+    return {
+        "accuracy": float(point[0]),
+        "accuracy_ci95": interval(columns[0]),
+        "sensitivity": float(point[1]),
+        "sensitivity_ci95": interval(columns[1]),
+        "specificity": float(point[2]),
+        "specificity_ci95": interval(columns[2]),
+        "ece": ece,
+        "ece_ci95": interval(eces),
+        "repeats": repeats,
+    }
+
+
 def crossfit_operating_point(
     y: np.ndarray,
     raw_prob: np.ndarray,
@@ -139,55 +202,22 @@ def crossfit_operating_point(
 ) -> Expectation:
     """Platt scaling and the threshold rule fitted on one patient-grouped half, applied to the other (both
     ways, ``repeats`` random halvings); the pooled out-of-half decisions and calibrated scores measured."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     y, raw_prob = np.asarray(y), np.asarray(raw_prob, dtype=np.float64)
     groups_arr = np.asarray(groups)
     decided = np.zeros((repeats, len(y)), dtype=bool)
     calibrated = np.zeros((repeats, len(y)))
-    for repeat in range(repeats):
-        halves = StratifiedGroupKFold(n_splits=2, shuffle=True, random_state=seed + repeat)
-        for fit_idx, apply_idx in halves.split(raw_prob, y, groups_arr):
-            if len(np.unique(y[fit_idx])) < 2 or len(np.unique(y[apply_idx])) < 2:
-                raise ValueError("Too few patients to cross-fit: a patient-grouped half holds one class only.")
-            a, b = fit_platt(y[fit_idx], raw_prob[fit_idx])
-            fitted = apply_platt(raw_prob[fit_idx], a, b)
-            threshold = threshold_for_sensitivity_bound(
-                y[fit_idx], fitted, groups_arr[fit_idx], target, samples=samples // 4, seed=seed + repeat
-            )
-            calibrated[repeat, apply_idx] = apply_platt(raw_prob[apply_idx], a, b)
-            decided[repeat, apply_idx] = calibrated[repeat, apply_idx] >= threshold
-
-    def rates(weights: np.ndarray, flags: np.ndarray) -> tuple[float, float]:
-        positive, negative = weights * (y == 1), weights * (y == 0)
-        return float((positive * flags).sum() / positive.sum()), float((negative * ~flags).sum() / negative.sum())
-
-    ones = np.ones(len(y))
-    point = np.array([rates(ones, decided[r]) for r in range(repeats)]).mean(axis=0)
-    ece_point = float(np.mean([evaluation.expected_calibration_error(y, calibrated[r]) for r in range(repeats)]))
-    counts = patient_resample_counts(groups_arr, samples=samples, seed=seed)
-    picks = np.random.default_rng(seed).integers(0, repeats, size=samples)
-    draws, eces = [], []
-    for weights, repeat in zip(counts, picks, strict=True):
-        if (weights * (y == 1)).sum() == 0 or (weights * (y == 0)).sum() == 0:
-            continue
-        draws.append(rates(weights, decided[repeat]))
-        idx = np.repeat(np.arange(len(y)), weights.astype(int))
-        eces.append(evaluation.expected_calibration_error(y[idx], calibrated[repeat, idx]))
-    sens_draws, spec_draws = np.array(draws).T
-
-    def interval(values: Any) -> list[float]:
-        return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
-
-    return Expectation(
-        sensitivity=float(point[0]),
-        sensitivity_ci95=interval(sens_draws),
-        specificity=float(point[1]),
-        specificity_ci95=interval(spec_draws),
-        ece=ece_point,
-        ece_ci95=interval(eces),
-        repeats=repeats,
-    )
+    for repeat, fit_idx, apply_idx in patient_halvings(y, raw_prob, groups_arr, repeats=repeats, seed=seed):
+        if len(np.unique(y[fit_idx])) < 2 or len(np.unique(y[apply_idx])) < 2:
+            raise ValueError("Too few patients to cross-fit: a patient-grouped half holds one class only.")
+        a, b = fit_platt(y[fit_idx], raw_prob[fit_idx])
+        fitted = apply_platt(raw_prob[fit_idx], a, b)
+        threshold = threshold_for_sensitivity_bound(
+            y[fit_idx], fitted, groups_arr[fit_idx], target, samples=samples // 4, seed=seed + repeat
+        )
+        calibrated[repeat, apply_idx] = apply_platt(raw_prob[apply_idx], a, b)
+        decided[repeat, apply_idx] = calibrated[repeat, apply_idx] >= threshold
+    measured = crossfit_measures(y, groups_arr, decided, calibrated, samples=samples, seed=seed)
+    return Expectation(**{field: measured[field] for field in Expectation.__dataclass_fields__})
 
 
 def describe_rule(split: str, target: float) -> str:

@@ -37,7 +37,7 @@ from ml.serving.artifacts import SUBTYPE_LABELS, SUBTYPE_OUTPUT
 from ml.serving.films import ImageRecord
 from ml.serving.settings import add_data_dir_argument, require_data_dir
 from ml.training import data, evaluation
-from ml.training.calibration import patient_resample_counts
+from ml.training.calibration import crossfit_measures, fit_platt_logit, patient_halvings
 from ml.training.subtype_features import CACHE_ROOT, backbone_sha256, compute_features, feature_map_name
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,6 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
 
 
-def fit_platt_logit(y: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
-    """(a, b) of sigmoid(a * logit + b) by maximum likelihood."""
-    from sklearn.linear_model import LogisticRegression
-
-    model = LogisticRegression(C=1e6, max_iter=1000).fit(np.asarray(logits)[:, None], np.asarray(y, dtype=int))
-    return float(model.coef_[0, 0]), float(model.intercept_[0])
-
-
 def youden_threshold(y: np.ndarray, prob: np.ndarray) -> float:
     """The score that maximises sensitivity + specificity (the highest such score on ties)."""
     return evaluation.choose_threshold(np.asarray(y), np.asarray(prob), rule="youden")
@@ -125,54 +117,15 @@ def crossfit_expectation(
     """Platt scaling and the Youden threshold fitted on one patient-grouped half, applied to the other (both
     ways, `repeats` halvings): accuracy, sensitivity (viral), specificity (bacterial) and calibration error of
     the pooled out-of-half decisions, with patient-level 95 % intervals."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     y, logits, groups_arr = np.asarray(y), np.asarray(logits, dtype=np.float64), np.asarray(groups)
     decided = np.zeros((repeats, len(y)), dtype=bool)
     calibrated = np.zeros((repeats, len(y)))
-    for repeat in range(repeats):
-        halves = StratifiedGroupKFold(n_splits=2, shuffle=True, random_state=seed + repeat)
-        for fit_idx, apply_idx in halves.split(logits, y, groups_arr):
-            a, b = fit_platt_logit(y[fit_idx], logits[fit_idx])
-            threshold = youden_threshold(y[fit_idx], sigmoid(a * logits[fit_idx] + b))
-            calibrated[repeat, apply_idx] = sigmoid(a * logits[apply_idx] + b)
-            decided[repeat, apply_idx] = calibrated[repeat, apply_idx] >= threshold
-
-    def rates(weights: np.ndarray, flags: np.ndarray) -> tuple[float, float, float]:
-        positive, negative = weights * (y == 1), weights * (y == 0)
-        sensitivity = float((positive * flags).sum() / positive.sum())
-        specificity = float((negative * ~flags).sum() / negative.sum())
-        accuracy = float(((positive * flags).sum() + (negative * ~flags).sum()) / weights.sum())
-        return accuracy, sensitivity, specificity
-
-    ones = np.ones(len(y))
-    point = np.array([rates(ones, decided[r]) for r in range(repeats)]).mean(axis=0)
-    ece = float(np.mean([evaluation.expected_calibration_error(y, calibrated[r]) for r in range(repeats)]))
-    counts = patient_resample_counts(groups_arr, samples=samples, seed=seed)
-    picks = np.random.default_rng(seed).integers(0, repeats, size=samples)
-    draws, eces = [], []
-    for weights, repeat in zip(counts, picks, strict=True):
-        if (weights * (y == 1)).sum() == 0 or (weights * (y == 0)).sum() == 0:
-            continue
-        draws.append(rates(weights, decided[repeat]))
-        idx = np.repeat(np.arange(len(y)), weights.astype(int))
-        eces.append(evaluation.expected_calibration_error(y[idx], calibrated[repeat, idx]))
-    columns = np.array(draws).T
-
-    def interval(values: Any) -> list[float]:
-        return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
-
-    return {
-        "accuracy": float(point[0]),
-        "accuracy_ci95": interval(columns[0]),
-        "sensitivity": float(point[1]),
-        "sensitivity_ci95": interval(columns[1]),
-        "specificity": float(point[2]),
-        "specificity_ci95": interval(columns[2]),
-        "ece": ece,
-        "ece_ci95": interval(eces),
-        "repeats": repeats,
-    }
+    for repeat, fit_idx, apply_idx in patient_halvings(y, logits, groups_arr, repeats=repeats, seed=seed):
+        a, b = fit_platt_logit(y[fit_idx], logits[fit_idx])
+        threshold = youden_threshold(y[fit_idx], sigmoid(a * logits[fit_idx] + b))
+        calibrated[repeat, apply_idx] = sigmoid(a * logits[apply_idx] + b)
+        decided[repeat, apply_idx] = calibrated[repeat, apply_idx] >= threshold
+    return crossfit_measures(y, groups_arr, decided, calibrated, samples=samples, seed=seed)
 
 
 # --- the graph ---------------------------------------------------------------------------------------
