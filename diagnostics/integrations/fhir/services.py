@@ -317,21 +317,36 @@ def _interpretation(observation: dict[str, Any]) -> str:
     return str(observation["interpretation"][0]["coding"][0]["code"])
 
 
-def _observation(number: int, prediction: Prediction, subject: dict[str, Any]) -> dict[str, Any]:
+def _ai_observation(observation_id: str, text: str, prediction: Prediction, subject: dict[str, Any]) -> dict[str, Any]:
+    """What every Observation of a film's AI assessment starts with: its id, a preliminary imaging Pneumonia
+    observation of `subject` in words `text`, when the model made it and which model."""
     model = prediction.model_version
-    observation: dict[str, Any] = {
+    return {
         "resourceType": "Observation",
-        "id": f"film-{number}",
+        "id": observation_id,
         "status": "preliminary",
         "category": [
             {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}
         ],
-        "code": {"coding": [PNEUMONIA], "text": f"Pneumonia, film {number} (AI)"},
+        "code": {"coding": [PNEUMONIA], "text": text},
         "subject": subject,
         "effectiveDateTime": prediction.created_at.isoformat(),
         "device": {"display": f"{model.name} (sha256 {model.sha256[:12]})"},
-        "note": [{"text": CAPTION}],
     }
+
+
+def _fraction(value: float, *, unit: str | None = None) -> dict[str, Any]:
+    """A score, probability or rate as a unitless Quantity (UCUM "1"), to four decimals, `unit` its name."""
+    quantity: dict[str, Any] = {"value": round(float(value), 4)}
+    if unit is not None:
+        quantity["unit"] = unit
+    return {**quantity, "system": UCUM, "code": "1"}
+
+
+def _observation(number: int, prediction: Prediction, subject: dict[str, Any]) -> dict[str, Any]:
+    model = prediction.model_version
+    observation = _ai_observation(f"film-{number}", f"Pneumonia, film {number} (AI)", prediction, subject)
+    observation["note"] = [{"text": CAPTION}]
     if not prediction.analysable:
         observation["dataAbsentReason"] = {
             "coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "error"}],
@@ -340,15 +355,11 @@ def _observation(number: int, prediction: Prediction, subject: dict[str, Any]) -
         observation["interpretation"] = [{"coding": [{"system": V3_INTERPRETATION, "code": "IND"}]}]
         return observation
     word = "probability" if model.score_is_probability else "AI score"
-    observation["valueQuantity"] = {"value": round(float(prediction.probability or 0), 4), "unit": word,
-                                    "system": UCUM, "code": "1"}  # fmt: skip
+    observation["valueQuantity"] = _fraction(prediction.probability or 0, unit=word)
     code = "POS" if prediction.label == Prediction.Label.PNEUMONIA else "NEG"
     observation["interpretation"] = [{"coding": [{"system": V3_INTERPRETATION, "code": code}]}]
     observation["component"] = [
-        {
-            "code": {"text": "Decision threshold"},
-            "valueQuantity": {"value": round(float(prediction.threshold), 4), "system": UCUM, "code": "1"},
-        }
+        {"code": {"text": "Decision threshold"}, "valueQuantity": _fraction(prediction.threshold)}
     ]
     if prediction.intended_use_warning:
         observation["note"].append({"text": prediction.intended_use_warning})
@@ -360,7 +371,6 @@ def _subtype_observation(number: int, prediction: Prediction, subject: dict[str,
     SNOMED CT disorder, P(viral) and the accuracy expected on new patients as components, in words as a note."""
     subtype = prediction.subtype
     assert subtype is not None  # noqa: S101 - the caller keeps films without one out
-    model = prediction.model_version
     components = [
         {
             "code": {
@@ -368,31 +378,23 @@ def _subtype_observation(number: int, prediction: Prediction, subject: dict[str,
                 if subtype["probability_calibrated"]
                 else "AI score for viral pneumonia (not a calibrated probability)"
             },
-            "valueQuantity": {"value": round(float(subtype["probability"]), 4), "system": UCUM, "code": "1"},
+            "valueQuantity": _fraction(subtype["probability"]),
         },
         {
             "code": {"text": "Decision threshold (viral at or above)"},
-            "valueQuantity": {"value": round(float(subtype["threshold"]), 4), "system": UCUM, "code": "1"},
+            "valueQuantity": _fraction(subtype["threshold"]),
         },
     ]
     if subtype["expected_accuracy"] is not None:
         components.append(
             {
                 "code": {"text": "Accuracy of this suggestion expected on new patients"},
-                "valueQuantity": {"value": round(float(subtype["expected_accuracy"]), 4), "system": UCUM, "code": "1"},
+                "valueQuantity": _fraction(subtype["expected_accuracy"]),
             }
         )
+    text = f"Bacterial or viral pneumonia, film {number} (AI suggestion)"
     return {
-        "resourceType": "Observation",
-        "id": f"film-{number}-subtype",
-        "status": "preliminary",
-        "category": [
-            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}
-        ],
-        "code": {"coding": [PNEUMONIA], "text": f"Bacterial or viral pneumonia, film {number} (AI suggestion)"},
-        "subject": subject,
-        "effectiveDateTime": prediction.created_at.isoformat(),
-        "device": {"display": f"{model.name} (sha256 {model.sha256[:12]})"},
+        **_ai_observation(f"film-{number}-subtype", text, prediction, subject),
         "valueCodeableConcept": {
             "coding": [VIRAL_PNEUMONIA if subtype["label"] == "viral" else BACTERIAL_PNEUMONIA],
             "text": subtype_label_words(subtype),
