@@ -32,26 +32,25 @@ def json_table(field: str, description: str, *, empty: str = "—") -> Display:
     return show
 
 
-def score_text(field: str, description: str) -> Display:
-    """A model's score or threshold (0–1) as numbers.score_percent writes it ('51.9 %', '> 99.9 %')."""
+def _number_text(field: str, description: str, write: Callable[[Any], str]) -> Display:
+    """A number field as `write` writes it, sorted by the field."""
 
     @admin.display(description=description, ordering=field)
     def show(admin_: Any, obj: Model) -> str:
-        return numbers.score_percent(getattr(obj, field))
+        return write(getattr(obj, field))
 
     show.__name__ = f"{field}_text"
     return show
+
+
+def score_text(field: str, description: str) -> Display:
+    """A model's score or threshold (0–1) as numbers.score_percent writes it ('51.9 %', '> 99.9 %')."""
+    return _number_text(field, description, numbers.score_percent)
 
 
 def latency_text(field: str, description: str) -> Display:
     """Milliseconds, whole ('4 ms')."""
-
-    @admin.display(description=description, ordering=field)
-    def show(admin_: Any, obj: Model) -> str:
-        return numbers.latency_ms(getattr(obj, field))
-
-    show.__name__ = f"{field}_text"
-    return show
+    return _number_text(field, description, numbers.latency_ms)
 
 
 def metric_text(value: Any) -> str:
