@@ -22,6 +22,14 @@ def _figure() -> Any:
     return Figure(figsize=(4.5, 4.5), dpi=100)
 
 
+def _axes_with_diagonal(label: str) -> tuple[Any, Any]:
+    """A figure and its one axes, the grey dashed diagonal drawn (`label` its legend entry)."""
+    figure = _figure()
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label=label)
+    return figure, axes
+
+
 def _render(figure: Any, image_format: str) -> bytes:
     import matplotlib
 
@@ -39,9 +47,7 @@ def roc_plot_png(*, summary: Mapping[str, Any], title: str, image_format: str = 
     curve = summary.get("roc_curve") or []
     if len(curve) < 2:
         return None
-    figure = _figure()
-    axes = figure.subplots()
-    axes.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="chance")
+    figure, axes = _axes_with_diagonal("chance")
     label = f"AUC {metric(summary['roc_auc'])}" if summary.get("roc_auc") is not None else "ROC curve"
     axes.plot([point["fpr"] for point in curve], [point["tpr"] for point in curve], "-", label=label)
     if summary.get("sensitivity") is not None and summary.get("specificity") is not None:
@@ -65,9 +71,7 @@ def calibration_plot_png(*, summary: Mapping[str, Any], title: str, image_format
     curve = [row for row in summary.get("reliability_curve") or [] if row.get("count")]
     if not curve:
         return None
-    figure = _figure()
-    axes = figure.subplots()
-    axes.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="perfect calibration")
+    figure, axes = _axes_with_diagonal("perfect calibration")
     label = f"ECE {metric(summary['ece'])}" if summary.get("ece") is not None else "observed"
     axes.plot([row["mean_predicted"] for row in curve], [row["fraction_positive"] for row in curve], "o-", label=label)
     axes.set(
