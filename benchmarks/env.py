@@ -63,16 +63,16 @@ def _secret_key() -> str:
     return key_file.read_text().strip()
 
 
-def database_reset() -> None:
-    """Drop and re-create the benchmark database (never any other)."""
+def database_reset(name: str = DATABASE_NAME) -> None:
+    """Drop and re-create a benchmark database, `name` (never any other)."""
     import psycopg2
 
-    assert DATABASE_NAME.startswith("portal_bench"), DATABASE_NAME
+    assert name.startswith("portal_bench"), name
     connection = psycopg2.connect(f"{PG_SERVER}/postgres")
     connection.autocommit = True
     with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{DATABASE_NAME}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cursor.execute(f'CREATE DATABASE "{name}"')
     connection.close()
 
 

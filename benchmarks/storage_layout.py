@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .env import HOST, PG_SERVER, ROOT, WORKDIR, Service, bench_env, free_port, gunicorn, manage
+from .env import HOST, PG_SERVER, ROOT, WORKDIR, Service, bench_env, database_reset, free_port, gunicorn, manage
 
 DATABASE = "portal_bench_layout"
 LAYOUT_DIR = WORKDIR / "storage-layout"
@@ -133,17 +133,6 @@ class CountingProxy:
 # One layout
 
 
-def reset_database() -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(f"{PG_SERVER}/postgres")
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{DATABASE}"')
-    connection.close()
-
-
 def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
     return {
         "STORAGE_BACKEND": "s3", "S3_BUCKET": bucket, "S3_ENDPOINT_URL": endpoint, "S3_REGION": "us-east-1",
@@ -178,7 +167,7 @@ def run_layout(name: str, *, web_env: dict[str, str], worker_env: dict[str, str]
     import requests
 
     log(f"{name}: database, seed, web and worker")
-    reset_database()
+    database_reset(DATABASE)
     manage("migrate", "--noinput", env=web_env)
     credentials = LAYOUT_DIR / f"{name}-credentials.json"
     film_path = LAYOUT_DIR / "seed-film.jpeg"
