@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from .slapd import free_port
+from .slapd import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -85,9 +85,4 @@ def provider_start(workdir: Path, redirect_bases: list[str]) -> Provider:
 
 
 def provider_stop(provider: Provider) -> None:
-    provider.process.terminate()
-    try:
-        provider.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        provider.process.kill()
-        provider.process.wait()
+    stop_process(provider.process)

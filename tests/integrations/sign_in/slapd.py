@@ -81,10 +81,15 @@ def directory_start(workdir: Path) -> Directory:
     return Directory(uri=uri, root_dn=f"cn=admin,{BASE}", root_password=root_password, process=process)
 
 
-def directory_stop(directory: Directory) -> None:
-    directory.process.terminate()
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a fixture's server; killed when it has not exited 10 s later."""
+    process.terminate()
     try:
-        directory.process.wait(timeout=10)
+        process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        directory.process.kill()
-        directory.process.wait()
+        process.kill()
+        process.wait()
+
+
+def directory_stop(directory: Directory) -> None:
+    stop_process(directory.process)
