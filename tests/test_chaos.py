@@ -40,6 +40,18 @@ def wait_until_finished(studies: list[Study], worker: CeleryWorker, timeout: flo
     assert not pending, f"studies {sorted(pending)} still unfinished; worker log:\n{worker.log_tail()}"
 
 
+def reconcile_until_done(studies: list[Study], worker: CeleryWorker, *, timeout: float, log_lines: int) -> None:
+    """Run beat's reconciler (with its defaults) every second until every study is done; fails with the end of
+    the worker's log."""
+    deadline = time.monotonic() + timeout
+    pending = {s.pk for s in studies}
+    while pending and time.monotonic() < deadline:
+        study_reconcile_stale()
+        pending = set(Study.objects.filter(pk__in=pending).exclude(status="done").values_list("pk", flat=True))
+        time.sleep(1)
+    assert not pending, worker.log_tail(log_lines)
+
+
 def assert_one_prediction_each(studies: list[Study]) -> None:
     for study in Study.objects.filter(pk__in=[s.pk for s in studies]):
         assert study.status == Study.Status.DONE, study.failure_reason
@@ -124,13 +136,7 @@ def test_the_worker_keeps_consuming_through_ten_broker_restarts(
                 time.sleep(0.5)
             assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
             studies += make_studies(owner, patient, 2)
-            deadline = time.monotonic() + 120
-            pending = {s.pk for s in studies}
-            while pending and time.monotonic() < deadline:
-                study_reconcile_stale()  # beat's reconciler, with its defaults
-                pending = set(Study.objects.filter(pk__in=pending).exclude(status="done").values_list("pk", flat=True))
-                time.sleep(1)
-            assert not pending, worker.log_tail(80)
+            reconcile_until_done(studies, worker, timeout=120, log_lines=80)
             assert worker.process.poll() is None, "the worker died"
     finally:
         worker.stop()

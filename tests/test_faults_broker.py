@@ -12,10 +12,9 @@ import pytest
 from django.conf import settings
 
 from diagnostics.models import Study
-from diagnostics.services.reconcile import study_reconcile_stale
 
 from .chaos import PrivateRedis, celery_broker
-from .test_chaos import assert_one_prediction_each, make_studies
+from .test_chaos import assert_one_prediction_each, make_studies, reconcile_until_done
 from .worker import CeleryWorker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -61,13 +60,7 @@ def test_a_prefork_worker_survives_twenty_redis_kills_and_an_outage_under_load(
                 assert worker.process is not None and worker.process.poll() is None, worker.log_tail(80)
             assert kills_mid_study >= KILLS // 2, f"only {kills_mid_study} kills caught a running study"
             studies += make_studies(owner, patient, 4)  # consuming afterwards: new work is taken
-            deadline = time.monotonic() + 150
-            pending = {s.pk for s in studies}
-            while pending and time.monotonic() < deadline:
-                study_reconcile_stale()  # beat's reconciler, with its defaults
-                pending = set(Study.objects.filter(pk__in=pending).exclude(status="done").values_list("pk", flat=True))
-                time.sleep(1)
-            assert not pending, worker.log_tail(120)
+            reconcile_until_done(studies, worker, timeout=150, log_lines=120)
             assert worker.process.poll() is None, "the worker died"
             alive = worker.pool_pids()
             assert len(alive) == 2, f"pool processes {pool} -> {alive}"
