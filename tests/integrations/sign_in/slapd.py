@@ -14,16 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.chaos import free_port
+
 HERE = Path(__file__).resolve().parent
 SLAPD = shutil.which("slapd") or ("/usr/sbin/slapd" if Path("/usr/sbin/slapd").is_file() else None)
 SLAPADD = shutil.which("slapadd") or ("/usr/sbin/slapadd" if Path("/usr/sbin/slapadd").is_file() else None)
 BASE = "dc=hospital,dc=example"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
