@@ -107,3 +107,25 @@ def test_the_per_user_budget_counts_the_codestream_not_the_header():
     assert upload_decode_cost(files=[("a.dcm", honest)], target_size=1024) == 256 * 256 * 2
     # A lying file counts nothing: it is refused from its headers before any pixel is decoded.
     assert upload_decode_cost(files=[("b.dcm", lying_j2k())], target_size=1024) == 0
+
+
+@pytest.mark.django_db
+def test_a_bomb_stored_before_the_bounds_is_read_within_the_cap_by_the_pacs_and_fhir_writers(
+    owner, patient, small_inflate_cap
+):
+    """Films stored before the bounds came in were never checked: the results writers read them through the
+    same bounded reader (a PACS delivery's failed attempt, an empty FHIR value), never inflating them whole."""
+    from diagnostics.integrations.fhir.services import _header_value
+    from diagnostics.integrations.pacs_out.services import _source_dataset
+
+    from .factories import StudyFactory
+
+    image = StudyFactory(patient=patient, created_by=owner).images.get()
+    with image.file.storage.open(image.file.name, "wb") as handle:
+        handle.write(deflate_bomb())
+    Image.objects.filter(pk=image.pk).update(format=Image.Format.DICOM)
+    image.refresh_from_db()
+
+    with pytest.raises(decode.ImageDecodeError):
+        _source_dataset(image)
+    assert _header_value(image, "StudyDate") == ""

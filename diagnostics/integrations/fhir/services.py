@@ -38,6 +38,7 @@ from diagnostics.integrations.pacs_out.services import CAPTION, MANUFACTURER  # 
 from diagnostics.models import Image, PacsDelivery, Patient, Prediction, Study
 from diagnostics.selectors import FilmResult, study_film_results, study_summary
 from diagnostics.selectors.warnings import study_warnings
+from ml.serving.decode import ImageDecodeError, read_dicom_dataset
 
 SNOMED, LOINC, UCUM = "http://snomed.info/sct", "http://loinc.org", "http://unitsofmeasure.org"
 V3_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -111,13 +112,14 @@ def _header_value(image: Image, keyword: str) -> str:
     dicom_metadata); header only, no pixel read. '' when the film has none or is not DICOM."""
     if image.format != Image.Format.DICOM:
         return ""
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         with image.file.open("rb") as handle:
-            dataset = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=[keyword])
-    except (InvalidDicomError, ValueError, EOFError, OSError, TypeError, KeyError):
+            # Bounded like every other read (a deflated file inflated within its cap): films stored before
+            # the bounds came in were not checked.
+            dataset = read_dicom_dataset(handle.read(), stop_before_pixels=True, specific_tags=[keyword])
+    except (InvalidDicomError, ImageDecodeError, ValueError, EOFError, OSError, TypeError, KeyError):
         return ""
     return str(dataset.get(keyword, "") or "")
 

@@ -40,6 +40,7 @@ from diagnostics.selectors.warnings import (
 )
 from diagnostics.services.audit import audit_record
 from diagnostics.services.reports import image_display_pixels, overlay_pixels
+from ml.serving.decode import read_dicom_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -174,10 +175,10 @@ TYPE2_REFERENCE_ATTRIBUTES = (
 def _source_dataset(image: Image):  # noqa: ANN202 (a pydicom Dataset)
     """The film's header (its pixels are not needed: the captures are drawn from the stored preview), with
     every Type 2 patient and study attribute the results copy present, empty where the film has none."""
-    import pydicom
-
     with image.file.open("rb") as handle:
-        dataset = pydicom.dcmread(handle, stop_before_pixels=True)
+        # Bounded like every other read (a deflated file inflated within its cap; ImageDecodeError past it is the
+        # delivery's failed attempt): films stored before the bounds came in were not checked.
+        dataset = read_dicom_dataset(handle.read(), stop_before_pixels=True)
     for keyword in TYPE2_REFERENCE_ATTRIBUTES:
         if keyword not in dataset:
             setattr(dataset, keyword, "")
